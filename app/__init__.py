@@ -1,0 +1,69 @@
+"""The Flask application (factory pattern: nothing runs at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from sequences import runtime as runtime_module
+from sequences.runtime import Runtime
+from sequences.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTENSION_KEY = "cartback"
+
+
+def create_app(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+) -> Flask:
+    """Build the app. ``overrides`` holds Settings field names (lower case) or Flask keys."""
+    from app.wiring import build_runtime
+
+    overrides = dict(overrides or {})
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    field_overrides = {k: v for k, v in overrides.items() if k.islower()}
+    if field_overrides:
+        settings = settings.with_overrides(**field_overrides)
+
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=None)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
+        MAX_CONTENT_LENGTH=settings.max_webhook_bytes,
+        JSON_SORT_KEYS=False,
+        TESTING=settings.environment == "test",
+    )
+    app.config.update({k: v for k, v in overrides.items() if k.isupper()})
+
+    runtime = runtime or build_runtime(settings)
+    app.extensions[EXTENSION_KEY] = runtime
+    # Jobs run in this process too (SimpleWorker in tests, `cartback sweep`).
+    runtime_module.install(runtime)
+
+    from app import demo_store, links, ops, outbox, webhooks
+
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(links.bp)
+    app.register_blueprint(outbox.bp)
+    app.register_blueprint(demo_store.bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Any:
+        if request.path.startswith(("/webhooks/", "/api/", "/demo-store/api/")):
+            return jsonify(error=error.description or error.name), error.code or 500
+        return error
+
+    return app
+
+
+def get_runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions[EXTENSION_KEY]
+    return runtime

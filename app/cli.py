@@ -1,0 +1,112 @@
+"""The `cartback` command line (click)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from sequences.settings import ConfigError, Settings, generate_encryption_key, generate_secret_key
+
+
+def _settings() -> Settings:
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(help="cartback: win back abandoned carts over WhatsApp.")
+def main() -> None:
+    pass
+
+
+@main.group(help="Database commands.")
+def db() -> None:
+    pass
+
+
+@db.command("upgrade", help="Apply all migrations to DATABASE_URL.")
+def db_upgrade() -> None:
+    from app.dbmigrate import upgrade
+
+    settings = _settings()
+    click.echo("Applying migrations…")
+    upgrade(settings.database_url)
+    click.echo("Database is up to date.")
+
+
+@main.command(help="Serve the web app with gunicorn.")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=4, show_default=True, type=int)
+def web(bind: str, workers: int, threads: int) -> None:
+    _settings()  # fail fast on configuration before gunicorn forks
+    os.execvp(  # noqa: S606 - replaces this process with gunicorn, arguments are ours
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "app:create_app()",
+            "--bind",
+            bind,
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--access-logfile",
+            "-",
+        ],
+    )
+
+
+@main.command(help="Run an RQ worker with its scheduler (and the periodic sweep).")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker(burst: bool) -> None:
+    from app.logs import configure_logging
+    from app.wiring import build_runtime
+    from app.worker import CartbackWorker
+    from sequences import runtime as runtime_module
+
+    settings = _settings()
+    configure_logging()
+    runtime = build_runtime(settings)
+    runtime_module.install(runtime)
+    CartbackWorker([runtime.queue], connection=runtime.redis).work(burst=burst, with_scheduler=True)
+
+
+@main.command(help="Rebuild due steps and lost alarms in Redis from the database.")
+def sweep() -> None:
+    from app.wiring import build_runtime
+    from sequences import runtime as runtime_module
+    from sequences.sweep import run_sweep
+
+    runtime = build_runtime(_settings())
+    runtime_module.install(runtime)
+    click.echo(f"Sweep: {run_sweep(runtime)}")
+
+
+@main.command(help="Print fresh SECRET_KEY and ENCRYPTION_KEY values for production.")
+def keys() -> None:
+    click.echo(f"SECRET_KEY={generate_secret_key()}")
+    click.echo(f"ENCRYPTION_KEY={generate_encryption_key()}")
+
+
+@main.command(help="Run the whole product locally and play a shopper's journey (make demo).")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-journey", is_flag=True, help="Start everything but do not play the journey.")
+def demo(port: int, no_journey: bool) -> None:
+    from app.demo_runner import run_demo
+
+    sys.exit(run_demo(port=port, play=not no_journey))
+
+
+if __name__ == "__main__":
+    main()

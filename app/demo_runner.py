@@ -1,0 +1,280 @@
+"""`make demo`: Redis, migrations, web, worker, a seeded demo store and a shopper's journey.
+
+Everything runs on this machine against the embedded default (SQLite). Ctrl-C stops every
+process this command started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from redis import Redis
+from redis.exceptions import RedisError
+
+DEMO_TIME_SCALE = "60"
+READY_TIMEOUT_SECONDS = 30
+# How long each process gets to stop cleanly on Ctrl-C before it is killed.
+STOP_TIMEOUT_SECONDS = 10
+
+
+class DemoError(RuntimeError):
+    """Something the person running the demo must fix; the message says what."""
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.running: list[tuple[str, subprocess.Popen[bytes], Path | None]] = []
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path | None
+    ) -> subprocess.Popen[bytes]:
+        stdout = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the child
+        process = subprocess.Popen(
+            argv, env=env, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.running.append((name, process, log_path))
+        return process
+
+    def check(self) -> None:
+        for name, process, log_path in self.running:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
+                raise DemoError(
+                    f"the {name} process stopped (exit {process.returncode}). Last log lines:\n{tail}"
+                )
+
+    def stop_all(self) -> None:
+        """Newest first, each given time to finish: the worker lets go of Redis before Redis stops."""
+        for _name, process, _log in reversed(self.running):
+            if process.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
+    try:
+        Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+        _step(f"Redis is reachable at {redis_url}")
+        return
+    except RedisError:
+        pass
+    parts = urlsplit(redis_url)
+    host, port = parts.hostname or "localhost", parts.port or 6379
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        raise DemoError(
+            f"Redis at {redis_url} is not reachable; start it or unset REDIS_URL to use a local one."
+        )
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if binary is None:
+        if os.geteuid() != 0:
+            raise DemoError("Redis is not installed. Install it with: sudo apt-get install -y redis-server")
+        _step("Installing Redis (apt-get install redis-server)…")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        result = subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], env=env)
+        if result.returncode != 0:
+            raise DemoError(
+                "apt-get could not install redis-server; install it by hand and run make demo again."
+            )
+        subprocess.run(["service", "redis-server", "stop"], check=False, capture_output=True)
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    _step(f"Starting redis-server on {host}:{port}")
+    processes.start(
+        "redis",
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        dict(os.environ),
+        workdir / "redis.log",
+    )
+    client = Redis.from_url(redis_url, socket_connect_timeout=1)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        processes.check()
+        try:
+            client.ping()
+            return
+        except RedisError:
+            time.sleep(0.2)
+    raise DemoError(
+        f"redis-server did not answer within {READY_TIMEOUT_SECONDS} s; see {workdir / 'redis.log'}"
+    )
+
+
+def _wait_http(url: str, processes: Processes) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        processes.check()
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise DemoError(f"{url} did not answer within {READY_TIMEOUT_SECONDS} s")
+
+
+def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> int:
+    from dotenv import load_dotenv
+
+    load_dotenv(override=False)
+    base_url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.setdefault("CARTBACK_TIME_SCALE", DEMO_TIME_SCALE)
+    env.setdefault("APP_URL", base_url)
+    env.setdefault("WHATSAPP_TRANSPORT", "sandbox")
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    env["PYTHONUNBUFFERED"] = "1"
+    instance = Path(env.get("CARTBACK_INSTANCE_PATH", "instance")).resolve()
+    logs = instance / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.environ.update(
+        {k: env[k] for k in ("CARTBACK_TIME_SCALE", "APP_URL", "WHATSAPP_TRANSPORT", "REDIS_URL")}
+    )
+
+    processes = Processes()
+    stop = {"requested": False}
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop["requested"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        from app.dbmigrate import upgrade
+        from app.demo_store.seed import seed_demo_store
+        from app.wiring import build_runtime
+        from sequences.settings import Settings
+
+        if not _port_free("127.0.0.1", port):
+            raise DemoError(
+                f"port {port} is already in use; run `make demo PORT=8010` (or stop what uses it)."
+            )
+        ensure_redis(env["REDIS_URL"], processes, logs)
+        settings = Settings.from_env(env)
+        _step(f"Applying migrations to {settings.database_url}")
+        upgrade(settings.database_url)
+        runtime = build_runtime(settings)
+        store = seed_demo_store(runtime)
+        _step(f"Demo store ready: {store.name} (simulation)")
+
+        python = sys.executable
+        _step(f"Starting the web process on {base_url} (log: {logs / 'web.log'})")
+        processes.start(
+            "web",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "app:create_app()",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--worker-class",
+                "gthread",
+                "--access-logfile",
+                "-",
+            ],
+            env,
+            logs / "web.log",
+        )
+        _step(f"Starting an RQ worker with its scheduler (log: {logs / 'worker.log'})")
+        processes.start("worker", [python, "-m", "app.cli", "worker"], env, logs / "worker.log")
+        _wait_http(f"{base_url}/healthz", processes)
+
+        print(f"\n  Demo store : {base_url}/demo-store/")
+        print(f"  Outbox     : {base_url}/outbox   (the WhatsApp messages, sandboxed)")
+        print(f"  Metrics    : {base_url}/metrics\n")
+        print(
+            f"  Time runs {env['CARTBACK_TIME_SCALE']}x faster: 15 minutes of quiet take 15 seconds.\n",
+            flush=True,
+        )
+
+        if play:
+            from app.demo_store.journey import play_journey
+
+            started = time.monotonic()
+
+            def say(line: str) -> None:
+                processes.check()
+                print(f"  [{time.monotonic() - started:5.1f}s] {line}", flush=True)
+
+            result = play_journey(base_url, runtime.database, say)
+            print(
+                f"\n  Journey complete in {result.elapsed_s:.0f} s: cart {result.cart_id} recovered.\n",
+                flush=True,
+            )
+        if not wait_forever:
+            return 0
+        print("  Everything keeps running; open the URLs above. Press Ctrl-C to stop.", flush=True)
+        while True:
+            processes.check()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping…", flush=True)
+        return 0
+    except DemoError as exc:
+        print(f"\nDemo stopped: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:
+        from app.demo_store.journey import JourneyFailed
+
+        if not isinstance(exc, JourneyFailed):
+            raise
+        print(f"\nThe shopper's journey did not finish: {exc}", file=sys.stderr, flush=True)
+        print(f"Logs: {logs / 'web.log'} and {logs / 'worker.log'}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        processes.stop_all()
+        if processes.running:
+            print("All demo processes stopped.", flush=True)
+
+
+Callback = Callable[[str], None]

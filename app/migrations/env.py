@@ -1,0 +1,45 @@
+"""Alembic environment: migrations for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import pool
+from sqlmodel import SQLModel
+
+import app.demo_store.models  # noqa: F401 - the demo platform's tables
+import sequences.models  # noqa: F401 - registers the tables on SQLModel.metadata
+from sequences.db import Database
+from sequences.settings import Settings
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    database = Database(url)
+    engine = database.engine.execution_options()
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
+            render_as_batch=database.sqlite,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    database.dispose()
+    _ = pool
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

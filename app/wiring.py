@@ -1,0 +1,56 @@
+"""Build the engine's Runtime for this process: the one place that picks implementations.
+
+Transports and connectors are looked up by configuration here (warehouse-style), so the
+engine depends on interfaces only.
+"""
+
+from __future__ import annotations
+
+import httpx
+from redis import Redis
+
+from connectors.base import ConnectorRegistry
+from connectors.demo import DemoConnector
+from sequences.db import Database
+from sequences.recovery_links import LinkSigner
+from sequences.runtime import Runtime
+from sequences.secrets import SecretBox
+from sequences.settings import ConfigError, Settings
+from sequences.transports import MessageTransport, SandboxTransport
+
+# Platform API calls: fail fast, the click handler falls back to the plain checkout.
+PLATFORM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+def build_transport(settings: Settings, database: Database) -> MessageTransport:
+    if settings.whatsapp_transport == "sandbox":
+        return SandboxTransport(database)
+    raise ConfigError(
+        "WHATSAPP_TRANSPORT=cloud is not available in this version yet (it arrives with the "
+        "WhatsApp Cloud API channel); set WHATSAPP_TRANSPORT=sandbox."
+    )
+
+
+def build_connectors(http: httpx.Client) -> ConnectorRegistry:
+    return ConnectorRegistry([DemoConnector(http)])
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    http: httpx.Client | None = None,
+    redis: Redis | None = None,
+) -> Runtime:
+    database = database or Database(settings.database_url)
+    http = http or httpx.Client(timeout=PLATFORM_TIMEOUT, follow_redirects=False)
+    return Runtime(
+        settings=settings,
+        database=database,
+        redis=redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5),
+        connectors=build_connectors(http),
+        transport=build_transport(settings, database),
+        links=LinkSigner(settings.link_keys),
+        secrets=SecretBox(settings.encryption_keys),
+        http=http,
+    )

@@ -1,0 +1,321 @@
+"""The common cart model and the protocol every platform connector implements.
+
+Platform payloads become these frozen dataclasses at the edge, so the engine never sees a
+platform's field names. Money is ``Decimal`` with an ISO 4217 code; phones are E.164; times
+are aware UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+import phonenumbers
+
+CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+
+
+class PayloadError(ValueError):
+    """A webhook body that is not what the platform documents; the message says which field."""
+
+
+class MalformedPayload(PayloadError):
+    """The body is not parseable at all (not JSON, not an object)."""
+
+
+class WebhookRejected(Exception):
+    """A delivery refused before parsing (missing headers, bad signature): HTTP status + reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class PlatformError(Exception):
+    """A platform API call failed. ``retryable`` says whether trying again later may help."""
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class InvalidPhone(PayloadError):
+    pass
+
+
+def normalise_phone(raw: str, default_region: str) -> str:
+    """E.164 for a phone as shoppers type it ("98765 43210", "+91-98765-43210", "0 98765 43210").
+
+    Raises InvalidPhone (without echoing the number: it is personal data) when it is not a
+    valid number for the region.
+    """
+    try:
+        parsed = phonenumbers.parse(raw, default_region.upper())
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone(f"phone is not a phone number (region {default_region})") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidPhone(f"phone is not a valid number for region {default_region}")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_decimal(value: Any, field_name: str) -> Decimal:
+    """Platforms send money as strings ("1499.00"); floats are refused, never rounded."""
+    if isinstance(value, (bool, float)):
+        raise PayloadError(f"{field_name} must be a decimal string, not a float")
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise PayloadError(f"{field_name} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise PayloadError(f"{field_name} must be a non-negative amount")
+    return amount
+
+
+def parse_currency(value: Any, field_name: str = "currency") -> str:
+    if not isinstance(value, str) or not CURRENCY_CODE.match(value.upper()):
+        raise PayloadError(f"{field_name} must be an ISO 4217 code such as INR")
+    return value.upper()
+
+
+def parse_timestamp(value: Any, field_name: str) -> datetime:
+    """ISO 8601 with an offset, returned in UTC. A time without a zone is refused, not guessed."""
+    if not isinstance(value, str):
+        raise PayloadError(f"{field_name} must be an ISO 8601 timestamp")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError(f"{field_name} is not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise PayloadError(f"{field_name} must carry a UTC offset")
+    return parsed.astimezone(UTC)
+
+
+class HeaderMap(Mapping[str, str]):
+    """HTTP headers with case-insensitive names, as HTTP defines them."""
+
+    def __init__(self, pairs: Mapping[str, str] | Sequence[tuple[str, str]]) -> None:
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        self._values = {name.lower(): value for name, value in items}
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@dataclass(frozen=True)
+class Money:
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, Decimal):
+            raise TypeError("Money.amount must be a Decimal")
+        if not CURRENCY_CODE.match(self.currency):
+            raise ValueError(f"not an ISO 4217 currency code: {self.currency!r}")
+
+
+@dataclass(frozen=True)
+class CartLine:
+    title: str
+    quantity: int
+    unit_price: Decimal
+    product_id: str | None = None
+    variant_id: str | None = None
+    variant_title: str | None = None
+    image_url: str | None = None
+
+    @property
+    def line_total(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+class ConsentSource(StrEnum):
+    CHECKOUT_CHECKBOX = "checkout_checkbox"
+    STORE_POLICY = "store_policy"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Buyer:
+    phone_e164: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    customer_id: str | None = None
+    marketing_consent: bool = False
+    consent_source: ConsentSource = ConsentSource.UNKNOWN
+
+
+@dataclass(frozen=True)
+class CartSnapshot:
+    """A checkout as the platform last described it."""
+
+    cart_id: str
+    updated_at: datetime
+    currency: str
+    subtotal: Decimal
+    total: Decimal
+    lines: tuple[CartLine, ...]
+    buyer: Buyer
+    cart_token: str | None = None
+    checkout_url: str | None = None
+    # The platform says this checkout became an order (its own completed_at).
+    completed: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class CartDeleted:
+    cart_id: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """An order, with everything that can point back at the cart it came from."""
+
+    order_id: str
+    created_at: datetime
+    currency: str
+    total: Decimal
+    cart_id: str | None = None
+    cart_token: str | None = None
+    discount_codes: tuple[str, ...] = ()
+    phone_e164: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class AppUninstalled:
+    """The merchant removed cartback: stop everything for that store at once."""
+
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A topic we acknowledge but do not act on."""
+
+    reason: str
+
+
+WebhookEvent = CartSnapshot | CartDeleted | OrderEvent | AppUninstalled | Ignored
+
+
+@dataclass(frozen=True)
+class WebhookIdentity:
+    """What the headers say before the body is trusted."""
+
+    store_ref: str
+    topic: str
+    delivery_id: str
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """How to reach one store's Admin API (secrets already decrypted, kept in memory only)."""
+
+    platform_store_id: str
+    api_base_url: str
+    access_token: str
+    storefront_url: str
+
+
+class DiscountKind(StrEnum):
+    FIXED = "fixed"
+    PERCENT = "percent"
+
+
+@dataclass(frozen=True)
+class DiscountRequest:
+    code: str
+    kind: DiscountKind
+    value: Decimal
+    currency: str
+    ends_at: datetime
+    min_subtotal: Decimal | None = None
+    max_amount: Decimal | None = None
+    # Single use: a leaked code is worth one order at most.
+    usage_limit: int = 1
+
+
+@dataclass(frozen=True)
+class CreatedDiscount:
+    code: str
+    platform_discount_id: str
+
+
+@dataclass(frozen=True)
+class CheckoutRef:
+    """The cart to rebuild, as we hold it."""
+
+    cart_id: str
+    cart_token: str | None
+    checkout_url: str | None
+    lines: Sequence[CartLine]
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """What the engine needs from a platform; a method exists only when a caller needs it."""
+
+    platform: str
+
+    def webhook_identity(self, headers: Mapping[str, str]) -> WebhookIdentity:
+        """Read store, topic and delivery id from the headers; WebhookRejected(400) if absent."""
+        ...
+
+    def verify_webhook(self, raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+        """Constant-time check of the platform's signature over the raw body."""
+        ...
+
+    def parse_webhook(
+        self, identity: WebhookIdentity, raw_body: bytes, *, default_region: str
+    ) -> WebhookEvent:
+        """Turn a verified body into the common model; PayloadError says what is wrong."""
+        ...
+
+    def create_discount(self, store: StoreAccess, request: DiscountRequest) -> CreatedDiscount:
+        """Create a single-use code on the platform; PlatformError on failure."""
+        ...
+
+    def rebuild_checkout_url(
+        self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None
+    ) -> str:
+        """A URL that opens the shopper's checkout with the code applied, no login needed."""
+        ...
+
+
+class ConnectorRegistry:
+    """Maps a store's platform to its connector (built once per process by the app)."""
+
+    def __init__(self, connectors: Sequence[Connector] = ()) -> None:
+        self._by_platform: dict[str, Connector] = {}
+        for connector in connectors:
+            self.register(connector)
+
+    def register(self, connector: Connector) -> None:
+        self._by_platform[connector.platform] = connector
+
+    def get(self, platform: str) -> Connector | None:
+        return self._by_platform.get(platform)
+
+    def __getitem__(self, platform: str) -> Connector:
+        connector = self._by_platform.get(platform)
+        if connector is None:
+            raise KeyError(f"no connector for platform {platform!r}")
+        return connector
+
+    def platforms(self) -> list[str]:
+        return sorted(self._by_platform)

@@ -1,0 +1,268 @@
+"""The demo platform: a simulated store (served by the app under /demo-store/) for `make demo`.
+
+It behaves like a real platform so the whole engine is exercised: webhooks signed with a
+per-store secret (``X-Demo-Hmac-Sha256``: base64 HMAC-SHA256 of the raw body, as Shopify and
+WooCommerce do), checkout payloads shaped like Shopify's, and an Admin API reached over HTTP
+with a bearer token for discounts and recovery URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connectors.base import (
+    AppUninstalled,
+    Buyer,
+    CartDeleted,
+    CartLine,
+    CartSnapshot,
+    CheckoutRef,
+    ConsentSource,
+    CreatedDiscount,
+    DiscountRequest,
+    Ignored,
+    MalformedPayload,
+    OrderEvent,
+    PayloadError,
+    PlatformError,
+    StoreAccess,
+    WebhookEvent,
+    WebhookIdentity,
+    WebhookRejected,
+    normalise_phone,
+    parse_currency,
+    parse_decimal,
+    parse_timestamp,
+)
+
+PLATFORM = "demo"
+HEADER_STORE = "X-Demo-Shop"
+HEADER_TOPIC = "X-Demo-Topic"
+HEADER_DELIVERY = "X-Demo-Webhook-Id"
+HEADER_SIGNATURE = "X-Demo-Hmac-Sha256"
+HEADER_TRIGGERED_AT = "X-Demo-Triggered-At"
+
+CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
+ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
+KNOWN_TOPICS = CHECKOUT_TOPICS | ORDER_TOPICS | {"checkouts/delete", "app/uninstalled"}
+# A quantity above this is a typo or an attack, not a cart.
+MAX_LINE_QUANTITY = 10_000
+MAX_LINES = 250
+
+
+def sign(raw_body: bytes, secret: str) -> str:
+    digest = hmac.new(secret.encode(), raw_body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _require(payload: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = payload.get(name)
+    if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise PayloadError(f"{name} is required ({expected})")
+    return value
+
+
+def _optional_str(payload: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise PayloadError(f"{name} must be a string")
+    return str(value)
+
+
+def _id(payload: Mapping[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise PayloadError(f"{name} is required (string or integer id)")
+    return str(value)
+
+
+class DemoConnector:
+    platform = PLATFORM
+
+    def __init__(self, http: httpx.Client) -> None:
+        self._http = http
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def webhook_identity(self, headers: Mapping[str, str]) -> WebhookIdentity:
+        missing = [name for name in (HEADER_STORE, HEADER_TOPIC, HEADER_DELIVERY) if not headers.get(name)]
+        if missing:
+            raise WebhookRejected(400, "missing header(s): " + ", ".join(missing))
+        return WebhookIdentity(
+            store_ref=headers[HEADER_STORE].strip().lower(),
+            topic=headers[HEADER_TOPIC].strip(),
+            delivery_id=headers[HEADER_DELIVERY].strip(),
+        )
+
+    def verify_webhook(self, raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+        given = headers.get(HEADER_SIGNATURE, "")
+        return bool(given) and hmac.compare_digest(sign(raw_body, secret), given.strip())
+
+    def parse_webhook(
+        self, identity: WebhookIdentity, raw_body: bytes, *, default_region: str
+    ) -> WebhookEvent:
+        if identity.topic not in KNOWN_TOPICS:
+            return Ignored(f"topic {identity.topic} is not used by cartback")
+        try:
+            payload = json.loads(raw_body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedPayload(f"body is not valid JSON ({exc.__class__.__name__})") from None
+        if not isinstance(payload, dict):
+            raise MalformedPayload("body must be a JSON object")
+        if identity.topic in CHECKOUT_TOPICS:
+            return self._checkout(payload, default_region)
+        if identity.topic in ORDER_TOPICS:
+            return self._order(payload, default_region)
+        if identity.topic == "app/uninstalled":
+            return AppUninstalled(
+                occurred_at=parse_timestamp(_require(payload, "uninstalled_at", str), "uninstalled_at")
+            )
+        return CartDeleted(
+            cart_id=_id(payload, "id"),
+            occurred_at=parse_timestamp(_require(payload, "deleted_at", str), "deleted_at"),
+        )
+
+    def _checkout(self, payload: dict[str, Any], default_region: str) -> CartSnapshot:
+        currency = parse_currency(payload.get("currency"))
+        raw_lines = _require(payload, "line_items", list)
+        if len(raw_lines) > MAX_LINES:
+            raise PayloadError(f"line_items has more than {MAX_LINES} lines")
+        lines = []
+        for index, raw in enumerate(raw_lines):
+            if not isinstance(raw, dict):
+                raise PayloadError(f"line_items[{index}] must be an object")
+            quantity = raw.get("quantity")
+            if (
+                isinstance(quantity, bool)
+                or not isinstance(quantity, int)
+                or not (1 <= quantity <= MAX_LINE_QUANTITY)
+            ):
+                raise PayloadError(f"line_items[{index}].quantity must be an integer 1-{MAX_LINE_QUANTITY}")
+            title = raw.get("title")
+            if not isinstance(title, str) or not title.strip():
+                raise PayloadError(f"line_items[{index}].title is required")
+            lines.append(
+                CartLine(
+                    title=title.strip(),
+                    quantity=quantity,
+                    unit_price=parse_decimal(raw.get("price"), f"line_items[{index}].price"),
+                    product_id=_optional_str(raw, "product_id"),
+                    variant_id=_optional_str(raw, "variant_id"),
+                    variant_title=_optional_str(raw, "variant_title"),
+                    image_url=_optional_str(raw, "image_url"),
+                )
+            )
+        customer = payload.get("customer") or {}
+        if not isinstance(customer, dict):
+            raise PayloadError("customer must be an object")
+        raw_phone = _optional_str(payload, "phone")
+        phone = normalise_phone(raw_phone, default_region) if raw_phone else None
+        accepts = payload.get("buyer_accepts_marketing", False)
+        if not isinstance(accepts, bool):
+            raise PayloadError("buyer_accepts_marketing must be true or false")
+        return CartSnapshot(
+            cart_id=_id(payload, "id"),
+            cart_token=_optional_str(payload, "token"),
+            updated_at=parse_timestamp(_require(payload, "updated_at", str), "updated_at"),
+            currency=currency,
+            subtotal=parse_decimal(payload.get("subtotal_price"), "subtotal_price"),
+            total=parse_decimal(payload.get("total_price"), "total_price"),
+            lines=tuple(lines),
+            buyer=Buyer(
+                phone_e164=phone,
+                email=_optional_str(payload, "email"),
+                first_name=_optional_str(customer, "first_name"),
+                customer_id=_optional_str(customer, "id"),
+                marketing_consent=accepts,
+                consent_source=ConsentSource.CHECKOUT_CHECKBOX if accepts else ConsentSource.UNKNOWN,
+            ),
+            checkout_url=_optional_str(payload, "abandoned_checkout_url"),
+            completed=payload.get("completed_at") is not None,
+            raw=payload,
+        )
+
+    def _order(self, payload: dict[str, Any], default_region: str) -> OrderEvent:
+        codes = payload.get("discount_codes") or []
+        if not isinstance(codes, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("code"), str) for entry in codes
+        ):
+            raise PayloadError("discount_codes must be a list of {code: string}")
+        raw_phone = _optional_str(payload, "phone")
+        return OrderEvent(
+            order_id=_id(payload, "id"),
+            created_at=parse_timestamp(_require(payload, "created_at", str), "created_at"),
+            currency=parse_currency(payload.get("currency")),
+            total=parse_decimal(payload.get("total_price"), "total_price"),
+            cart_id=_optional_str(payload, "checkout_id"),
+            cart_token=_optional_str(payload, "checkout_token"),
+            discount_codes=tuple(entry["code"] for entry in codes),
+            phone_e164=normalise_phone(raw_phone, default_region) if raw_phone else None,
+            raw=payload,
+        )
+
+    # -- Admin API ----------------------------------------------------------------------
+
+    def _call(self, store: StoreAccess, method: str, path: str, body: dict[str, Any]) -> Any:
+        try:
+            response = self._http.request(
+                method,
+                f"{store.api_base_url.rstrip('/')}{path}",
+                json=body,
+                headers={"Authorization": f"Bearer {store.access_token}"},
+                timeout=10.0,
+            )
+        except httpx.HTTPError as exc:
+            raise PlatformError(f"demo store unreachable: {exc.__class__.__name__}", retryable=True) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise PlatformError(f"demo store answered {response.status_code}", retryable=True)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("error", response.text[:200])
+            except ValueError:
+                detail = response.text[:200]
+            raise PlatformError(f"demo store refused ({response.status_code}): {detail}")
+        return response.json()
+
+    def create_discount(self, store: StoreAccess, request: DiscountRequest) -> CreatedDiscount:
+        body = {
+            "code": request.code,
+            "kind": request.kind.value,
+            "value": str(request.value),
+            "currency": request.currency,
+            "min_subtotal": None if request.min_subtotal is None else str(request.min_subtotal),
+            "max_amount": None if request.max_amount is None else str(request.max_amount),
+            "ends_at": request.ends_at.isoformat(),
+            "usage_limit": request.usage_limit,
+        }
+        created = self._call(store, "POST", "/api/discounts", body)
+        return CreatedDiscount(code=created["code"], platform_discount_id=str(created["id"]))
+
+    def rebuild_checkout_url(
+        self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None
+    ) -> str:
+        try:
+            result = self._call(
+                store,
+                "POST",
+                f"/api/checkouts/{quote(checkout.cart_id, safe='')}/recovery_url",
+                {"discount_code": discount_code},
+            )
+            return str(result["url"])
+        except PlatformError as exc:
+            if exc.retryable or not checkout.lines:
+                raise
+        # The checkout is gone or completed: a cart permalink rebuilds it from the lines.
+        items = ",".join(f"{line.variant_id}:{line.quantity}" for line in checkout.lines if line.variant_id)
+        url = f"{store.storefront_url.rstrip('/')}/cart/{items}"
+        return f"{url}?discount={quote(discount_code)}" if discount_code else url

@@ -1,0 +1,20 @@
+"""RQ entry points. Each receives ids only, loads fresh state and calls a plain function."""
+
+from __future__ import annotations
+
+from sequences import runtime as runtime_module
+from sequences.sending import advance_cart
+from sequences.sweep import run_sweep
+from sequences.tracking import process_delivery
+
+
+def process_delivery_job(delivery_id: int) -> str:
+    return process_delivery(runtime_module.current(), delivery_id)
+
+
+def advance_cart_job(cart_id: int) -> list[str]:
+    return advance_cart(runtime_module.current(), cart_id)
+
+
+def sweep_job() -> str:
+    return str(run_sweep(runtime_module.current()))

@@ -1,0 +1,389 @@
+"""Tables of the recovery engine (SQLModel).
+
+They live in ``sequences`` because the RQ worker uses them without Flask; ``app`` imports them
+(the dependency runs app -> sequences). Money is ``Decimal`` with an ISO currency code; times
+are timezone-aware UTC; phones are E.164. Every row that belongs to a merchant carries
+``store_id`` so every query can be scoped by store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone; we add it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class MoneyAmount(TypeDecorator[Decimal]):
+    """Exact decimal amounts. SQLite has no decimal type, so it stores the canonical text."""
+
+    impl = Numeric(18, 4)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(18, 4, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"money must be Decimal, got {type(value).__name__}")
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _time(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=nullable, index=index),
+    )
+
+
+def _money(*, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(MoneyAmount(), nullable=nullable))
+
+
+def _json(*, default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+class StoreStatus(StrEnum):
+    ACTIVE = "active"
+    UNINSTALLED = "uninstalled"
+
+
+class CartStatus(StrEnum):
+    ACTIVE = "active"
+    ABANDONED = "abandoned"
+    RECOVERING = "recovering"
+    RECOVERED = "recovered"
+    CONVERTED_UNASSISTED = "converted_unassisted"
+    OPTED_OUT = "opted_out"
+    UNREACHABLE = "unreachable"
+    EXPIRED = "expired"
+
+
+# A terminal cart never sends again (DESIGN.md, cart states).
+TERMINAL_CART_STATUSES = frozenset(
+    {
+        CartStatus.RECOVERED,
+        CartStatus.CONVERTED_UNASSISTED,
+        CartStatus.OPTED_OUT,
+        CartStatus.UNREACHABLE,
+        CartStatus.EXPIRED,
+    }
+)
+
+
+class StepStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    # Ledger written, transport called; if we never learn the outcome the step stays here
+    # until the sweep marks it UNCERTAIN. Never sent again either way.
+    SENDING = "sending"
+    SENT = "sent"
+    UNCERTAIN = "uncertain"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+# Steps that count as "a message may have reached the shopper" (frequency cap, attribution).
+ATTEMPTED_STEP_STATUSES = frozenset({StepStatus.SENDING, StepStatus.SENT, StepStatus.UNCERTAIN})
+OPEN_STEP_STATUSES = frozenset({StepStatus.SCHEDULED})
+
+
+class MessageStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
+class Store(SQLModel, table=True):
+    __tablename__ = "store"
+    __table_args__ = (UniqueConstraint("platform", "platform_store_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(sa_column=Column(String(32), nullable=False, index=True))
+    # The platform's name for the store: shop domain, site URL, demo slug.
+    platform_store_id: str = Field(sa_column=Column(String(255), nullable=False))
+    name: str = Field(sa_column=Column(String(255), nullable=False))
+    status: str = Field(default=StoreStatus.ACTIVE, sa_column=Column(String(16), nullable=False))
+    currency: str = Field(default="INR", sa_column=Column(String(3), nullable=False))
+    locale: str = Field(default="en_IN", sa_column=Column(String(16), nullable=False))
+    timezone: str = Field(default="Asia/Kolkata", sa_column=Column(String(64), nullable=False))
+    default_region: str = Field(default="IN", sa_column=Column(String(2), nullable=False))
+    # Platform Admin API base and the public storefront (where a bad link lands the shopper).
+    api_base_url: str = Field(default="", sa_column=Column(Text, nullable=False))
+    storefront_url: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # Fernet ciphertexts (invariant 7); see sequences.secrets.
+    access_token_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
+    webhook_secret_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
+    sending_paused: bool = Field(default=False)
+    pause_reason: str | None = Field(default=None, sa_column=Column(Text))
+    settings: dict[str, Any] = _json(default=dict)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contact"
+    __table_args__ = (UniqueConstraint("store_id", "phone_e164"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    phone_e164: str = Field(sa_column=Column(String(20), nullable=False))
+    first_name: str | None = Field(default=None, sa_column=Column(String(255)))
+    email: str | None = Field(default=None, sa_column=Column(String(320)))
+    platform_customer_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    marketing_consent: bool = Field(default=False)
+    consent_source: str | None = Field(default=None, sa_column=Column(String(64)))
+    # Set once and for good by an opt-out; only an explicit opt-in clears it.
+    opted_out_at: datetime | None = _time()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Cart(SQLModel, table=True):
+    __tablename__ = "cart"
+    __table_args__ = (
+        UniqueConstraint("store_id", "platform_cart_id"),
+        Index("ix_cart_store_status", "store_id", "status"),
+        Index("ix_cart_store_token", "store_id", "platform_cart_token"),
+        Index("ix_cart_contact", "contact_id", "status"),
+        Index("ix_cart_next_wake", "next_wake_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id")
+    platform_cart_id: str = Field(sa_column=Column(String(255), nullable=False))
+    platform_cart_token: str | None = Field(default=None, sa_column=Column(String(255)))
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    status: str = Field(default=CartStatus.ACTIVE, sa_column=Column(String(24), nullable=False))
+    status_reason: str | None = Field(default=None, sa_column=Column(Text))
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    subtotal: Decimal = _money(nullable=False)
+    total: Decimal = _money(nullable=False)
+    checkout_url: str | None = Field(default=None, sa_column=Column(Text))
+    line_count: int = Field(default=0)
+    # The platform's updated_at of the snapshot we hold: older deliveries are ignored.
+    platform_updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_activity_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    abandoned_at: datetime | None = _time()
+    first_message_at: datetime | None = _time()
+    closed_at: datetime | None = _time()
+    # When the engine next needs to look at this cart; the sweep rebuilds Redis from it.
+    next_wake_at: datetime | None = _time()
+    order_platform_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    order_total: Decimal | None = _money()
+    order_currency: str | None = Field(default=None, sa_column=Column(String(3)))
+    ordered_at: datetime | None = _time()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CartLine(SQLModel, table=True):
+    __tablename__ = "cart_line"
+
+    id: int | None = Field(default=None, primary_key=True)
+    cart_id: int = Field(foreign_key="cart.id", index=True)
+    position: int = Field(default=0)
+    platform_product_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    platform_variant_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    variant_title: str | None = Field(default=None, sa_column=Column(Text))
+    quantity: int = Field(default=1)
+    unit_price: Decimal = _money(nullable=False)
+    image_url: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class RecoveryStep(SQLModel, table=True):
+    """The (cart, step) ledger: one row per step, so a step can be sent at most once."""
+
+    __tablename__ = "recovery_step"
+    __table_args__ = (
+        UniqueConstraint("cart_id", "step_number"),
+        Index("ix_recovery_step_status_due", "status", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    cart_id: int = Field(foreign_key="cart.id")
+    step_number: int
+    status: str = Field(default=StepStatus.SCHEDULED, sa_column=Column(String(16), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    due_at: datetime | None = _time()
+    # The offer as planned (kept so a settings change does not alter a link already sent).
+    offer: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    attempted_at: datetime | None = _time()
+    sent_at: datetime | None = _time()
+    # The rebuilt checkout URL, cached after the first click.
+    checkout_url: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    cart_id: int = Field(foreign_key="cart.id", index=True)
+    step_id: int = Field(foreign_key="recovery_step.id", unique=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    transport: str = Field(sa_column=Column(String(16), nullable=False))
+    template_name: str = Field(sa_column=Column(String(128), nullable=False))
+    language: str = Field(sa_column=Column(String(16), nullable=False))
+    components: list[Any] = _json(default=list)
+    preview: dict[str, Any] = _json(default=dict)
+    status: str = Field(default=MessageStatus.QUEUED, sa_column=Column(String(16), nullable=False))
+    provider_message_id: str | None = Field(default=None, sa_column=Column(String(255), index=True))
+    error_code: str | None = Field(default=None, sa_column=Column(String(32)))
+    error_detail: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = _time()
+    delivered_at: datetime | None = _time()
+    read_at: datetime | None = _time()
+    failed_at: datetime | None = _time()
+
+
+class Discount(SQLModel, table=True):
+    __tablename__ = "discount"
+    __table_args__ = (
+        UniqueConstraint("cart_id", "step_number"),
+        UniqueConstraint("store_id", "code"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id")
+    cart_id: int = Field(foreign_key="cart.id")
+    step_number: int
+    code: str = Field(sa_column=Column(String(64), nullable=False))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    value: Decimal = _money(nullable=False)
+    max_amount: Decimal | None = _money()
+    currency: str = Field(sa_column=Column(String(3), nullable=False))
+    min_subtotal: Decimal | None = _money()
+    ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    platform_discount_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ConsentEvent(SQLModel, table=True):
+    """Append-only proof of every consent change."""
+
+    __tablename__ = "consent_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    kind: str = Field(sa_column=Column(String(16), nullable=False))  # opt_out | opt_in
+    source: str = Field(sa_column=Column(String(64), nullable=False))
+    evidence: dict[str, Any] = _json(default=dict)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class LinkClick(SQLModel, table=True):
+    """Append-only record of recovery-link clicks."""
+
+    __tablename__ = "link_click"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    cart_id: int = Field(foreign_key="cart.id", index=True)
+    message_id: int = Field(foreign_key="message.id")
+    outcome: str = Field(sa_column=Column(String(32), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CartEvent(SQLModel, table=True):
+    """The cart's timeline, in the words a merchant would use; append-only."""
+
+    __tablename__ = "cart_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    cart_id: int = Field(foreign_key="cart.id", index=True)
+    kind: str = Field(sa_column=Column(String(32), nullable=False))
+    detail: dict[str, Any] = _json(default=dict)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("platform", "delivery_id"),
+        UniqueConstraint("platform", "store_id", "content_sha256"),
+        Index("ix_webhook_delivery_status", "status", "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(sa_column=Column(String(32), nullable=False))
+    store_id: int = Field(foreign_key="store.id", index=True)
+    delivery_id: str = Field(sa_column=Column(String(255), nullable=False))
+    topic: str = Field(sa_column=Column(String(64), nullable=False))
+    # SHA-256 of topic + raw body: the same content under a new delivery id is a replay too.
+    content_sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=DeliveryStatus.PENDING, sa_column=Column(String(16), nullable=False))
+    outcome: str | None = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    processed_at: datetime | None = _time()
+
+
+class SandboxOutboxMessage(SQLModel, table=True):
+    """What the sandbox transport "delivered": shown at /outbox instead of a phone."""
+
+    __tablename__ = "sandbox_outbox_message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    message_id: int = Field(foreign_key="message.id", unique=True)
+    provider_message_id: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    to_phone: str = Field(sa_column=Column(String(20), nullable=False))
+    template_name: str = Field(sa_column=Column(String(128), nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    image_url: str | None = Field(default=None, sa_column=Column(Text))
+    buttons: list[Any] = _json(default=list)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

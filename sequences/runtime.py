@@ -1,0 +1,81 @@
+"""What a job needs to run: settings, database, Redis, connectors, transport, link signer.
+
+Built once per process by ``app`` (web) or the worker class (``app.worker``), and installed
+here so RQ jobs, which receive ids only, can reach it. Nothing is built at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from redis import Redis
+from rq import Queue
+
+from connectors.base import ConnectorRegistry, StoreAccess
+from sequences.db import Database
+from sequences.models import Store
+from sequences.recovery_links import LinkSigner
+from sequences.secrets import SecretBox
+from sequences.settings import Settings
+from sequences.store_settings import StoreSettings
+from sequences.transports import MessageTransport
+
+QUEUE_NAME = "default"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    redis: Redis
+    connectors: ConnectorRegistry
+    transport: MessageTransport
+    links: LinkSigner
+    secrets: SecretBox
+    # Outbound HTTP to platforms (connection reuse; tests route it in-process).
+    http: httpx.Client
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(QUEUE_NAME, connection=self.redis)
+
+    @property
+    def time_scale(self) -> float:
+        return self.settings.time_scale
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def store_settings(self, store: Store) -> StoreSettings:
+        return StoreSettings.from_stored(store.settings)
+
+    def store_access(self, store: Store) -> StoreAccess:
+        token = self.secrets.decrypt(store.access_token_ciphertext) if store.access_token_ciphertext else ""
+        return StoreAccess(
+            platform_store_id=store.platform_store_id,
+            api_base_url=store.api_base_url,
+            access_token=token,
+            storefront_url=store.storefront_url,
+        )
+
+    def link_url(self, token: str) -> str:
+        return f"{self.settings.app_url}/r/{token}"
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError(
+            "cartback runtime not installed: run workers with `cartback worker` "
+            "(or `rq worker --worker-class app.worker.CartbackWorker`)"
+        )
+    return _current

@@ -1,0 +1,106 @@
+"""Wake-ups in Redis for carts whose next moment is known (the database says when).
+
+A cart's ``next_wake_at`` is the truth; the RQ scheduled job ``wake-{cart}-{epoch}`` is only
+an alarm clock. Alarms are idempotent (unique ids), a stale alarm does nothing but set the
+next one, and the sweep re-creates alarms Redis lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+
+from redis.exceptions import RedisError
+from rq import Retry
+from rq.exceptions import DuplicateJobError
+from rq.job import Job
+
+from sequences.runtime import Runtime
+
+log = logging.getLogger("cartback.scheduling")
+
+# Finished alarms leave nothing behind (unique ids must be reusable, Redis stays small).
+RESULT_TTL_SECONDS = 0
+# Failed jobs are kept a week for operators to inspect.
+FAILURE_TTL_SECONDS = 7 * 24 * 3600
+JOB_TIMEOUT_SECONDS = 120
+# Transient failures (a locked database, a restarted Redis) retry; the ledger makes it safe.
+RETRY_INTERVALS_SECONDS = [2, 10, 30]
+
+
+def _retry() -> Retry:
+    return Retry(max=len(RETRY_INTERVALS_SECONDS), interval=RETRY_INTERVALS_SECONDS)
+
+
+def wake_epoch(at: datetime) -> int:
+    # rq scores schedules in whole seconds and may start a job up to 1 s early: round up so
+    # an alarm never fires before the moment it is for.
+    return math.ceil(at.timestamp())
+
+
+def wake_job_id(cart_id: int, at: datetime) -> str:
+    return f"wake-{cart_id}-{wake_epoch(at)}"
+
+
+def schedule_wake(runtime: Runtime, cart_id: int, at: datetime) -> bool:
+    """Set an alarm for the cart; False if Redis is unreachable (the sweep will set it)."""
+    from sequences.jobs import advance_cart_job  # jobs import this module
+
+    job_id = wake_job_id(cart_id, at)
+    epoch = wake_epoch(at)
+    options = dict(
+        job_id=job_id,
+        unique=True,
+        result_ttl=RESULT_TTL_SECONDS,
+        failure_ttl=FAILURE_TTL_SECONDS,
+        job_timeout=JOB_TIMEOUT_SECONDS,
+        retry=_retry(),
+        description="wake",
+    )
+    try:
+        if epoch <= runtime.now().timestamp():
+            runtime.queue.enqueue(advance_cart_job, cart_id, **options)
+        else:
+            runtime.queue.enqueue_at(datetime.fromtimestamp(epoch, UTC), advance_cart_job, cart_id, **options)
+    except DuplicateJobError:
+        return True
+    except RedisError as exc:
+        log.warning(
+            "wake not scheduled; the sweep will", extra={"cart_id": cart_id, "error": type(exc).__name__}
+        )
+        return False
+    return True
+
+
+def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
+    from sequences.jobs import process_delivery_job
+
+    try:
+        runtime.queue.enqueue(
+            process_delivery_job,
+            delivery_id,
+            job_id=f"delivery-{delivery_id}",
+            unique=True,
+            result_ttl=RESULT_TTL_SECONDS,
+            failure_ttl=FAILURE_TTL_SECONDS,
+            job_timeout=JOB_TIMEOUT_SECONDS,
+            retry=_retry(),
+            description="delivery",
+        )
+    except DuplicateJobError:
+        return True
+    except RedisError as exc:
+        log.warning(
+            "delivery not enqueued; the sweep will",
+            extra={"delivery_id": delivery_id, "error": type(exc).__name__},
+        )
+        return False
+    return True
+
+
+def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
+    pipeline = runtime.redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipeline.exists(Job.key_for(job_id))
+    return {job_id for job_id, exists in zip(job_ids, pipeline.execute(), strict=True) if exists}

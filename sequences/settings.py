@@ -1,0 +1,168 @@
+"""Runtime settings read from the environment (12-factor).
+
+They live here, not in ``app``, because the RQ worker runs the engine without Flask; the
+web app builds its Flask config from the same object (``app.config``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+ENVIRONMENTS = ("development", "test", "production")
+TRANSPORTS = ("sandbox", "cloud")
+# Where development secrets are kept so the web and worker processes agree on them.
+DEV_SECRETS_FILE = "dev-secrets.env"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    database_url: str = "sqlite:///instance/cartback.db"
+    redis_url: str = "redis://localhost:6379/0"
+    # The newest key signs; older keys (SECRET_KEY_FALLBACKS) still verify live links.
+    secret_key: str = ""
+    secret_key_fallbacks: tuple[str, ...] = ()
+    # One or more Fernet keys, newest first (MultiFernet order): rotation re-encrypts lazily.
+    encryption_keys: tuple[str, ...] = ()
+    app_url: str = "http://localhost:8000"
+    shopify_api_key: str = ""
+    shopify_api_secret: str = ""
+    whatsapp_app_secret: str = ""
+    whatsapp_verify_token: str = ""
+    whatsapp_transport: str = "sandbox"
+    whatsapp_graph_url: str = "https://graph.facebook.com/v25.0"
+    shopify_admin_url_template: str = "https://{shop}/admin/api/{version}"
+    # Demo only: 60 makes 15 policy minutes pass in 15 wall-clock seconds.
+    time_scale: float = 1.0
+    # Largest webhook body we accept, in bytes; platform payloads are far smaller.
+    max_webhook_bytes: int = 1_048_576
+    instance_path: str = "instance"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def link_keys(self) -> list[str]:
+        """Keys for itsdangerous: oldest first, the signing key last."""
+        return [*reversed(self.secret_key_fallbacks), self.secret_key]
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        environment = env.get("CARTBACK_ENV", "development").strip() or "development"
+        if environment not in ENVIRONMENTS:
+            raise ConfigError(f"CARTBACK_ENV={environment!r} is not one of {', '.join(ENVIRONMENTS)}.")
+        production = environment == "production"
+        instance_path = env.get("CARTBACK_INSTANCE_PATH", "instance")
+
+        missing = [
+            name
+            for name in ("SECRET_KEY", "ENCRYPTION_KEY", "DATABASE_URL", "REDIS_URL", "APP_URL")
+            if production and not env.get(name, "").strip()
+        ]
+        if missing:
+            raise ConfigError(
+                "Production needs these environment variables set: "
+                + ", ".join(missing)
+                + ". Generate keys with `cartback keys` and keep them in your secret store."
+            )
+
+        dev_secrets: dict[str, str] = {}
+        if not production and (not env.get("SECRET_KEY") or not env.get("ENCRYPTION_KEY")):
+            dev_secrets = _load_or_create_dev_secrets(Path(instance_path))
+
+        transport = env.get("WHATSAPP_TRANSPORT") or ("cloud" if production else "sandbox")
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"WHATSAPP_TRANSPORT={transport!r} is not one of {', '.join(TRANSPORTS)}.")
+
+        try:
+            time_scale = float(env.get("CARTBACK_TIME_SCALE", "1"))
+        except ValueError:
+            raise ConfigError("CARTBACK_TIME_SCALE must be a number, e.g. 60.") from None
+        if time_scale <= 0 or (production and time_scale != 1):
+            raise ConfigError("CARTBACK_TIME_SCALE must be 1 in production and > 0 elsewhere.")
+
+        encryption_keys = tuple(
+            key.strip()
+            for key in (env.get("ENCRYPTION_KEY") or dev_secrets["ENCRYPTION_KEY"]).split(",")
+            if key.strip()
+        )
+        for key in encryption_keys:
+            try:
+                Fernet(key.encode())
+            except ValueError:
+                raise ConfigError(
+                    "ENCRYPTION_KEY must be one or more comma-separated Fernet keys "
+                    "(32 url-safe base64-encoded bytes); generate one with `cartback keys`."
+                ) from None
+
+        return cls(
+            environment=environment,
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{instance_path}/cartback.db",
+            redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
+            secret_key=env.get("SECRET_KEY") or dev_secrets["SECRET_KEY"],
+            secret_key_fallbacks=tuple(
+                key.strip() for key in env.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
+            ),
+            encryption_keys=encryption_keys,
+            app_url=(env.get("APP_URL") or "http://localhost:8000").rstrip("/"),
+            shopify_api_key=env.get("SHOPIFY_API_KEY", ""),
+            shopify_api_secret=env.get("SHOPIFY_API_SECRET", ""),
+            whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
+            whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
+            whatsapp_transport=transport,
+            whatsapp_graph_url=(env.get("WHATSAPP_GRAPH_URL") or "https://graph.facebook.com/v25.0").rstrip(
+                "/"
+            ),
+            shopify_admin_url_template=env.get("SHOPIFY_ADMIN_URL_TEMPLATE")
+            or "https://{shop}/admin/api/{version}",
+            time_scale=time_scale,
+            instance_path=instance_path,
+        )
+
+
+def generate_secret_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def generate_encryption_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def _load_or_create_dev_secrets(instance_path: Path) -> dict[str, str]:
+    """Development keys, generated once and kept in the instance folder (mode 600).
+
+    Generating them per process would give the web and worker processes different keys, and
+    every restart would break links and stored secrets.
+    """
+    path = instance_path / DEV_SECRETS_FILE
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                values[name.strip()] = value.strip()
+    if "SECRET_KEY" in values and "ENCRYPTION_KEY" in values:
+        return values
+    values.setdefault("SECRET_KEY", generate_secret_key())
+    values.setdefault("ENCRYPTION_KEY", generate_encryption_key())
+    instance_path.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    path.chmod(0o600)
+    return values

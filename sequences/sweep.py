@@ -1,0 +1,117 @@
+"""Rebuild everything Redis should hold from the database (invariant 4).
+
+Run every minute by the worker (and by `cartback sweep`): re-enqueues deliveries nobody
+processed, resolves steps whose sender died mid-send (UNCERTAIN, never resent), and re-sets
+every cart alarm that is missing from Redis. Safe to run at any time, any number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_
+from sqlmodel import col, select
+
+from sequences import timeline
+from sequences.db import lock_cart
+from sequences.models import (
+    TERMINAL_CART_STATUSES,
+    Cart,
+    DeliveryStatus,
+    Message,
+    MessageStatus,
+    RecoveryStep,
+    StepStatus,
+    WebhookDelivery,
+)
+from sequences.runtime import Runtime
+from sequences.scheduling import enqueue_delivery, existing_job_ids, schedule_wake, wake_job_id
+from sequences.sending import SENDING_GRACE
+
+log = logging.getLogger("cartback.sweep")
+
+# A delivery younger than this is probably still on its way through the queue.
+DELIVERY_GRACE = timedelta(seconds=30)
+# Rows handled per round trip.
+BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    deliveries_requeued: int = 0
+    steps_uncertain: int = 0
+    alarms_restored: int = 0
+    carts_checked: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.carts_checked} open carts checked, {self.alarms_restored} alarms restored, "
+            f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain"
+        )
+
+
+def run_sweep(runtime: Runtime) -> SweepReport:
+    report = SweepReport()
+    now = runtime.now()
+
+    with runtime.database.session() as session:
+        pending = session.exec(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.status == DeliveryStatus.PENDING,
+                col(WebhookDelivery.received_at) < now - DELIVERY_GRACE,
+            )
+        ).all()
+    for delivery_id in pending:
+        if delivery_id is not None and enqueue_delivery(runtime, delivery_id):
+            report.deliveries_requeued += 1
+
+    with runtime.database.session() as session:
+        stuck = session.exec(
+            select(RecoveryStep.id, RecoveryStep.cart_id).where(
+                RecoveryStep.status == StepStatus.SENDING,
+                col(RecoveryStep.attempted_at) < now - SENDING_GRACE,
+            )
+        ).all()
+    for step_id, cart_id in stuck:
+        with runtime.database.locked_session() as session:
+            cart = lock_cart(session, cart_id)
+            step = session.get(RecoveryStep, step_id)
+            if cart is None or step is None or step.status != StepStatus.SENDING:
+                continue
+            # The worker died between the ledger and the outcome: maybe sent. Never resend.
+            step.status, step.reason = StepStatus.UNCERTAIN, "sender stopped before recording the outcome"
+            message = session.exec(select(Message).where(Message.step_id == step.id)).first()
+            if message is not None and message.status == MessageStatus.QUEUED:
+                message.status = MessageStatus.UNCERTAIN
+            cart.first_message_at = cart.first_message_at or step.attempted_at
+            timeline.record(session, cart, "message_uncertain", step=step.step_number)
+            cart.next_wake_at = now
+            report.steps_uncertain += 1
+
+    last_id = 0
+    while True:
+        with runtime.database.session() as session:
+            rows = session.exec(
+                select(Cart.id, Cart.next_wake_at)
+                .where(
+                    col(Cart.id) > last_id,
+                    col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)),
+                    and_(col(Cart.next_wake_at).is_not(None)),
+                )
+                .order_by(col(Cart.id))
+                .limit(BATCH)
+            ).all()
+        if not rows:
+            break
+        last_id = rows[-1][0] or last_id
+        report.carts_checked += len(rows)
+        wanted = {wake_job_id(cart_id, at): (cart_id, at) for cart_id, at in rows if cart_id and at}
+        present = existing_job_ids(runtime, list(wanted))
+        for job_id, (cart_id, at) in wanted.items():
+            if job_id not in present:
+                schedule_wake(runtime, cart_id, at)
+                report.alarms_restored += 1
+    log.info("sweep done", extra={"report": str(report)})
+    return report

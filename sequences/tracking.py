@@ -1,0 +1,358 @@
+"""Apply webhook events to carts: snapshots (newest wins), deletions, orders, uninstalls.
+
+Each delivery is applied in one transaction together with marking it processed, so a
+re-run after a crash either finds it processed or applies it from scratch (invariant 3).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
+
+from connectors.base import (
+    AppUninstalled,
+    Buyer,
+    CartDeleted,
+    CartSnapshot,
+    Ignored,
+    OrderEvent,
+    PayloadError,
+    WebhookEvent,
+    WebhookIdentity,
+)
+from sequences import policy, steps, timeline
+from sequences.db import lock_cart, lock_cart_with_contact
+from sequences.models import (
+    TERMINAL_CART_STATUSES,
+    Cart,
+    CartLine,
+    CartStatus,
+    Contact,
+    DeliveryStatus,
+    Discount,
+    RecoveryStep,
+    StepStatus,
+    Store,
+    StoreStatus,
+    WebhookDelivery,
+)
+from sequences.runtime import Runtime
+from sequences.scheduling import schedule_wake
+from sequences.store_settings import StoreSettings
+
+log = logging.getLogger("cartback.tracking")
+
+
+@dataclass
+class Applied:
+    outcome: str
+    wakes: list[tuple[int, datetime]] = field(default_factory=list)
+
+
+def process_delivery(runtime: Runtime, delivery_id: int) -> str:
+    """Apply one stored delivery exactly once; returns what happened, for logs and tests."""
+    with runtime.database.locked_session() as session:
+        delivery = session.exec(
+            select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update()
+        ).first()
+        if delivery is None or delivery.status != DeliveryStatus.PENDING:
+            return "already processed"
+        store = session.get(Store, delivery.store_id)
+        assert store is not None
+        connector = runtime.connectors[delivery.platform]
+        identity = WebhookIdentity(store.platform_store_id, delivery.topic, delivery.delivery_id)
+        try:
+            event = connector.parse_webhook(
+                identity, delivery.payload.encode(), default_region=store.default_region
+            )
+        except PayloadError as exc:
+            # Validated at ingest already; a stored payload that no longer parses is kept for
+            # an operator, not retried forever.
+            delivery.status, delivery.outcome = DeliveryStatus.FAILED, str(exc)
+            delivery.processed_at = runtime.now()
+            return "failed"
+        applied = apply_event(runtime, session, store, event)
+        delivery.status = DeliveryStatus.IGNORED if isinstance(event, Ignored) else DeliveryStatus.PROCESSED
+        delivery.outcome = applied.outcome
+        delivery.processed_at = runtime.now()
+    for cart_id, at in applied.wakes:
+        schedule_wake(runtime, cart_id, at)
+    log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
+    return applied.outcome
+
+
+def apply_event(runtime: Runtime, session: Session, store: Store, event: WebhookEvent) -> Applied:
+    if isinstance(event, CartSnapshot):
+        return apply_snapshot(runtime, session, store, event)
+    if isinstance(event, OrderEvent):
+        return apply_order(runtime, session, store, event)
+    if isinstance(event, CartDeleted):
+        return apply_deleted(runtime, session, store, event)
+    if isinstance(event, AppUninstalled):
+        return apply_uninstall(runtime, session, store)
+    return Applied(f"ignored: {event.reason}")
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def _upsert_contact(
+    runtime: Runtime, session: Session, store: Store, buyer: Buyer, settings: StoreSettings
+) -> Contact | None:
+    if buyer.phone_e164 is None:
+        return None
+    assert store.id is not None
+    contact = session.exec(
+        select(Contact)
+        .where(Contact.store_id == store.id, Contact.phone_e164 == buyer.phone_e164)
+        .with_for_update()
+    ).first()
+    if contact is None:
+        contact = Contact(store_id=store.id, phone_e164=buyer.phone_e164)
+        session.add(contact)
+    contact.first_name = buyer.first_name or contact.first_name
+    contact.email = buyer.email or contact.email
+    contact.platform_customer_id = buyer.customer_id or contact.platform_customer_id
+    if settings.consent_policy == "store_collects_optin":
+        contact.marketing_consent, contact.consent_source = True, "store_policy"
+    else:
+        contact.marketing_consent = buyer.marketing_consent
+        contact.consent_source = buyer.consent_source.value
+    contact.updated_at = runtime.now()
+    session.flush()
+    return contact
+
+
+def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: CartSnapshot) -> Applied:
+    assert store.id is not None
+    settings = runtime.store_settings(store)
+    now = runtime.now()
+    # Contact before cart: the lock order every writer follows (see db.lock_cart_with_contact).
+    contact = _upsert_contact(runtime, session, store, snapshot.buyer, settings)
+    cart = session.exec(
+        select(Cart)
+        .where(Cart.store_id == store.id, Cart.platform_cart_id == snapshot.cart_id)
+        .with_for_update()
+    ).first()
+    if cart is not None and snapshot.updated_at <= cart.platform_updated_at:
+        return Applied("stale: a newer snapshot is already held")
+
+    # Activity cannot be in the future: a platform clock ahead of ours would delay sending.
+    activity_at = min(snapshot.updated_at, now)
+    created = cart is None
+    if cart is None:
+        cart = Cart(
+            store_id=store.id,
+            platform_cart_id=snapshot.cart_id,
+            currency=snapshot.currency,
+            subtotal=snapshot.subtotal,
+            total=snapshot.total,
+            platform_updated_at=snapshot.updated_at,
+            last_activity_at=activity_at,
+        )
+        session.add(cart)
+        session.flush()
+    assert cart.id is not None
+    cart.platform_cart_token = snapshot.cart_token or cart.platform_cart_token
+    cart.contact_id = contact.id if contact else cart.contact_id
+    cart.currency, cart.subtotal, cart.total = snapshot.currency, snapshot.subtotal, snapshot.total
+    cart.checkout_url = snapshot.checkout_url or cart.checkout_url
+    cart.platform_updated_at = snapshot.updated_at
+    cart.last_activity_at = max(cart.last_activity_at, activity_at)
+    cart.line_count = len(snapshot.lines)
+    cart.updated_at = now
+    session.exec(delete(CartLine).where(col(CartLine.cart_id) == cart.id))
+    for position, line in enumerate(snapshot.lines):
+        session.add(
+            CartLine(
+                cart_id=cart.id,
+                position=position,
+                platform_product_id=line.product_id,
+                platform_variant_id=line.variant_id,
+                title=line.title,
+                variant_title=line.variant_title,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                image_url=line.image_url,
+            )
+        )
+    timeline.record(
+        session,
+        cart,
+        "cart_captured" if created else "cart_updated",
+        items=len(snapshot.lines),
+        total=str(snapshot.total),
+        currency=snapshot.currency,
+        reachable=contact is not None and contact.marketing_consent and contact.opted_out_at is None,
+    )
+
+    if cart.status in TERMINAL_CART_STATUSES:
+        if not (cart.status == CartStatus.UNREACHABLE and cart.first_message_at is None):
+            return Applied(f"updated; cart already {cart.status}")
+        # Unreachable means "nobody to message"; a later snapshot can bring a phone.
+        cart.status, cart.status_reason, cart.closed_at = CartStatus.ACTIVE, None, None
+
+    if snapshot.completed:
+        return _checkout_completed(runtime, session, cart)
+    if not snapshot.lines:
+        steps.cancel_open(session, cart.id, "cart emptied")
+        cart.next_wake_at = None
+        if cart.status == CartStatus.ABANDONED:
+            cart.status = CartStatus.ACTIVE
+        return Applied("updated; cart is empty")
+
+    if cart.status == CartStatus.ABANDONED:
+        cart.status = CartStatus.ACTIVE  # the shopper is back
+    if steps.steps_of(session, cart.id):
+        steps.plan(session, cart, store, settings, runtime.time_scale)
+    return Applied(
+        "captured" if created else "updated",
+        _arm(cart, policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)),
+    )
+
+
+def _arm(cart: Cart, at: datetime) -> list[tuple[int, datetime]]:
+    """Set the cart's alarm unless an earlier one is already set (it will re-arm itself)."""
+    assert cart.id is not None
+    if cart.next_wake_at is not None and cart.next_wake_at <= at:
+        return []
+    cart.next_wake_at = at
+    return [(cart.id, at)]
+
+
+def _checkout_completed(runtime: Runtime, session: Session, cart: Cart) -> Applied:
+    assert cart.id is not None
+    steps.cancel_open(session, cart.id, "checkout completed")
+    if cart.first_message_at is None:
+        _close(cart, CartStatus.CONVERTED_UNASSISTED, "checkout completed before any message", runtime.now())
+        timeline.record(session, cart, "converted_unassisted")
+        return Applied("checkout completed")
+    # A message went out: the order webhook decides attribution; expire if none comes.
+    settings_window = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
+    return Applied("checkout completed; awaiting the order", _arm(cart, settings_window))
+
+
+def _close(cart: Cart, status: CartStatus, reason: str | None, now: datetime) -> None:
+    cart.status, cart.status_reason, cart.closed_at, cart.next_wake_at = status, reason, now, None
+
+
+def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartDeleted) -> Applied:
+    cart = session.exec(
+        select(Cart).where(Cart.store_id == store.id, Cart.platform_cart_id == event.cart_id)
+    ).first()
+    if cart is None or cart.id is None:
+        return Applied("deleted checkout was never tracked")
+    cart, _contact = lock_cart_with_contact(session, cart.id)
+    assert cart is not None and cart.id is not None
+    if cart.status in TERMINAL_CART_STATUSES:
+        return Applied(f"deleted; cart already {cart.status}")
+    steps.cancel_open(session, cart.id, "checkout deleted on the platform")
+    _close(cart, CartStatus.EXPIRED, "checkout deleted on the platform", runtime.now())
+    timeline.record(session, cart, "cart_deleted")
+    return Applied("deleted")
+
+
+# -- orders ---------------------------------------------------------------------------------
+
+
+def _find_cart_for_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Cart | None:
+    scoped = select(Cart).where(Cart.store_id == store.id)
+    # Our own single-use code is the strongest evidence: the shopper came through our link,
+    # even when the platform rebuilt the cart as a new checkout (a permalink fallback).
+    if order.discount_codes:
+        discount = session.exec(
+            select(Discount).where(
+                Discount.store_id == store.id, col(Discount.code).in_(list(order.discount_codes))
+            )
+        ).first()
+        if discount:
+            return session.get(Cart, discount.cart_id)
+    if order.cart_id:
+        cart = session.exec(scoped.where(Cart.platform_cart_id == order.cart_id)).first()
+        if cart:
+            return cart
+    if order.cart_token:
+        cart = session.exec(scoped.where(Cart.platform_cart_token == order.cart_token)).first()
+        if cart:
+            return cart
+    if order.phone_e164:
+        # Phone match: the contact's latest messaged cart inside the attribution window.
+        settings = runtime.store_settings(store)
+        since = order.created_at - policy.attribution_window(settings, runtime.time_scale)
+        return session.exec(
+            scoped.join(Contact, col(Contact.id) == col(Cart.contact_id))
+            .where(
+                Contact.phone_e164 == order.phone_e164,
+                col(Cart.first_message_at).is_not(None),
+                col(Cart.first_message_at) >= since,
+                col(Cart.order_platform_id).is_(None),
+            )
+            .order_by(col(Cart.first_message_at).desc())
+        ).first()
+    return None
+
+
+def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Applied:
+    found = _find_cart_for_order(runtime, session, store, order)
+    if found is None or found.id is None:
+        return Applied("order matches no tracked cart")
+    cart, _contact = lock_cart_with_contact(session, found.id)
+    assert cart is not None and cart.id is not None
+    if cart.order_platform_id is not None:
+        same = cart.order_platform_id == order.order_id
+        return Applied("order already recorded" if same else "cart already matched another order")
+    settings = runtime.store_settings(store)
+    now = runtime.now()
+    steps.cancel_open(session, cart.id, "order placed")
+    cart.order_platform_id, cart.order_total = order.order_id, order.total
+    cart.order_currency, cart.ordered_at = order.currency, order.created_at
+    window = policy.attribution_window(settings, runtime.time_scale)
+    attributed = (
+        cart.first_message_at is not None
+        and cart.status != CartStatus.OPTED_OUT
+        and cart.first_message_at <= order.created_at <= cart.first_message_at + window
+    )
+    timeline.record(
+        session,
+        cart,
+        "order_placed",
+        order_id=order.order_id,
+        total=str(order.total),
+        currency=order.currency,
+    )
+    if attributed:
+        _close(cart, CartStatus.RECOVERED, None, now)
+        timeline.record(session, cart, "cart_recovered", revenue=str(order.total), currency=order.currency)
+        return Applied("recovered")
+    if cart.status == CartStatus.OPTED_OUT:
+        cart.next_wake_at = None
+        return Applied("order recorded; contact had opted out")
+    reason = (
+        "bought before any message" if cart.first_message_at is None else "outside the attribution window"
+    )
+    _close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
+    timeline.record(session, cart, "converted_unassisted", reason=reason)
+    return Applied("converted unassisted")
+
+
+def apply_uninstall(runtime: Runtime, session: Session, store: Store) -> Applied:
+    store.status = StoreStatus.UNINSTALLED
+    store.updated_at = runtime.now()
+    session.exec(
+        update(RecoveryStep)
+        .where(col(RecoveryStep.store_id) == store.id, col(RecoveryStep.status) == StepStatus.SCHEDULED)
+        .values(status=StepStatus.CANCELLED, reason="store uninstalled cartback")
+    )
+    session.exec(
+        update(Cart)
+        .where(col(Cart.store_id) == store.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
+        .values(status=CartStatus.EXPIRED, status_reason="store uninstalled cartback", next_wake_at=None)
+    )
+    return Applied("store uninstalled")
+
+
+__all__ = ["Applied", "apply_event", "lock_cart", "process_delivery"]

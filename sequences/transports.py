@@ -1,0 +1,106 @@
+"""How a rendered message leaves cartback.
+
+``MessageTransport`` is shaped for the WhatsApp Cloud API (template name, language, components
+in Cloud API form, ``biz_opaque_callback_data``) so the cloud transport can slot in beside the
+sandbox one; the sandbox keeps messages in an outbox table shown at /outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from sequences.db import Database
+from sequences.models import SandboxOutboxMessage
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    message_id: int
+    store_id: int
+    to_phone_e164: str
+    template_name: str
+    language: str
+    # Cloud API template components (header image, body parameters, buttons).
+    components: list[dict[str, Any]]
+    # Echoed back by status webhooks so they map to our message (Cloud API field name).
+    biz_opaque_callback_data: str
+    # What the shopper sees, for the sandbox outbox and previews.
+    preview: dict[str, Any] = field(default_factory=dict)
+
+
+class OutcomeKind(StrEnum):
+    SENT = "sent"
+    # Known not sent, transient (throughput, pair rate): try again after retry_after.
+    RETRY_LATER = "retry_later"
+    # Known not sent, final for this step (per-user marketing cap).
+    DROP_STEP = "drop_step"
+    # The number cannot receive messages: stop the cart.
+    STOP_CART = "stop_cart"
+    # The shopper stopped marketing messages (131050): record the opt-out.
+    OPT_OUT = "opt_out"
+    PAUSE_TEMPLATE = "pause_template"
+    # Spam, integrity, token or billing problems: stop the store's sending, tell the merchant.
+    PAUSE_STORE = "pause_store"
+    # We cannot know whether it went out (timeout after sending): never retried blindly.
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    kind: OutcomeKind
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+    retry_after: timedelta | None = None
+
+    @classmethod
+    def sent(cls, provider_message_id: str) -> SendOutcome:
+        return cls(OutcomeKind.SENT, provider_message_id=provider_message_id)
+
+
+class MessageTransport(Protocol):
+    name: str
+
+    def send(self, message: OutboundMessage) -> SendOutcome: ...
+
+
+class SandboxTransport:
+    """Delivers to the outbox table. Idempotent per message id, like an idempotency key."""
+
+    name = "sandbox"
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def send(self, message: OutboundMessage) -> SendOutcome:
+        provider_id = f"sandbox.{uuid.uuid4().hex}"
+        preview = message.preview
+        try:
+            with self._database.session() as session:
+                session.add(
+                    SandboxOutboxMessage(
+                        store_id=message.store_id,
+                        message_id=message.message_id,
+                        provider_message_id=provider_id,
+                        to_phone=message.to_phone_e164,
+                        template_name=message.template_name,
+                        body=str(preview.get("body", "")),
+                        image_url=preview.get("image_url"),
+                        buttons=list(preview.get("buttons", [])),
+                    )
+                )
+        except IntegrityError:
+            # Already in the outbox: report the original, never a second copy.
+            with self._database.session() as session:
+                existing = session.exec(
+                    select(SandboxOutboxMessage).where(SandboxOutboxMessage.message_id == message.message_id)
+                ).one()
+                provider_id = existing.provider_message_id
+        return SendOutcome.sent(provider_id)

@@ -1,0 +1,152 @@
+"""Shared fixtures: real Redis (and PostgreSQL where a test asks for it), a real app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from rq import SimpleWorker
+from sqlmodel import SQLModel
+
+from app import create_app
+from app.wiring import build_runtime
+from sequences.db import Database
+from sequences.runtime import Runtime
+from sequences.settings import Settings
+
+pytest_plugins = ["tests.servers"]
+
+TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
+TEST_APP_URL = "http://localhost"
+
+
+def all_tables_metadata() -> SQLModel:
+    import app.demo_store.models  # noqa: F401 - registers the demo platform's tables
+    import sequences.models  # noqa: F401
+
+    return SQLModel  # type: ignore[return-value]
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[Redis]:
+    connection = Redis.from_url(redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """SQLite by default; tests marked ``postgres`` run on both (see pytest_generate_tests)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path}/cartback.db"
+        return
+    from tests.servers import create_database, drop_database
+
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    name = f"t_{abs(hash(request.node.nodeid)) % 10**10}"
+    url = create_database(postgres_url, name)
+    yield url
+    drop_database(url)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("postgres"):
+        metafunc.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Any) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key="test-secret-key",
+        encryption_keys=(TEST_ENCRYPTION_KEY,),
+        app_url=TEST_APP_URL,
+        instance_path=str(tmp_path),
+    )
+
+
+@pytest.fixture
+def database(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database_url)
+    all_tables_metadata().metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+class _LateWsgi:
+    """Lets the runtime's HTTP client reach the app that is built after it."""
+
+    def __init__(self) -> None:
+        self.app: Flask | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def app_and_runtime(
+    settings: Settings, database: Database, redis_conn: Redis
+) -> Iterator[tuple[Flask, Runtime]]:
+    late = _LateWsgi()
+    http = httpx.Client(transport=httpx.WSGITransport(app=late))
+    runtime = build_runtime(settings, database=database, redis=redis_conn, http=http)
+    app = create_app(runtime=runtime)
+    late.app = app
+    yield app, runtime
+    http.close()
+
+
+@pytest.fixture
+def app(app_and_runtime: tuple[Flask, Runtime]) -> Flask:
+    return app_and_runtime[0]
+
+
+@pytest.fixture
+def runtime(app_and_runtime: tuple[Flask, Runtime]) -> Runtime:
+    return app_and_runtime[1]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def drain(runtime: Runtime) -> Callable[[], int]:
+    """Run every job that is due now (scheduled ones included) in this process."""
+
+    def _drain() -> int:
+        from rq.registry import ScheduledJobRegistry
+
+        queue = runtime.queue
+        registry = ScheduledJobRegistry(queue=queue)
+        ran = 0
+        for _ in range(50):
+            registry_due = registry.get_jobs_to_schedule()
+            if registry_due:
+                from rq.scheduler import RQScheduler
+
+                scheduler = RQScheduler([queue], connection=runtime.redis)
+                scheduler.acquire_locks()
+                scheduler.enqueue_scheduled_jobs()
+                scheduler.release_locks()
+            if queue.count == 0:
+                break
+            worker = SimpleWorker([queue], connection=runtime.redis)
+            before = queue.count
+            worker.work(burst=True)
+            ran += before
+        return ran
+
+    return _drain
