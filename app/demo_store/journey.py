@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -41,10 +42,21 @@ HTTP_TIMEOUT_S = 15.0
 PICKS = (8001, 8002)
 SHOPPER = {
     "first_name": "Asha",
-    "phone": "98765 43210",
     "email": "asha@example.com",
     "accepts_marketing": "on",
 }
+
+
+def demo_phone() -> str:
+    """A fresh (fictional) Indian mobile per run, typed the way shoppers type it.
+
+    Reusing one number would make a second `make demo` meet the frequency cap, or the opt-out
+    someone tried in the outbox last time, which is the engine working, not the demo.
+    """
+    digits = "98" + "".join(str(secrets.randbelow(10)) for _ in range(8))
+    return f"{digits[:5]} {digits[5:]}"
+
+
 WORKER_HINT = (
     "Is the RQ worker running with its scheduler (`cartback worker`), and is Redis reachable? "
     "The demo store's webhooks and every recovery step run on the worker; see instance/logs/worker.log."
@@ -165,7 +177,10 @@ def play_journey(
                 http.post("/demo-store/cart/add", data={"variant_id": str(variant_id), "quantity": "1"}),
                 f"add {BY_VARIANT[variant_id].title} to the cart",
             )
-        _ok(http.post("/demo-store/cart/contact", data=SHOPPER), "save the contact details")
+        _ok(
+            http.post("/demo-store/cart/contact", data={**SHOPPER, "phone": demo_phone()}),
+            "save the contact details",
+        )
         token = http.cookies.get(COOKIE)
         if not token:
             raise JourneyFailed(

@@ -443,3 +443,26 @@ def test_the_same_checkout_id_and_phone_in_two_stores_stay_apart(client, runtime
         carts = {c.store_id: c.status for c in session.exec(select(Cart)).all()}
     assert carts[store_a.id] == CartStatus.OPTED_OUT
     assert CartStatus.RECOVERED in carts.values()
+
+
+@pytest.mark.postgres
+def test_a_time_given_in_another_zone_is_stored_as_the_same_instant_in_utc(journey, runtime):
+    from zoneinfo import ZoneInfo
+
+    journey.checkout()
+    india_evening = datetime(2026, 11, 28, 21, 30, tzinfo=ZoneInfo("Asia/Kolkata"))
+    with runtime.database.session() as session:
+        cart = session.exec(select(Cart)).one()
+        cart.abandoned_at = india_evening
+    stored = journey.cart().abandoned_at
+    assert stored == india_evening
+    assert stored.tzinfo == UTC and stored.hour == 16
+
+
+def test_a_naive_time_is_refused_rather_than_guessed(journey, runtime):
+    from sqlalchemy.exc import StatementError
+
+    journey.checkout()
+    with pytest.raises(StatementError, match="naive datetime"), runtime.database.session() as session:
+        cart = session.exec(select(Cart)).one()
+        cart.abandoned_at = datetime(2026, 11, 28, 9, 0)  # noqa: DTZ001 - the point of the test
