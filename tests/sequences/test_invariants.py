@@ -465,4 +465,4 @@ def test_a_naive_time_is_refused_rather_than_guessed(journey, runtime):
     journey.checkout()
     with pytest.raises(StatementError, match="naive datetime"), runtime.database.session() as session:
         cart = session.exec(select(Cart)).one()
-        cart.abandoned_at = datetime(2026, 11, 28, 9, 0)  # noqa: DTZ001 - the point of the test
+        cart.abandoned_at = datetime(2026, 11, 28, 9, 0)  # naive on purpose
