@@ -93,6 +93,46 @@ def sweep() -> None:
     click.echo(f"Sweep: {run_sweep(runtime)}")
 
 
+@main.command(help="Erase a shopper's personal data from one store, for good.")
+@click.option("--store", "store_ref", required=True, help="The store's platform id, e.g. demo-bazaar.")
+@click.option("--phone", required=True, help="The shopper's phone, as E.164 or as they typed it.")
+def erase(store_ref: str, phone: str) -> None:
+    from sqlmodel import select
+
+    from app.wiring import build_runtime
+    from connectors.base import InvalidPhone, normalise_phone
+    from sequences.erasure import erase_contact
+    from sequences.models import Store
+
+    runtime = build_runtime(_settings())
+    with runtime.database.session() as session:
+        store = session.exec(select(Store).where(Store.platform_store_id == store_ref)).first()
+    if store is None or store.id is None:
+        raise click.ClickException(f"no store {store_ref!r}; check the id with the merchant")
+    try:
+        phone_e164 = normalise_phone(phone, store.default_region)
+    except InvalidPhone as exc:
+        raise click.ClickException(str(exc)) from None
+    report = erase_contact(runtime, store.id, phone_e164)
+    if not report.contacts:
+        click.echo("Nothing held for that number in this store.")
+        return
+    click.echo(
+        f"Erased: 1 contact, {report.messages} messages redacted, {report.outbox_messages} outbox "
+        f"entries deleted, {report.consent_events} consent records kept without text, "
+        f"{report.deliveries} webhook payloads emptied."
+    )
+
+
+@main.command(help="Empty processed webhook payloads past their 7-day retention (the sweep does this too).")
+def purge() -> None:
+    from app.wiring import build_runtime
+    from sequences.erasure import purge_processed_payloads
+
+    count = purge_processed_payloads(build_runtime(_settings()))
+    click.echo(f"Emptied {count} processed webhook payloads older than 7 days.")
+
+
 @main.command(help="Print fresh SECRET_KEY and ENCRYPTION_KEY values for production.")
 def keys() -> None:
     click.echo(f"SECRET_KEY={generate_secret_key()}")

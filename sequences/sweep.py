@@ -16,6 +16,7 @@ from sqlmodel import col, select
 
 from sequences import timeline
 from sequences.db import lock_cart
+from sequences.erasure import purge_processed_payloads
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -44,11 +45,13 @@ class SweepReport:
     steps_uncertain: int = 0
     alarms_restored: int = 0
     carts_checked: int = 0
+    payloads_purged: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.carts_checked} open carts checked, {self.alarms_restored} alarms restored, "
-            f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain"
+            f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain, "
+            f"{self.payloads_purged} old payloads emptied"
         )
 
 
@@ -113,5 +116,6 @@ def run_sweep(runtime: Runtime) -> SweepReport:
             if job_id not in present:
                 schedule_wake(runtime, cart_id, at)
                 report.alarms_restored += 1
+    report.payloads_purged = purge_processed_payloads(runtime, now)
     log.info("sweep done", extra={"report": str(report)})
     return report

@@ -26,6 +26,7 @@ from connectors.base import (
 )
 from sequences import policy, steps, timeline
 from sequences.db import lock_cart, lock_cart_with_contact
+from sequences.erasure import is_suppressed
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -113,6 +114,10 @@ def _upsert_contact(
     ).first()
     if contact is None:
         contact = Contact(store_id=store.id, phone_e164=buyer.phone_e164)
+        erased = is_suppressed(session, runtime, store.id, buyer.phone_e164)
+        if erased is not None:
+            # This number opted out before its data was erased: the opt-out still stands.
+            contact.opted_out_at = erased.opted_out_at
         session.add(contact)
     contact.first_name = buyer.first_name or contact.first_name
     contact.email = buyer.email or contact.email

@@ -1,0 +1,141 @@
+"""Erasure and retention: personal data removed for good (invariant 7).
+
+Erasing a contact removes their phone, email and name everywhere we hold them — the contact,
+the rendered messages, the sandbox outbox, the consent evidence text — and keeps only what
+proves we behaved: that a message was sent when, that they opted out when. An opted-out
+shopper stays suppressed after erasure through a keyed hash of the number, never the number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
+
+from sequences.models import (
+    Cart,
+    ConsentEvent,
+    Contact,
+    DeliveryStatus,
+    Message,
+    SandboxOutboxMessage,
+    WebhookDelivery,
+)
+from sequences.runtime import Runtime
+
+log = logging.getLogger("cartback.erasure")
+
+# Processed webhook payloads are kept this long for support questions, then emptied.
+PAYLOAD_RETENTION = timedelta(days=7)
+ERASED = "[erased]"
+
+
+def suppression_key(secret_key: str, store_id: int, phone_e164: str) -> str:
+    """A keyed hash: the same number maps to the same key, the key never gives the number back."""
+    digest = hmac.new(secret_key.encode(), f"{store_id}:{phone_e164}".encode(), hashlib.sha256).hexdigest()
+    return "x" + digest[:19]  # fits the E.164 column (20), cannot collide with a "+" number
+
+
+@dataclass
+class ErasureReport:
+    contacts: int = 0
+    messages: int = 0
+    outbox_messages: int = 0
+    consent_events: int = 0
+    deliveries: int = 0
+
+
+def erase_contact(runtime: Runtime, store_id: int, phone_e164: str) -> ErasureReport:
+    report = ErasureReport()
+    with runtime.database.locked_session() as session:
+        contact = session.exec(
+            select(Contact)
+            .where(Contact.store_id == store_id, Contact.phone_e164 == phone_e164)
+            .with_for_update()
+        ).first()
+        if contact is None or contact.id is None:
+            return report
+        _erase(session, runtime, contact, report)
+    log.info("contact erased", extra={"store_id": store_id, "contact_id": contact.id})
+    return report
+
+
+def _erase(session: Session, runtime: Runtime, contact: Contact, report: ErasureReport) -> None:
+    assert contact.id is not None
+    now = runtime.now()
+    cart_ids = [
+        cart_id
+        for cart_id in session.exec(select(Cart.id).where(Cart.contact_id == contact.id)).all()
+        if cart_id
+    ]
+    messages = session.exec(select(Message).where(Message.contact_id == contact.id)).all()
+    for message in messages:
+        message.preview, message.components = {"erased": True}, []
+    report.messages = len(messages)
+    report.outbox_messages = int(
+        session.exec(
+            delete(SandboxOutboxMessage).where(
+                col(SandboxOutboxMessage.message_id).in_([m.id for m in messages if m.id is not None])
+            )
+        ).rowcount
+        or 0
+    )
+    events = session.exec(select(ConsentEvent).where(ConsentEvent.contact_id == contact.id)).all()
+    for event in events:
+        event.evidence = {key: value for key, value in event.evidence.items() if key != "text"} | {
+            "erased_at": now.isoformat()
+        }
+    report.consent_events = len(events)
+    # Payloads of this contact's carts may quote the number as typed; drop them all.
+    if cart_ids:
+        platform_ids = session.exec(select(Cart.platform_cart_id).where(col(Cart.id).in_(cart_ids))).all()
+        deliveries = session.exec(
+            select(WebhookDelivery).where(WebhookDelivery.store_id == contact.store_id)
+        ).all()
+        for delivery in deliveries:
+            if delivery.payload and any(platform_id in delivery.payload for platform_id in platform_ids):
+                delivery.payload = ""
+                report.deliveries += 1
+    contact.first_name = contact.email = contact.platform_customer_id = None
+    if contact.opted_out_at is not None:
+        # Honour the opt-out for good: a later cart with this number finds it by this key.
+        contact.phone_e164 = suppression_key(
+            runtime.settings.secret_key, contact.store_id, contact.phone_e164
+        )
+    else:
+        contact.phone_e164 = "x" + secrets.token_hex(10)[:19]
+    contact.marketing_consent = False
+    contact.updated_at = now
+    report.contacts = 1
+
+
+def is_suppressed(session: Session, runtime: Runtime, store_id: int, phone_e164: str) -> Contact | None:
+    """The erased contact standing for this number, if it had opted out."""
+    key = suppression_key(runtime.settings.secret_key, store_id, phone_e164)
+    return session.exec(
+        select(Contact).where(
+            Contact.store_id == store_id, Contact.phone_e164 == key, col(Contact.opted_out_at).is_not(None)
+        )
+    ).first()
+
+
+def purge_processed_payloads(runtime: Runtime, now: datetime | None = None) -> int:
+    """Empty raw payloads (they hold phones) once processed and past the retention period."""
+    cutoff = (now or runtime.now()) - PAYLOAD_RETENTION
+    with runtime.database.session() as session:
+        result = session.exec(
+            update(WebhookDelivery)
+            .where(
+                col(WebhookDelivery.status) != DeliveryStatus.PENDING,
+                col(WebhookDelivery.received_at) < cutoff,
+                col(WebhookDelivery.payload) != "",
+            )
+            .values(payload="")
+        )
+        return int(result.rowcount or 0)

@@ -1,0 +1,32 @@
+"""The worker class cartback runs: it sweeps on its own, so a flushed Redis heals itself."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rq.registry import ScheduledJobRegistry
+
+from app.worker import CartbackWorker
+from tests.factories import make_store
+from tests.journey import Journey
+
+
+def test_the_worker_sweeps_without_being_asked_and_restores_lost_alarms(client, runtime, drain):
+    make_store(runtime)
+    journey = Journey(client, runtime, drain)
+    journey.checkout()
+    runtime.redis.flushall()  # the alarm for the 15-minute check is gone
+    with journey.at(timedelta(minutes=1)):
+        CartbackWorker([runtime.queue], connection=runtime.redis).work(burst=True)
+        scheduled = ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
+    assert scheduled == [f"wake-{journey.cart().id}-{int((journey.cart().next_wake_at).timestamp())}"]
+    journey.run(timedelta(minutes=16))
+    assert len(journey.outbox()) == 1
+
+
+def test_sweeps_from_many_workers_in_the_same_minute_run_once(runtime):
+    from app.worker import enqueue_sweep
+
+    enqueue_sweep(runtime.redis)
+    enqueue_sweep(runtime.redis)
+    assert runtime.queue.count == 1
