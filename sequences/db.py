@@ -10,7 +10,7 @@ two senders can never both read "not sent yet").
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,32 +81,29 @@ class Database:
             self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
             self.lock_engine = self.engine
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> AbstractContextManager[Session]:
         """A unit of work: committed on success, rolled back on error."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        return _unit_of_work(self.engine)
 
-    @contextmanager
-    def locked_session(self) -> Iterator[Session]:
-        """A transaction that may take cart locks (``lock_cart``); committed on success."""
-        with Session(self.lock_engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+    def locked_session(self) -> AbstractContextManager[Session]:
+        """A unit of work that may take cart locks (``lock_cart``); committed on success."""
+        return _unit_of_work(self.lock_engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
         if self.lock_engine is not self.engine:
             self.lock_engine.dispose()
+
+
+@contextmanager
+def _unit_of_work(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 def lock_cart(session: Session, cart_id: int) -> Cart | None:

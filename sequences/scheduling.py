@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Retry
@@ -29,8 +30,20 @@ JOB_TIMEOUT_SECONDS = 120
 RETRY_INTERVALS_SECONDS = [2, 10, 30]
 
 
-def _retry() -> Retry:
-    return Retry(max=len(RETRY_INTERVALS_SECONDS), interval=RETRY_INTERVALS_SECONDS)
+def _job_options(job_id: str, description: str) -> dict[str, Any]:
+    """Every engine job: a unique id, nothing kept after success, retried when transient.
+
+    The description is fixed: rq's default repeats the arguments, and ids are all we pass.
+    """
+    return {
+        "job_id": job_id,
+        "unique": True,
+        "result_ttl": RESULT_TTL_SECONDS,
+        "failure_ttl": FAILURE_TTL_SECONDS,
+        "job_timeout": JOB_TIMEOUT_SECONDS,
+        "retry": Retry(max=len(RETRY_INTERVALS_SECONDS), interval=RETRY_INTERVALS_SECONDS),
+        "description": description,
+    }
 
 
 def wake_epoch(at: datetime) -> int:
@@ -49,15 +62,7 @@ def schedule_wake(runtime: Runtime, cart_id: int, at: datetime) -> bool:
 
     job_id = wake_job_id(cart_id, at)
     epoch = wake_epoch(at)
-    options = dict(
-        job_id=job_id,
-        unique=True,
-        result_ttl=RESULT_TTL_SECONDS,
-        failure_ttl=FAILURE_TTL_SECONDS,
-        job_timeout=JOB_TIMEOUT_SECONDS,
-        retry=_retry(),
-        description="wake",
-    )
+    options = _job_options(job_id, "wake")
     try:
         if epoch <= runtime.now().timestamp():
             runtime.queue.enqueue(advance_cart_job, cart_id, **options)
@@ -78,15 +83,7 @@ def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
 
     try:
         runtime.queue.enqueue(
-            process_delivery_job,
-            delivery_id,
-            job_id=f"delivery-{delivery_id}",
-            unique=True,
-            result_ttl=RESULT_TTL_SECONDS,
-            failure_ttl=FAILURE_TTL_SECONDS,
-            job_timeout=JOB_TIMEOUT_SECONDS,
-            retry=_retry(),
-            description="delivery",
+            process_delivery_job, delivery_id, **_job_options(f"delivery-{delivery_id}", "delivery")
         )
     except DuplicateJobError:
         return True
