@@ -183,7 +183,10 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
         stop["requested"] = True
         raise KeyboardInterrupt
 
+    # Explicit handlers: a shell that starts us in the background may have set SIGINT to
+    # "ignore", and Python keeps that; Ctrl-C and `kill` must always stop everything.
     signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         from app.dbmigrate import upgrade
         from app.demo_store.seed import seed_demo_store
