@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from sequences.models import Cart, Contact
 
@@ -126,6 +126,15 @@ def lock_cart_with_contact(session: Session, cart_id: int) -> tuple[Cart | None,
     Opt-outs lock the contact and then its carts; senders and trackers lock contact then cart,
     so PostgreSQL never sees two transactions wait on each other in opposite orders.
     """
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        # The IMMEDIATE transaction already holds the only lock SQLite has: one query will do.
+        row = session.exec(
+            select(Cart, Contact)
+            .outerjoin(Contact, col(Contact.id) == col(Cart.contact_id))
+            .where(Cart.id == cart_id)
+        ).first()
+        return (row[0], row[1]) if row else (None, None)
     for _attempt in range(3):
         peek = session.exec(select(Cart.contact_id).where(Cart.id == cart_id)).first()
         contact = lock_contact(session, peek) if peek is not None else None

@@ -82,9 +82,10 @@ def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
     from sequences.jobs import process_delivery_job
 
     try:
-        runtime.queue.enqueue(
-            process_delivery_job, delivery_id, **_job_options(f"delivery-{delivery_id}", "delivery")
-        )
+        # Delivery ids are primary keys, unique by construction: skip rq's uniqueness script. A
+        # second enqueue by the sweep at worst runs a job that finds the delivery processed.
+        options = _job_options(f"delivery-{delivery_id}", "delivery") | {"unique": False}
+        runtime.queue.enqueue(process_delivery_job, delivery_id, **options)
     except DuplicateJobError:
         return True
     except RedisError as exc:

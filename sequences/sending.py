@@ -56,14 +56,14 @@ class Decision:
 def advance_cart(runtime: Runtime, cart_id: int) -> list[str]:
     """Run everything that is due for the cart now; returns what happened, step by step."""
     happened: list[str] = []
-    decision = Decision()
-    # Bounded: at most one send per step, plus the final decision.
+    decision = _decide(runtime, cart_id, happened)
+    # Bounded: at most one send per step. Recording an outcome also decides what comes next,
+    # in the same locked transaction (one round of locking per send, not two).
     for _ in range(5):
-        decision = _decide(runtime, cart_id, happened)
         if decision.outbound is None:
             break
         outcome = _transmit(runtime, decision.outbound)
-        _record_outcome(runtime, cart_id, decision, outcome, happened)
+        decision = _record_outcome(runtime, cart_id, decision, outcome, happened)
     if decision.wake_at is not None:
         schedule_wake(runtime, cart_id, decision.wake_at)
     return happened
@@ -90,71 +90,79 @@ def _decide(runtime: Runtime, cart_id: int, happened: list[str]) -> Decision:
         cart, contact = lock_cart_with_contact(session, cart_id)
         if cart is None or cart.id is None:
             return Decision()
-        now = runtime.now()
         store = session.get(Store, cart.store_id)
         assert store is not None
-        settings = runtime.store_settings(store)
-        if cart.status in TERMINAL_CART_STATUSES:
-            cart.next_wake_at = None
-            return Decision()
-        if store.status != StoreStatus.ACTIVE:
-            steps.cancel_open(session, cart.id, "store uninstalled cartback")
-            _close(cart, CartStatus.EXPIRED, "store uninstalled cartback", now)
-            return Decision()
+        return _decide_locked(runtime, session, store, cart, contact, happened)
 
-        inactive_at = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
-        if now < inactive_at:
-            # Debounce: the shopper was active since this alarm was set.
-            return _wait(cart, inactive_at)
-        window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
 
-        if contact is not None and contact.opted_out_at is not None:
-            opt_out_locked(session, contact, [cart], now)
-            happened.append("opted out")
-            return Decision()
-        if cart.status == CartStatus.ACTIVE:
-            reason = _unreachable_reason(contact)
-            if reason is None and cart.line_count == 0:
-                return _wait(cart, None)
-            if reason is not None:
-                _close(cart, CartStatus.UNREACHABLE, reason, now)
-                timeline.record(session, cart, "cart_unreachable", reason=reason)
-                happened.append("unreachable")
-                return Decision()
-            cart.status, cart.abandoned_at = CartStatus.ABANDONED, inactive_at
-            timeline.record(session, cart, "cart_abandoned")
-            happened.append("abandoned")
-            steps.plan(session, cart, store, settings, runtime.time_scale)
-            _replace_older_sequences(session, cart, now)
+def _decide_locked(
+    runtime: Runtime, session: Session, store: Store, cart: Cart, contact: Contact | None, happened: list[str]
+) -> Decision:
+    """Everything due now, decided under the locks the caller holds."""
+    assert cart.id is not None
+    now = runtime.now()
+    settings = runtime.store_settings(store)
+    if cart.status in TERMINAL_CART_STATUSES:
+        cart.next_wake_at = None
+        return Decision()
+    if store.status != StoreStatus.ACTIVE:
+        steps.cancel_open(session, cart.id, "store uninstalled cartback")
+        _close(cart, CartStatus.EXPIRED, "store uninstalled cartback", now)
+        return Decision()
 
-        cart_steps = steps.steps_of(session, cart.id)
-        if any(step.status == StepStatus.SENDING for step in cart_steps):
-            # Another worker is mid-send (or died there: the sweep resolves it). Its own loop
-            # continues the sequence; never put a second message beside an unresolved one.
-            return Decision()
-        _skip_superseded(session, cart, cart_steps, now, happened)
-        while (step := steps.next_due(cart_steps)) is not None:
-            assert step.due_at is not None and contact is not None
-            if step.due_at > now:
-                return _wait(cart, step.due_at)
-            skip, defer_to = _guard(session, store, settings, cart, contact, now, window_end, runtime)
-            if defer_to is not None:
-                step.due_at = defer_to
-                return _wait(cart, defer_to)
-            if skip is not None:
-                step.status, step.reason = StepStatus.SKIPPED, skip
-                timeline.record(session, cart, "step_skipped", step=step.step_number, reason=skip)
-                happened.append(f"step {step.step_number} skipped: {skip}")
-                continue
-            return _begin_send(runtime, session, store, cart, contact, step, now)
+    inactive_at = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
+    if now < inactive_at:
+        # Debounce: the shopper was active since this alarm was set.
+        return _wait(cart, inactive_at)
+    window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
 
-        if now >= window_end:
-            if cart.status in (CartStatus.ABANDONED, CartStatus.RECOVERING):
-                _close(cart, CartStatus.EXPIRED, "sequence over without an order", now)
-                timeline.record(session, cart, "cart_expired")
-                happened.append("expired")
+    if contact is not None and contact.opted_out_at is not None:
+        opt_out_locked(session, contact, [cart], now)
+        happened.append("opted out")
+        return Decision()
+    if cart.status == CartStatus.ACTIVE:
+        reason = _unreachable_reason(contact)
+        if reason is None and cart.line_count == 0:
+            return _wait(cart, None)
+        if reason is not None:
+            _close(cart, CartStatus.UNREACHABLE, reason, now)
+            timeline.record(session, cart, "cart_unreachable", reason=reason)
+            happened.append("unreachable")
             return Decision()
-        return _wait(cart, window_end)
+        cart.status, cart.abandoned_at = CartStatus.ABANDONED, inactive_at
+        timeline.record(session, cart, "cart_abandoned")
+        happened.append("abandoned")
+        steps.plan(session, cart, store, settings, runtime.time_scale)
+        _replace_older_sequences(session, cart, now)
+
+    cart_steps = steps.steps_of(session, cart.id)
+    if any(step.status == StepStatus.SENDING for step in cart_steps):
+        # Another worker is mid-send (or died there: the sweep resolves it). Its own loop
+        # continues the sequence; never put a second message beside an unresolved one.
+        return Decision()
+    _skip_superseded(session, cart, cart_steps, now, happened)
+    while (step := steps.next_due(cart_steps)) is not None:
+        assert step.due_at is not None and contact is not None
+        if step.due_at > now:
+            return _wait(cart, step.due_at)
+        skip, defer_to = _guard(session, store, settings, cart, contact, now, window_end, runtime)
+        if defer_to is not None:
+            step.due_at = defer_to
+            return _wait(cart, defer_to)
+        if skip is not None:
+            step.status, step.reason = StepStatus.SKIPPED, skip
+            timeline.record(session, cart, "step_skipped", step=step.step_number, reason=skip)
+            happened.append(f"step {step.step_number} skipped: {skip}")
+            continue
+        return _begin_send(runtime, session, store, cart, contact, step, now)
+
+    if now >= window_end:
+        if cart.status in (CartStatus.ABANDONED, CartStatus.RECOVERING):
+            _close(cart, CartStatus.EXPIRED, "sequence over without an order", now)
+            timeline.record(session, cart, "cart_expired")
+            happened.append("expired")
+        return Decision()
+    return _wait(cart, window_end)
 
 
 def _skip_superseded(
@@ -315,7 +323,7 @@ def _begin_send(
 
 def _record_outcome(
     runtime: Runtime, cart_id: int, decision: Decision, outcome: SendOutcome, happened: list[str]
-) -> None:
+) -> Decision:
     assert decision.outbound is not None and decision.step_id is not None
     with runtime.database.locked_session() as session:
         cart, contact = lock_cart_with_contact(session, cart_id)
@@ -344,29 +352,50 @@ def _record_outcome(
                 message_id=message.id,
             )
             happened.append(f"step {number} {'sent' if sent else 'uncertain'}")
-            return
-        message.status, message.failed_at = MessageStatus.FAILED, now
-        if outcome.kind == OutcomeKind.RETRY_LATER:
-            retry_at = now + (outcome.retry_after or DEFAULT_RETRY_AFTER)
-            window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
-            if retry_at <= window_end:
-                step.status, step.due_at, step.reason = StepStatus.SCHEDULED, retry_at, outcome.error_code
-            else:
-                step.status, step.reason = StepStatus.SKIPPED, "retry would be past the 24 h window"
-            happened.append(f"step {number} retry later")
-            return
-        step.status, step.reason = StepStatus.FAILED, outcome.error_detail or outcome.kind.value
-        timeline.record(
-            session, cart, "message_failed", step=number, outcome=outcome.kind.value, code=outcome.error_code
+        else:
+            _record_failure(runtime, session, store, cart, contact, step, message, outcome, happened)
+        session.flush()
+        return _decide_locked(runtime, session, store, cart, contact, happened)
+
+
+def _record_failure(
+    runtime: Runtime,
+    session: Session,
+    store: Store,
+    cart: Cart,
+    contact: Contact | None,
+    step: RecoveryStep,
+    message: Message,
+    outcome: SendOutcome,
+    happened: list[str],
+) -> None:
+    """A send that did not go out: retry later, drop the step, or act on what Meta said."""
+    assert cart.id is not None
+    now, number = runtime.now(), step.step_number
+    message.status, message.failed_at = MessageStatus.FAILED, now
+    if outcome.kind == OutcomeKind.RETRY_LATER:
+        retry_at = now + (outcome.retry_after or DEFAULT_RETRY_AFTER)
+        window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
+        if retry_at <= window_end:
+            step.status, step.due_at, step.reason = StepStatus.SCHEDULED, retry_at, outcome.error_code
+        else:
+            step.status, step.reason = StepStatus.SKIPPED, "retry would be past the 24 h window"
+        happened.append(f"step {number} retry later")
+        return
+    step.status, step.reason = StepStatus.FAILED, outcome.error_detail or outcome.kind.value
+    timeline.record(
+        session, cart, "message_failed", step=number, outcome=outcome.kind.value, code=outcome.error_code
+    )
+    happened.append(f"step {number} failed: {outcome.kind.value}")
+    if outcome.kind == OutcomeKind.STOP_CART:
+        steps.cancel_open(session, cart.id, "number cannot receive messages")
+        _close(cart, CartStatus.UNREACHABLE, "number cannot receive messages", now)
+    elif outcome.kind == OutcomeKind.OPT_OUT and contact is not None:
+        opt_out_locked(
+            session, contact, [cart], now, source="whatsapp_error", evidence={"code": outcome.error_code}
         )
-        happened.append(f"step {number} failed: {outcome.kind.value}")
-        if outcome.kind == OutcomeKind.STOP_CART:
-            steps.cancel_open(session, cart_id, "number cannot receive messages")
-            _close(cart, CartStatus.UNREACHABLE, "number cannot receive messages", now)
-        elif outcome.kind == OutcomeKind.OPT_OUT and contact is not None:
-            opt_out_locked(
-                session, contact, [cart], now, source="whatsapp_error", evidence={"code": outcome.error_code}
-            )
-        elif outcome.kind in (OutcomeKind.PAUSE_STORE, OutcomeKind.PAUSE_TEMPLATE):
-            store.sending_paused = True
-            store.pause_reason = f"WhatsApp said {outcome.error_code or outcome.kind.value}: {outcome.error_detail or ''}".strip()
+    elif outcome.kind in (OutcomeKind.PAUSE_STORE, OutcomeKind.PAUSE_TEMPLATE):
+        store.sending_paused = True
+        store.pause_reason = (
+            f"WhatsApp said {outcome.error_code or outcome.kind.value}: {outcome.error_detail or ''}".strip()
+        )
