@@ -1,0 +1,123 @@
+"""Worker processes as production runs them, and watching the ledger until the steps are sent.
+
+Workers are `python -m app.cli worker` (CartbackWorker, a SimpleWorker, with the rq scheduler
+and the periodic sweep), the sandbox transport, and the scenario's database and Redis. The
+bench only reads the database while they work: the ledger is the truth of what was sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlmodel import col
+
+from bench.environment import PYTHON, REPO, Scenario
+from bench.processes import REGISTRY, Child, tree_cpu_seconds, wait_until
+from bench.report import say
+from sequences.models import RecoveryStep, StepStatus
+from sequences.runtime import Runtime
+
+# Seconds between progress lines while waiting.
+PROGRESS_EVERY_S = 10.0
+POLL_S = 0.25
+
+
+def start_workers(scenario: Scenario, count: int) -> list[Child]:
+    return [
+        REGISTRY.spawn(
+            f"worker {n}",
+            [PYTHON, "-m", "app.cli", "worker"],
+            env=scenario.environ,
+            cwd=REPO,
+            log_path=scenario.path / f"worker-{n}.log",
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def wait_registered(runtime: Runtime, workers: list[Child], timeout_s: float = 30.0) -> None:
+    """Until every worker has registered with rq (imports done, about to take jobs)."""
+    wait_until(
+        lambda: int(runtime.redis.scard("rq:workers")) >= len(workers),
+        timeout=timeout_s,
+        child=workers[0],
+        what="workers to register with rq",
+    )
+
+
+def cpu_seconds(workers: list[Child]) -> float:
+    """CPU seconds of the workers and what they forked (the rq scheduler)."""
+    return tree_cpu_seconds(workers)
+
+
+def stop_workers(workers: list[Child]) -> None:
+    REGISTRY.stop_many(workers)
+
+
+def sent_count(runtime: Runtime, step_number: int = 1) -> int:
+    with runtime.database.session() as session:
+        return int(
+            session.execute(
+                select(func.count())
+                .select_from(RecoveryStep)
+                .where(
+                    col(RecoveryStep.step_number) == step_number, col(RecoveryStep.status) == StepStatus.SENT
+                )
+            ).scalar_one()
+        )
+
+
+def wait_for_sent(runtime: Runtime, workers: list[Child], total: int, *, timeout_s: float, label: str) -> int:
+    """Poll the ledger until `total` step-1 rows are SENT or the time is up; returns the count."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    next_progress = started + PROGRESS_EVERY_S
+    sent = 0
+    while True:
+        sent = sent_count(runtime)
+        now = time.monotonic()
+        if sent >= total:
+            return sent
+        dead = [w for w in workers if not w.alive()]
+        if dead:
+            say(
+                f"  {label}: {dead[0].name} exited with status {dead[0].proc.returncode}; log tail:\n{dead[0].log_tail()}"
+            )
+            return sent
+        if now >= deadline:
+            say(f"  {label}: gave up after {timeout_s:.0f} s with {sent:,}/{total:,} sent")
+            return sent
+        if now >= next_progress:
+            say(f"  {label}: {sent:,}/{total:,} sent after {now - started:.0f} s")
+            next_progress += PROGRESS_EVERY_S
+        time.sleep(POLL_S)
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    due_at: datetime
+    attempted_at: datetime | None
+    sent_at: datetime | None
+    status: str
+
+
+def step_one_times(runtime: Runtime) -> list[StepTimes]:
+    with runtime.database.session() as session:
+        rows = session.execute(
+            select(
+                col(RecoveryStep.due_at),
+                col(RecoveryStep.attempted_at),
+                col(RecoveryStep.sent_at),
+                col(RecoveryStep.status),
+            ).where(col(RecoveryStep.step_number) == 1)
+        ).all()
+    return [StepTimes(*row) for row in rows]
+
+
+def status_summary(times: list[StepTimes]) -> str:
+    counts = Counter(t.status for t in times)
+    return ", ".join(f"{status} {n:,}" for status, n in counts.most_common())
