@@ -25,7 +25,7 @@ from connectors.base import (
     WebhookIdentity,
 )
 from sequences import policy, steps, timeline
-from sequences.db import lock_cart, lock_cart_with_contact
+from sequences.db import lock_cart_with_contact
 from sequences.erasure import is_suppressed
 from sequences.models import (
     TERMINAL_CART_STATUSES,
@@ -76,7 +76,12 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             delivery.status, delivery.outcome = DeliveryStatus.FAILED, str(exc)
             delivery.processed_at = runtime.now()
             return "failed"
-        applied = apply_event(runtime, session, store, event)
+        if store.status != StoreStatus.ACTIVE and not isinstance(event, AppUninstalled):
+            # Received before the uninstall, processed after it: nothing to act on any more.
+            applied = Applied("ignored: store uninstalled cartback")
+            event = Ignored("store uninstalled cartback")
+        else:
+            applied = apply_event(runtime, session, store, event)
         delivery.status = DeliveryStatus.IGNORED if isinstance(event, Ignored) else DeliveryStatus.PROCESSED
         delivery.outcome = applied.outcome
         delivery.processed_at = runtime.now()
@@ -358,6 +363,3 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store) -> Applied
         .values(status=CartStatus.EXPIRED, status_reason="store uninstalled cartback", next_wake_at=None)
     )
     return Applied("store uninstalled")
-
-
-__all__ = ["Applied", "apply_event", "lock_cart", "process_delivery"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 from sqlmodel import SQLModel
 
 import app.demo_store.models  # noqa: F401 - the demo platform's tables
@@ -24,8 +23,7 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     database = Database(url)
-    engine = database.engine.execution_options()
-    with engine.connect() as connection:
+    with database.engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -36,7 +34,6 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
     database.dispose()
-    _ = pool
 
 
 if context.is_offline_mode():

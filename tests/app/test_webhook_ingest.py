@@ -154,3 +154,18 @@ def test_one_store_cannot_sign_for_another(client, runtime, store):
     assert response.status_code == 401
     with runtime.database.session() as session:
         assert session.exec(select(func.count()).select_from(Cart)).one() == 0
+
+
+def test_a_delivery_queued_before_an_uninstall_is_not_acted_on_after_it(client, runtime, store):
+    from sequences.jobs import process_delivery_job
+
+    send_webhook(client, "checkouts/create", checkout_payload())
+    send_webhook(client, "app/uninstalled", {"uninstalled_at": "2026-11-28T10:00:00Z"})
+    with runtime.database.session() as session:
+        checkout_id, uninstall_id = session.exec(
+            select(WebhookDelivery.id).order_by(WebhookDelivery.id)
+        ).all()
+    process_delivery_job(uninstall_id)
+    assert process_delivery_job(checkout_id) == "ignored: store uninstalled cartback"
+    with runtime.database.session() as session:
+        assert session.exec(select(func.count()).select_from(Cart)).one() == 0
