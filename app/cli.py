@@ -78,6 +78,9 @@ def worker(burst: bool) -> None:
     settings = _settings()
     configure_logging()
     runtime = build_runtime(settings)
+    problem = runtime.database.schema_problem()
+    if problem:
+        raise click.ClickException(problem)
     runtime_module.install(runtime)
     CartbackWorker([runtime.queue], connection=runtime.redis).work(burst=burst, with_scheduler=True)
 

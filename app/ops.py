@@ -29,7 +29,7 @@ def readyz() -> Any:
     try:
         with runtime.database.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+        checks["database"] = runtime.database.schema_problem() or "ok"
     except SQLAlchemyError as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     try:

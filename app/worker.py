@@ -38,7 +38,12 @@ class CartbackWorker(SimpleWorker):
         self._next_sweep_at = 0.0
         if not _installed():
             configure_logging()
-            runtime_module.install(build_runtime(Settings.from_env()))
+            runtime = build_runtime(Settings.from_env())
+            problem = runtime.database.schema_problem()
+            if problem:
+                # Fail at start, with the fix, rather than on every job.
+                raise SystemExit(f"cartback worker: {problem}")
+            runtime_module.install(runtime)
 
     @property
     def should_run_maintenance_tasks(self) -> bool:

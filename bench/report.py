@@ -123,8 +123,8 @@ ANALYSIS = """
 
 - **(d) met.** A pending cart costs one rq job hash (~520 B) plus one member of the scheduled
   set (~130 B): the engine keeps exactly one alarm per cart, and the database holds the rest.
-- **(a) not met** (target ≥ 0.5× hello; measured ~0.1-0.13×, server CPU ~6 ms per delivery vs
-  ~0.75 ms for hello). Where it goes: the SQLite insert ~28%, the RQ enqueue (job build, pickle,
+- **(a) not met** (target ≥ 0.5× hello; measured 0.13-0.22× across runs; the steadier server
+  CPU per request is ~5.5-6.5 ms per delivery vs ~0.75 ms for hello, i.e. ~7-8×). Where it goes: the SQLite insert ~28%, the RQ enqueue (job build, pickle,
   round trips) ~25%, gunicorn + WSGI ~25%, the store lookup ~16%, payload validation ~4%. One
   SQLite write plus one RQ job per request cannot fit in the ~1.5 ms that 0.5× allows. What
   would move it: no RQ job per delivery (workers draining pending rows in batches; the sweep

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
@@ -88,6 +88,12 @@ class Database:
     def locked_session(self) -> AbstractContextManager[Session]:
         """A unit of work that may take cart locks (``lock_cart``); committed on success."""
         return _unit_of_work(self.lock_engine)
+
+    def schema_problem(self) -> str | None:
+        """None when cartback's tables exist; otherwise what to do about it."""
+        if inspect(self.engine).has_table("cart"):
+            return None
+        return "the database has no cartback tables yet: run `cartback db upgrade`"
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -97,3 +97,13 @@ def test_metrics_count_carts_messages_and_recovered_revenue(journey, client):
     assert 'cartback_carts{store="1",status="recovered"} 1' in text
     assert 'cartback_recovered_revenue{store="1",currency="INR"} 2098.0' in text
     assert "# TYPE cartback_messages gauge" in text
+
+
+def test_readyz_says_when_migrations_have_not_run(runtime, tmp_path):
+    from app import create_app
+    from sequences.db import Database
+
+    runtime.database = Database(f"sqlite:///{tmp_path}/empty.db")
+    response = create_app(runtime=runtime).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "cartback db upgrade" in response.json["checks"]["database"]
