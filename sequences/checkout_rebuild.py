@@ -22,6 +22,7 @@ from sequences import policy, timeline
 from sequences.db import lock_cart
 from sequences.messages import discount_amount
 from sequences.models import (
+    Cart,
     CartLine,
     CartStatus,
     Discount,
@@ -73,21 +74,29 @@ def new_code() -> str:
     return "CB-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
 
-def _landing(runtime: Runtime, message_id: int | None, notice: str, outcome: str) -> ClickResult:
+def _landing(
+    runtime: Runtime, message_id: int | None, notice: str, outcome: str, *, trusted: bool = False
+) -> ClickResult:
+    """Where a link that cannot be honoured lands: the shopper's own cart when we can trust the
+    token's ids (an expired but genuine link), else the store's front page."""
     if message_id is not None:
         with runtime.database.session() as session:
             message = session.get(Message, message_id)
             store = session.get(Store, message.store_id) if message else None
-            if store is not None and store.storefront_url:
-                return ClickResult(with_notice(store.storefront_url, notice), outcome, notice)
+            cart = session.get(Cart, message.cart_id) if message and trusted else None
+            target = (cart.checkout_url if cart else None) or (store.storefront_url if store else None)
+            if target:
+                return ClickResult(with_notice(target, notice), outcome, notice)
     return ClickResult(None, outcome, notice)
 
 
 def handle_click(runtime: Runtime, token: str) -> ClickResult:
     check = runtime.links.check(token, MAX_LINK_AGE)
     if check.payload is None:
-        problem = Notice.LINK_EXPIRED if check.problem == LinkProblem.EXPIRED else Notice.LINK_INVALID
-        return _landing(runtime, check.claimed_message_id, problem, f"link {check.problem}")
+        expired = check.problem == LinkProblem.EXPIRED
+        problem = Notice.LINK_EXPIRED if expired else Notice.LINK_INVALID
+        # An expired token's signature was valid: its ids can be trusted to find the cart.
+        return _landing(runtime, check.claimed_message_id, problem, f"link {check.problem}", trusted=expired)
 
     now = runtime.now()
     with runtime.database.locked_session() as session:
@@ -106,9 +115,8 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
             session.add(
                 LinkClick(store_id=store.id, cart_id=cart.id, message_id=message.id, outcome="expired")
             )
-            return ClickResult(
-                with_notice(store.storefront_url, Notice.LINK_EXPIRED), "link expired", Notice.LINK_EXPIRED
-            )
+            landing = cart.checkout_url or store.storefront_url
+            return ClickResult(with_notice(landing, Notice.LINK_EXPIRED), "link expired", Notice.LINK_EXPIRED)
         if cart.status in (CartStatus.RECOVERED, CartStatus.CONVERTED_UNASSISTED):
             session.add(
                 LinkClick(

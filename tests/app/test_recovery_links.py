@@ -107,11 +107,23 @@ def test_garbage_instead_of_a_token_shows_a_friendly_page(client, journey):
     assert "This link isn't valid" in response.get_data(as_text=True)
 
 
-def test_an_expired_link_lands_on_the_store_with_a_note(journey, client):
+def test_an_expired_link_lands_on_the_shoppers_cart_with_a_note(journey, client):
     with journey.at(timedelta(days=8)):
         response = client.get(journey.link_path())
     assert response.status_code == 303
-    assert response.headers["Location"] == "http://localhost/demo-store/?cartback_notice=link_expired"
+    assert (
+        response.headers["Location"]
+        == "http://localhost/demo-store/checkout/tok_1?cartback_notice=link_expired"
+    )
+
+
+def test_a_link_past_its_signed_lifetime_also_lands_on_the_cart(journey, client):
+    with journey.at(timedelta(days=31)):
+        response = client.get(journey.link_path())
+    assert (
+        response.headers["Location"]
+        == "http://localhost/demo-store/checkout/tok_1?cartback_notice=link_expired"
+    )
 
 
 def test_a_checkout_the_platform_no_longer_has_is_rebuilt_from_a_cart_permalink(journey, client, runtime):
