@@ -49,10 +49,12 @@ class LinkSigner:
             data = self._serializer.loads(token, max_age=int(max_age.total_seconds()))
         except SignatureExpired as exc:
             # The signature was good, only old: its ids are genuine (used to find the cart).
-            try:
-                claimed = _message_id(self._serializer.load_payload(exc.payload))
-            except BadSignature:
-                claimed = None
+            claimed = None
+            if isinstance(exc.payload, bytes):
+                try:
+                    claimed = _message_id(self._serializer.load_payload(exc.payload))
+                except BadSignature:
+                    claimed = None
             return LinkCheck(None, LinkProblem.EXPIRED, claimed)
         except BadSignature:
             return LinkCheck(None, LinkProblem.INVALID, self.claimed(token))
