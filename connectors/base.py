@@ -18,6 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 import phonenumbers
 
 CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+# No cart is worth more than this (in any currency's major unit); also keeps amounts inside
+# the database's NUMERIC(18, 4).
+MAX_AMOUNT = Decimal("100000000000")
 
 
 class PayloadError(ValueError):
@@ -75,6 +78,8 @@ def parse_decimal(value: Any, field_name: str) -> Decimal:
         raise PayloadError(f"{field_name} is not a number") from None
     if not amount.is_finite() or amount < 0:
         raise PayloadError(f"{field_name} must be a non-negative amount")
+    if amount > MAX_AMOUNT:
+        raise PayloadError(f"{field_name} is implausibly large")
     return amount
 
 

@@ -116,7 +116,8 @@ class DemoConnector:
             return Ignored(f"topic {identity.topic} is not used by cartback")
         try:
             payload = json.loads(raw_body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            # RecursionError: a body nested thousands deep is an attack, not a checkout.
             raise MalformedPayload(f"body is not valid JSON ({exc.__class__.__name__})") from None
         if not isinstance(payload, dict):
             raise MalformedPayload("body must be a JSON object")

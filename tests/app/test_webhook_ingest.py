@@ -65,6 +65,12 @@ def test_a_payload_missing_a_required_field_gets_422_naming_it(client, runtime, 
     assert "updated_at" in response.json["error"]
 
 
+def test_a_body_nested_absurdly_deep_gets_400_not_a_crash(client, runtime, store):
+    response = send_webhook(client, "checkouts/update", b"[" * 200_000 + b"]" * 200_000)
+    assert response.status_code == 400
+    assert deliveries(runtime) == 0
+
+
 def test_an_oversized_body_gets_413(client, runtime, store):
     body = json.dumps({"padding": "x" * (runtime.settings.max_webhook_bytes + 1)}).encode()
     response = send_webhook(client, "checkouts/update", body)
@@ -169,3 +175,33 @@ def test_a_delivery_queued_before_an_uninstall_is_not_acted_on_after_it(client, 
     assert process_delivery_job(checkout_id) == "ignored: store uninstalled cartback"
     with runtime.database.session() as session:
         assert session.exec(select(func.count()).select_from(Cart)).one() == 0
+
+
+ODD_VALUES = [None, 0, -1, 1.5, True, "", "x" * 5000, [], {}, [1, 2], {"a": 1}, "२०२६", "NaN", "1e400"]
+
+
+@pytest.mark.parametrize("topic", ["checkouts/update", "orders/create"])
+def test_no_field_of_any_odd_type_makes_ingest_fail_with_a_500(client, runtime, store, topic):
+    from tests.factories import order_payload
+
+    valid = (
+        checkout_payload()
+        if topic == "checkouts/update"
+        else order_payload(created_at=None) | {"created_at": "2026-11-28T10:00:00Z"}
+    )
+    paths = [(key,) for key in valid] + (
+        [("line_items", 0, key) for key in valid["line_items"][0]]
+        + [("customer", key) for key in valid["customer"]]
+        if topic == "checkouts/update"
+        else []
+    )
+    for path in paths:
+        for odd in ODD_VALUES:
+            payload = json.loads(json.dumps(valid))
+            target = payload
+            for part in path[:-1]:
+                target = target[part]
+            target[path[-1]] = odd
+            response = send_webhook(client, topic, payload)
+            assert response.status_code in (200, 400, 422), (path, odd, response.status_code)
+            assert response.is_json and ("error" in response.json or "status" in response.json)

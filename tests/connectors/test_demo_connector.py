@@ -71,6 +71,14 @@ def test_a_float_price_is_refused_rather_than_rounded(connector):
         connector.parse_webhook(identity(), json.dumps(payload).encode(), default_region="IN")
 
 
+@pytest.mark.parametrize("price", ["1e400", "-1", "NaN", "Infinity", "abc"])
+def test_implausible_prices_are_refused(connector, price):
+    payload = checkout_payload()
+    payload["line_items"][0]["price"] = price
+    with pytest.raises(PayloadError, match="price"):
+        connector.parse_webhook(identity(), json.dumps(payload).encode(), default_region="IN")
+
+
 def test_an_invalid_phone_is_refused_without_echoing_it(connector):
     payload = checkout_payload(phone="12345")
     with pytest.raises(PayloadError) as refused:
