@@ -83,13 +83,17 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
+def _redis_answers(redis_url: str) -> bool:
     try:
-        Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+        return bool(Redis.from_url(redis_url, socket_connect_timeout=1).ping())
+    except RedisError:
+        return False
+
+
+def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
+    if _redis_answers(redis_url):
         _step(f"Redis is reachable at {redis_url}")
         return
-    except RedisError:
-        pass
     parts = urlsplit(redis_url)
     host, port = parts.hostname or "localhost", parts.port or 6379
     if host not in ("localhost", "127.0.0.1", "::1"):
@@ -112,6 +116,10 @@ def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
             )
         subprocess.run(["service", "redis-server", "stop"], check=False, capture_output=True)
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if _redis_answers(redis_url):
+            # The package's own service is up and could not be stopped: use it.
+            _step(f"Redis is reachable at {redis_url}")
+            return
     _step(f"Starting redis-server on {host}:{port}")
     processes.start(
         "redis",
