@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 from redis import Redis
 from redis.exceptions import RedisError
+
+from app.local_redis import DEBIAN_REDIS_SERVER, find_redis_server, redis_server_argv
 
 DEMO_TIME_SCALE = "60"
 READY_TIMEOUT_SECONDS = 30
@@ -100,9 +101,7 @@ def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
         raise DemoError(
             f"Redis at {redis_url} is not reachable; start it or unset REDIS_URL to use a local one."
         )
-    binary = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+    binary = find_redis_server()
     if binary is None:
         if os.geteuid() != 0:
             raise DemoError("Redis is not installed. Install it with: sudo apt-get install -y redis-server")
@@ -115,7 +114,7 @@ def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
                 "apt-get could not install redis-server; install it by hand and run make demo again."
             )
         subprocess.run(["service", "redis-server", "stop"], check=False, capture_output=True)
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        binary = find_redis_server() or DEBIAN_REDIS_SERVER
         if _redis_answers(redis_url):
             # The package's own service is up and could not be stopped: use it.
             _step(f"Redis is reachable at {redis_url}")
@@ -123,19 +122,7 @@ def ensure_redis(redis_url: str, processes: Processes, workdir: Path) -> None:
     _step(f"Starting redis-server on {host}:{port}")
     processes.start(
         "redis",
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
+        redis_server_argv(binary, port, workdir),
         dict(os.environ),
         workdir / "redis.log",
     )

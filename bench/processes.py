@@ -27,6 +27,8 @@ from pathlib import Path
 
 import redis
 
+from app.local_redis import find_redis_server, redis_server_argv
+
 # Loopback only: the bench never sends traffic anywhere else.
 HOST = "127.0.0.1"
 # Seconds a child gets to exit after SIGTERM before its group is SIGKILLed. rq workers finish
@@ -272,7 +274,7 @@ class RedisServer:
 
 def start_redis(workdir: Path, attempts: int = 3) -> RedisServer:
     """A private redis-server on a free port: no persistence, so it measures memory only."""
-    binary = find_executable("redis-server", "/usr/bin/redis-server")
+    binary = find_redis_server()
     if binary is None:
         raise RuntimeError("redis-server not found; `make bench` installs it via tools/ensure-test-services")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -282,21 +284,7 @@ def start_redis(workdir: Path, attempts: int = 3) -> RedisServer:
         port = free_port()
         child = REGISTRY.spawn(
             "redis-server",
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(workdir),
-            ],
+            redis_server_argv(binary, port, workdir, HOST),
             cwd=workdir,
             log_path=workdir / f"redis-{port}.log",
         )

@@ -48,6 +48,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.engine import make_url
 
+from app.local_redis import find_redis_server, redis_server_argv
+
 __all__ = [
     "create_database",
     "drop_database",
@@ -355,16 +357,6 @@ def _failure(message: str) -> BaseException:
     return pytest.fail.Exception(message, pytrace=False)
 
 
-def _find_executable(name: str, *fallbacks: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for candidate in fallbacks:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 # --------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------
@@ -373,21 +365,7 @@ def _find_executable(name: str, *fallbacks: str) -> str | None:
 def _start_redis(binary: str, workdir: Path, port: int) -> ServerProcess:
     server = _spawn(
         "redis-server",
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            HOST,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
+        redis_server_argv(binary, port, workdir, HOST),
         workdir / "redis.log",
         stop_signal=signal.SIGTERM,
         death_signal=signal.SIGTERM,
@@ -429,7 +407,7 @@ def _start_redis(binary: str, workdir: Path, port: int) -> ServerProcess:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """URL of a throwaway redis-server running for the whole test session."""
-    binary = _find_executable("redis-server", "/usr/bin/redis-server")
+    binary = find_redis_server()
     if binary is None:
         raise _failure(
             "redis-server not found on PATH or at /usr/bin/redis-server; "
