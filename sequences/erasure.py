@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
 
 from sequences.models import (
@@ -33,7 +33,6 @@ log = logging.getLogger("cartback.erasure")
 
 # Processed webhook payloads are kept this long for support questions, then emptied.
 PAYLOAD_RETENTION = timedelta(days=7)
-ERASED = "[erased]"
 
 
 def suppression_key(secret_key: str, store_id: int, phone_e164: str) -> str:
@@ -92,16 +91,24 @@ def _erase(session: Session, runtime: Runtime, contact: Contact, report: Erasure
             "erased_at": now.isoformat()
         }
     report.consent_events = len(events)
-    # Payloads of this contact's carts may quote the number as typed; drop them all.
+    # Payloads of this contact's carts may quote the number as typed; empty them all, in SQL
+    # rather than reading every payload of the store back into Python.
     if cart_ids:
         platform_ids = session.exec(select(Cart.platform_cart_id).where(col(Cart.id).in_(cart_ids))).all()
-        deliveries = session.exec(
-            select(WebhookDelivery).where(WebhookDelivery.store_id == contact.store_id)
-        ).all()
-        for delivery in deliveries:
-            if delivery.payload and any(platform_id in delivery.payload for platform_id in platform_ids):
-                delivery.payload = ""
-                report.deliveries += 1
+        report.deliveries = int(
+            session.exec(
+                update(WebhookDelivery)
+                .where(
+                    col(WebhookDelivery.store_id) == contact.store_id,
+                    col(WebhookDelivery.payload) != "",
+                    or_(
+                        *(col(WebhookDelivery.payload).contains(pid, autoescape=True) for pid in platform_ids)
+                    ),
+                )
+                .values(payload="")
+            ).rowcount
+            or 0
+        )
     contact.first_name = contact.email = contact.platform_customer_id = None
     if contact.opted_out_at is not None:
         # Honour the opt-out for good: a later cart with this number finds it by this key.
