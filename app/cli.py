@@ -71,16 +71,15 @@ def web(bind: str, workers: int, threads: int) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
     from app.logs import configure_logging
-    from app.wiring import build_runtime
-    from app.worker import CartbackWorker
+    from app.worker import CartbackWorker, worker_runtime
     from sequences import runtime as runtime_module
 
     settings = _settings()
     configure_logging()
-    runtime = build_runtime(settings)
-    problem = runtime.database.schema_problem()
-    if problem:
-        raise click.ClickException(problem)
+    try:
+        runtime = worker_runtime(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     runtime_module.install(runtime)
     CartbackWorker([runtime.queue], connection=runtime.redis).work(burst=burst, with_scheduler=True)
 

@@ -19,7 +19,8 @@ from app.logs import configure_logging
 from app.wiring import build_runtime
 from sequences import runtime as runtime_module
 from sequences.jobs import sweep_job
-from sequences.settings import Settings
+from sequences.runtime import Runtime
+from sequences.settings import ConfigError, Settings
 
 log = logging.getLogger("cartback.worker")
 
@@ -38,12 +39,7 @@ class CartbackWorker(SimpleWorker):
         self._next_sweep_at = 0.0
         if not _installed():
             configure_logging()
-            runtime = build_runtime(Settings.from_env())
-            problem = runtime.database.schema_problem()
-            if problem:
-                # Fail at start, with the fix, rather than on every job.
-                raise SystemExit(f"cartback worker: {problem}")
-            runtime_module.install(runtime)
+            runtime_module.install(worker_runtime(Settings.from_env()))
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
@@ -55,6 +51,18 @@ class CartbackWorker(SimpleWorker):
             enqueue_sweep(self.connection)
         if super().should_run_maintenance_tasks:
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+
+
+def worker_runtime(settings: Settings) -> Runtime:
+    """The runtime a worker runs with; refuses a database without cartback's tables.
+
+    Failing at start, with the fix, beats failing every job with "no such table".
+    """
+    runtime = build_runtime(settings)
+    problem = runtime.database.schema_problem()
+    if problem:
+        raise ConfigError(f"cartback worker: {problem}")
+    return runtime
 
 
 def _installed() -> bool:
