@@ -354,7 +354,6 @@ def _record_outcome(
             happened.append(f"step {number} {'sent' if sent else 'uncertain'}")
         else:
             _record_failure(runtime, session, store, cart, contact, step, message, outcome, happened)
-        session.flush()
         return _decide_locked(runtime, session, store, cart, contact, happened)
 
 
