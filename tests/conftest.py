@@ -150,3 +150,23 @@ def drain(runtime: Runtime) -> Callable[[], int]:
         return ran
 
     return _drain
+
+
+@pytest.fixture
+def journey(client: FlaskClient, runtime: Runtime, drain: Callable[[], int]) -> Any:
+    """A demo-platform store (quiet hours off) and a clock-driving journey over it."""
+    from tests.factories import make_store
+    from tests.journey import Journey
+
+    make_store(runtime)
+    return Journey(client, runtime, drain)
+
+
+@pytest.fixture
+def messaged_journey(journey: Any) -> Any:
+    """The default shopper's cart, abandoned, with its first message already sent."""
+    from datetime import timedelta
+
+    journey.checkout()
+    journey.run(timedelta(minutes=15))
+    return journey

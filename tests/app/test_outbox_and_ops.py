@@ -8,19 +8,14 @@ import pytest
 from sqlmodel import select
 
 from sequences.models import CartStatus, Contact, SandboxOutboxMessage
-from tests.factories import make_store
 from tests.journey import Journey
 
 MIN = timedelta(minutes=1)
 
 
 @pytest.fixture
-def journey(client, runtime, drain) -> Journey:
-    make_store(runtime)
-    j = Journey(client, runtime, drain)
-    j.checkout()
-    j.run(15 * MIN)
-    return j
+def journey(messaged_journey: Journey) -> Journey:
+    return messaged_journey
 
 
 def outbox_id(runtime) -> int:

@@ -11,19 +11,15 @@ from sqlmodel import select
 from sequences.consent import handle_reply
 from sequences.erasure import erase_contact, purge_processed_payloads
 from sequences.models import CartStatus, Contact, WebhookDelivery
-from tests.factories import PHONE, make_store
+from tests.factories import PHONE
 from tests.journey import Journey
 
 MIN = timedelta(minutes=1)
 
 
 @pytest.fixture
-def journey(client, runtime, drain) -> Journey:
-    make_store(runtime)
-    j = Journey(client, runtime, drain)
-    j.checkout()
-    j.run(15 * MIN)
-    return j
+def journey(messaged_journey: Journey) -> Journey:
+    return messaged_journey
 
 
 def dump(runtime) -> str:

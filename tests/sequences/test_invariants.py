@@ -39,12 +39,6 @@ from tests.journey import T0, Journey
 MIN = timedelta(minutes=1)
 
 
-@pytest.fixture
-def journey(client, runtime, drain) -> Journey:
-    make_store(runtime)
-    return Journey(client, runtime, drain)
-
-
 def outbox_count(runtime) -> int:
     with runtime.database.session() as session:
         return session.exec(select(func.count()).select_from(SandboxOutboxMessage)).one()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-import pytest
-
 from sequences.models import CartStatus, StepStatus
 from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.factories import make_store, order_payload
@@ -14,12 +12,6 @@ from tests.journey import Journey
 
 MIN = timedelta(minutes=1)
 H = timedelta(hours=1)
-
-
-@pytest.fixture
-def journey(client, runtime, drain) -> Journey:
-    make_store(runtime)
-    return Journey(client, runtime, drain)
 
 
 def test_nothing_is_sent_while_the_shopper_is_within_the_inactivity_time(journey):
