@@ -49,6 +49,13 @@ class PlatformError(Exception):
         self.retryable = retryable
 
 
+class PlatformUnauthorized(PlatformError):
+    """The platform refused our access token (expired or revoked): refresh it, then retry once."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retryable=False)
+
+
 class InvalidPhone(PayloadError):
     pass
 
@@ -148,6 +155,8 @@ class CartLine:
 
 class ConsentSource(StrEnum):
     CHECKOUT_CHECKBOX = "checkout_checkbox"
+    # The platform's customer record says they subscribed to WhatsApp (or SMS) marketing.
+    CUSTOMER_RECORD = "customer_record"
     STORE_POLICY = "store_policy"
     UNKNOWN = "unknown"
 
@@ -209,13 +218,48 @@ class AppUninstalled:
 
 
 @dataclass(frozen=True)
+class CustomerRef:
+    """Whom a privacy request is about, as the platform names them (any field may be missing)."""
+
+    customer_id: str | None = None
+    email: str | None = None
+    phone_e164: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerDataRequest:
+    """The merchant must be given everything we hold about this customer."""
+
+    customer: CustomerRef
+    request_id: str | None = None
+    order_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CustomerRedact:
+    """Erase this customer's personal data."""
+
+    customer: CustomerRef
+    order_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoreRedact:
+    """Delete everything held for the store (it uninstalled long enough ago)."""
+
+
+# Privacy obligations outlive an install: they are processed for uninstalled stores too.
+PrivacyRequest = CustomerDataRequest | CustomerRedact | StoreRedact
+
+
+@dataclass(frozen=True)
 class Ignored:
     """A topic we acknowledge but do not act on."""
 
     reason: str
 
 
-WebhookEvent = CartSnapshot | CartDeleted | OrderEvent | AppUninstalled | Ignored
+WebhookEvent = CartSnapshot | CartDeleted | OrderEvent | AppUninstalled | PrivacyRequest | Ignored
 
 
 @dataclass(frozen=True)
@@ -225,6 +269,9 @@ class WebhookIdentity:
     store_ref: str
     topic: str
     delivery_id: str
+    # The platform's id for the event behind the delivery (several deliveries may share it).
+    event_id: str | None = None
+    triggered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +282,30 @@ class StoreAccess:
     api_base_url: str
     access_token: str
     storefront_url: str
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """An access token as the platform issued it (expiring tokens carry a refresh token)."""
+
+    access_token: str
+    scope: str = ""
+    expires_at: datetime | None = None
+    refresh_token: str | None = None
+    refresh_token_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrderStatus:
+    """What the platform says of an order now (for reconciling recovered revenue)."""
+
+    order_id: str
+    found: bool
+    financial_status: str | None = None
+    cancelled_at: datetime | None = None
+    current_total: Decimal | None = None
+    refunded: Decimal | None = None
+    currency: str | None = None
 
 
 class DiscountKind(StrEnum):
@@ -253,6 +324,10 @@ class DiscountRequest:
     max_amount: Decimal | None = None
     # Single use: a leaked code is worth one order at most.
     usage_limit: int = 1
+    # The cart's subtotal when the code is made: lets a platform without percentage caps
+    # turn a capped percentage into the fixed amount it comes to.
+    cart_subtotal: Decimal | None = None
+    starts_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +375,48 @@ class Connector(Protocol):
     ) -> str:
         """A URL that opens the shopper's checkout with the code applied, no login needed."""
         ...
+
+
+# Optional capabilities: a connector implements them when its platform needs them.
+
+
+@runtime_checkable
+class RefreshesTokens(Protocol):
+    def refresh_access(
+        self,
+        store: StoreAccess,
+        refresh_token: str,
+        *,
+        expires_at: datetime | None,
+        refresh_expires_at: datetime | None,
+        force: bool,
+    ) -> IssuedToken | None:
+        """A new token when the current one expires soon (or ``force``); None when still valid."""
+        ...
+
+
+@runtime_checkable
+class FetchesVariantImages(Protocol):
+    def fetch_variant_images(self, store: StoreAccess, variant_ids: Sequence[str]) -> dict[str, str | None]:
+        """Image URL per variant id, in one platform call; None where it has no image."""
+        ...
+
+
+@runtime_checkable
+class DeletesDiscounts(Protocol):
+    def delete_discount(self, store: StoreAccess, platform_discount_id: str) -> None: ...
+
+
+@runtime_checkable
+class SyncsOptOuts(Protocol):
+    def sync_opt_out(self, store: StoreAccess, customer_id: str) -> None:
+        """Tell the platform the customer unsubscribed from WhatsApp marketing."""
+        ...
+
+
+@runtime_checkable
+class ReconcilesOrders(Protocol):
+    def order_statuses(self, store: StoreAccess, order_ids: Sequence[str]) -> list[OrderStatus]: ...
 
 
 class ConnectorRegistry:

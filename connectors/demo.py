@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +28,6 @@ from connectors.base import (
     CreatedDiscount,
     DiscountRequest,
     Ignored,
-    MalformedPayload,
     OrderEvent,
     PayloadError,
     PlatformError,
@@ -42,6 +40,7 @@ from connectors.base import (
     parse_decimal,
     parse_timestamp,
 )
+from connectors.payload_fields import load_json_object, optional_str, platform_id, require
 
 PLATFORM = "demo"
 HEADER_STORE = "X-Demo-Shop"
@@ -61,30 +60,6 @@ MAX_LINES = 250
 def sign(raw_body: bytes, secret: str) -> str:
     digest = hmac.new(secret.encode(), raw_body, hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
-
-
-def _require(payload: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = payload.get(name)
-    if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise PayloadError(f"{name} is required ({expected})")
-    return value
-
-
-def _optional_str(payload: Mapping[str, Any], name: str) -> str | None:
-    value = payload.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise PayloadError(f"{name} must be a string")
-    return str(value)
-
-
-def _id(payload: Mapping[str, Any], name: str) -> str:
-    value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
-        raise PayloadError(f"{name} is required (string or integer id)")
-    return str(value)
 
 
 class DemoConnector:
@@ -114,29 +89,23 @@ class DemoConnector:
     ) -> WebhookEvent:
         if identity.topic not in KNOWN_TOPICS:
             return Ignored(f"topic {identity.topic} is not used by cartback")
-        try:
-            payload = json.loads(raw_body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            # RecursionError: a body nested thousands deep is an attack, not a checkout.
-            raise MalformedPayload(f"body is not valid JSON ({exc.__class__.__name__})") from None
-        if not isinstance(payload, dict):
-            raise MalformedPayload("body must be a JSON object")
+        payload = load_json_object(raw_body)
         if identity.topic in CHECKOUT_TOPICS:
             return self._checkout(payload, default_region)
         if identity.topic in ORDER_TOPICS:
             return self._order(payload, default_region)
         if identity.topic == "app/uninstalled":
             return AppUninstalled(
-                occurred_at=parse_timestamp(_require(payload, "uninstalled_at", str), "uninstalled_at")
+                occurred_at=parse_timestamp(require(payload, "uninstalled_at", str), "uninstalled_at")
             )
         return CartDeleted(
-            cart_id=_id(payload, "id"),
-            occurred_at=parse_timestamp(_require(payload, "deleted_at", str), "deleted_at"),
+            cart_id=platform_id(payload, "id"),
+            occurred_at=parse_timestamp(require(payload, "deleted_at", str), "deleted_at"),
         )
 
     def _checkout(self, payload: dict[str, Any], default_region: str) -> CartSnapshot:
         currency = parse_currency(payload.get("currency"))
-        raw_lines = _require(payload, "line_items", list)
+        raw_lines = require(payload, "line_items", list)
         if len(raw_lines) > MAX_LINES:
             raise PayloadError(f"line_items has more than {MAX_LINES} lines")
         lines = []
@@ -158,37 +127,37 @@ class DemoConnector:
                     title=title.strip(),
                     quantity=quantity,
                     unit_price=parse_decimal(raw.get("price"), f"line_items[{index}].price"),
-                    product_id=_optional_str(raw, "product_id"),
-                    variant_id=_optional_str(raw, "variant_id"),
-                    variant_title=_optional_str(raw, "variant_title"),
-                    image_url=_optional_str(raw, "image_url"),
+                    product_id=optional_str(raw, "product_id"),
+                    variant_id=optional_str(raw, "variant_id"),
+                    variant_title=optional_str(raw, "variant_title"),
+                    image_url=optional_str(raw, "image_url"),
                 )
             )
         customer = payload.get("customer") or {}
         if not isinstance(customer, dict):
             raise PayloadError("customer must be an object")
-        raw_phone = _optional_str(payload, "phone")
+        raw_phone = optional_str(payload, "phone")
         phone = normalise_phone(raw_phone, default_region) if raw_phone else None
         accepts = payload.get("buyer_accepts_marketing", False)
         if not isinstance(accepts, bool):
             raise PayloadError("buyer_accepts_marketing must be true or false")
         return CartSnapshot(
-            cart_id=_id(payload, "id"),
-            cart_token=_optional_str(payload, "token"),
-            updated_at=parse_timestamp(_require(payload, "updated_at", str), "updated_at"),
+            cart_id=platform_id(payload, "id"),
+            cart_token=optional_str(payload, "token"),
+            updated_at=parse_timestamp(require(payload, "updated_at", str), "updated_at"),
             currency=currency,
             subtotal=parse_decimal(payload.get("subtotal_price"), "subtotal_price"),
             total=parse_decimal(payload.get("total_price"), "total_price"),
             lines=tuple(lines),
             buyer=Buyer(
                 phone_e164=phone,
-                email=_optional_str(payload, "email"),
-                first_name=_optional_str(customer, "first_name"),
-                customer_id=_optional_str(customer, "id"),
+                email=optional_str(payload, "email"),
+                first_name=optional_str(customer, "first_name"),
+                customer_id=optional_str(customer, "id"),
                 marketing_consent=accepts,
                 consent_source=ConsentSource.CHECKOUT_CHECKBOX if accepts else ConsentSource.UNKNOWN,
             ),
-            checkout_url=_optional_str(payload, "abandoned_checkout_url"),
+            checkout_url=optional_str(payload, "abandoned_checkout_url"),
             completed=payload.get("completed_at") is not None,
             raw=payload,
         )
@@ -199,14 +168,14 @@ class DemoConnector:
             isinstance(entry, dict) and isinstance(entry.get("code"), str) for entry in codes
         ):
             raise PayloadError("discount_codes must be a list of {code: string}")
-        raw_phone = _optional_str(payload, "phone")
+        raw_phone = optional_str(payload, "phone")
         return OrderEvent(
-            order_id=_id(payload, "id"),
-            created_at=parse_timestamp(_require(payload, "created_at", str), "created_at"),
+            order_id=platform_id(payload, "id"),
+            created_at=parse_timestamp(require(payload, "created_at", str), "created_at"),
             currency=parse_currency(payload.get("currency")),
             total=parse_decimal(payload.get("total_price"), "total_price"),
-            cart_id=_optional_str(payload, "checkout_id"),
-            cart_token=_optional_str(payload, "checkout_token"),
+            cart_id=optional_str(payload, "checkout_id"),
+            cart_token=optional_str(payload, "checkout_token"),
             discount_codes=tuple(entry["code"] for entry in codes),
             phone_e164=normalise_phone(raw_phone, default_region) if raw_phone else None,
             raw=payload,

@@ -162,6 +162,13 @@ class Store(SQLModel, table=True):
     # Fernet ciphertexts (invariant 7); see sequences.secrets.
     access_token_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
     webhook_secret_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
+    # Expiring access tokens (Shopify's expiring offline tokens): refreshed before expiry.
+    refresh_token_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
+    access_token_expires_at: datetime | None = _time()
+    refresh_token_expires_at: datetime | None = _time()
+    scopes: str | None = Field(default=None, sa_column=Column(Text))
+    # The latest (re)install: an uninstall event older than this belongs to an earlier install.
+    installed_at: datetime | None = _time()
     sending_paused: bool = Field(default=False)
     pause_reason: str | None = Field(default=None, sa_column=Column(Text))
     settings: dict[str, Any] = _json(default=dict)
@@ -221,6 +228,11 @@ class Cart(SQLModel, table=True):
     order_total: Decimal | None = _money()
     order_currency: str | None = Field(default=None, sa_column=Column(String(3)))
     ordered_at: datetime | None = _time()
+    # Reconciliation (`cartback reconcile`): what the platform says of the order since.
+    order_financial_status: str | None = Field(default=None, sa_column=Column(String(32)))
+    order_refunded: Decimal | None = _money()
+    order_cancelled_at: datetime | None = _time()
+    order_verified_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -307,6 +319,9 @@ class Discount(SQLModel, table=True):
     min_subtotal: Decimal | None = _money()
     ends_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     platform_discount_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    # An order used this code (then the platform keeps it); unused expired codes are deleted.
+    redeemed_at: datetime | None = _time()
+    platform_deleted_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -321,6 +336,9 @@ class ConsentEvent(SQLModel, table=True):
     kind: str = Field(sa_column=Column(String(16), nullable=False))  # opt_out | opt_in
     source: str = Field(sa_column=Column(String(64), nullable=False))
     evidence: dict[str, Any] = _json(default=dict)
+    # Telling the platform (e.g. Shopify's WhatsApp consent): pending, done, skipped, failed.
+    platform_sync: str | None = Field(default=None, sa_column=Column(String(16)))
+    platform_sync_detail: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -355,6 +373,8 @@ class WebhookDelivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("platform", "delivery_id"),
         UniqueConstraint("platform", "store_id", "content_sha256"),
+        # The platform's event id (Shopify's X-Shopify-Event-Id): one event, one delivery per topic.
+        UniqueConstraint("platform", "store_id", "topic", "event_id", name="uq_webhook_delivery_event"),
         Index("ix_webhook_delivery_status", "status", "received_at"),
     )
 
@@ -362,6 +382,7 @@ class WebhookDelivery(SQLModel, table=True):
     platform: str = Field(sa_column=Column(String(32), nullable=False))
     store_id: int = Field(foreign_key="store.id", index=True)
     delivery_id: str = Field(sa_column=Column(String(255), nullable=False))
+    event_id: str | None = Field(default=None, sa_column=Column(String(255)))
     topic: str = Field(sa_column=Column(String(64), nullable=False))
     # SHA-256 of topic + raw body: the same content under a new delivery id is a replay too.
     content_sha256: str = Field(sa_column=Column(String(64), nullable=False))
@@ -386,4 +407,31 @@ class SandboxOutboxMessage(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     image_url: str | None = Field(default=None, sa_column=Column(Text))
     buttons: list[Any] = _json(default=list)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class VariantImage(SQLModel, table=True):
+    """Product images per variant, cached: platforms' cart payloads carry none."""
+
+    __tablename__ = "variant_image"
+    __table_args__ = (UniqueConstraint("store_id", "platform_variant_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id")
+    platform_variant_id: str = Field(sa_column=Column(String(255), nullable=False))
+    # None: the platform has no image for it (cached too, so we do not ask on every cart).
+    image_url: str | None = Field(default=None, sa_column=Column(Text))
+    fetched_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DataExport(SQLModel, table=True):
+    """Everything held about one customer, produced for a platform's data request."""
+
+    __tablename__ = "data_export"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    request_ref: str | None = Field(default=None, sa_column=Column(String(255)))
+    customer_ref: str | None = Field(default=None, sa_column=Column(String(255)))
+    content: dict[str, Any] = _json(default=dict)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -38,6 +38,8 @@ class Settings:
     app_url: str = "http://localhost:8000"
     shopify_api_key: str = ""
     shopify_api_secret: str = ""
+    # The previous secret while a rotation rolls out (requests signed with either verify).
+    shopify_old_api_secret: str = ""
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
     whatsapp_transport: str = "sandbox"
@@ -124,6 +126,7 @@ class Settings:
             app_url=(env.get("APP_URL") or "http://localhost:8000").rstrip("/"),
             shopify_api_key=env.get("SHOPIFY_API_KEY", ""),
             shopify_api_secret=env.get("SHOPIFY_API_SECRET", ""),
+            shopify_old_api_secret=env.get("SHOPIFY_OLD_API_SECRET", ""),
             whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
             whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
             whatsapp_transport=transport,

@@ -1,0 +1,58 @@
+"""Reading fields out of platform JSON bodies: one place for the checks every connector makes.
+
+Each helper raises ``PayloadError`` naming the field, so a bad delivery gets a 4xx that says
+what is wrong instead of a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.base import MalformedPayload, PayloadError
+
+
+def load_json_object(raw_body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(raw_body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: a body nested thousands deep is an attack, not a checkout.
+        raise MalformedPayload(f"body is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict):
+        raise MalformedPayload("body must be a JSON object")
+    return payload
+
+
+def require(payload: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = payload.get(name)
+    if value is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise PayloadError(f"{name} is required ({expected})")
+    return value
+
+
+def optional_str(payload: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise PayloadError(f"{name} must be a string")
+    return str(value)
+
+
+def platform_id(payload: Mapping[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise PayloadError(f"{name} is required (string or integer id)")
+    return str(value)
+
+
+def optional_object(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A nested object that may be absent or null (Shopify sends null for missing addresses)."""
+    value = payload.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{name} must be an object")
+    return value
