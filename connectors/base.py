@@ -193,6 +193,8 @@ class CartSnapshot:
 class CartDeleted:
     cart_id: str
     occurred_at: datetime
+    # Another key for the same cart, for platforms whose delete body lacks the usual one.
+    cart_token: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ def platform_id(payload: Mapping[str, Any], name: str) -> str:
 def optional_object(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A nested object that may be absent or null (Shopify sends null for missing addresses)."""
     value = payload.get(name)
-    if value is None:
+    # Shopify has been seen to send a missing address as [] instead of null.
+    if value is None or value == []:
         return {}
     if not isinstance(value, dict):
         raise PayloadError(f"{name} must be an object")
