@@ -47,13 +47,14 @@ def create_app(
     # Jobs run in this process too (SimpleWorker in tests, `cartback sweep`).
     runtime_module.install(runtime)
 
-    from app import demo_store, links, ops, outbox, webhooks
+    from app import demo_store, links, ops, outbox, shopify_home, webhooks
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(links.bp)
     app.register_blueprint(outbox.bp)
     app.register_blueprint(demo_store.bp)
+    app.register_blueprint(shopify_home.bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:

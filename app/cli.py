@@ -126,13 +126,52 @@ def erase(store_ref: str, phone: str) -> None:
     )
 
 
-@main.command(help="Empty processed webhook payloads past their 7-day retention (the sweep does this too).")
+@main.command(
+    help="Empty processed webhook payloads past their 7-day retention (the sweep does this too) "
+    "and delete expired, unused recovery codes from the stores' platforms."
+)
 def purge() -> None:
     from app.wiring import build_runtime
+    from sequences import runtime as runtime_module
+    from sequences.discount_cleanup import delete_expired_discounts
     from sequences.erasure import purge_processed_payloads
 
-    count = purge_processed_payloads(build_runtime(_settings()))
+    runtime = build_runtime(_settings())
+    runtime_module.install(runtime)
+    count = purge_processed_payloads(runtime)
     click.echo(f"Emptied {count} processed webhook payloads older than 7 days.")
+    click.echo("Deleting expired, unused discount codes from the platforms…")
+    report = delete_expired_discounts(runtime, progress=click.echo)
+    click.echo(f"Deleted {report.deleted} expired codes.")
+    if report.failed:
+        click.echo(
+            f"{report.failed} codes could not be deleted now (platform unreachable or refusing); "
+            "run `cartback purge` again later.",
+            err=True,
+        )
+
+
+@main.command(help="Re-read the orders of recovered carts and mark refunded or cancelled ones.")
+@click.option("--platform", required=True, help="Which platform's stores, e.g. shopify.")
+@click.option(
+    "--store", "store_ref", default=None, help="Only this store (its platform id, e.g. bazaar.myshopify.com)."
+)
+def reconcile(platform: str, store_ref: str | None) -> None:
+    from app.wiring import build_runtime
+    from sequences import runtime as runtime_module
+    from sequences.reconcile import reconcile_orders
+
+    runtime = build_runtime(_settings())
+    runtime_module.install(runtime)
+    try:
+        report = reconcile_orders(runtime, platform, store_ref=store_ref, progress=click.echo)
+    except ValueError as exc:
+        raise click.ClickException(
+            f"{exc}. Configured: {', '.join(runtime.connectors.platforms())}"
+        ) from None
+    click.echo(f"Reconciled: {report}.")
+    if report.failed_stores:
+        raise SystemExit(1)
 
 
 @main.command(help="Print fresh SECRET_KEY and ENCRYPTION_KEY values for production.")

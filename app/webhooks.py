@@ -13,12 +13,19 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import insert
+from sqlalchemy import insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app import get_runtime
-from connectors.base import HeaderMap, MalformedPayload, PayloadError, WebhookRejected
+from connectors.base import (
+    AppUninstalled,
+    HeaderMap,
+    MalformedPayload,
+    PayloadError,
+    PrivacyRequest,
+    WebhookRejected,
+)
 from sequences.models import DeliveryStatus, Store, StoreStatus, WebhookDelivery
 from sequences.scheduling import enqueue_delivery
 
@@ -39,9 +46,8 @@ def ingest(platform: str) -> Any:
     runtime = get_runtime()
     connector = runtime.connectors.get(platform)
     if connector is None:
-        return _answer(
-            404, error=f"unknown platform {platform!r}; known: {', '.join(runtime.connectors.platforms())}"
-        )
+        known = ", ".join(runtime.connectors.platforms())
+        return _answer(404, error=f"unknown or unconfigured platform {platform!r}; configured: {known}")
 
     limit = runtime.settings.max_webhook_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -49,10 +55,16 @@ def ingest(platform: str) -> Any:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         return _answer(413, error=f"body larger than {limit} bytes")
-    if not raw:
-        return _answer(400, error="empty body")
 
     headers = HeaderMap(list(request.headers.items()))
+    app_signed = bool(getattr(connector, "signs_with_app_secret", False))
+    if app_signed and not connector.verify_webhook(raw, headers, ""):
+        # Checked before anything else: a forged delivery learns nothing, not even whether
+        # the shop is installed (Shopify's app review expects 401 here).
+        log.warning("webhook signature rejected", extra={"platform": platform})
+        return _answer(401, error="signature does not match the body")
+    if not raw:
+        return _answer(400, error="empty body")
     try:
         identity = connector.webhook_identity(headers)
     except WebhookRejected as rejected:
@@ -69,19 +81,21 @@ def ingest(platform: str) -> Any:
         # Nobody to act for; a 2xx stops the platform retrying for hours. Nothing is stored.
         return _answer(200, status="ignored", reason="store is not installed")
     store_id, status, region, ciphertext = store
-    secret = runtime.secrets.decrypt(ciphertext) if ciphertext else ""
-    if not secret or not connector.verify_webhook(raw, headers, secret):
-        log.warning("webhook signature rejected", extra={"platform": platform, "store_id": store_id})
-        return _answer(401, error="signature does not match the body")
-    if status != StoreStatus.ACTIVE:
-        return _answer(200, status="ignored", reason="store uninstalled cartback")
+    if not app_signed:
+        secret = runtime.secrets.decrypt(ciphertext) if ciphertext else ""
+        if not secret or not connector.verify_webhook(raw, headers, secret):
+            log.warning("webhook signature rejected", extra={"platform": platform, "store_id": store_id})
+            return _answer(401, error="signature does not match the body")
 
     try:
-        connector.parse_webhook(identity, raw, default_region=region)
+        event = connector.parse_webhook(identity, raw, default_region=region)
     except MalformedPayload as exc:
         return _answer(400, error=str(exc))
     except PayloadError as exc:
         return _answer(422, error=str(exc))
+    # Privacy requests outlive the install (shop/redact arrives 48 h after an uninstall).
+    if status != StoreStatus.ACTIVE and not isinstance(event, PrivacyRequest):
+        return _answer(200, status="ignored", reason="store uninstalled cartback")
 
     try:
         with runtime.database.engine.begin() as connection:
@@ -91,6 +105,7 @@ def ingest(platform: str) -> Any:
                     platform=platform,
                     store_id=store_id,
                     delivery_id=identity.delivery_id[:255],
+                    event_id=identity.event_id[:255] if identity.event_id else None,
                     topic=identity.topic[:64],
                     content_sha256=content_digest(identity.topic, raw),
                     payload=raw.decode("utf-8"),
@@ -99,8 +114,25 @@ def ingest(platform: str) -> Any:
                 )
                 .returning(col(WebhookDelivery.id))
             ).scalar_one()
+            if isinstance(event, AppUninstalled):
+                # Stop everything at once: every send re-checks the store's status under its
+                # lock, so nothing leaves after this commit. The queued job does the rest.
+                connection.execute(
+                    update(Store)
+                    .where(
+                        col(Store.id) == store_id,
+                        or_(col(Store.installed_at).is_(None), col(Store.installed_at) <= event.occurred_at),
+                    )
+                    .values(status=StoreStatus.UNINSTALLED, updated_at=runtime.now())
+                )
     except IntegrityError:
         return _answer(200, status="duplicate", reason="this delivery was already received")
     assert delivery_id is not None
     enqueue_delivery(runtime, delivery_id)
     return _answer(200, status="accepted", delivery=delivery_id)
+
+
+@bp.post("/webhooks/shopify/compliance")
+def ingest_shopify_compliance() -> Any:
+    """The URI `shopify.app.toml` gives for the mandatory privacy topics; same checks."""
+    return ingest("shopify")

@@ -11,6 +11,8 @@ from redis import Redis
 
 from connectors.base import ConnectorRegistry
 from connectors.demo import DemoConnector
+from connectors.shopify import ShopifyConnector
+from connectors.shopify.routing import TemplateError
 from sequences.db import Database
 from sequences.recovery_links import LinkSigner
 from sequences.runtime import Runtime
@@ -31,8 +33,20 @@ def build_transport(settings: Settings, database: Database) -> MessageTransport:
     )
 
 
-def build_connectors(http: httpx.Client) -> ConnectorRegistry:
-    return ConnectorRegistry([DemoConnector(http)])
+def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:
+    registry = ConnectorRegistry([DemoConnector(http)])
+    if settings.shopify_api_key and settings.shopify_api_secret:
+        try:
+            connector = ShopifyConnector(
+                settings.shopify_api_key,
+                settings.shopify_api_secret,
+                old_api_secret=settings.shopify_old_api_secret,
+                admin_url_template=settings.shopify_admin_url_template,
+            )
+        except TemplateError as exc:
+            raise ConfigError(str(exc)) from None
+        registry.register(connector)
+    return registry
 
 
 def build_runtime(
@@ -48,7 +62,7 @@ def build_runtime(
         settings=settings,
         database=database,
         redis=redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5),
-        connectors=build_connectors(http),
+        connectors=build_connectors(settings, http),
         transport=build_transport(settings, database),
         links=LinkSigner(settings.link_keys),
         secrets=SecretBox(settings.encryption_keys),

@@ -31,6 +31,7 @@ from sequences.models import (
     RecoveryStep,
     Store,
 )
+from sequences.platform_access import call_platform
 from sequences.recovery_links import LinkProblem
 from sequences.runtime import Runtime
 from sequences.store_settings import Offer
@@ -192,37 +193,33 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
             else None
         )
         ids = (store.id, cart.id, message.id, step.id)
-        platform, access, fallback = (
-            store.platform,
-            runtime.store_access(store),
-            cart.checkout_url or store.storefront_url,
-        )
-        currency = cart.currency
+        fallback = cart.checkout_url or store.storefront_url
+        currency, subtotal = cart.currency, cart.subtotal
 
     # -- outside the lock: platform calls --
     store_id, cart_id, message_id, step_id = ids
     assert store_id is not None and message_id is not None and step_id is not None
-    connector = runtime.connectors[platform]
     code: str | None = None
     platform_discount_id: str | None = None
     try:
         if discount_snapshot is not None:
             code, kind, value, max_amount, min_subtotal, ends_at, platform_discount_id = discount_snapshot
             if platform_discount_id is None:
-                created = connector.create_discount(
-                    access,
-                    DiscountRequest(
-                        code=code,
-                        kind=DiscountKind(kind),
-                        value=value,
-                        currency=currency,
-                        ends_at=ends_at,
-                        min_subtotal=min_subtotal,
-                        max_amount=max_amount,
-                    ),
+                request = DiscountRequest(
+                    code=code,
+                    kind=DiscountKind(kind),
+                    value=value,
+                    currency=currency,
+                    ends_at=ends_at,
+                    min_subtotal=min_subtotal,
+                    max_amount=max_amount,
+                    cart_subtotal=subtotal,
+                    starts_at=now,
                 )
+                created = call_platform(runtime, store_id, lambda c, a: c.create_discount(a, request))
                 platform_discount_id = created.platform_discount_id
-        url = connector.rebuild_checkout_url(access, checkout, code)
+        applied_code = code
+        url = call_platform(runtime, store_id, lambda c, a: c.rebuild_checkout_url(a, checkout, applied_code))
         outcome = "redirected"
     except PlatformError as exc:
         log.warning("checkout rebuild failed", extra={"cart_id": cart_id, "reason": exc.reason})

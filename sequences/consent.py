@@ -19,8 +19,9 @@ from sqlmodel import Session, col, select
 
 from sequences import steps, timeline
 from sequences.db import lock_cart, lock_contact
-from sequences.models import TERMINAL_CART_STATUSES, Cart, CartStatus, ConsentEvent, Contact
+from sequences.models import TERMINAL_CART_STATUSES, Cart, CartStatus, ConsentEvent, Contact, OptOutSync
 from sequences.runtime import Runtime
+from sequences.scheduling import enqueue_opt_out_syncs
 
 log = logging.getLogger("cartback.consent")
 
@@ -103,6 +104,9 @@ def opt_out_locked(
                 kind="opt_out",
                 source=source,
                 evidence=evidence or {},
+                # Told to the platform after the commit (sequences.opt_out_sync); a contact the
+                # platform does not know as a customer has nothing to tell.
+                platform_sync=OptOutSync.PENDING if contact.platform_customer_id else OptOutSync.SKIPPED,
                 created_at=now,
             )
         )
@@ -151,7 +155,9 @@ def handle_reply(
             ]
             opt_out_locked(session, contact, carts, now, source=source, evidence=evidence)
             log.info("opt-out recorded", extra={"contact_id": contact.id, "carts": len(carts)})
-            return ReplyResult(intent, contact.id, len(carts))
+            result = ReplyResult(intent, contact.id, len(carts))
+        else:
+            result = ReplyResult(intent, contact.id)
         if intent == ReplyIntent.START and contact.opted_out_at is not None:
             contact.opted_out_at = None
             contact.marketing_consent, contact.consent_source = True, source
@@ -167,4 +173,7 @@ def handle_reply(
                 )
             )
             log.info("opt-in recorded", extra={"contact_id": contact.id})
-        return ReplyResult(intent, contact.id)
+    if intent == ReplyIntent.STOP:
+        # After the commit: the local opt-out stands whatever the platform says.
+        enqueue_opt_out_syncs(runtime, contact_id=result.contact_id)
+    return result

@@ -60,12 +60,13 @@ def erase_contact(runtime: Runtime, store_id: int, phone_e164: str) -> ErasureRe
         ).first()
         if contact is None or contact.id is None:
             return report
-        _erase(session, runtime, contact, report)
+        erase_locked(session, runtime, contact, report)
     log.info("contact erased", extra={"store_id": store_id, "contact_id": contact.id})
     return report
 
 
-def _erase(session: Session, runtime: Runtime, contact: Contact, report: ErasureReport) -> None:
+def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: ErasureReport) -> None:
+    """Erase one contact the caller has locked; adds what it did to ``report``."""
     assert contact.id is not None
     now = runtime.now()
     cart_ids = [
@@ -76,8 +77,8 @@ def _erase(session: Session, runtime: Runtime, contact: Contact, report: Erasure
     messages = session.exec(select(Message).where(Message.contact_id == contact.id)).all()
     for message in messages:
         message.preview, message.components = {"erased": True}, []
-    report.messages = len(messages)
-    report.outbox_messages = int(
+    report.messages += len(messages)
+    report.outbox_messages += int(
         session.exec(
             delete(SandboxOutboxMessage).where(
                 col(SandboxOutboxMessage.message_id).in_([m.id for m in messages if m.id is not None])
@@ -90,12 +91,12 @@ def _erase(session: Session, runtime: Runtime, contact: Contact, report: Erasure
         event.evidence = {key: value for key, value in event.evidence.items() if key != "text"} | {
             "erased_at": now.isoformat()
         }
-    report.consent_events = len(events)
+    report.consent_events += len(events)
     # Payloads of this contact's carts may quote the number as typed; empty them all, in SQL
     # rather than reading every payload of the store back into Python.
     if cart_ids:
         platform_ids = session.exec(select(Cart.platform_cart_id).where(col(Cart.id).in_(cart_ids))).all()
-        report.deliveries = int(
+        report.deliveries += int(
             session.exec(
                 update(WebhookDelivery)
                 .where(
@@ -119,7 +120,7 @@ def _erase(session: Session, runtime: Runtime, contact: Contact, report: Erasure
         contact.phone_e164 = "x" + secrets.token_hex(10)[:19]
     contact.marketing_consent = False
     contact.updated_at = now
-    report.contacts = 1
+    report.contacts += 1
 
 
 def is_suppressed(session: Session, runtime: Runtime, store_id: int, phone_e164: str) -> Contact | None:

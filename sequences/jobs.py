@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sequences import runtime as runtime_module
+from sequences.opt_out_sync import sync_opt_out
 from sequences.sending import advance_cart
 from sequences.sweep import run_sweep
 from sequences.tracking import process_delivery
@@ -18,3 +19,7 @@ def advance_cart_job(cart_id: int) -> list[str]:
 
 def sweep_job() -> str:
     return str(run_sweep(runtime_module.current()))
+
+
+def sync_opt_out_job(consent_event_id: int) -> str:
+    return sync_opt_out(runtime_module.current(), consent_event_id)

@@ -135,6 +135,15 @@ class MessageStatus(StrEnum):
     UNCERTAIN = "uncertain"
 
 
+class OptOutSync(StrEnum):
+    """Telling the platform about an opt-out (ConsentEvent.platform_sync)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     PROCESSED = "processed"

@@ -102,3 +102,30 @@ def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
     for job_id in job_ids:
         pipeline.exists(Job.key_for(job_id))
     return {job_id for job_id, exists in zip(job_ids, pipeline.execute(), strict=True) if exists}
+
+
+def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:
+    """Queue platform syncs for pending opt-outs (one contact's, or any); the sweep retries."""
+    from sqlmodel import col, select
+
+    from sequences.jobs import sync_opt_out_job
+    from sequences.models import ConsentEvent, OptOutSync
+
+    query = select(ConsentEvent.id).where(col(ConsentEvent.platform_sync) == OptOutSync.PENDING)
+    if contact_id is not None:
+        query = query.where(ConsentEvent.contact_id == contact_id)
+    with runtime.database.session() as session:
+        event_ids = [event_id for event_id in session.exec(query.limit(limit)).all() if event_id is not None]
+    queued = 0
+    for event_id in event_ids:
+        try:
+            runtime.queue.enqueue(
+                sync_opt_out_job, event_id, **_job_options(f"optout-sync-{event_id}", "opt-out sync")
+            )
+            queued += 1
+        except DuplicateJobError:
+            continue
+        except RedisError as exc:
+            log.warning("opt-out sync not queued; the sweep will", extra={"error": type(exc).__name__})
+            break
+    return queued

@@ -28,7 +28,13 @@ from sequences.models import (
     WebhookDelivery,
 )
 from sequences.runtime import Runtime
-from sequences.scheduling import enqueue_delivery, existing_job_ids, schedule_wake, wake_job_id
+from sequences.scheduling import (
+    enqueue_delivery,
+    enqueue_opt_out_syncs,
+    existing_job_ids,
+    schedule_wake,
+    wake_job_id,
+)
 from sequences.sending import SENDING_GRACE
 
 log = logging.getLogger("cartback.sweep")
@@ -46,12 +52,13 @@ class SweepReport:
     alarms_restored: int = 0
     carts_checked: int = 0
     payloads_purged: int = 0
+    opt_out_syncs_queued: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.carts_checked} open carts checked, {self.alarms_restored} alarms restored, "
             f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain, "
-            f"{self.payloads_purged} old payloads emptied"
+            f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued"
         )
 
 
@@ -117,5 +124,6 @@ def run_sweep(runtime: Runtime) -> SweepReport:
                 schedule_wake(runtime, cart_id, at)
                 report.alarms_restored += 1
     report.payloads_purged = purge_processed_payloads(runtime, now)
+    report.opt_out_syncs_queued = enqueue_opt_out_syncs(runtime)
     log.info("sweep done", extra={"report": str(report)})
     return report

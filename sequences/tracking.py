@@ -18,15 +18,19 @@ from connectors.base import (
     Buyer,
     CartDeleted,
     CartSnapshot,
+    CustomerDataRequest,
+    CustomerRedact,
     Ignored,
     OrderEvent,
     PayloadError,
+    StoreRedact,
     WebhookEvent,
     WebhookIdentity,
 )
-from sequences import policy, steps, timeline
+from sequences import policy, privacy, steps, timeline
 from sequences.db import lock_cart_with_contact
 from sequences.erasure import is_suppressed
+from sequences.line_images import fetch_missing_images, fill_lines_from_cache
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -46,12 +50,15 @@ from sequences.scheduling import schedule_wake
 from sequences.store_settings import StoreSettings
 
 log = logging.getLogger("cartback.tracking")
+PRIVACY_REQUESTS = (CustomerDataRequest, CustomerRedact, StoreRedact)
 
 
 @dataclass
 class Applied:
     outcome: str
     wakes: list[tuple[int, datetime]] = field(default_factory=list)
+    # A cart whose lines lack images the cache could not supply (fetched after the commit).
+    images_for_cart: int | None = None
 
 
 def process_delivery(runtime: Runtime, delivery_id: int) -> str:
@@ -63,7 +70,8 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
         if delivery is None or delivery.status != DeliveryStatus.PENDING:
             return "already processed"
         store = session.get(Store, delivery.store_id)
-        assert store is not None
+        assert store is not None and store.id is not None
+        store_id = store.id
         connector = runtime.connectors[delivery.platform]
         identity = WebhookIdentity(store.platform_store_id, delivery.topic, delivery.delivery_id)
         try:
@@ -76,15 +84,21 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             delivery.status, delivery.outcome = DeliveryStatus.FAILED, str(exc)
             delivery.processed_at = runtime.now()
             return "failed"
-        if store.status != StoreStatus.ACTIVE and not isinstance(event, AppUninstalled):
+        if store.status != StoreStatus.ACTIVE and not isinstance(event, (AppUninstalled, *PRIVACY_REQUESTS)):
             # Received before the uninstall, processed after it: nothing to act on any more.
             applied = Applied("ignored: store uninstalled cartback")
             event = Ignored("store uninstalled cartback")
         else:
             applied = apply_event(runtime, session, store, event)
+        if isinstance(event, StoreRedact):
+            # The delivery row went with the rest of the store's data.
+            log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
+            return applied.outcome
         delivery.status = DeliveryStatus.IGNORED if isinstance(event, Ignored) else DeliveryStatus.PROCESSED
         delivery.outcome = applied.outcome
         delivery.processed_at = runtime.now()
+    if applied.images_for_cart is not None:
+        fetch_missing_images(runtime, store_id, applied.images_for_cart)
     for cart_id, at in applied.wakes:
         schedule_wake(runtime, cart_id, at)
     log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
@@ -99,7 +113,18 @@ def apply_event(runtime: Runtime, session: Session, store: Store, event: Webhook
     if isinstance(event, CartDeleted):
         return apply_deleted(runtime, session, store, event)
     if isinstance(event, AppUninstalled):
-        return apply_uninstall(runtime, session, store)
+        return apply_uninstall(runtime, session, store, event)
+    if isinstance(event, CustomerDataRequest):
+        export = privacy.export_customer(session, store, event)
+        session.flush()
+        found = "found" if export.content.get("found") else "nothing held"
+        return Applied(f"data export {export.id} ready ({found})")
+    if isinstance(event, CustomerRedact):
+        report = privacy.redact_customer(session, runtime, store, event)
+        return Applied(f"customer erased ({report.contacts} contacts)")
+    if isinstance(event, StoreRedact):
+        privacy.redact_store(session, store)
+        return Applied("store data deleted")
     return Applied(f"ignored: {event.reason}")
 
 
@@ -176,20 +201,22 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
     cart.line_count = len(snapshot.lines)
     cart.updated_at = now
     session.exec(delete(CartLine).where(col(CartLine.cart_id) == cart.id))
-    for position, line in enumerate(snapshot.lines):
-        session.add(
-            CartLine(
-                cart_id=cart.id,
-                position=position,
-                platform_product_id=line.product_id,
-                platform_variant_id=line.variant_id,
-                title=line.title,
-                variant_title=line.variant_title,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                image_url=line.image_url,
-            )
+    lines = [
+        CartLine(
+            cart_id=cart.id,
+            position=position,
+            platform_product_id=line.product_id,
+            platform_variant_id=line.variant_id,
+            title=line.title,
+            variant_title=line.variant_title,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            image_url=line.image_url,
         )
+        for position, line in enumerate(snapshot.lines)
+    ]
+    needs_images = fill_lines_from_cache(session, runtime, store.id, lines)
+    session.add_all(lines)
     timeline.record(
         session,
         cart,
@@ -222,6 +249,7 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
     return Applied(
         "captured" if created else "updated",
         _arm(cart, policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)),
+        images_for_cart=cart.id if needs_images else None,
     )
 
 
@@ -254,6 +282,12 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
     cart = session.exec(
         select(Cart).where(Cart.store_id == store.id, Cart.platform_cart_id == event.cart_id)
     ).first()
+    if cart is None and event.cart_token:
+        cart = session.exec(
+            select(Cart)
+            .where(Cart.store_id == store.id, Cart.platform_cart_token == event.cart_token)
+            .order_by(col(Cart.id).desc())
+        ).first()
     if cart is None or cart.id is None:
         return Applied("deleted checkout was never tracked")
     cart, _contact = lock_cart_with_contact(session, cart.id)
@@ -280,6 +314,8 @@ def _find_cart_for_order(runtime: Runtime, session: Session, store: Store, order
             )
         ).first()
         if discount:
+            # Used: `cartback purge` leaves redeemed codes on the platform (orders refer to them).
+            discount.redeemed_at = discount.redeemed_at or order.created_at
             return session.get(Cart, discount.cart_id)
     if order.cart_id:
         cart = session.exec(scoped.where(Cart.platform_cart_id == order.cart_id)).first()
@@ -349,8 +385,14 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     return Applied("converted unassisted")
 
 
-def apply_uninstall(runtime: Runtime, session: Session, store: Store) -> Applied:
+def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: AppUninstalled) -> Applied:
+    if store.installed_at is not None and event.occurred_at < store.installed_at:
+        # A late or retried uninstall from before the merchant installed again.
+        return Applied("ignored: uninstall predates the current install")
     store.status = StoreStatus.UNINSTALLED
+    # The platform revoked them; keeping dead secrets helps nobody.
+    store.access_token_ciphertext = store.refresh_token_ciphertext = None
+    store.access_token_expires_at = store.refresh_token_expires_at = None
     store.updated_at = runtime.now()
     session.exec(
         update(RecoveryStep)

@@ -122,34 +122,33 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def _drain_queue(runtime: Runtime) -> int:
+    """Run every job that is due now (scheduled ones included) in this process."""
+    from rq.registry import ScheduledJobRegistry
+
+    queue = runtime.queue
+    registry = ScheduledJobRegistry(queue=queue)
+    ran = 0
+    for _ in range(50):
+        if registry.get_jobs_to_schedule():
+            from rq.scheduler import RQScheduler
+
+            scheduler = RQScheduler([queue], connection=runtime.redis)
+            scheduler.acquire_locks()
+            scheduler.enqueue_scheduled_jobs()
+            scheduler.release_locks()
+        if queue.count == 0:
+            break
+        worker = SimpleWorker([queue], connection=runtime.redis)
+        before = queue.count
+        worker.work(burst=True)
+        ran += before
+    return ran
+
+
 @pytest.fixture
 def drain(runtime: Runtime) -> Callable[[], int]:
-    """Run every job that is due now (scheduled ones included) in this process."""
-
-    def _drain() -> int:
-        from rq.registry import ScheduledJobRegistry
-
-        queue = runtime.queue
-        registry = ScheduledJobRegistry(queue=queue)
-        ran = 0
-        for _ in range(50):
-            registry_due = registry.get_jobs_to_schedule()
-            if registry_due:
-                from rq.scheduler import RQScheduler
-
-                scheduler = RQScheduler([queue], connection=runtime.redis)
-                scheduler.acquire_locks()
-                scheduler.enqueue_scheduled_jobs()
-                scheduler.release_locks()
-            if queue.count == 0:
-                break
-            worker = SimpleWorker([queue], connection=runtime.redis)
-            before = queue.count
-            worker.work(burst=True)
-            ran += before
-        return ran
-
-    return _drain
+    return lambda: _drain_queue(runtime)
 
 
 @pytest.fixture
@@ -170,3 +169,39 @@ def messaged_journey(journey: Any) -> Any:
     journey.checkout()
     journey.run(timedelta(minutes=15))
     return journey
+
+
+# -- Shopify -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_shopify() -> Iterator[Any]:
+    from tests.fakes.shopify import FakeShopify
+    from tests.shopify_support import SHOP
+
+    with FakeShopify() as fake:
+        fake.add_shop(SHOP)
+        yield fake
+
+
+@pytest.fixture
+def shopify(settings: Settings, database: Database, redis_conn: Redis, fake_shopify: Any) -> Iterator[Any]:
+    """The app with Shopify configured against the fake, and a driver for one shop."""
+    from tests.shopify_support import ShopifyDriver
+
+    shopify_settings = settings.with_overrides(
+        shopify_api_key=fake_shopify.client_id,
+        shopify_api_secret=fake_shopify.client_secret,
+        shopify_admin_url_template=fake_shopify.admin_url_template(),
+    )
+    late = _LateWsgi()
+    http = httpx.Client(transport=httpx.WSGITransport(app=late))
+    runtime = build_runtime(shopify_settings, database=database, redis=redis_conn, http=http)
+    app = create_app(runtime=runtime)
+    late.app = app
+
+    def _drain() -> int:
+        return _drain_queue(runtime)
+
+    yield ShopifyDriver(app.test_client(), runtime, fake_shopify, _drain)
+    http.close()

@@ -1,0 +1,220 @@
+"""Shopify's embedded app home (``GET /``) and the JSON it reads under ``/api/``.
+
+Managed install: Shopify installs the app with the scopes from ``shopify.app.toml`` and opens
+``/`` inside the admin with an App Bridge session token. We verify that token with
+``shopifyapp``, exchange it for an expiring offline token the first time (or after a
+reinstall, or when the stored one is refused), and from then on keep it fresh. The merchant
+never sees a setup page. Every verify failure is answered with the response ``shopifyapp``
+builds (it carries the headers App Bridge needs to retry).
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request
+from shopify_app import RequestInput
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from app import get_runtime
+from connectors.base import IssuedToken, PlatformError
+from connectors.shopify import PLATFORM, ShopifyConnector
+from connectors.shopify.connector import issued_token
+from sequences.models import Cart, CartStatus, DataExport, Message, Store, StoreStatus
+from sequences.platform_access import fresh_access, store_token_update
+from sequences.runtime import Runtime
+
+bp = Blueprint("shopify_home", __name__)
+log = logging.getLogger("cartback.shopify.home")
+
+PATCH_ID_TOKEN_PATH = "/auth/patch-id-token"  # noqa: S105 - a route, not a secret
+RECOVERED = (CartStatus.RECOVERED,)
+
+
+def _connector() -> ShopifyConnector | None:
+    connector = get_runtime().connectors.get(PLATFORM)
+    return connector if isinstance(connector, ShopifyConnector) else None
+
+
+def _shopify_request() -> RequestInput:
+    # The raw request, unchanged: verification depends on the exact URL and headers.
+    return {
+        "method": request.method,
+        "headers": dict(request.headers.items()),
+        "url": request.url,
+        "body": request.get_data(as_text=True),
+    }
+
+
+def _respond(result: Any) -> Response:
+    log.info("shopify request not verified", extra={"code": result.log.code})
+    return Response(result.response.body, status=result.response.status, headers=result.response.headers)
+
+
+def _domain(shop: str) -> str:
+    return f"{shop}.myshopify.com"
+
+
+def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, issued: IssuedToken) -> int:
+    """Create or reactivate the shop's store row with a new token, then fill in its details."""
+    now = runtime.now()
+    with runtime.database.session() as session:
+        store = session.exec(
+            select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == shop_domain)
+        ).first()
+        if store is None:
+            store = Store(platform=PLATFORM, platform_store_id=shop_domain, name=shop_domain)
+            session.add(store)
+        if store.status != StoreStatus.ACTIVE or store.installed_at is None:
+            store.status, store.installed_at = StoreStatus.ACTIVE, now
+            log.info("shop installed", extra={"shop": shop_domain})
+        store.api_base_url = connector.api_base_url(shop_domain)
+        store_token_update(runtime, store, issued)
+        session.commit()
+        assert store.id is not None
+        store_id = store.id
+    try:
+        details = connector.shop_details(fresh_access(runtime, store_id))
+    except PlatformError as exc:
+        # The store works without these (defaults: INR, Asia/Kolkata); the next load retries.
+        log.warning("shop details not read", extra={"shop": shop_domain, "reason": exc.reason})
+        return store_id
+    with runtime.database.session() as session:
+        store = session.get(Store, store_id)
+        assert store is not None
+        store.name, store.currency, store.timezone = details.name, details.currency, details.timezone
+        store.default_region = (details.country or store.default_region).upper()[:2]
+        store.storefront_url = details.storefront_url
+        session.commit()
+    return store_id
+
+
+def _verified_store(connector: ShopifyConnector) -> tuple[Any, int | None, Response | None]:
+    """Verify the session token; make sure we hold a working token for the shop."""
+    runtime = get_runtime()
+    result = connector.app.verify_app_home_req(
+        _shopify_request(), app_home_patch_id_token_path=PATCH_ID_TOKEN_PATH
+    )
+    if not result.ok:
+        return result, None, _respond(result)
+    shop_domain = _domain(result.shop or "")
+    with runtime.database.session() as session:
+        store = session.exec(
+            select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == shop_domain)
+        ).first()
+        store_id = (
+            store.id
+            if store and store.status == StoreStatus.ACTIVE and store.access_token_ciphertext
+            else None
+        )
+    if store_id is not None:
+        try:
+            fresh_access(runtime, store_id)
+            return result, store_id, None
+        except PlatformError as exc:
+            # A refresh token that was revoked or expired: a new exchange fixes it, unseen.
+            log.info(
+                "stored token unusable; exchanging again", extra={"shop": shop_domain, "reason": exc.reason}
+            )
+    exchange = connector.app.exchange_using_token_exchange(
+        access_mode="offline",
+        id_token=result.id_token,
+        invalid_token_response=result.invalid_token_response,
+        http_client=connector.http,
+    )
+    if not exchange.ok or exchange.access_token is None:
+        return result, None, _respond(exchange)
+    return result, install(runtime, connector, shop_domain, issued_token(exchange.access_token)), None
+
+
+def _summary(runtime: Runtime, store_id: int) -> dict[str, Any]:
+    with runtime.database.session() as session:
+        store = session.get(Store, store_id)
+        assert store is not None
+        by_status = dict(
+            session.exec(
+                select(Cart.status, func.count()).where(Cart.store_id == store_id).group_by(col(Cart.status))
+            ).all()
+        )
+        messages = session.exec(
+            select(func.count()).select_from(Message).where(Message.store_id == store_id)
+        ).one()
+        recovered = session.exec(
+            select(Cart).where(Cart.store_id == store_id, col(Cart.status).in_(RECOVERED))
+        ).all()
+        exports = session.exec(
+            select(DataExport.id, DataExport.request_ref, DataExport.created_at)
+            .where(DataExport.store_id == store_id)
+            .order_by(col(DataExport.id).desc())
+            .limit(20)
+        ).all()
+        # Verified revenue: what recovered orders are worth after refunds and cancellations.
+        revenue = sum(
+            (
+                (cart.order_total or Decimal(0)) - (cart.order_refunded or Decimal(0))
+                for cart in recovered
+                if cart.order_cancelled_at is None
+            ),
+            Decimal(0),
+        )
+        return {
+            "store": store,
+            "carts": sum(by_status.values()),
+            "recovering": by_status.get(CartStatus.RECOVERING, 0),
+            "recovered": by_status.get(CartStatus.RECOVERED, 0),
+            "messages": messages,
+            "revenue": revenue,
+            "exports": exports,
+        }
+
+
+@bp.get("/")
+def app_home() -> Any:
+    connector = _connector()
+    if connector is None or ("shop" not in request.args and "Authorization" not in request.headers):
+        # Not opened from a Shopify admin: nothing of any merchant's is shown here.
+        return render_template("shopify/landing.html", shopify_configured=connector is not None)
+    result, store_id, failure = _verified_store(connector)
+    if failure is not None:
+        return failure
+    assert store_id is not None
+    from sequences.money import format_money
+
+    page = render_template(
+        "shopify/home.html",
+        api_key=connector.api_key,
+        format_money=format_money,
+        **_summary(get_runtime(), store_id),
+    )
+    # frame-ancestors and App Bridge preload headers, exactly as shopifyapp built them.
+    return Response(page, status=200, headers=result.response.headers, mimetype="text/html")
+
+
+@bp.get(PATCH_ID_TOKEN_PATH)
+def patch_id_token() -> Any:
+    connector = _connector()
+    if connector is None:
+        abort(404)
+    result = connector.app.app_home_patch_id_token(_shopify_request())
+    return Response(result.response.body, status=result.response.status, headers=result.response.headers)
+
+
+@bp.get("/api/data-exports/<int:export_id>")
+def data_export(export_id: int) -> Any:
+    """A privacy export, for the merchant's own shop only (App Bridge session token)."""
+    connector = _connector()
+    if connector is None:
+        abort(404)
+    _result, store_id, failure = _verified_store(connector)
+    if failure is not None:
+        return failure
+    with get_runtime().database.session() as session:
+        export = session.exec(
+            select(DataExport).where(DataExport.id == export_id, DataExport.store_id == store_id)
+        ).first()
+        if export is None:
+            return jsonify(error="no such export for this shop"), 404
+        return jsonify(id=export.id, created_at=export.created_at.isoformat(), content=export.content)

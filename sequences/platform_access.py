@@ -1,0 +1,98 @@
+"""Calling a store's platform API with a live token: refreshed before expiry and after a 401.
+
+Expiring tokens (Shopify's expiring offline tokens last an hour) are refreshed here, one
+process at a time per store (a Redis lock): Shopify replaces the refresh token on every use,
+so two processes refreshing at once would leave one holding a dead token. Platform calls are
+never made under a database lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from connectors.base import Connector, IssuedToken, PlatformUnauthorized, RefreshesTokens, StoreAccess
+from sequences.models import Store
+from sequences.runtime import Runtime
+
+log = logging.getLogger("cartback.platform")
+
+T = TypeVar("T")
+# Longer than a refresh call can take (the connector's own timeouts are ~10 s).
+REFRESH_LOCK_SECONDS = 30
+
+
+def store_token_update(runtime: Runtime, store: Store, issued: IssuedToken) -> None:
+    """Write a newly issued token pair onto the store row (encrypted; invariant 7)."""
+    store.access_token_ciphertext = runtime.secrets.encrypt(issued.access_token)
+    store.access_token_expires_at = issued.expires_at
+    store.refresh_token_ciphertext = (
+        runtime.secrets.encrypt(issued.refresh_token) if issued.refresh_token else None
+    )
+    store.refresh_token_expires_at = issued.refresh_token_expires_at
+    store.scopes = issued.scope or store.scopes
+    store.updated_at = runtime.now()
+
+
+def _load(runtime: Runtime, store_id: int) -> Store:
+    with runtime.database.session() as session:
+        store = session.get(Store, store_id)
+        if store is None:
+            raise PlatformUnauthorized("the store is no longer installed")
+        session.expunge(store)
+        return store
+
+
+def fresh_access(runtime: Runtime, store_id: int, *, force: bool = False) -> StoreAccess:
+    """The store's API access, refreshing the token first when it is (nearly) expired."""
+    store = _load(runtime, store_id)
+    connector = runtime.connectors[store.platform]
+    if not isinstance(connector, RefreshesTokens) or not store.refresh_token_ciphertext:
+        return runtime.store_access(store)
+    lock = runtime.redis.lock(f"cartback:token-refresh:{store_id}", timeout=REFRESH_LOCK_SECONDS)
+    try:
+        held = lock.acquire(blocking=True, blocking_timeout=REFRESH_LOCK_SECONDS)
+    except RedisError:
+        held = False  # refreshing without the lock beats not reaching the platform at all
+    try:
+        # Re-read under the lock: another process may have refreshed while we waited.
+        store = _load(runtime, store_id)
+        if not store.refresh_token_ciphertext:
+            return runtime.store_access(store)
+        issued = connector.refresh_access(
+            runtime.store_access(store),
+            runtime.secrets.decrypt(store.refresh_token_ciphertext),
+            expires_at=store.access_token_expires_at,
+            refresh_expires_at=store.refresh_token_expires_at,
+            force=force,
+        )
+        if issued is None:
+            return runtime.store_access(store)
+        with runtime.database.session() as session:
+            row = session.get(Store, store_id)
+            assert row is not None
+            store_token_update(runtime, row, issued)
+            session.commit()
+            session.refresh(row)
+            session.expunge(row)
+        log.info("access token refreshed", extra={"store_id": store_id, "forced": force})
+        return runtime.store_access(row)
+    finally:
+        if held:
+            try:
+                lock.release()
+            except RedisError:
+                log.warning("token refresh lock not released", extra={"store_id": store_id})
+
+
+def call_platform(runtime: Runtime, store_id: int, call: Callable[[Connector, StoreAccess], T]) -> T:
+    """Run one platform call; after a 401, refresh the token once and try again."""
+    access = fresh_access(runtime, store_id)
+    connector = runtime.connectors[_load(runtime, store_id).platform]
+    try:
+        return call(connector, access)
+    except PlatformUnauthorized:
+        return call(connector, fresh_access(runtime, store_id, force=True))

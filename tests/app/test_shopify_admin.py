@@ -1,0 +1,283 @@
+"""The embedded app home, tokens, and the Admin API calls cartback makes after install."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+from click.testing import CliRunner
+from sqlalchemy import text
+from sqlmodel import select
+
+from connectors.base import DiscountKind, DiscountRequest
+from connectors.shopify.connector import discount_input
+from sequences.discount_cleanup import delete_expired_discounts
+from sequences.models import Cart, CartStatus, ConsentEvent, Contact, Discount, OptOutSync, Store
+from sequences.reconcile import reconcile_orders
+from sequences.store_settings import Offer, StepSetting, StoreSettings
+from tests.shopify_support import SHOP, fixture
+
+MIN = timedelta(minutes=1)
+OFFER_FIRST = StoreSettings(
+    quiet_hours_enabled=False,
+    steps=[
+        StepSetting(
+            delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100"), min_subtotal=Decimal("999"))
+        )
+    ],
+)
+
+
+# -- app home and tokens ---------------------------------------------------------------------
+
+
+def test_the_app_home_is_framed_only_by_the_shop_and_the_shopify_admin(shopify):
+    with shopify.at(0 * MIN):
+        response = shopify.open_app()
+    csp = response.headers["Content-Security-Policy"]
+    assert f"frame-ancestors https://{SHOP} https://admin.shopify.com" in csp
+    page = response.get_data(as_text=True)
+    assert "cartback is connected to Bazaar" in page
+    assert f'name="shopify-api-key" content="{shopify.fake.client_id}"' in page
+
+
+def test_install_exchanges_the_session_token_for_an_expiring_offline_token_kept_encrypted(shopify):
+    shopify.install()
+    [exchange] = shopify.fake.calls("urn:ietf:params:oauth:grant-type:token-exchange")
+    assert exchange.body["requested_token_type"] == "urn:shopify:params:oauth:token-type:offline-access-token"
+    assert str(exchange.body["expiring"]) == "1"
+    store = shopify.store()
+    assert store.access_token_expires_at is not None and store.refresh_token_ciphertext
+    token = shopify.runtime.secrets.decrypt(store.access_token_ciphertext or "")
+    with shopify.runtime.database.engine.connect() as connection:
+        raw = " ".join(str(v) for v in connection.execute(text("SELECT * FROM store")).one())
+    assert token.startswith("shpat_") and token not in raw
+
+
+def test_a_request_without_a_session_token_goes_to_the_token_patch_page(shopify):
+    response = shopify.client.get(f"/?shop={SHOP}&embedded=1")
+    assert response.status_code == 302
+    assert response.headers["Location"].split("?")[0].endswith("/auth/patch-id-token")
+    patch = shopify.client.get(response.headers["Location"])
+    assert patch.status_code == 200 and "app-bridge.js" in patch.get_data(as_text=True)
+
+
+def test_a_forged_session_token_is_refused_and_nothing_is_installed(shopify):
+    token = shopify.fake.session_token(SHOP, secret="f" * 40)
+    response = shopify.client.get(f"/?shop={SHOP}&embedded=1", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(Store)).all() == []
+
+
+def test_the_bare_address_shows_no_merchant_data(shopify):
+    shopify.install()
+    page = shopify.client.get("/").get_data(as_text=True)
+    assert "Bazaar" not in page and "Shopify admin" in page
+
+
+def test_an_expired_access_token_is_refreshed_after_a_401_and_the_call_succeeds(shopify):
+    shopify.install(OFFER_FIRST)
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    before = shopify.store().refresh_token_ciphertext
+    shopify.fake.expire_access_tokens(SHOP)
+    with shopify.at(20 * MIN):
+        click = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    assert "discount" in parse_qs(urlsplit(click.headers["Location"]).query)
+    assert len(shopify.fake.calls("refresh_token")) == 1
+    assert shopify.store().refresh_token_ciphertext != before
+
+
+def test_a_token_about_to_expire_is_refreshed_before_the_call(shopify):
+    shopify.install(OFFER_FIRST)
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    with shopify.runtime.database.session() as session:
+        store = session.exec(select(Store)).one()
+        store.access_token_expires_at = datetime(2026, 11, 28, 9, 20, 30, tzinfo=UTC)  # 30 s after the click
+        session.commit()
+    with shopify.at(20 * MIN):
+        shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    refreshes = shopify.fake.calls("refresh_token")
+    assert len(refreshes) == 1
+    assert shopify.fake.requests.index(refreshes[0]) < shopify.fake.requests.index(
+        shopify.fake.calls("CartbackDiscountCreate")[0]
+    )
+
+
+# -- discounts -----------------------------------------------------------------------------
+
+
+def test_a_throttled_call_waits_for_the_bucket_and_succeeds(shopify):
+    shopify.install(OFFER_FIRST)
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    shopify.fake.throttle_next(1)
+    with shopify.at(20 * MIN):
+        click = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    assert "discount" in parse_qs(urlsplit(click.headers["Location"]).query)
+    assert len(shopify.fake.calls("CartbackDiscountCreate")) == 2
+
+
+def test_user_errors_land_the_shopper_on_their_checkout_without_a_code_and_say_so(shopify):
+    shopify.install(OFFER_FIRST)
+    checkout = shopify.checkout()
+    shopify.run(15 * MIN)
+    shopify.fake.fail_next(
+        "CartbackDiscountCreate",
+        [{"field": ["basicCodeDiscount", "endsAt"], "code": "INVALID", "message": "nope"}],
+    )
+    with shopify.at(20 * MIN):
+        click = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    query = parse_qs(urlsplit(click.headers["Location"]).query)
+    assert "discount" not in query and query["cartback_notice"] == ["offer_unavailable"]
+    assert click.headers["Location"].startswith(checkout["abandoned_checkout_url"].split("?")[0])
+
+
+def test_a_capped_percentage_becomes_the_fixed_amount_it_comes_to_on_this_cart():
+    ends = datetime(2026, 12, 1, tzinfo=UTC)
+    capped = DiscountRequest(
+        "CB-1",
+        DiscountKind.PERCENT,
+        Decimal("10"),
+        "INR",
+        ends,
+        max_amount=Decimal("200"),
+        cart_subtotal=Decimal("4796"),
+    )
+    under = DiscountRequest(
+        "CB-2",
+        DiscountKind.PERCENT,
+        Decimal("10"),
+        "INR",
+        ends,
+        max_amount=Decimal("200"),
+        cart_subtotal=Decimal("1500"),
+    )
+    assert discount_input(capped)["customerGets"]["value"] == {
+        "discountAmount": {"amount": "200", "appliesOnEachItem": False}
+    }
+    assert discount_input(under)["customerGets"]["value"] == {"percentage": 0.1}
+    assert discount_input(under)["endsAt"] == "2026-12-01T00:00:00Z"
+
+
+def test_a_cart_without_a_checkout_url_is_rebuilt_from_a_cart_permalink(shopify):
+    shopify.install(OFFER_FIRST)
+    checkout = shopify.checkout()
+    with shopify.runtime.database.session() as session:
+        row = session.exec(select(Cart)).one()
+        row.checkout_url = None
+        session.commit()
+    shopify.run(15 * MIN)
+    with shopify.at(20 * MIN):
+        landing = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path).headers["Location"]
+    items = ",".join(f"{line['variant_id']}:{line['quantity']}" for line in checkout["line_items"])
+    assert urlsplit(landing).path.endswith(f"/cart/{items}")
+    with shopify.at(20 * MIN), shopify.storefront() as browser:
+        assert browser.get(landing).json()["discount"]["applied"] is True
+
+
+def test_purge_deletes_expired_unused_codes_and_keeps_redeemed_ones(shopify):
+    shopify.install(OFFER_FIRST)
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    with shopify.at(20 * MIN):
+        shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    with shopify.at(3 * 24 * 60 * MIN):
+        report = delete_expired_discounts(shopify.runtime)
+    assert report.deleted == 1
+    [code] = shopify.fake.discounts[SHOP].values()
+    assert code.deleted
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(Discount)).one().platform_deleted_at is not None
+    with shopify.at(3 * 24 * 60 * MIN + MIN):
+        assert delete_expired_discounts(shopify.runtime).deleted == 0  # done once
+
+
+# -- opt-out sync and reconciliation ---------------------------------------------------------
+
+
+def _stop(shopify, moment: timedelta) -> None:
+    outbox_id = shopify.outbox()[0].id
+    with shopify.at(moment):
+        shopify.client.post(f"/outbox/{outbox_id}/reply", data={"text": "STOP"})
+    shopify.run(moment)
+
+
+def test_a_stop_reply_unsubscribes_the_shopify_customer_from_whatsapp_marketing(shopify):
+    customer_id = fixture("checkouts_create")["customer"]["id"]
+    shopify.fake.add_customer(customer_id, phone="+919876543210")
+    shopify.install()
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    _stop(shopify, 20 * MIN)
+    assert shopify.fake.whatsapp_consent[(SHOP, f"gid://shopify/Customer/{customer_id}")] == "UNSUBSCRIBED"
+    with shopify.runtime.database.session() as session:
+        event = session.exec(select(ConsentEvent)).one()
+    assert event.platform_sync == OptOutSync.DONE
+
+
+def test_a_refused_sync_never_undoes_the_local_opt_out(shopify):
+    customer_id = fixture("checkouts_create")["customer"]["id"]
+    shopify.fake.add_customer(customer_id, phone="+919876543210")
+    shopify.install()
+    checkout = shopify.checkout()
+    shopify.run(15 * MIN)
+    shopify.fake.fail_next(
+        "CartbackWhatsAppOptOut", [{"field": ["input"], "code": "INVALID", "message": "no"}]
+    )
+    _stop(shopify, 20 * MIN)
+    with shopify.runtime.database.session() as session:
+        event = session.exec(select(ConsentEvent)).one()
+        contact = session.exec(select(Contact)).one()
+    assert event.platform_sync == OptOutSync.FAILED and "no" in (event.platform_sync_detail or "")
+    assert contact.opted_out_at is not None
+    assert shopify.cart(checkout["token"]).status == CartStatus.OPTED_OUT
+
+
+def _recovered(shopify) -> str:
+    shopify.install(OFFER_FIRST)
+    checkout = shopify.checkout()
+    shopify.run(15 * MIN)
+    order = fixture("orders_create") | {
+        "checkout_token": checkout["token"],
+        "created_at": "2026-11-28T09:30:00Z",
+    }
+    shopify.webhook(30 * MIN, "orders/create", order)
+    assert shopify.cart(checkout["token"]).status == CartStatus.RECOVERED
+    shopify.fake.add_order(int(order["id"]), total="4696.00")
+    return str(checkout["token"])
+
+
+def test_reconcile_records_refunds_and_cancellations_so_revenue_is_verified(shopify):
+    token = _recovered(shopify)
+    order_id = int(fixture("orders_create")["id"])
+    shopify.fake.refund_order(order_id, "1499.00")
+    lines: list[str] = []
+    report = reconcile_orders(shopify.runtime, "shopify", progress=lines.append)
+    assert (report.checked, report.partially_refunded) == (1, 1)
+    cart = shopify.cart(token)
+    assert cart.order_refunded == Decimal("1499.00") and cart.order_verified_at is not None
+    assert lines and "1 of 1" in lines[-1]
+
+    shopify.fake.cancel_order(order_id)
+    report = reconcile_orders(shopify.runtime, "shopify")
+    assert report.cancelled == 1 and shopify.cart(token).order_cancelled_at is not None
+    with shopify.at(60 * MIN):
+        page = shopify.open_app().get_data(as_text=True)
+    assert "₹0.00" in page  # a cancelled order is no recovered revenue
+
+
+def test_the_reconcile_command_reports_progress_and_what_it_found(shopify, monkeypatch):
+    _recovered(shopify)
+    from app import cli
+
+    monkeypatch.setattr("app.wiring.build_runtime", lambda settings: shopify.runtime)
+    monkeypatch.setattr(cli, "_settings", lambda: shopify.runtime.settings)
+    result = CliRunner().invoke(cli.main, ["reconcile", "--platform", "shopify"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 orders checked" in result.output and "1 recovered orders checked" in result.output
+    unknown = CliRunner().invoke(cli.main, ["reconcile", "--platform", "woocommerce"])
+    assert unknown.exit_code != 0 and "not configured" in unknown.output

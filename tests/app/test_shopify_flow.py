@@ -1,0 +1,138 @@
+"""The Shopify side end to end, against a fake Shopify that checks what the real one requires."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+from sqlmodel import select
+
+from sequences.models import (
+    CartLine,
+    CartStatus,
+    Discount,
+    RecoveryStep,
+    StepStatus,
+    Store,
+    StoreStatus,
+    VariantImage,
+)
+from sequences.store_settings import Offer, StepSetting, StoreSettings
+from tests.shopify_support import fixture
+
+MIN = timedelta(minutes=1)
+OFFER_FIRST = StoreSettings(
+    quiet_hours_enabled=False,
+    steps=[
+        StepSetting(
+            delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100"), min_subtotal=Decimal("999"))
+        ),
+        StepSetting(delay_minutes=240),
+    ],
+)
+
+
+def test_a_shop_installs_gets_a_message_clicks_a_rebuilt_checkout_and_is_recovered(shopify):
+    store = shopify.install(OFFER_FIRST)
+    assert store.status == StoreStatus.ACTIVE and store.name == "Bazaar" and store.currency == "INR"
+
+    checkout = shopify.checkout(timedelta(0))
+    cart = shopify.cart(checkout["token"])
+    assert cart.status == CartStatus.ACTIVE
+    with shopify.runtime.database.session() as session:
+        lines = session.exec(select(CartLine).where(CartLine.cart_id == cart.id)).all()
+        cached = session.exec(select(VariantImage)).all()
+    assert all(line.image_url and line.image_url.startswith("https://cdn.shopify.com/") for line in lines)
+    assert len(shopify.fake.calls("CartbackVariantImages")) == 1  # one batched call for the cart
+    assert {row.platform_variant_id for row in cached} == {
+        str(line["variant_id"]) for line in checkout["line_items"]
+    }
+
+    shopify.run(15 * MIN)
+    [message] = shopify.outbox()
+    assert message.image_url == lines[0].image_url
+    assert "₹100" in message.body
+    assert shopify.fake.calls("CartbackDiscountCreate") == []  # no code until someone clicks
+
+    with shopify.at(20 * MIN):
+        click = shopify.client.get(urlsplit(shopify.link(message)).path)
+    assert click.status_code == 303
+    landing = click.headers["Location"]
+    code = parse_qs(urlsplit(landing).query)["discount"][0]
+    assert landing.startswith(checkout["abandoned_checkout_url"].split("?")[0])  # the shopper's own checkout
+    [created] = shopify.fake.calls("CartbackDiscountCreate")
+    sent = created.variables["basicCodeDiscount"]
+    assert sent["code"] == code and sent["usageLimit"] == 1
+    assert sent["customerGets"]["value"] == {"discountAmount": {"amount": "100", "appliesOnEachItem": False}}
+    assert sent["minimumRequirement"] == {"subtotal": {"greaterThanOrEqualToSubtotal": "999"}}
+    with shopify.at(20 * MIN), shopify.storefront() as browser:
+        page = browser.get(landing).json()
+    assert page["discount"] == {"code": code, "applied": True, "reason": None}
+
+    order = fixture("orders_create") | {
+        "checkout_token": checkout["token"],
+        "discount_codes": [{"code": code, "amount": "100.00", "type": "fixed_amount"}],
+        "created_at": "2026-11-28T09:30:00Z",
+    }
+    assert shopify.webhook(30 * MIN, "orders/create", order).status_code == 200
+    recovered = shopify.cart(checkout["token"])
+    assert recovered.status == CartStatus.RECOVERED
+    assert recovered.order_total == Decimal("4696.00") and recovered.order_currency == "INR"
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(Discount).where(Discount.code == code)).one().redeemed_at is not None
+
+
+def test_a_second_click_reuses_the_code_instead_of_making_another(shopify):
+    shopify.install(OFFER_FIRST)
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    path = urlsplit(shopify.link(shopify.outbox()[0])).path
+    with shopify.at(20 * MIN):
+        first = shopify.client.get(path).headers["Location"]
+        second = shopify.client.get(path).headers["Location"]
+    assert first == second
+    assert len(shopify.fake.calls("CartbackDiscountCreate")) == 1
+
+
+def test_uninstall_stops_pending_steps_at_once(shopify):
+    shopify.install()
+    checkout = shopify.checkout()
+    with shopify.at(MIN):
+        response = shopify.post("app/uninstalled", fixture("app_uninstalled"))
+    assert response.status_code == 200
+    # Before any job runs, the store is already stopped: the send guard reads this.
+    assert shopify.store().status == StoreStatus.UNINSTALLED
+    shopify.run(15 * MIN)
+    shopify.run(5 * 60 * MIN)
+    assert shopify.outbox() == []
+    cart = shopify.cart(checkout["token"])
+    assert cart.status == CartStatus.EXPIRED
+    with shopify.runtime.database.session() as session:
+        steps = session.exec(select(RecoveryStep).where(RecoveryStep.cart_id == cart.id)).all()
+        store = session.exec(select(Store)).one()
+    assert all(step.status != StepStatus.SCHEDULED for step in steps)
+    assert store.access_token_ciphertext is None and store.refresh_token_ciphertext is None
+
+
+def test_reinstalling_after_an_uninstall_works_and_a_late_uninstall_replay_changes_nothing(shopify):
+    shopify.install()
+    uninstall_body, uninstall_headers = shopify.fake.signed_webhook(
+        shopify.shop, "app/uninstalled", fixture("app_uninstalled")
+    )
+    with shopify.at(MIN):
+        shopify.client.post("/webhooks/shopify", data=uninstall_body, headers=uninstall_headers)
+    shopify.run(MIN)
+    shopify.fake.revoke_all(shopify.shop)
+    with shopify.at(10 * MIN):
+        assert shopify.open_app().status_code == 200
+    assert shopify.store().status == StoreStatus.ACTIVE
+    # Shopify retries the old uninstall with a new delivery id: it predates the reinstall.
+    replay_headers = uninstall_headers | {
+        "X-Shopify-Webhook-Id": "retry-1",
+        "X-Shopify-Event-Id": "evt-retry-1",
+    }
+    with shopify.at(11 * MIN):
+        shopify.client.post("/webhooks/shopify", data=uninstall_body + b" ", headers=replay_headers)
+    shopify.run(11 * MIN)
+    assert shopify.store().status == StoreStatus.ACTIVE
