@@ -136,3 +136,22 @@ def test_reinstalling_after_an_uninstall_works_and_a_late_uninstall_replay_chang
         shopify.client.post("/webhooks/shopify", data=uninstall_body + b" ", headers=replay_headers)
     shopify.run(11 * MIN)
     assert shopify.store().status == StoreStatus.ACTIVE
+
+
+def test_nothing_personal_or_secret_is_logged_along_the_way(shopify, caplog):
+    caplog.set_level("DEBUG")
+    shopify.install(OFFER_FIRST)
+    checkout = shopify.checkout()
+    shopify.run(15 * MIN)
+    shopify.fake.expire_access_tokens(shopify.shop)
+    with shopify.at(20 * MIN):
+        shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    shopify.webhook(
+        21 * MIN, "customers/redact", fixture("customers_redact"), path="/webhooks/shopify/compliance"
+    )
+    secrets_held = [*shopify.fake._access, *shopify.fake._refresh, shopify.fake.client_secret]
+    personal = ["9876543210", checkout["email"], checkout["customer"]["last_name"]]
+    for record in caplog.records:
+        text = record.getMessage() + " " + " ".join(str(v) for v in record.__dict__.values())
+        for value in [*personal, *secrets_held]:
+            assert value not in text, f"{record.name}: {record.getMessage()}"
