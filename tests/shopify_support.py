@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import time_machine
@@ -17,13 +19,24 @@ from werkzeug.test import TestResponse
 from connectors.shopify.routing import ShopifyRoutingTransport
 from sequences.models import Cart, SandboxOutboxMessage, Store
 from sequences.runtime import Runtime
-from sequences.store_settings import StoreSettings
+from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.fakes.shopify import FakeShopify
 
 SHOP = "bazaar.myshopify.com"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "shopify"
 # A Saturday 14:30 IST, far from quiet hours.
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+# The first message already carries "₹100 off" (carts of ₹999 or more), so a click makes a code.
+OFFER_FIRST = StoreSettings(
+    quiet_hours_enabled=False,
+    steps=[
+        StepSetting(
+            delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100"), min_subtotal=Decimal("999"))
+        ),
+        StepSetting(delay_minutes=240),
+    ],
+)
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -118,6 +131,18 @@ class ShopifyDriver:
         response = self.webhook(moment, "checkouts/update", payload)
         assert response.status_code == 200, response.get_data(as_text=True)
         return payload
+
+    def messaged(self, settings: StoreSettings = OFFER_FIRST) -> dict[str, Any]:
+        """Installed, one checkout abandoned, its first message sent: the checkout payload."""
+        self.install(settings)
+        checkout = self.checkout()
+        self.run(15 * MIN)
+        return checkout
+
+    def click(self, moment: timedelta = 20 * MIN, index: int = 0) -> TestResponse:
+        """The shopper taps the link in their ``index``-th message at ``moment``."""
+        with self.at(moment):
+            return self.client.get(urlsplit(self.link(self.outbox()[index])).path)
 
     # -- what people see ------------------------------------------------------------------
 

@@ -15,19 +15,7 @@ from connectors.shopify.connector import discount_input
 from sequences.discount_cleanup import delete_expired_discounts
 from sequences.models import Cart, CartStatus, ConsentEvent, Contact, Discount, OptOutSync, Store
 from sequences.reconcile import reconcile_orders
-from sequences.store_settings import Offer, StepSetting, StoreSettings
-from tests.shopify_support import SHOP, fixture
-
-MIN = timedelta(minutes=1)
-OFFER_FIRST = StoreSettings(
-    quiet_hours_enabled=False,
-    steps=[
-        StepSetting(
-            delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100"), min_subtotal=Decimal("999"))
-        )
-    ],
-)
-
+from tests.shopify_support import MIN, OFFER_FIRST, SHOP, fixture
 
 # -- app home and tokens ---------------------------------------------------------------------
 
@@ -78,28 +66,22 @@ def test_the_bare_address_shows_no_merchant_data(shopify):
 
 
 def test_an_expired_access_token_is_refreshed_after_a_401_and_the_call_succeeds(shopify):
-    shopify.install(OFFER_FIRST)
-    shopify.checkout()
-    shopify.run(15 * MIN)
+    shopify.messaged()
     before = shopify.store().refresh_token_ciphertext
     shopify.fake.expire_access_tokens(SHOP)
-    with shopify.at(20 * MIN):
-        click = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    click = shopify.click()
     assert "discount" in parse_qs(urlsplit(click.headers["Location"]).query)
     assert len(shopify.fake.calls("refresh_token")) == 1
     assert shopify.store().refresh_token_ciphertext != before
 
 
 def test_a_token_about_to_expire_is_refreshed_before_the_call(shopify):
-    shopify.install(OFFER_FIRST)
-    shopify.checkout()
-    shopify.run(15 * MIN)
+    shopify.messaged()
     with shopify.runtime.database.session() as session:
         store = session.exec(select(Store)).one()
         store.access_token_expires_at = datetime(2026, 11, 28, 9, 20, 30, tzinfo=UTC)  # 30 s after the click
         session.commit()
-    with shopify.at(20 * MIN):
-        shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    shopify.click()
     refreshes = shopify.fake.calls("refresh_token")
     assert len(refreshes) == 1
     assert shopify.fake.requests.index(refreshes[0]) < shopify.fake.requests.index(
@@ -111,51 +93,39 @@ def test_a_token_about_to_expire_is_refreshed_before_the_call(shopify):
 
 
 def test_a_throttled_call_waits_for_the_bucket_and_succeeds(shopify):
-    shopify.install(OFFER_FIRST)
-    shopify.checkout()
-    shopify.run(15 * MIN)
+    shopify.messaged()
     shopify.fake.throttle_next(1)
-    with shopify.at(20 * MIN):
-        click = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    click = shopify.click()
     assert "discount" in parse_qs(urlsplit(click.headers["Location"]).query)
     assert len(shopify.fake.calls("CartbackDiscountCreate")) == 2
 
 
 def test_user_errors_land_the_shopper_on_their_checkout_without_a_code_and_say_so(shopify):
-    shopify.install(OFFER_FIRST)
-    checkout = shopify.checkout()
-    shopify.run(15 * MIN)
+    checkout = shopify.messaged()
     shopify.fake.fail_next(
         "CartbackDiscountCreate",
         [{"field": ["basicCodeDiscount", "endsAt"], "code": "INVALID", "message": "nope"}],
     )
-    with shopify.at(20 * MIN):
-        click = shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    click = shopify.click()
     query = parse_qs(urlsplit(click.headers["Location"]).query)
     assert "discount" not in query and query["cartback_notice"] == ["offer_unavailable"]
     assert click.headers["Location"].startswith(checkout["abandoned_checkout_url"].split("?")[0])
 
 
 def test_a_capped_percentage_becomes_the_fixed_amount_it_comes_to_on_this_cart():
-    ends = datetime(2026, 12, 1, tzinfo=UTC)
-    capped = DiscountRequest(
-        "CB-1",
-        DiscountKind.PERCENT,
-        Decimal("10"),
-        "INR",
-        ends,
-        max_amount=Decimal("200"),
-        cart_subtotal=Decimal("4796"),
-    )
-    under = DiscountRequest(
-        "CB-2",
-        DiscountKind.PERCENT,
-        Decimal("10"),
-        "INR",
-        ends,
-        max_amount=Decimal("200"),
-        cart_subtotal=Decimal("1500"),
-    )
+    def ten_percent_up_to_200(subtotal: str) -> DiscountRequest:
+        ends = datetime(2026, 12, 1, tzinfo=UTC)
+        return DiscountRequest(
+            "CB-1",
+            DiscountKind.PERCENT,
+            Decimal("10"),
+            "INR",
+            ends,
+            max_amount=Decimal("200"),
+            cart_subtotal=Decimal(subtotal),
+        )
+
+    capped, under = ten_percent_up_to_200("4796"), ten_percent_up_to_200("1500")
     assert discount_input(capped)["customerGets"]["value"] == {
         "discountAmount": {"amount": "200", "appliesOnEachItem": False}
     }
@@ -180,11 +150,8 @@ def test_a_cart_without_a_checkout_url_is_rebuilt_from_a_cart_permalink(shopify)
 
 
 def test_purge_deletes_expired_unused_codes_and_keeps_redeemed_ones(shopify):
-    shopify.install(OFFER_FIRST)
-    shopify.checkout()
-    shopify.run(15 * MIN)
-    with shopify.at(20 * MIN):
-        shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    shopify.messaged()
+    shopify.click()
     with shopify.at(3 * 24 * 60 * MIN):
         report = delete_expired_discounts(shopify.runtime)
     assert report.deleted == 1
@@ -238,9 +205,7 @@ def test_a_refused_sync_never_undoes_the_local_opt_out(shopify):
 
 
 def _recovered(shopify) -> str:
-    shopify.install(OFFER_FIRST)
-    checkout = shopify.checkout()
-    shopify.run(15 * MIN)
+    checkout = shopify.messaged()
     order = fixture("orders_create") | {
         "checkout_token": checkout["token"],
         "created_at": "2026-11-28T09:30:00Z",

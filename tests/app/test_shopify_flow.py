@@ -18,19 +18,7 @@ from sequences.models import (
     StoreStatus,
     VariantImage,
 )
-from sequences.store_settings import Offer, StepSetting, StoreSettings
-from tests.shopify_support import fixture
-
-MIN = timedelta(minutes=1)
-OFFER_FIRST = StoreSettings(
-    quiet_hours_enabled=False,
-    steps=[
-        StepSetting(
-            delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100"), min_subtotal=Decimal("999"))
-        ),
-        StepSetting(delay_minutes=240),
-    ],
-)
+from tests.shopify_support import MIN, OFFER_FIRST, fixture
 
 
 def test_a_shop_installs_gets_a_message_clicks_a_rebuilt_checkout_and_is_recovered(shopify):
@@ -84,9 +72,7 @@ def test_a_shop_installs_gets_a_message_clicks_a_rebuilt_checkout_and_is_recover
 
 
 def test_a_second_click_reuses_the_code_instead_of_making_another(shopify):
-    shopify.install(OFFER_FIRST)
-    shopify.checkout()
-    shopify.run(15 * MIN)
+    shopify.messaged()
     path = urlsplit(shopify.link(shopify.outbox()[0])).path
     with shopify.at(20 * MIN):
         first = shopify.client.get(path).headers["Location"]
@@ -140,12 +126,9 @@ def test_reinstalling_after_an_uninstall_works_and_a_late_uninstall_replay_chang
 
 def test_nothing_personal_or_secret_is_logged_along_the_way(shopify, caplog):
     caplog.set_level("DEBUG")
-    shopify.install(OFFER_FIRST)
-    checkout = shopify.checkout()
-    shopify.run(15 * MIN)
+    checkout = shopify.messaged()
     shopify.fake.expire_access_tokens(shopify.shop)
-    with shopify.at(20 * MIN):
-        shopify.client.get(urlsplit(shopify.link(shopify.outbox()[0])).path)
+    shopify.click()
     shopify.webhook(
         21 * MIN, "customers/redact", fixture("customers_redact"), path="/webhooks/shopify/compliance"
     )
