@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from redis.exceptions import RedisError
@@ -23,6 +24,10 @@ log = logging.getLogger("cartback.platform")
 T = TypeVar("T")
 # Longer than a refresh call can take (the connector's own timeouts are ~10 s).
 REFRESH_LOCK_SECONDS = 30
+# A token valid for longer than this is used as it is, without taking the lock. Wider than
+# the connector's own margin (shopifyapp refreshes within 60 s of expiry), which stays the
+# one that decides when to refresh; this only spares every API call a lock round trip.
+NO_REFRESH_NEEDED = timedelta(minutes=5)
 
 
 def store_token_update(runtime: Runtime, store: Store, issued: IssuedToken) -> None:
@@ -51,6 +56,9 @@ def fresh_access(runtime: Runtime, store_id: int, *, force: bool = False) -> Sto
     store = _load(runtime, store_id)
     connector = runtime.connectors[store.platform]
     if not isinstance(connector, RefreshesTokens) or not store.refresh_token_ciphertext:
+        return runtime.store_access(store)
+    expires_at = store.access_token_expires_at
+    if not force and expires_at is not None and expires_at > runtime.now() + NO_REFRESH_NEEDED:
         return runtime.store_access(store)
     lock = runtime.redis.lock(f"cartback:token-refresh:{store_id}", timeout=REFRESH_LOCK_SECONDS)
     try:

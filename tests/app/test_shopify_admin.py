@@ -246,3 +246,29 @@ def test_the_reconcile_command_reports_progress_and_what_it_found(shopify, monke
     assert "1 of 1 orders checked" in result.output and "1 recovered orders checked" in result.output
     unknown = CliRunner().invoke(cli.main, ["reconcile", "--platform", "woocommerce"])
     assert unknown.exit_code != 0 and "not configured" in unknown.output
+
+
+def test_two_processes_needing_a_refresh_at_once_refresh_only_once(shopify):
+    import threading
+
+    from sequences.platform_access import fresh_access
+
+    store = shopify.install()
+    with shopify.runtime.database.session() as session:
+        row = session.get(Store, store.id)
+        row.access_token_expires_at = datetime.now(UTC) + timedelta(seconds=30)
+        session.commit()
+    tokens: list[str] = []
+    barrier = threading.Barrier(3)
+
+    def worker() -> None:
+        barrier.wait()
+        tokens.append(fresh_access(shopify.runtime, store.id).access_token)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(shopify.fake.calls("refresh_token")) == 1
+    assert len(set(tokens)) == 1 and len(tokens) == 3
