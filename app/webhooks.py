@@ -106,8 +106,14 @@ def ingest(platform: str) -> Any:
                     store_id=store_id,
                     delivery_id=identity.delivery_id[:255],
                     event_id=identity.event_id[:255] if identity.event_id else None,
+                    triggered_at=identity.triggered_at,
                     topic=identity.topic[:64],
-                    content_sha256=content_digest(identity.topic, raw),
+                    # The same privacy request can rightly come twice with the same body (a
+                    # customer asks again): only the platform's ids de-duplicate those.
+                    content_sha256=content_digest(
+                        identity.topic,
+                        raw + identity.delivery_id.encode() if isinstance(event, PrivacyRequest) else raw,
+                    ),
                     payload=raw.decode("utf-8"),
                     status=DeliveryStatus.PENDING,
                     received_at=runtime.now(),

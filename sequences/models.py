@@ -236,8 +236,12 @@ class Cart(SQLModel, table=True):
     order_platform_id: str | None = Field(default=None, sa_column=Column(String(255)))
     order_total: Decimal | None = _money()
     order_currency: str | None = Field(default=None, sa_column=Column(String(3)))
+    # The order's total in the store's own currency (differs when the shopper paid in
+    # another): recovered revenue is summed in this, refunds are recorded in it too.
+    order_total_store: Decimal | None = _money()
     ordered_at: datetime | None = _time()
-    # Reconciliation (`cartback reconcile`): what the platform says of the order since.
+    # Reconciliation (`cartback reconcile`): what the platform says of the order since; refunds
+    # in the store's currency.
     order_financial_status: str | None = Field(default=None, sa_column=Column(String(32)))
     order_refunded: Decimal | None = _money()
     order_cancelled_at: datetime | None = _time()
@@ -392,6 +396,9 @@ class WebhookDelivery(SQLModel, table=True):
     store_id: int = Field(foreign_key="store.id", index=True)
     delivery_id: str = Field(sa_column=Column(String(255), nullable=False))
     event_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    # When the platform says the event happened (Shopify's X-Shopify-Triggered-At): a job run
+    # later must judge an uninstall by this, not by when it got round to it.
+    triggered_at: datetime | None = _time()
     topic: str = Field(sa_column=Column(String(64), nullable=False))
     # SHA-256 of topic + raw body: the same content under a new delivery id is a replay too.
     content_sha256: str = Field(sa_column=Column(String(64), nullable=False))

@@ -73,7 +73,15 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
         assert store is not None and store.id is not None
         store_id = store.id
         connector = runtime.connectors[delivery.platform]
-        identity = WebhookIdentity(store.platform_store_id, delivery.topic, delivery.delivery_id)
+        identity = WebhookIdentity(
+            store.platform_store_id,
+            delivery.topic,
+            delivery.delivery_id,
+            event_id=delivery.event_id,
+            # A queued event happened when the platform said, never "now": a backlog must not
+            # make an old uninstall look newer than a reinstall.
+            triggered_at=delivery.triggered_at or delivery.received_at,
+        )
         try:
             event = connector.parse_webhook(
                 identity, delivery.payload.encode(), default_region=store.default_region
@@ -90,17 +98,20 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             event = Ignored("store uninstalled cartback")
         else:
             applied = apply_event(runtime, session, store, event)
-        if isinstance(event, StoreRedact):
+        if isinstance(event, StoreRedact) and applied.outcome == "store data deleted":
             # The delivery row went with the rest of the store's data.
             log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
             return applied.outcome
         delivery.status = DeliveryStatus.IGNORED if isinstance(event, Ignored) else DeliveryStatus.PROCESSED
         delivery.outcome = applied.outcome
         delivery.processed_at = runtime.now()
-    if applied.images_for_cart is not None:
-        fetch_missing_images(runtime, store_id, applied.images_for_cart)
     for cart_id, at in applied.wakes:
         schedule_wake(runtime, cart_id, at)
+    if applied.images_for_cart is not None:
+        try:
+            fetch_missing_images(runtime, store_id, applied.images_for_cart)
+        except Exception:  # the delivery is done: a message without a photo beats a lost alarm
+            log.exception("variant images not fetched", extra={"cart_id": applied.images_for_cart})
     log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
     return applied.outcome
 
@@ -123,6 +134,9 @@ def apply_event(runtime: Runtime, session: Session, store: Store, event: Webhook
         report = privacy.redact_customer(session, runtime, store, event)
         return Applied(f"customer erased ({report.contacts} contacts)")
     if isinstance(event, StoreRedact):
+        if store.status == StoreStatus.ACTIVE:
+            # Installed again since the uninstall this request follows: nothing to delete.
+            return Applied("ignored: the shop has installed cartback again")
         privacy.redact_store(session, store)
         return Applied("store data deleted")
     return Applied(f"ignored: {event.reason}")
@@ -131,9 +145,8 @@ def apply_event(runtime: Runtime, session: Session, store: Store, event: Webhook
 # -- snapshots ------------------------------------------------------------------------------
 
 
-def _upsert_contact(
-    runtime: Runtime, session: Session, store: Store, buyer: Buyer, settings: StoreSettings
-) -> Contact | None:
+def _lock_contact(runtime: Runtime, session: Session, store: Store, buyer: Buyer) -> Contact | None:
+    """The buyer's contact, locked (created if new); nothing of the snapshot applied yet."""
     if buyer.phone_e164 is None:
         return None
     assert store.id is not None
@@ -149,6 +162,12 @@ def _upsert_contact(
             # This number opted out before its data was erased: the opt-out still stands.
             contact.opted_out_at = erased.opted_out_at
         session.add(contact)
+        session.flush()
+    return contact
+
+
+def _apply_buyer(runtime: Runtime, contact: Contact, buyer: Buyer, settings: StoreSettings) -> None:
+    """Only a snapshot newer than the one held may change who the buyer is or their consent."""
     contact.first_name = buyer.first_name or contact.first_name
     contact.email = buyer.email or contact.email
     contact.platform_customer_id = buyer.customer_id or contact.platform_customer_id
@@ -158,16 +177,22 @@ def _upsert_contact(
         contact.marketing_consent = buyer.marketing_consent
         contact.consent_source = buyer.consent_source.value
     contact.updated_at = runtime.now()
-    session.flush()
-    return contact
 
 
 def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: CartSnapshot) -> Applied:
     assert store.id is not None
     settings = runtime.store_settings(store)
     now = runtime.now()
+    held_at = session.exec(
+        select(Cart.platform_updated_at).where(
+            Cart.store_id == store.id, Cart.platform_cart_id == snapshot.cart_id
+        )
+    ).first()
+    if held_at is not None and snapshot.updated_at <= held_at:
+        # Shopify's deliveries are not ordered: an older one changes nothing, not even consent.
+        return Applied("stale: a newer snapshot is already held")
     # Contact before cart: the lock order every writer follows (see db.lock_cart_with_contact).
-    contact = _upsert_contact(runtime, session, store, snapshot.buyer, settings)
+    contact = _lock_contact(runtime, session, store, snapshot.buyer)
     cart = session.exec(
         select(Cart)
         .where(Cart.store_id == store.id, Cart.platform_cart_id == snapshot.cart_id)
@@ -175,6 +200,8 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
     ).first()
     if cart is not None and snapshot.updated_at <= cart.platform_updated_at:
         return Applied("stale: a newer snapshot is already held")
+    if contact is not None:
+        _apply_buyer(runtime, contact, snapshot.buyer, settings)
 
     # Activity cannot be in the future: a platform clock ahead of ours would delay sending.
     activity_at = min(snapshot.updated_at, now)

@@ -101,27 +101,45 @@ def test_uninstall_stops_pending_steps_at_once(shopify):
     assert store.access_token_ciphertext is None and store.refresh_token_ciphertext is None
 
 
-def test_reinstalling_after_an_uninstall_works_and_a_late_uninstall_replay_changes_nothing(shopify):
+def test_reinstalling_while_the_uninstall_is_still_queued_leaves_the_new_install_alone(shopify):
     shopify.install()
-    uninstall_body, uninstall_headers = shopify.fake.signed_webhook(
-        shopify.shop, "app/uninstalled", fixture("app_uninstalled")
-    )
     with shopify.at(MIN):
-        shopify.client.post("/webhooks/shopify", data=uninstall_body, headers=uninstall_headers)
-    shopify.run(MIN)
+        response = shopify.post("app/uninstalled", fixture("app_uninstalled"))
+    assert response.get_json()["status"] == "accepted"  # queued, not yet processed
     shopify.fake.revoke_all(shopify.shop)
-    with shopify.at(10 * MIN):
-        assert shopify.open_app().status_code == 200
+    with shopify.at(2 * MIN):
+        assert shopify.open_app().status_code == 200  # the merchant installs again
+    shopify.run(3 * MIN)  # only now does the worker reach the old uninstall
+    store = shopify.store()
+    assert store.status == StoreStatus.ACTIVE and store.access_token_ciphertext
+    checkout = shopify.checkout(4 * MIN)
+    shopify.run(20 * MIN)
+    assert len(shopify.outbox()) == 1 and shopify.cart(checkout["token"]).status == CartStatus.RECOVERING
+
+
+def test_shop_redact_for_a_shop_that_installed_again_deletes_nothing(shopify):
+    shopify.install()
+    shopify.checkout()
+    shopify.webhook(MIN, "app/uninstalled", fixture("app_uninstalled"))
+    with shopify.at(2 * MIN):
+        shopify.open_app()
+    shopify.webhook(3 * MIN, "shop/redact", fixture("shop_redact"), path="/webhooks/shopify/compliance")
     assert shopify.store().status == StoreStatus.ACTIVE
-    # Shopify retries the old uninstall with a new delivery id: it predates the reinstall.
-    replay_headers = uninstall_headers | {
-        "X-Shopify-Webhook-Id": "retry-1",
-        "X-Shopify-Event-Id": "evt-retry-1",
-    }
-    with shopify.at(11 * MIN):
-        shopify.client.post("/webhooks/shopify", data=uninstall_body + b" ", headers=replay_headers)
-    shopify.run(11 * MIN)
-    assert shopify.store().status == StoreStatus.ACTIVE
+    assert shopify.cart(fixture("checkouts_create")["token"]) is not None
+
+
+def test_an_older_delivery_arriving_late_cannot_turn_consent_back_on(shopify):
+    shopify.install()
+    withdrawn = fixture("checkouts_update") | {"buyer_accepts_sms_marketing": False}
+    withdrawn["customer"] = withdrawn["customer"] | {"sms_marketing_consent": {"state": "unsubscribed"}}
+    shopify.checkout(
+        2 * MIN,
+        name="checkouts_update",
+        **{k: withdrawn[k] for k in ("buyer_accepts_sms_marketing", "customer")},
+    )
+    shopify.checkout(0 * MIN, name="checkouts_create")  # the older one, consent ticked, arrives last
+    shopify.run(30 * MIN)
+    assert shopify.outbox() == []
 
 
 def test_nothing_personal_or_secret_is_logged_along_the_way(shopify, caplog):

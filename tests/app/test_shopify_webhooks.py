@@ -179,3 +179,14 @@ def test_shop_redact_after_uninstall_deletes_everything_held_for_the_shop(shopif
     # Shopify may send it again: nothing left, acknowledged.
     again = shopify.webhook(49 * 60 * MIN, "shop/redact", fixture("shop_redact"), path=PATHS[1])
     assert again.status_code == 200 and again.get_json()["status"] == "ignored"
+
+
+def test_the_same_customer_asking_again_later_is_not_taken_for_a_replay(shopify):
+    shopify.install()
+    shopify.checkout()
+    first = shopify.webhook(MIN, "customers/redact", fixture("customers_redact"), path=PATHS[1])
+    shopify.checkout(10 * MIN, name="checkouts_update")  # they shop again: a new contact
+    second = shopify.webhook(60 * MIN, "customers/redact", fixture("customers_redact"), path=PATHS[1])
+    assert (first.get_json()["status"], second.get_json()["status"]) == ("accepted", "accepted")
+    with shopify.runtime.database.session() as session:
+        assert all(not contact.phone_e164.startswith("+") for contact in session.exec(select(Contact)).all())
