@@ -105,7 +105,10 @@ def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
 
 
 def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:
-    """Queue platform syncs for pending opt-outs (one contact's, or any); the sweep retries."""
+    """Queue platform syncs for pending opt-outs: one contact's now, or (the sweep) any older
+    than a minute, including those whose RQ retries ran out."""
+    from datetime import timedelta
+
     from sqlmodel import col, select
 
     from sequences.jobs import sync_opt_out_job
@@ -114,17 +117,18 @@ def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, li
     query = select(ConsentEvent.id).where(col(ConsentEvent.platform_sync) == OptOutSync.PENDING)
     if contact_id is not None:
         query = query.where(ConsentEvent.contact_id == contact_id)
+    else:
+        query = query.where(col(ConsentEvent.created_at) < runtime.now() - timedelta(minutes=1))
     with runtime.database.session() as session:
         event_ids = [event_id for event_id in session.exec(query.limit(limit)).all() if event_id is not None]
     queued = 0
     for event_id in event_ids:
         try:
-            runtime.queue.enqueue(
-                sync_opt_out_job, event_id, **_job_options(f"optout-sync-{event_id}", "opt-out sync")
-            )
+            # Not unique: a failed job's key lingers (failure_ttl) and would block the retry. A
+            # second run finds the event no longer pending and does nothing.
+            options = _job_options(f"optout-sync-{event_id}", "opt-out sync") | {"unique": False}
+            runtime.queue.enqueue(sync_opt_out_job, event_id, **options)
             queued += 1
-        except DuplicateJobError:
-            continue
         except RedisError as exc:
             log.warning("opt-out sync not queued; the sweep will", extra={"error": type(exc).__name__})
             break

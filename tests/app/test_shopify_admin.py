@@ -272,3 +272,25 @@ def test_two_processes_needing_a_refresh_at_once_refresh_only_once(shopify):
         thread.join(timeout=30)
     assert len(shopify.fake.calls("refresh_token")) == 1
     assert len(set(tokens)) == 1 and len(tokens) == 3
+
+
+def test_an_opt_out_sync_whose_retries_ran_out_is_retried_by_the_sweep(shopify):
+    from sequences.sweep import run_sweep
+
+    customer_id = fixture("checkouts_create")["customer"]["id"]
+    shopify.fake.add_customer(customer_id, phone="+919876543210")
+    shopify.install()
+    shopify.checkout()
+    shopify.run(15 * MIN)
+    # Shopify throttles every attempt RQ makes (each attempt waits for the bucket 3 times).
+    shopify.fake.throttle_next(4 * 4)
+    _stop(shopify, 20 * MIN)
+    for minute in (21, 22, 23):
+        shopify.run(minute * MIN)
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(ConsentEvent)).one().platform_sync == OptOutSync.PENDING
+    with shopify.at(30 * MIN):
+        assert run_sweep(shopify.runtime).opt_out_syncs_queued == 1
+    shopify.run(30 * MIN)
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(ConsentEvent)).one().platform_sync == OptOutSync.DONE
