@@ -201,6 +201,8 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
     assert store_id is not None and message_id is not None and step_id is not None
     code: str | None = None
     platform_discount_id: str | None = None
+    # The code made on the platform, kept even if the rebuild then fails (it exists there now).
+    created_code: str | None = None
     try:
         if discount_snapshot is not None:
             code, kind, value, max_amount, min_subtotal, ends_at, platform_discount_id = discount_snapshot
@@ -217,7 +219,7 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
                     starts_at=now,
                 )
                 created = call_platform(runtime, store_id, lambda c, a: c.create_discount(a, request))
-                platform_discount_id = created.platform_discount_id
+                platform_discount_id, created_code = created.platform_discount_id, code
         applied_code = code
         url = call_platform(runtime, store_id, lambda c, a: c.rebuild_checkout_url(a, checkout, applied_code))
         outcome = "redirected"
@@ -230,9 +232,9 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
             step_row = session.get(RecoveryStep, step_id)
             cart_row = lock_cart(session, cart_id) if cart_id else None
             assert step_row is not None and cart_row is not None
-            if code is not None and platform_discount_id is not None:
+            if created_code is not None and platform_discount_id is not None:
                 row = session.exec(
-                    select(Discount).where(Discount.store_id == store_id, Discount.code == code)
+                    select(Discount).where(Discount.store_id == store_id, Discount.code == created_code)
                 ).first()
                 if row is not None:
                     row.platform_discount_id = platform_discount_id

@@ -40,6 +40,14 @@ mutation CartbackDiscountCreate($basicCodeDiscount: DiscountCodeBasicInput!) {
 }
 """
 
+# After "code taken": the code is ours (random, per cart and step), made by an earlier attempt
+# whose answer was lost; its id is all we need.
+DISCOUNT_BY_CODE = """
+query CartbackDiscountByCode($code: String!) {
+  codeDiscountNodeByCode(code: $code) { id }
+}
+"""
+
 DISCOUNT_DELETE = """
 mutation CartbackDiscountDelete($id: ID!) {
   discountCodeDelete(id: $id) {

@@ -88,6 +88,9 @@ class AdminGraphQL:
             "customerPhoneNumber",
         ),
         "CartbackOrderStatuses": Operation("query", "nodes", {"ids": "[ID!]!"}, "read_orders", 2),
+        "CartbackDiscountByCode": Operation(
+            "query", "codeDiscountNodeByCode", {"code": "String!"}, "read_discounts", 1
+        ),
     }
 
     api_version: str
@@ -102,6 +105,7 @@ class AdminGraphQL:
     _next_id: int
     _lock: threading.RLock
     storefront_url: Callable[[str], str]  # a FakeShopify method
+    _find_discount: Callable[[str, str], FakeDiscount | None]  # a FakeShopify method
 
     # --- steering --------------------------------------------------------------------------
 
@@ -207,6 +211,9 @@ class AdminGraphQL:
             return {operation.root_field: self._create_discount(shop, variables["basicCodeDiscount"])}
         if name == "CartbackDiscountDelete":
             return {operation.root_field: self._delete_discount(shop, variables["id"])}
+        if name == "CartbackDiscountByCode":
+            found = self._find_discount(shop.domain, variables["code"])
+            return {operation.root_field: {"id": found.id} if found and not found.deleted else None}
         return {operation.root_field: self._update_whatsapp_consent(shop, variables["input"])}
 
     @staticmethod
