@@ -151,10 +151,10 @@ def _summary(runtime: Runtime, store_id: int) -> dict[str, Any]:
             .order_by(col(DataExport.id).desc())
             .limit(20)
         ).all()
-        # Verified revenue: what recovered orders are worth after refunds and cancellations.
+        # Verified revenue, in the store's currency: recovered orders after refunds and cancellations.
         revenue = sum(
             (
-                (cart.order_total or Decimal(0)) - (cart.order_refunded or Decimal(0))
+                (cart.order_total_store or Decimal(0)) - (cart.order_refunded or Decimal(0))
                 for cart in recovered
                 if cart.order_cancelled_at is None
             ),

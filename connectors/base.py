@@ -209,6 +209,9 @@ class OrderEvent:
     cart_token: str | None = None
     discount_codes: tuple[str, ...] = ()
     phone_e164: str | None = None
+    # The total in the store's own currency, when the platform says (the shopper may have
+    # paid in another); None: the same as ``total`` if the currencies agree, else unknown.
+    store_total: Decimal | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -299,7 +302,8 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class OrderStatus:
-    """What the platform says of an order now (for reconciling recovered revenue)."""
+    """What the platform says of an order now (for reconciling recovered revenue); amounts in
+    the store's currency."""
 
     order_id: str
     found: bool

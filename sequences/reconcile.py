@@ -57,7 +57,7 @@ def _apply(cart: Cart, status: OrderStatus, report: ReconcileReport, now: dateti
     cart.order_refunded = status.refunded if status.refunded else Decimal(0)
     if status.cancelled_at is not None:
         report.cancelled += 1
-    elif cart.order_total is not None and cart.order_refunded >= cart.order_total > 0:
+    elif cart.order_total_store is not None and cart.order_refunded >= cart.order_total_store > 0:
         report.refunded += 1
     elif cart.order_refunded > 0:
         report.partially_refunded += 1

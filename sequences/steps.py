@@ -36,8 +36,12 @@ def plan(
     """Create missing step rows and (re)time the ones not yet attempted from last activity."""
     assert cart.id is not None
     existing = {step.step_number: step for step in steps_of(session, cart.id)}
+    # Offers are set in the store's currency and platforms apply fixed codes in it; a cart in
+    # another currency (Shopify's presentment currency) gets its messages without an offer
+    # rather than one whose amount and threshold mean something else.
+    offers_apply = cart.currency == store.currency
     for planned in policy.plan_steps(cart.last_activity_at, settings, store.timezone, time_scale):
-        offer = planned.offer.model_dump(mode="json") if planned.offer else None
+        offer = planned.offer.model_dump(mode="json") if planned.offer and offers_apply else None
         step = existing.get(planned.step_number)
         if step is None:
             step = RecoveryStep(store_id=cart.store_id, cart_id=cart.id, step_number=planned.step_number)

@@ -383,6 +383,11 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     steps.cancel_open(session, cart.id, "order placed")
     cart.order_platform_id, cart.order_total = order.order_id, order.total
     cart.order_currency, cart.ordered_at = order.currency, order.created_at
+    cart.order_total_store = (
+        order.store_total
+        if order.store_total is not None
+        else (order.total if order.currency == store.currency else None)
+    )
     window = policy.attribution_window(settings, runtime.time_scale)
     attributed = (
         cart.first_message_at is not None

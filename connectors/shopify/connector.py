@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -355,19 +355,19 @@ def issued_token(token: Any) -> IssuedToken:
 
 def discount_input(request: DiscountRequest) -> dict[str, Any]:
     """DiscountCodeBasicInput for a single-use recovery code (Admin GraphQL 2026-10)."""
-    value: dict[str, Any]
-    if request.kind == DiscountKind.FIXED:
-        value = {"discountAmount": {"amount": str(request.value), "appliesOnEachItem": False}}
-    elif (
-        request.max_amount is not None
-        and request.cart_subtotal is not None
-        and request.cart_subtotal * request.value / 100 > request.max_amount
-    ):
-        # Shopify cannot cap a percentage; on this cart the cap is what the offer comes to.
-        value = {"discountAmount": {"amount": str(request.max_amount), "appliesOnEachItem": False}}
-    else:
-        # Percentage is a GraphQL Float between 0 and 1 (a ratio, not money).
-        value = {"percentage": float(request.value / 100)}
+    amount = request.value
+    if request.kind == DiscountKind.PERCENT:
+        if request.cart_subtotal is None:
+            raise ValueError("a percentage offer needs the cart's subtotal")
+        # Shopify cannot cap a percentage, and a percentage code would grow with the cart:
+        # the code is the amount the offer comes to on this cart, capped, fixed at the click
+        # (rounded as sequences.messages.discount_amount rounds what the message promised).
+        amount = (request.cart_subtotal * request.value / 100).quantize(
+            Decimal("0.01"), rounding=ROUND_HALF_UP
+        )
+        if request.max_amount is not None:
+            amount = min(amount, request.max_amount)
+    value = {"discountAmount": {"amount": str(amount), "appliesOnEachItem": False}}
     basic: dict[str, Any] = {
         "title": f"cartback recovery {request.code}",
         "code": request.code,
@@ -401,7 +401,8 @@ def _image_of(node: Any) -> str | None:
 
 
 def _money(bag: Any) -> tuple[Decimal | None, str | None]:
-    money = (bag or {}).get("presentmentMoney") or {}
+    # The shop's money: recovered revenue is counted in the store's currency.
+    money = (bag or {}).get("shopMoney") or {}
     if money.get("amount") is None:
         return None, None
     return parse_decimal(str(money["amount"]), "amount"), money.get("currencyCode")

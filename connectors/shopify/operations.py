@@ -73,8 +73,8 @@ query CartbackOrderStatuses($ids: [ID!]!) {
       id
       cancelledAt
       displayFinancialStatus
-      currentTotalPriceSet { presentmentMoney { amount currencyCode } }
-      totalRefundedSet { presentmentMoney { amount currencyCode } }
+      currentTotalPriceSet { shopMoney { amount currencyCode } }
+      totalRefundedSet { shopMoney { amount currencyCode } }
     }
   }
 }

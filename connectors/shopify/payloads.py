@@ -240,8 +240,16 @@ def order_event(payload: dict[str, Any], default_region: str) -> OrderEvent:
         cart_token=optional_str(payload, "cart_token"),
         discount_codes=tuple(entry["code"] for entry in codes),
         phone_e164=_phone_chain(payload, default_region),
+        store_total=_shop_amount(payload, "total_price"),
         raw=payload,
     )
+
+
+def _shop_amount(payload: Mapping[str, Any], name: str) -> Decimal | None:
+    bag = payload.get(f"{name}_set")
+    if isinstance(bag, dict) and isinstance(bag.get("shop_money"), dict):
+        return parse_decimal(bag["shop_money"].get("amount"), f"{name}_set.shop_money.amount")
+    return None
 
 
 # -- privacy requests -----------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_user_errors_land_the_shopper_on_their_checkout_without_a_code_and_say_s
     assert click.headers["Location"].startswith(checkout["abandoned_checkout_url"].split("?")[0])
 
 
-def test_a_capped_percentage_becomes_the_fixed_amount_it_comes_to_on_this_cart():
+def test_a_percentage_becomes_the_capped_fixed_amount_it_comes_to_on_this_cart():
     def ten_percent_up_to_200(subtotal: str) -> DiscountRequest:
         ends = datetime(2026, 12, 1, tzinfo=UTC)
         return DiscountRequest(
@@ -129,7 +129,9 @@ def test_a_capped_percentage_becomes_the_fixed_amount_it_comes_to_on_this_cart()
     assert discount_input(capped)["customerGets"]["value"] == {
         "discountAmount": {"amount": "200", "appliesOnEachItem": False}
     }
-    assert discount_input(under)["customerGets"]["value"] == {"percentage": 0.1}
+    assert discount_input(under)["customerGets"]["value"] == {
+        "discountAmount": {"amount": "150.00", "appliesOnEachItem": False}
+    }
     assert discount_input(under)["endsAt"] == "2026-12-01T00:00:00Z"
 
 

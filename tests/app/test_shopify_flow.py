@@ -156,3 +156,27 @@ def test_nothing_personal_or_secret_is_logged_along_the_way(shopify, caplog):
         text = record.getMessage() + " " + " ".join(str(v) for v in record.__dict__.values())
         for value in [*personal, *secrets_held]:
             assert value not in text, f"{record.name}: {record.getMessage()}"
+
+
+def test_a_shopper_paying_in_another_currency_gets_no_offer_meant_in_rupees(shopify):
+    shopify.install(OFFER_FIRST)
+    checkout = shopify.checkout(name="checkouts_update_presentment_currency")
+    shopify.run(15 * MIN)
+    [message] = shopify.outbox()
+    assert "₹" not in message.body and "claim" not in message.body.lower()
+    click = shopify.click()
+    assert "discount" not in parse_qs(urlsplit(click.headers["Location"]).query)
+    assert shopify.fake.calls("CartbackDiscountCreate") == []
+    order = fixture("orders_create") | {
+        "checkout_token": checkout["token"],
+        "created_at": "2026-11-28T09:30:00Z",
+        "presentment_currency": "USD",
+        "total_price_set": {
+            "shop_money": {"amount": "4696.00", "currency_code": "INR"},
+            "presentment_money": {"amount": "56.35", "currency_code": "USD"},
+        },
+    }
+    shopify.webhook(30 * MIN, "orders/create", order)
+    cart = shopify.cart(checkout["token"])
+    assert (cart.order_total, cart.order_currency) == (Decimal("56.35"), "USD")
+    assert cart.order_total_store == Decimal("4696.00")  # revenue is counted in the shop's rupees

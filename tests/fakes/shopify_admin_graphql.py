@@ -294,7 +294,9 @@ class AdminGraphQL:
             return None
 
         def money(amount: Decimal) -> dict[str, Any]:
-            return {"presentmentMoney": {"amount": _shopify_decimal(amount), "currencyCode": order.currency}}
+            # Fake orders are paid in the shop's own currency: both bags hold the same money.
+            bag = {"amount": _shopify_decimal(amount), "currencyCode": order.currency}
+            return {"shopMoney": bag, "presentmentMoney": bag}
 
         # currentTotalPriceSet reflects edits, returns and refunds (Admin API reference).
         return {
