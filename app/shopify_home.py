@@ -17,14 +17,15 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, render_template, request
 from shopify_app import RequestInput
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app import get_runtime
-from connectors.base import IssuedToken, PlatformError
+from connectors.base import IssuedToken, PlatformError, PlatformUnauthorized
 from connectors.shopify import PLATFORM, ShopifyConnector
 from connectors.shopify.connector import issued_token
 from sequences.models import Cart, CartStatus, DataExport, Message, Store, StoreStatus
-from sequences.platform_access import fresh_access, store_token_update
+from sequences.platform_access import call_platform, fresh_access, store_token_update
 from sequences.runtime import Runtime
 
 bp = Blueprint("shopify_home", __name__)
@@ -60,7 +61,26 @@ def _domain(shop: str) -> str:
 
 def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, issued: IssuedToken) -> int:
     """Create or reactivate the shop's store row with a new token, then fill in its details."""
-    now = runtime.now()
+    for _attempt in range(2):
+        try:
+            store_id = _save_install(runtime, connector, shop_domain, issued)
+            break
+        except IntegrityError:
+            # The admin loaded two app pages at once: the other request created the row.
+            continue
+    else:
+        raise RuntimeError(f"could not record the install of {shop_domain}")
+    try:
+        refresh_details(runtime, connector, store_id)
+    except PlatformError as exc:
+        # The store works without these (defaults: INR, Asia/Kolkata); the next load retries.
+        log.warning("shop details not read", extra={"shop": shop_domain, "reason": exc.reason})
+    return store_id
+
+
+def _save_install(
+    runtime: Runtime, connector: ShopifyConnector, shop_domain: str, issued: IssuedToken
+) -> int:
     with runtime.database.session() as session:
         store = session.exec(
             select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == shop_domain)
@@ -69,19 +89,18 @@ def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, iss
             store = Store(platform=PLATFORM, platform_store_id=shop_domain, name=shop_domain)
             session.add(store)
         if store.status != StoreStatus.ACTIVE or store.installed_at is None:
-            store.status, store.installed_at = StoreStatus.ACTIVE, now
+            store.status, store.installed_at = StoreStatus.ACTIVE, runtime.now()
             log.info("shop installed", extra={"shop": shop_domain})
         store.api_base_url = connector.api_base_url(shop_domain)
         store_token_update(runtime, store, issued)
         session.commit()
         assert store.id is not None
-        store_id = store.id
-    try:
-        details = connector.shop_details(fresh_access(runtime, store_id))
-    except PlatformError as exc:
-        # The store works without these (defaults: INR, Asia/Kolkata); the next load retries.
-        log.warning("shop details not read", extra={"shop": shop_domain, "reason": exc.reason})
-        return store_id
+        return store.id
+
+
+def refresh_details(runtime: Runtime, connector: ShopifyConnector, store_id: int) -> None:
+    """Read the shop's name, currency, zone, country and storefront (also proves the token works)."""
+    details = call_platform(runtime, store_id, lambda _, access: connector.shop_details(access))
     with runtime.database.session() as session:
         store = session.get(Store, store_id)
         assert store is not None
@@ -89,11 +108,16 @@ def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, iss
         store.default_region = (details.country or store.default_region).upper()[:2]
         store.storefront_url = details.storefront_url
         session.commit()
-    return store_id
 
 
-def _verified_store(connector: ShopifyConnector) -> tuple[Any, int | None, Response | None]:
-    """Verify the session token; make sure we hold a working token for the shop."""
+def _verified_store(
+    connector: ShopifyConnector, *, check_token: bool
+) -> tuple[Any, int | None, Response | None]:
+    """Verify the session token; make sure we hold a working token for the shop.
+
+    ``check_token`` (the app page): ask Shopify, which also catches a token revoked by an
+    uninstall we never heard of; else a token within its lifetime is trusted.
+    """
     runtime = get_runtime()
     result = connector.app.verify_app_home_req(
         _shopify_request(), app_home_patch_id_token_path=PATCH_ID_TOKEN_PATH
@@ -112,13 +136,20 @@ def _verified_store(connector: ShopifyConnector) -> tuple[Any, int | None, Respo
         )
     if store_id is not None:
         try:
-            fresh_access(runtime, store_id)
+            if check_token:
+                refresh_details(runtime, connector, store_id)
+            else:
+                fresh_access(runtime, store_id)
             return result, store_id, None
-        except PlatformError as exc:
-            # A refresh token that was revoked or expired: a new exchange fixes it, unseen.
+        except PlatformUnauthorized as exc:
+            # Revoked, or a refresh token that lapsed: a new exchange fixes it, unseen.
             log.info(
                 "stored token unusable; exchanging again", extra={"shop": shop_domain, "reason": exc.reason}
             )
+        except PlatformError as exc:
+            # Shopify unreachable for now: show what we hold rather than an error page.
+            log.warning("shop not reachable", extra={"shop": shop_domain, "reason": exc.reason})
+            return result, store_id, None
     exchange = connector.app.exchange_using_token_exchange(
         access_mode="offline",
         id_token=result.id_token,
@@ -177,7 +208,7 @@ def app_home() -> Any:
     if connector is None or ("shop" not in request.args and "Authorization" not in request.headers):
         # Not opened from a Shopify admin: nothing of any merchant's is shown here.
         return render_template("shopify/landing.html", shopify_configured=connector is not None)
-    result, store_id, failure = _verified_store(connector)
+    result, store_id, failure = _verified_store(connector, check_token=True)
     if failure is not None:
         return failure
     assert store_id is not None
@@ -208,7 +239,7 @@ def data_export(export_id: int) -> Any:
     connector = _connector()
     if connector is None:
         abort(404)
-    _result, store_id, failure = _verified_store(connector)
+    _result, store_id, failure = _verified_store(connector, check_token=False)
     if failure is not None:
         return failure
     with get_runtime().database.session() as session:

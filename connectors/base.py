@@ -106,7 +106,11 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
         raise PayloadError(f"{field_name} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise PayloadError(f"{field_name} must carry a UTC offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # Year 1 or 9999 with an offset falls outside what a datetime can hold in UTC.
+        raise PayloadError(f"{field_name} is out of range") from None
 
 
 class HeaderMap(Mapping[str, str]):

@@ -15,7 +15,14 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from connectors.base import Connector, IssuedToken, PlatformUnauthorized, RefreshesTokens, StoreAccess
+from connectors.base import (
+    Connector,
+    IssuedToken,
+    PlatformError,
+    PlatformUnauthorized,
+    RefreshesTokens,
+    StoreAccess,
+)
 from sequences.models import Store
 from sequences.runtime import Runtime
 
@@ -51,8 +58,14 @@ def _load(runtime: Runtime, store_id: int) -> Store:
         return store
 
 
-def fresh_access(runtime: Runtime, store_id: int, *, force: bool = False) -> StoreAccess:
-    """The store's API access, refreshing the token first when it is (nearly) expired."""
+def fresh_access(
+    runtime: Runtime, store_id: int, *, force: bool = False, rejected_token: str | None = None
+) -> StoreAccess:
+    """The store's API access, refreshing the token first when it is (nearly) expired.
+
+    ``force`` after a 401: refresh even if the token looks valid, unless the token the
+    platform rejected (``rejected_token``) has already been replaced by another process.
+    """
     store = _load(runtime, store_id)
     connector = runtime.connectors[store.platform]
     if not isinstance(connector, RefreshesTokens) or not store.refresh_token_ciphertext:
@@ -64,12 +77,17 @@ def fresh_access(runtime: Runtime, store_id: int, *, force: bool = False) -> Sto
     try:
         held = lock.acquire(blocking=True, blocking_timeout=REFRESH_LOCK_SECONDS)
     except RedisError:
-        held = False  # refreshing without the lock beats not reaching the platform at all
+        held = None  # Redis is down: refreshing unlocked beats not reaching the platform at all
+    if held is False:
+        raise PlatformError("another process is still refreshing this store's token", retryable=True)
     try:
         # Re-read under the lock: another process may have refreshed while we waited.
         store = _load(runtime, store_id)
         if not store.refresh_token_ciphertext:
             return runtime.store_access(store)
+        current = runtime.store_access(store)
+        if force and rejected_token is not None and current.access_token != rejected_token:
+            return current
         issued = connector.refresh_access(
             runtime.store_access(store),
             runtime.secrets.decrypt(store.refresh_token_ciphertext),
@@ -103,4 +121,6 @@ def call_platform(runtime: Runtime, store_id: int, call: Callable[[Connector, St
     try:
         return call(connector, access)
     except PlatformUnauthorized:
-        return call(connector, fresh_access(runtime, store_id, force=True))
+        return call(
+            connector, fresh_access(runtime, store_id, force=True, rejected_token=access.access_token)
+        )

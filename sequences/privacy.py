@@ -36,7 +36,9 @@ from sequences.runtime import Runtime
 log = logging.getLogger("cartback.privacy")
 
 
-def matching_contacts(session: Session, store_id: int, customer: CustomerRef) -> list[Contact]:
+def matching_contacts(
+    session: Session, store_id: int, customer: CustomerRef, *, lock: bool = False
+) -> list[Contact]:
     conditions = []
     if customer.customer_id:
         conditions.append(col(Contact.platform_customer_id) == customer.customer_id)
@@ -46,11 +48,10 @@ def matching_contacts(session: Session, store_id: int, customer: CustomerRef) ->
         conditions.append(col(Contact.email) == customer.email)
     if not conditions:
         return []
-    return list(
-        session.exec(
-            select(Contact).where(Contact.store_id == store_id, or_(*conditions)).order_by(col(Contact.id))
-        ).all()
-    )
+    query = select(Contact).where(Contact.store_id == store_id, or_(*conditions)).order_by(col(Contact.id))
+    # Locked in id order, as senders lock contacts: a send in flight finishes first, so its
+    # message is there to be erased too.
+    return list(session.exec(query.with_for_update() if lock else query).all())
 
 
 def _row(model: SQLModel, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -134,16 +135,16 @@ def redact_customer(
 ) -> ErasureReport:
     assert store.id is not None
     report = ErasureReport()
-    for contact in matching_contacts(session, store.id, request.customer):
+    contacts = matching_contacts(session, store.id, request.customer, lock=True)
+    erased_ids = {contact.id for contact in contacts}
+    for contact in contacts:
         erase_locked(session, runtime, contact, report)
-    # An export made for this customer holds the same personal data.
-    if request.customer.customer_id:
-        session.exec(
-            delete(DataExport).where(
-                col(DataExport.store_id) == store.id,
-                col(DataExport.customer_ref) == request.customer.customer_id,
-            )
-        )
+    # Exports made for this customer hold the same personal data, whichever way they matched.
+    for export in session.exec(select(DataExport).where(DataExport.store_id == store.id)).all():
+        exported_ids = {entry.get("contact", {}).get("id") for entry in export.content.get("contacts", [])}
+        named = request.customer.customer_id and export.customer_ref == request.customer.customer_id
+        if named or exported_ids & erased_ids:
+            session.delete(export)
     return report
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
@@ -26,6 +26,9 @@ log = logging.getLogger("cartback.reconcile")
 
 # Orders asked about per platform call (Shopify's nodes(ids:) takes up to 250).
 BATCH = 100
+# Shopify shows apps only the last 60 days of orders without the read_all_orders scope, which
+# cartback does not ask for; older orders are settled anyway.
+LOOKBACK = timedelta(days=60)
 
 
 @dataclass
@@ -95,6 +98,7 @@ def reconcile_orders(
                     Cart.store_id == store_id,
                     Cart.status == CartStatus.RECOVERED,
                     col(Cart.order_platform_id).is_not(None),
+                    col(Cart.ordered_at) >= runtime.now() - LOOKBACK,
                 )
             ).all()
         orders = {order_id: cart_id for cart_id, order_id in carts if order_id and cart_id}

@@ -310,11 +310,16 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
         select(Cart).where(Cart.store_id == store.id, Cart.platform_cart_id == event.cart_id)
     ).first()
     if cart is None and event.cart_token:
-        cart = session.exec(
-            select(Cart)
-            .where(Cart.store_id == store.id, Cart.platform_cart_token == event.cart_token)
-            .order_by(col(Cart.id).desc())
-        ).first()
+        # One storefront cart can have been checked out more than once: only an unambiguous
+        # match is closed, never a guess that could stop a live sequence.
+        candidates = session.exec(
+            select(Cart).where(
+                Cart.store_id == store.id,
+                Cart.platform_cart_token == event.cart_token,
+                col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)),
+            )
+        ).all()
+        cart = candidates[0] if len(candidates) == 1 else None
     if cart is None or cart.id is None:
         return Applied("deleted checkout was never tracked")
     cart, _contact = lock_cart_with_contact(session, cart.id)

@@ -51,6 +51,7 @@ HEADER_TOPIC = "X-Shopify-Topic"
 HEADER_WEBHOOK_ID = "X-Shopify-Webhook-Id"
 HEADER_EVENT_ID = "X-Shopify-Event-Id"
 HEADER_TRIGGERED_AT = "X-Shopify-Triggered-At"
+HEADERS = (HEADER_SHOP, HEADER_TOPIC, HEADER_WEBHOOK_ID, HEADER_EVENT_ID, HEADER_TRIGGERED_AT)
 SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 # Shopify answers within seconds; a click or a job must not hang on it.
 ADMIN_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -67,6 +68,10 @@ class ShopDetails:
     timezone: str
     country: str | None
     storefront_url: str
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    return headers.get(name) or headers.get(name.removeprefix("X-")) or ""
 
 
 def shop_subdomain(shop_domain: str) -> str:
@@ -121,6 +126,8 @@ class ShopifyConnector:
     # -- webhooks -------------------------------------------------------------------------
 
     def webhook_identity(self, headers: Mapping[str, str]) -> WebhookIdentity:
+        # Shopify also sends the names without "X-" (shopifyapp verifies either spelling).
+        headers = {name: _header(headers, name) for name in HEADERS}
         missing = [name for name in (HEADER_SHOP, HEADER_TOPIC, HEADER_WEBHOOK_ID) if not headers.get(name)]
         if missing:
             raise WebhookRejected(400, "missing header(s): " + ", ".join(missing))
@@ -162,6 +169,7 @@ class ShopifyConnector:
             load_json_object(raw_body),
             default_region=default_region,
             triggered_at=identity.triggered_at,
+            shop=identity.store_ref,
         )
 
     # -- Admin GraphQL --------------------------------------------------------------------
@@ -334,7 +342,8 @@ class ShopifyConnector:
         if result.ok:
             return issued_token(result.access_token)
         code = result.log.code
-        if code in ("server_error", "network_error", "rate_limit_exceeded"):
+        # refresh_error: an HTTP answer other than the documented refusals (a 429, a proxy).
+        if code in ("server_error", "network_error", "rate_limit_exceeded", "refresh_error"):
             raise PlatformError(f"Shopify token refresh unavailable ({code})", retryable=True)
         raise PlatformUnauthorized(
             f"Shopify refused the token refresh ({code}); the merchant must open cartback in the "

@@ -55,8 +55,15 @@ REFUSED_STATES = frozenset({"unsubscribed", "redacted", "not_subscribed"})
 
 
 def parse(
-    topic: str, payload: dict[str, Any], *, default_region: str, triggered_at: datetime | None
+    topic: str,
+    payload: dict[str, Any],
+    *,
+    default_region: str,
+    triggered_at: datetime | None,
+    shop: str | None = None,
 ) -> WebhookEvent:
+    if shop is not None:
+        _same_shop(payload, shop)
     if topic in CHECKOUT_TOPICS:
         return checkout_snapshot(payload, default_region)
     if topic in ORDER_TOPICS:
@@ -84,6 +91,18 @@ def parse(
     if topic == "shop/redact":
         return StoreRedact()
     return Ignored(f"topic {topic} is not used by cartback")
+
+
+def _same_shop(payload: Mapping[str, Any], shop: str) -> None:
+    """The shop a body names must be the one the headers name.
+
+    The HMAC covers the body, not the headers: a captured privacy request replayed with
+    another shop's header must not erase that shop's customer.
+    """
+    for name in ("shop_domain", "myshopify_domain"):
+        named = payload.get(name)
+        if isinstance(named, str) and named.strip().lower() != shop:
+            raise PayloadError(f"{name} does not match the shop the delivery is for")
 
 
 # -- money and addresses --------------------------------------------------------------------

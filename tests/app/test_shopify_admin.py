@@ -296,3 +296,36 @@ def test_an_opt_out_sync_whose_retries_ran_out_is_retried_by_the_sweep(shopify):
     shopify.run(30 * MIN)
     with shopify.runtime.database.session() as session:
         assert session.exec(select(ConsentEvent)).one().platform_sync == OptOutSync.DONE
+
+
+def test_opening_the_app_after_a_lost_uninstall_webhook_gets_a_new_token(shopify):
+    shopify.install()
+    before = shopify.store().access_token_ciphertext
+    shopify.fake.revoke_all(SHOP)  # uninstalled and reinstalled; we never heard of it
+    with shopify.at(MIN):
+        assert shopify.open_app().status_code == 200
+    assert len(shopify.fake.calls("urn:ietf:params:oauth:grant-type:token-exchange")) == 2
+    assert shopify.store().access_token_ciphertext != before
+
+
+def test_several_calls_hitting_a_401_together_refresh_once(shopify):
+    import threading
+
+    from sequences.platform_access import call_platform
+
+    store = shopify.install()
+    shopify.fake.expire_access_tokens(SHOP)
+    barrier = threading.Barrier(3)
+    names: list[str] = []
+
+    def worker() -> None:
+        barrier.wait()
+        names.append(call_platform(shopify.runtime, store.id, lambda c, a: c.shop_details(a)).name)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert names == ["Bazaar"] * 3
+    assert len(shopify.fake.calls("refresh_token")) == 1

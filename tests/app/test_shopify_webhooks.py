@@ -190,3 +190,31 @@ def test_the_same_customer_asking_again_later_is_not_taken_for_a_replay(shopify)
     assert (first.get_json()["status"], second.get_json()["status"]) == ("accepted", "accepted")
     with shopify.runtime.database.session() as session:
         assert all(not contact.phone_e164.startswith("+") for contact in session.exec(select(Contact)).all())
+
+
+def test_headers_without_the_x_prefix_are_read_too(shopify):
+    shopify.install()
+    body, headers = shopify.fake.signed_webhook(SHOP, "checkouts/update", fixture("checkouts_create"))
+    bare = {name.removeprefix("X-"): value for name, value in headers.items()}
+    response = shopify.client.post("/webhooks/shopify", data=body, headers=bare)
+    assert response.status_code == 200 and response.get_json()["status"] == "accepted"
+
+
+def test_a_delete_whose_cart_token_fits_two_open_checkouts_closes_neither(shopify):
+    shopify.install()
+    first = shopify.checkout()
+    second = shopify.checkout(MIN, token="c0ffee" * 5 + "00")  # same storefront cart, checked out again
+    shopify.webhook(2 * MIN, "checkouts/delete", fixture("checkouts_delete"))
+    assert shopify.cart(first["token"]).status == CartStatus.ACTIVE
+    assert shopify.cart(second["token"]).status == CartStatus.ACTIVE
+
+
+def test_an_export_found_by_email_alone_is_erased_with_the_customer(shopify):
+    shopify.install()
+    shopify.checkout()
+    by_email = fixture("customers_data_request")
+    by_email["customer"] = {"id": None, "email": by_email["customer"]["email"], "phone": None}
+    shopify.webhook(MIN, "customers/data_request", by_email, path=PATHS[1])
+    shopify.webhook(2 * MIN, "customers/redact", fixture("customers_redact"), path=PATHS[1])
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(DataExport)).all() == []

@@ -184,3 +184,20 @@ def test_a_line_with_a_bad_quantity_is_refused_naming_the_line():
 def test_topics_cartback_does_not_use_are_ignored():
     event = payloads.parse("products/update", {}, default_region="IN", triggered_at=None)
     assert isinstance(event, Ignored)
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
+def test_timestamps_out_of_range_are_refused_not_crashed_on(moment: str):
+    with pytest.raises(PayloadError, match="updated_at"):
+        snapshot("checkouts_create", updated_at=moment)
+
+
+def test_a_privacy_request_naming_another_shop_is_refused():
+    with pytest.raises(PayloadError, match="shop_domain"):
+        payloads.parse(
+            "customers/redact",
+            fixture("customers_redact"),
+            default_region="IN",
+            triggered_at=None,
+            shop="someone-else.myshopify.com",
+        )
