@@ -136,6 +136,14 @@ ANALYSIS = """
   rq's own per-job Redis work (~25%). A second worker adds only ~1.1× because SQLite has one
   writer at a time. What would move it: Core statements and fewer transactions per send, the
   alarms due in one second handled by one job, and PostgreSQL for parallel workers.
+- **(e) Shopify deliveries** cost more than demo ones for two reasons, both measured: bodies
+  are larger (Shopify's checkout fixture is ~5 KB, its 50-line one ~70 KB, the demo's ~0.9 KB),
+  and `shopifyapp`'s verification (which the issue requires us to use) also copies and
+  redacts the whole request for its own log on every call: on the 70 KB body that is ~80% of
+  the verify time (cProfile: `redact_http_log`, a JSON decode and encode of the body). Through
+  the whole ingest, where the insert and the enqueue dominate, a typical Shopify checkout
+  costs ~1.3× a demo one. What would move it: a verification without the log copy (upstream in
+  shopifyapp), or verifying with `hmac` ourselves, which the issue rules out.
 """
 
 
