@@ -89,6 +89,15 @@ class Settings:
         if not production and (not env.get("SECRET_KEY") or not env.get("ENCRYPTION_KEY")):
             dev_secrets = _load_or_create_dev_secrets(Path(instance_path))
 
+        shopify_half = [
+            name for name in ("SHOPIFY_API_KEY", "SHOPIFY_API_SECRET") if not env.get(name, "").strip()
+        ]
+        if len(shopify_half) == 1:
+            raise ConfigError(
+                f"{shopify_half[0]} is missing: Shopify needs both SHOPIFY_API_KEY (the app's client id) and "
+                "SHOPIFY_API_SECRET (its client secret), from the Partner Dashboard; set neither to run without Shopify."
+            )
+
         transport = env.get("WHATSAPP_TRANSPORT") or ("cloud" if production else "sandbox")
         if transport not in TRANSPORTS:
             raise ConfigError(f"WHATSAPP_TRANSPORT={transport!r} is not one of {', '.join(TRANSPORTS)}.")

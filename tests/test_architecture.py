@@ -104,3 +104,8 @@ def test_the_demo_time_scale_is_refused_in_production():
     assert Settings.from_env(env).is_production
     with pytest.raises(ConfigError, match="CARTBACK_TIME_SCALE"):
         Settings.from_env({**env, "CARTBACK_TIME_SCALE": "60"})
+
+
+def test_half_a_shopify_configuration_is_explained(tmp_path):
+    with pytest.raises(ConfigError, match="SHOPIFY_API_SECRET is missing"):
+        Settings.from_env({"CARTBACK_INSTANCE_PATH": str(tmp_path), "SHOPIFY_API_KEY": "client-id"})
