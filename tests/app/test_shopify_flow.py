@@ -69,6 +69,9 @@ def test_a_shop_installs_gets_a_message_clicks_a_rebuilt_checkout_and_is_recover
     assert recovered.order_total == Decimal("4696.00") and recovered.order_currency == "INR"
     with shopify.runtime.database.session() as session:
         assert session.exec(select(Discount).where(Discount.code == code)).one().redeemed_at is not None
+    with shopify.at(40 * MIN):
+        page = shopify.open_app().get_data(as_text=True)
+    assert "₹4,696.00" in page  # the merchant sees the recovered revenue
 
 
 def test_a_second_click_reuses_the_code_instead_of_making_another(shopify):
