@@ -88,9 +88,11 @@ def _save_install(
         if store is None:
             store = Store(platform=PLATFORM, platform_store_id=shop_domain, name=shop_domain)
             session.add(store)
-        if store.status != StoreStatus.ACTIVE or store.installed_at is None:
-            store.status, store.installed_at = StoreStatus.ACTIVE, runtime.now()
-            log.info("shop installed", extra={"shop": shop_domain})
+        # A token exchange only succeeds while the app is installed, so this is the install
+        # (or a reinstall whose uninstall webhook we may not have received yet: a late one
+        # must not stop it, and is judged against this time).
+        store.status, store.installed_at = StoreStatus.ACTIVE, runtime.now()
+        log.info("shop installed", extra={"shop": shop_domain})
         store.api_base_url = connector.api_base_url(shop_domain)
         store_token_update(runtime, store, issued)
         session.commit()

@@ -256,6 +256,9 @@ class CustomerRedact:
 class StoreRedact:
     """Delete everything held for the store (it uninstalled long enough ago)."""
 
+    # The uninstall this request follows happened by then (Shopify: 48 h before it was sent).
+    uninstalled_by: datetime | None = None
+
 
 # Privacy obligations outlive an install: they are processed for uninstalled stores too.
 PrivacyRequest = CustomerDataRequest | CustomerRedact | StoreRedact

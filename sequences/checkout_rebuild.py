@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from connectors.base import CartLine as SnapshotLine
 from connectors.base import CheckoutRef, DiscountKind, DiscountRequest, PlatformError
-from sequences import policy, timeline
+from sequences import policy, steps, timeline
 from sequences.db import lock_cart
 from sequences.messages import discount_amount
 from sequences.models import (
@@ -34,7 +34,6 @@ from sequences.models import (
 from sequences.platform_access import call_platform
 from sequences.recovery_links import LinkProblem
 from sequences.runtime import Runtime
-from sequences.store_settings import Offer
 
 log = logging.getLogger("cartback.clicks")
 
@@ -130,7 +129,7 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
                 Notice.ALREADY_ORDERED,
             )
         timeline.record(session, cart, "link_clicked", step=step.step_number)
-        offer = Offer.model_validate(step.offer) if step.offer else None
+        offer = steps.step_offer(step, cart, store)
         discount = session.exec(
             select(Discount).where(Discount.cart_id == cart.id, Discount.step_number == step.step_number)
         ).first()

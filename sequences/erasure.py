@@ -24,6 +24,7 @@ from sequences.models import (
     Contact,
     DeliveryStatus,
     Message,
+    RecoveryStep,
     SandboxOutboxMessage,
     WebhookDelivery,
 )
@@ -109,6 +110,12 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
                 .values(payload="")
             ).rowcount
             or 0
+        )
+    if cart_ids:
+        # A checkout URL's key opens the checkout prefilled with the shopper's details.
+        session.exec(update(Cart).where(col(Cart.id).in_(cart_ids)).values(checkout_url=None))
+        session.exec(
+            update(RecoveryStep).where(col(RecoveryStep.cart_id).in_(cart_ids)).values(checkout_url=None)
         )
     contact.first_name = contact.email = contact.platform_customer_id = None
     if contact.opted_out_at is not None:

@@ -34,7 +34,7 @@ from sequences.models import (
 )
 from sequences.runtime import Runtime
 from sequences.scheduling import schedule_wake
-from sequences.store_settings import Offer, StoreSettings
+from sequences.store_settings import StoreSettings
 from sequences.transports import OutboundMessage, OutcomeKind, SendOutcome
 
 log = logging.getLogger("cartback.sending")
@@ -290,7 +290,7 @@ def _begin_send(
         session.flush()
     assert message.id is not None
     token = runtime.links.sign(message.id)
-    offer = Offer.model_validate(step.offer) if step.offer else None
+    offer = steps.step_offer(step, cart, store)
     rendered = render_step_message(
         store=store,
         cart=cart,

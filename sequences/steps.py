@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from sequences import policy
 from sequences.models import Cart, RecoveryStep, StepStatus, Store
-from sequences.store_settings import StoreSettings
+from sequences.store_settings import Offer, StoreSettings
 
 QUIET_HOURS_REASON_PREFIX = "quiet hours"
 
@@ -28,6 +28,15 @@ def _replannable(step: RecoveryStep) -> bool:
     return step.status == StepStatus.SCHEDULED or (
         step.status == StepStatus.SKIPPED and (step.reason or "").startswith(QUIET_HOURS_REASON_PREFIX)
     )
+
+
+def step_offer(step: RecoveryStep, cart: Cart, store: Store) -> Offer | None:
+    """The step's offer, if it still applies: offers are set in the store's currency and
+    platforms apply fixed codes in it, so a cart now in another currency (Shopify's
+    presentment currency can change mid-checkout) gets no offer rather than a wrong one."""
+    if not step.offer or cart.currency != store.currency:
+        return None
+    return Offer.model_validate(step.offer)
 
 
 def plan(

@@ -79,8 +79,9 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             delivery.delivery_id,
             event_id=delivery.event_id,
             # A queued event happened when the platform said, never "now": a backlog must not
-            # make an old uninstall look newer than a reinstall.
-            triggered_at=delivery.triggered_at or delivery.received_at,
+            # make an old uninstall look newer than a reinstall. The header is not signed, so
+            # it may only make an event older than its arrival, never newer.
+            triggered_at=min(delivery.triggered_at or delivery.received_at, delivery.received_at),
         )
         try:
             event = connector.parse_webhook(
@@ -134,12 +135,22 @@ def apply_event(runtime: Runtime, session: Session, store: Store, event: Webhook
         report = privacy.redact_customer(session, runtime, store, event)
         return Applied(f"customer erased ({report.contacts} contacts)")
     if isinstance(event, StoreRedact):
-        if store.status == StoreStatus.ACTIVE:
-            # Installed again since the uninstall this request follows: nothing to delete.
+        if _reinstalled_since_redact_was_due(store, event):
             return Applied("ignored: the shop has installed cartback again")
         privacy.redact_store(session, store)
         return Applied("store data deleted")
     return Applied(f"ignored: {event.reason}")
+
+
+def _reinstalled_since_redact_was_due(store: Store, event: StoreRedact) -> bool:
+    """shop/redact follows an uninstall (Shopify: by 48 h). An install newer than that
+    uninstall means the shop came back: keep its data. An older one means the uninstall
+    webhook was lost: the shop is gone all the same, and its data must go."""
+    if store.status != StoreStatus.ACTIVE:
+        return False
+    if store.installed_at is None or event.uninstalled_by is None:
+        return True  # nothing to judge by: never delete a live shop's data on a guess
+    return store.installed_at > event.uninstalled_by
 
 
 # -- snapshots ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ because that is what the shopper saw and what the WhatsApp message must show.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +44,8 @@ from connectors.payload_fields import optional_object, optional_str, platform_id
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
+# Shopify sends shop/redact this long after the uninstall it follows.
+SHOP_REDACT_DELAY = timedelta(hours=48)
 KNOWN_TOPICS = CHECKOUT_TOPICS | ORDER_TOPICS | COMPLIANCE_TOPICS | {"checkouts/delete", "app/uninstalled"}
 # Shopify caps a checkout at 500 lines; more is not a Shopify body.
 MAX_LINES = 500
@@ -89,7 +91,7 @@ def parse(
             customer=_customer_ref(payload, default_region), order_ids=_id_list(payload, "orders_to_redact")
         )
     if topic == "shop/redact":
-        return StoreRedact()
+        return StoreRedact(uninstalled_by=occurred_at - SHOP_REDACT_DELAY)
     return Ignored(f"topic {topic} is not used by cartback")
 
 

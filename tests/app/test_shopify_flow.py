@@ -18,6 +18,7 @@ from sequences.models import (
     StoreStatus,
     VariantImage,
 )
+from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.shopify_support import MIN, OFFER_FIRST, fixture
 
 
@@ -183,3 +184,47 @@ def test_a_shopper_paying_in_another_currency_gets_no_offer_meant_in_rupees(shop
     cart = shopify.cart(checkout["token"])
     assert (cart.order_total, cart.order_currency) == (Decimal("56.35"), "USD")
     assert cart.order_total_store == Decimal("4696.00")  # revenue is counted in the shop's rupees
+
+
+def test_a_late_retry_of_an_uninstall_we_never_received_spares_the_reinstall(shopify):
+    shopify.install()
+    with shopify.at(MIN):  # Shopify's first attempt never reached us
+        body, headers = shopify.fake.signed_webhook(
+            shopify.shop, "app/uninstalled", fixture("app_uninstalled")
+        )
+    shopify.fake.revoke_all(shopify.shop)
+    with shopify.at(5 * MIN):
+        assert shopify.open_app().status_code == 200  # reinstalled; our old token was refused
+    with shopify.at(60 * MIN):
+        assert shopify.client.post("/webhooks/shopify", data=body, headers=headers).status_code == 200
+    shopify.run(60 * MIN)
+    assert shopify.store().status == StoreStatus.ACTIVE
+
+
+def test_shop_redact_after_an_uninstall_we_never_heard_of_still_deletes_the_shop(shopify):
+    shopify.install()
+    shopify.checkout()
+    response = shopify.webhook(
+        50 * 60 * MIN, "shop/redact", fixture("shop_redact"), path="/webhooks/shopify/compliance"
+    )
+    assert response.status_code == 200
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(Store)).all() == []
+
+
+def test_a_cart_that_switches_currency_after_the_message_gets_no_code_in_the_wrong_money(shopify):
+    any_cart = StoreSettings(
+        quiet_hours_enabled=False,
+        steps=[StepSetting(delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100")))],
+    )
+    checkout = shopify.messaged(any_cart)
+    switched = fixture("checkouts_update_presentment_currency") | {"token": checkout["token"]}
+    shopify.checkout(
+        16 * MIN,
+        name="checkouts_update_presentment_currency",
+        token=checkout["token"],
+        **{k: switched[k] for k in ("presentment_currency", "subtotal_price", "total_price", "line_items")},
+    )
+    click = shopify.click(17 * MIN)
+    assert "discount" not in parse_qs(urlsplit(click.headers["Location"]).query)
+    assert shopify.fake.calls("CartbackDiscountCreate") == []
