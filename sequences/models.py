@@ -197,6 +197,9 @@ class Contact(SQLModel, table=True):
     platform_customer_id: str | None = Field(default=None, sa_column=Column(String(255)))
     marketing_consent: bool = Field(default=False)
     consent_source: str | None = Field(default=None, sa_column=Column(String(64)))
+    # The platform time of the snapshot consent was last read from: one contact can have
+    # several checkouts, and an older one arriving late must not overrule a newer one.
+    consent_observed_at: datetime | None = _time()
     # Set once and for good by an opt-out; only an explicit opt-in clears it.
     opted_out_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

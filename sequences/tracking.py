@@ -177,8 +177,14 @@ def _lock_contact(runtime: Runtime, session: Session, store: Store, buyer: Buyer
     return contact
 
 
-def _apply_buyer(runtime: Runtime, contact: Contact, buyer: Buyer, settings: StoreSettings) -> None:
-    """Only a snapshot newer than the one held may change who the buyer is or their consent."""
+def _apply_buyer(
+    runtime: Runtime, contact: Contact, buyer: Buyer, settings: StoreSettings, observed_at: datetime
+) -> None:
+    """Only a snapshot newer than any the contact was read from may change who they are or
+    their consent (across all their checkouts, not only this one)."""
+    if contact.consent_observed_at is not None and observed_at <= contact.consent_observed_at:
+        return
+    contact.consent_observed_at = observed_at
     contact.first_name = buyer.first_name or contact.first_name
     contact.email = buyer.email or contact.email
     contact.platform_customer_id = buyer.customer_id or contact.platform_customer_id
@@ -212,7 +218,7 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
     if cart is not None and snapshot.updated_at <= cart.platform_updated_at:
         return Applied("stale: a newer snapshot is already held")
     if contact is not None:
-        _apply_buyer(runtime, contact, snapshot.buyer, settings)
+        _apply_buyer(runtime, contact, snapshot.buyer, settings, snapshot.updated_at)
 
     # Activity cannot be in the future: a platform clock ahead of ours would delay sending.
     activity_at = min(snapshot.updated_at, now)

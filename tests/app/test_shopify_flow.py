@@ -228,3 +228,18 @@ def test_a_cart_that_switches_currency_after_the_message_gets_no_code_in_the_wro
     click = shopify.click(17 * MIN)
     assert "discount" not in parse_qs(urlsplit(click.headers["Location"]).query)
     assert shopify.fake.calls("CartbackDiscountCreate") == []
+
+
+def test_an_older_checkout_of_the_same_shopper_cannot_overrule_a_newer_consent(shopify):
+    shopify.install()
+    withdrawn = fixture("checkouts_update") | {"buyer_accepts_sms_marketing": False}
+    withdrawn["customer"] = withdrawn["customer"] | {"sms_marketing_consent": {"state": "unsubscribed"}}
+    shopify.checkout(
+        2 * MIN,
+        name="checkouts_update",
+        **{k: withdrawn[k] for k in ("buyer_accepts_sms_marketing", "customer")},
+    )
+    # Another checkout of the same phone, stamped earlier, with the box ticked, arrives late.
+    shopify.checkout(0 * MIN, name="checkouts_create", token="0ld" + "0" * 29)
+    shopify.run(30 * MIN)
+    assert shopify.outbox() == []
