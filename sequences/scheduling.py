@@ -14,8 +14,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Retry
-from rq.exceptions import DuplicateJobError
-from rq.job import Job
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from sequences.runtime import Runtime
 
@@ -123,13 +123,43 @@ def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, li
         event_ids = [event_id for event_id in session.exec(query.limit(limit)).all() if event_id is not None]
     queued = 0
     for event_id in event_ids:
+        job_id = f"optout-sync-{event_id}"
         try:
-            # Not unique: a failed job's key lingers (failure_ttl) and would block the retry. A
-            # second run finds the event no longer pending and does nothing.
-            options = _job_options(f"optout-sync-{event_id}", "opt-out sync") | {"unique": False}
-            runtime.queue.enqueue(sync_opt_out_job, event_id, **options)
+            if _still_in_hand(runtime, job_id):
+                continue
+            runtime.queue.enqueue(sync_opt_out_job, event_id, **_job_options(job_id, "opt-out sync"))
             queued += 1
+        except DuplicateJobError:
+            continue
         except RedisError as exc:
             log.warning("opt-out sync not queued; the sweep will", extra={"error": type(exc).__name__})
             break
     return queued
+
+
+# A sync whose RQ retries all failed is tried again this long after its last failure.
+RESYNC_AFTER_FAILURE_SECONDS = 10 * 60
+
+
+def _still_in_hand(runtime: Runtime, job_id: str) -> bool:
+    """True while the job is queued, waiting for a retry, running, or failed only recently.
+
+    A failed job's key outlives it (failure_ttl), which would block a new enqueue under the
+    same id: it is removed once its back-off has passed, so the sweep can try again.
+    """
+    try:
+        job = Job.fetch(job_id, connection=runtime.redis)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED):
+        return True
+    ended = job.ended_at.replace(tzinfo=UTC) if job.ended_at and job.ended_at.tzinfo is None else job.ended_at
+    if (
+        status == JobStatus.FAILED
+        and ended
+        and (runtime.now() - ended).total_seconds() < RESYNC_AFTER_FAILURE_SECONDS
+    ):
+        return True
+    job.delete()
+    return False

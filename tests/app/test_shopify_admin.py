@@ -291,9 +291,12 @@ def test_an_opt_out_sync_whose_retries_ran_out_is_retried_by_the_sweep(shopify):
         shopify.run(minute * MIN)
     with shopify.runtime.database.session() as session:
         assert session.exec(select(ConsentEvent)).one().platform_sync == OptOutSync.PENDING
-    with shopify.at(30 * MIN):
+    with shopify.at(25 * MIN):  # failed moments ago: the sweep leaves it to back off
+        assert run_sweep(shopify.runtime).opt_out_syncs_queued == 0
+    with shopify.at(35 * MIN):
         assert run_sweep(shopify.runtime).opt_out_syncs_queued == 1
-    shopify.run(30 * MIN)
+        assert run_sweep(shopify.runtime).opt_out_syncs_queued == 0  # queued once, not twice
+    shopify.run(35 * MIN)
     with shopify.runtime.database.session() as session:
         assert session.exec(select(ConsentEvent)).one().platform_sync == OptOutSync.DONE
 
