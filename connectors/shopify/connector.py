@@ -237,7 +237,10 @@ class ShopifyConnector:
     def create_discount(self, store: StoreAccess, request: DiscountRequest) -> CreatedDiscount:
         data = self.graphql(store, ops.DISCOUNT_CREATE, {"basicCodeDiscount": discount_input(request)})
         created = data.get("discountCodeBasicCreate")
-        if any(error.get("code") == "TAKEN" for error in (created or {}).get("userErrors") or []):
+        if any(
+            error.get("code") == "TAKEN" and (error.get("field") or [])[-1:] == ["code"]
+            for error in (created or {}).get("userErrors") or []
+        ):
             # A double tap, or a create whose answer was lost: the code exists, and it is ours.
             existing = self.graphql(store, ops.DISCOUNT_BY_CODE, {"code": request.code})
             node = existing.get("codeDiscountNodeByCode") or {}
