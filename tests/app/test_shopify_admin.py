@@ -168,6 +168,14 @@ def test_purge_deletes_expired_unused_codes_and_keeps_redeemed_ones(shopify):
 # -- opt-out sync and reconciliation ---------------------------------------------------------
 
 
+def _known_customer(shopify) -> str:
+    """Installed, and the checkout's customer exists in Shopify with the phone: its id."""
+    customer_id = fixture("checkouts_create")["customer"]["id"]
+    shopify.fake.add_customer(customer_id, phone="+919876543210")
+    shopify.install()
+    return str(customer_id)
+
+
 def _stop(shopify, moment: timedelta) -> None:
     outbox_id = shopify.outbox()[0].id
     with shopify.at(moment):
@@ -176,9 +184,7 @@ def _stop(shopify, moment: timedelta) -> None:
 
 
 def test_a_stop_reply_unsubscribes_the_shopify_customer_from_whatsapp_marketing(shopify):
-    customer_id = fixture("checkouts_create")["customer"]["id"]
-    shopify.fake.add_customer(customer_id, phone="+919876543210")
-    shopify.install()
+    customer_id = _known_customer(shopify)
     shopify.checkout()
     shopify.run(15 * MIN)
     _stop(shopify, 20 * MIN)
@@ -189,9 +195,7 @@ def test_a_stop_reply_unsubscribes_the_shopify_customer_from_whatsapp_marketing(
 
 
 def test_a_refused_sync_never_undoes_the_local_opt_out(shopify):
-    customer_id = fixture("checkouts_create")["customer"]["id"]
-    shopify.fake.add_customer(customer_id, phone="+919876543210")
-    shopify.install()
+    _known_customer(shopify)
     checkout = shopify.checkout()
     shopify.run(15 * MIN)
     shopify.fake.fail_next(
@@ -279,9 +283,7 @@ def test_two_processes_needing_a_refresh_at_once_refresh_only_once(shopify):
 def test_an_opt_out_sync_whose_retries_ran_out_is_retried_by_the_sweep(shopify):
     from sequences.sweep import run_sweep
 
-    customer_id = fixture("checkouts_create")["customer"]["id"]
-    shopify.fake.add_customer(customer_id, phone="+919876543210")
-    shopify.install()
+    _known_customer(shopify)
     shopify.checkout()
     shopify.run(15 * MIN)
     # Shopify throttles every attempt RQ makes (each attempt waits for the bucket 3 times).

@@ -132,15 +132,15 @@ def test_shop_redact_for_a_shop_that_installed_again_deletes_nothing(shopify):
     assert shopify.cart(fixture("checkouts_create")["token"]) is not None
 
 
+def _withdraw_consent(shopify, moment: timedelta) -> None:
+    """The shopper unticks the box and unsubscribes from SMS: a checkout update at ``moment``."""
+    withdrawn = fixture("checkouts_update")["customer"] | {"sms_marketing_consent": {"state": "unsubscribed"}}
+    shopify.checkout(moment, name="checkouts_update", buyer_accepts_sms_marketing=False, customer=withdrawn)
+
+
 def test_an_older_delivery_arriving_late_cannot_turn_consent_back_on(shopify):
     shopify.install()
-    withdrawn = fixture("checkouts_update") | {"buyer_accepts_sms_marketing": False}
-    withdrawn["customer"] = withdrawn["customer"] | {"sms_marketing_consent": {"state": "unsubscribed"}}
-    shopify.checkout(
-        2 * MIN,
-        name="checkouts_update",
-        **{k: withdrawn[k] for k in ("buyer_accepts_sms_marketing", "customer")},
-    )
+    _withdraw_consent(shopify, 2 * MIN)
     shopify.checkout(0 * MIN, name="checkouts_create")  # the older one, consent ticked, arrives last
     shopify.run(30 * MIN)
     assert shopify.outbox() == []
@@ -232,13 +232,7 @@ def test_a_cart_that_switches_currency_after_the_message_gets_no_code_in_the_wro
 
 def test_an_older_checkout_of_the_same_shopper_cannot_overrule_a_newer_consent(shopify):
     shopify.install()
-    withdrawn = fixture("checkouts_update") | {"buyer_accepts_sms_marketing": False}
-    withdrawn["customer"] = withdrawn["customer"] | {"sms_marketing_consent": {"state": "unsubscribed"}}
-    shopify.checkout(
-        2 * MIN,
-        name="checkouts_update",
-        **{k: withdrawn[k] for k in ("buyer_accepts_sms_marketing", "customer")},
-    )
+    _withdraw_consent(shopify, 2 * MIN)
     # Another checkout of the same phone, stamped earlier, with the box ticked, arrives late.
     shopify.checkout(0 * MIN, name="checkouts_create", token="0ld" + "0" * 29)
     shopify.run(30 * MIN)
