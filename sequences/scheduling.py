@@ -97,11 +97,25 @@ def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
     return True
 
 
+# Jobs in these states will not run again: their lingering key must not stand in for an alarm.
+DEAD_JOB_STATUSES = (b"failed", b"stopped", b"canceled")
+
+
 def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
+    """The ids whose job will still run. A job that failed for good keeps its key for
+    FAILURE_TTL_SECONDS; it is deleted here so the sweep can set the alarm again."""
     pipeline = runtime.redis.pipeline(transaction=False)
     for job_id in job_ids:
-        pipeline.exists(Job.key_for(job_id))
-    return {job_id for job_id, exists in zip(job_ids, pipeline.execute(), strict=True) if exists}
+        pipeline.hget(Job.key_for(job_id), "status")
+    live: set[str] = set()
+    for job_id, status in zip(job_ids, pipeline.execute(), strict=True):
+        if status is None:
+            continue
+        if status in DEAD_JOB_STATUSES:
+            Job(job_id, connection=runtime.redis).delete()
+            continue
+        live.add(job_id)
+    return live
 
 
 def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:
