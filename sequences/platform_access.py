@@ -114,6 +114,37 @@ def fresh_access(
                 log.warning("token refresh lock not released", extra={"store_id": store_id})
 
 
+# Refresh tokens (Shopify: 90 days) are replaced on every refresh; a quiet store would let
+# its lapse. The sweep refreshes any whose refresh token has less than this left.
+RENEW_REFRESH_TOKENS_WITHIN = timedelta(days=7)
+
+
+def renew_lapsing_tokens(runtime: Runtime) -> int:
+    """Refresh the tokens of active stores whose refresh token lapses soon; returns how many."""
+    from sqlmodel import col, select
+
+    from sequences.models import StoreStatus
+
+    with runtime.database.session() as session:
+        store_ids = session.exec(
+            select(Store.id).where(
+                Store.status == StoreStatus.ACTIVE,
+                col(Store.refresh_token_ciphertext).is_not(None),
+                col(Store.refresh_token_expires_at) < runtime.now() + RENEW_REFRESH_TOKENS_WITHIN,
+            )
+        ).all()
+    renewed = 0
+    for store_id in store_ids:
+        if store_id is None:
+            continue
+        try:
+            fresh_access(runtime, store_id, force=True)
+            renewed += 1
+        except PlatformError as exc:
+            log.warning("lapsing token not renewed", extra={"store_id": store_id, "reason": exc.reason})
+    return renewed
+
+
 def call_platform(runtime: Runtime, store_id: int, call: Callable[[Connector, StoreAccess], T]) -> T:
     """Run one platform call; after a 401, refresh the token once and try again."""
     access = fresh_access(runtime, store_id)

@@ -27,6 +27,7 @@ from sequences.models import (
     StepStatus,
     WebhookDelivery,
 )
+from sequences.platform_access import renew_lapsing_tokens
 from sequences.runtime import Runtime
 from sequences.scheduling import (
     enqueue_delivery,
@@ -53,12 +54,14 @@ class SweepReport:
     carts_checked: int = 0
     payloads_purged: int = 0
     opt_out_syncs_queued: int = 0
+    tokens_renewed: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.carts_checked} open carts checked, {self.alarms_restored} alarms restored, "
             f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain, "
-            f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued"
+            f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued, "
+            f"{self.tokens_renewed} lapsing platform tokens renewed"
         )
 
 
@@ -125,5 +128,6 @@ def run_sweep(runtime: Runtime) -> SweepReport:
                 report.alarms_restored += 1
     report.payloads_purged = purge_processed_payloads(runtime, now)
     report.opt_out_syncs_queued = enqueue_opt_out_syncs(runtime)
+    report.tokens_renewed = renew_lapsing_tokens(runtime)
     log.info("sweep done", extra={"report": str(report)})
     return report

@@ -334,3 +334,19 @@ def test_several_calls_hitting_a_401_together_refresh_once(shopify):
         thread.join(timeout=30)
     assert names == ["Bazaar"] * 3
     assert len(shopify.fake.calls("refresh_token")) == 1
+
+
+def test_the_sweep_renews_a_quiet_shops_token_before_its_refresh_token_lapses(shopify):
+    from sequences.sweep import run_sweep
+
+    store = shopify.install()
+    with shopify.at(0 * MIN):
+        assert run_sweep(shopify.runtime).tokens_renewed == 0  # 90 days left: nothing to do
+    with shopify.runtime.database.session() as session:
+        row = session.get(Store, store.id)
+        row.refresh_token_expires_at = datetime(2026, 12, 2, tzinfo=UTC)  # 4 days after T0
+        session.commit()
+    with shopify.at(MIN):
+        assert run_sweep(shopify.runtime).tokens_renewed == 1
+    assert len(shopify.fake.calls("refresh_token")) == 1
+    assert shopify.store().refresh_token_expires_at > datetime(2027, 1, 1, tzinfo=UTC)
