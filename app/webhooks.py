@@ -57,7 +57,7 @@ def ingest(platform: str) -> Any:
         return _answer(413, error=f"body larger than {limit} bytes")
 
     headers = HeaderMap(list(request.headers.items()))
-    app_signed = bool(getattr(connector, "signs_with_app_secret", False))
+    app_signed = connector.signs_with_app_secret
     if app_signed and not connector.verify_webhook(raw, headers, ""):
         # Checked before anything else: a forged delivery learns nothing, not even whether
         # the shop is installed (Shopify's app review expects 401 here).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import phonenumbers
 
@@ -364,6 +364,9 @@ class Connector(Protocol):
     """What the engine needs from a platform; a method exists only when a caller needs it."""
 
     platform: str
+    # True when the platform signs every store's webhooks with the app's own secret
+    # (Shopify): they are verified before the store is looked up.
+    signs_with_app_secret: bool
 
     def webhook_identity(self, headers: Mapping[str, str]) -> WebhookIdentity:
         """Read store, topic and delivery id from the headers; WebhookRejected(400) if absent."""
@@ -432,6 +435,9 @@ class ReconcilesOrders(Protocol):
     def order_statuses(self, store: StoreAccess, order_ids: Sequence[str]) -> list[OrderStatus]: ...
 
 
+C = TypeVar("C")
+
+
 class ConnectorRegistry:
     """Maps a store's platform to its connector (built once per process by the app)."""
 
@@ -445,6 +451,11 @@ class ConnectorRegistry:
 
     def get(self, platform: str) -> Connector | None:
         return self._by_platform.get(platform)
+
+    def capable(self, platform: str | None, capability: type[C]) -> C | None:
+        """The platform's connector if it has this optional capability (e.g. ReconcilesOrders)."""
+        connector: object = self._by_platform.get(platform) if platform else None
+        return connector if isinstance(connector, capability) else None
 
     def __getitem__(self, platform: str) -> Connector:
         connector = self._by_platform.get(platform)

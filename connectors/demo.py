@@ -64,6 +64,8 @@ def sign(raw_body: bytes, secret: str) -> str:
 
 class DemoConnector:
     platform = PLATFORM
+    # Each demo store signs with its own secret, kept encrypted on the store row.
+    signs_with_app_secret = False
 
     def __init__(self, http: httpx.Client) -> None:
         self._http = http

@@ -48,8 +48,8 @@ def delete_expired_discounts(
             .order_by(col(Discount.id))
         ).all()
     for index, (discount_id, store_id, platform_discount_id, platform) in enumerate(rows, start=1):
-        deleter: object = runtime.connectors.get(platform)
-        if not isinstance(deleter, DeletesDiscounts) or not platform_discount_id:
+        deleter = runtime.connectors.capable(platform, DeletesDiscounts)
+        if deleter is None or not platform_discount_id:
             continue
         try:
             call_platform(runtime, store_id, partial(_delete, deleter, platform_discount_id))

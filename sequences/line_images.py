@@ -61,8 +61,8 @@ def fetch_missing_images(runtime: Runtime, store_id: int, cart_id: int) -> int:
     """One platform call for the cart's uncached variants; returns how many lines got an image."""
     with runtime.database.session() as session:
         store = session.get(Store, store_id)
-        fetcher: object = runtime.connectors.get(store.platform) if store else None
-        if not isinstance(fetcher, FetchesVariantImages):
+        fetcher = runtime.connectors.capable(store.platform if store else None, FetchesVariantImages)
+        if fetcher is None:
             return 0
         variant_ids = {
             v

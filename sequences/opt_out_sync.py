@@ -41,9 +41,9 @@ def sync_opt_out(runtime: Runtime, event_id: int) -> str:
         store = session.get(Store, event.store_id)
         customer_id = contact.platform_customer_id if contact else None
         created_at, store_id = event.created_at, event.store_id
-        syncer: object = runtime.connectors.get(store.platform) if store else None
+        syncer = runtime.connectors.capable(store.platform if store else None, SyncsOptOuts)
         active = store is not None and store.status == StoreStatus.ACTIVE
-    if not customer_id or not isinstance(syncer, SyncsOptOuts):
+    if not customer_id or syncer is None:
         return _finish(runtime, event_id, OptOutSync.SKIPPED, "the platform has no customer record to update")
     if not active:
         return _finish(runtime, event_id, OptOutSync.SKIPPED, "store uninstalled cartback")

@@ -67,8 +67,8 @@ def fresh_access(
     platform rejected (``rejected_token``) has already been replaced by another process.
     """
     store = _load(runtime, store_id)
-    connector = runtime.connectors[store.platform]
-    if not isinstance(connector, RefreshesTokens) or not store.refresh_token_ciphertext:
+    connector = runtime.connectors.capable(store.platform, RefreshesTokens)
+    if connector is None or not store.refresh_token_ciphertext:
         return runtime.store_access(store)
     expires_at = store.access_token_expires_at
     if not force and expires_at is not None and expires_at > runtime.now() + NO_REFRESH_NEEDED:

@@ -80,8 +80,8 @@ def reconcile_orders(
     progress: Callable[[str], None] = lambda _: None,
 ) -> ReconcileReport:
     report = ReconcileReport()
-    reconciler: object = runtime.connectors.get(platform)
-    if not isinstance(reconciler, ReconcilesOrders):
+    reconciler = runtime.connectors.capable(platform, ReconcilesOrders)
+    if reconciler is None:
         raise ValueError(f"platform {platform!r} is not configured here or cannot re-read orders")
     with runtime.database.session() as session:
         query = select(Store.id, Store.platform_store_id).where(
