@@ -32,7 +32,6 @@ bp = Blueprint("shopify_home", __name__)
 log = logging.getLogger("cartback.shopify.home")
 
 PATCH_ID_TOKEN_PATH = "/auth/patch-id-token"  # noqa: S105 - a route, not a secret
-RECOVERED = (CartStatus.RECOVERED,)
 
 
 def _connector() -> ShopifyConnector | None:
@@ -176,7 +175,7 @@ def _summary(runtime: Runtime, store_id: int) -> dict[str, Any]:
             select(func.count()).select_from(Message).where(Message.store_id == store_id)
         ).one()
         recovered = session.exec(
-            select(Cart).where(Cart.store_id == store_id, col(Cart.status).in_(RECOVERED))
+            select(Cart).where(Cart.store_id == store_id, Cart.status == CartStatus.RECOVERED)
         ).all()
         exports = session.exec(
             select(DataExport.id, DataExport.request_ref, DataExport.created_at)

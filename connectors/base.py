@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import phonenumbers
 
@@ -111,6 +112,23 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
     except OverflowError:
         # Year 1 or 9999 with an offset falls outside what a datetime can hold in UTC.
         raise PayloadError(f"{field_name} is out of range") from None
+
+
+def with_query(url: str, **params: str) -> str:
+    """The URL with these query parameters set (replacing any of the same name)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode([*query, *params.items()])))
+
+
+def cart_permalink(storefront_url: str, lines: Sequence[CartLine], discount_code: str | None) -> str | None:
+    """``{store}/cart/{variant}:{qty},…?discount=CODE``: the cart rebuilt from its lines (Shopify's
+    cart permalinks; the demo store copies them). None when no line names a variant."""
+    items = ",".join(f"{line.variant_id}:{line.quantity}" for line in lines if line.variant_id)
+    if not items:
+        return None
+    permalink = f"{storefront_url.rstrip('/')}/cart/{items}"
+    return with_query(permalink, discount=discount_code) if discount_code else permalink
 
 
 class HeaderMap(Mapping[str, str]):

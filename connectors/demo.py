@@ -35,6 +35,7 @@ from connectors.base import (
     WebhookEvent,
     WebhookIdentity,
     WebhookRejected,
+    cart_permalink,
     normalise_phone,
     parse_currency,
     parse_decimal,
@@ -235,6 +236,4 @@ class DemoConnector:
             if exc.retryable or not checkout.lines:
                 raise
         # The checkout is gone or completed: a cart permalink rebuilds it from the lines.
-        items = ",".join(f"{line.variant_id}:{line.quantity}" for line in checkout.lines if line.variant_id)
-        url = f"{store.storefront_url.rstrip('/')}/cart/{items}"
-        return f"{url}?discount={quote(discount_code)}" if discount_code else url
+        return cart_permalink(store.storefront_url, checkout.lines, discount_code) or store.storefront_url

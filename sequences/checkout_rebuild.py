@@ -11,13 +11,12 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from connectors.base import CartLine as SnapshotLine
-from connectors.base import CheckoutRef, DiscountKind, DiscountRequest, PlatformError
+from connectors.base import CheckoutRef, DiscountKind, DiscountRequest, PlatformError, with_query
 from sequences import policy, steps, timeline
 from sequences.db import lock_cart
 from sequences.messages import discount_amount
@@ -63,11 +62,7 @@ class ClickResult:
 
 
 def with_notice(url: str, notice: str | None) -> str:
-    if not notice:
-        return url
-    parts = urlsplit(url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), ("cartback_notice", notice)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    return with_query(url, cartback_notice=notice) if notice else url
 
 
 def new_code() -> str:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from redis.exceptions import RedisError
+from sqlmodel import col, select
 
 from connectors.base import (
     Connector,
@@ -23,7 +24,7 @@ from connectors.base import (
     RefreshesTokens,
     StoreAccess,
 )
-from sequences.models import Store
+from sequences.models import Store, StoreStatus
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.platform")
@@ -66,7 +67,12 @@ def fresh_access(
     ``force`` after a 401: refresh even if the token looks valid, unless the token the
     platform rejected (``rejected_token``) has already been replaced by another process.
     """
-    store = _load(runtime, store_id)
+    return _fresh(runtime, _load(runtime, store_id), force=force, rejected_token=rejected_token)
+
+
+def _fresh(runtime: Runtime, store: Store, *, force: bool, rejected_token: str | None) -> StoreAccess:
+    assert store.id is not None
+    store_id = store.id
     connector = runtime.connectors.capable(store.platform, RefreshesTokens)
     if connector is None or not store.refresh_token_ciphertext:
         return runtime.store_access(store)
@@ -121,10 +127,6 @@ RENEW_REFRESH_TOKENS_WITHIN = timedelta(days=7)
 
 def renew_lapsing_tokens(runtime: Runtime) -> int:
     """Refresh the tokens of active stores whose refresh token lapses soon; returns how many."""
-    from sqlmodel import col, select
-
-    from sequences.models import StoreStatus
-
     with runtime.database.session() as session:
         store_ids = session.exec(
             select(Store.id).where(
@@ -147,11 +149,12 @@ def renew_lapsing_tokens(runtime: Runtime) -> int:
 
 def call_platform(runtime: Runtime, store_id: int, call: Callable[[Connector, StoreAccess], T]) -> T:
     """Run one platform call; after a 401, refresh the token once and try again."""
-    access = fresh_access(runtime, store_id)
-    connector = runtime.connectors[_load(runtime, store_id).platform]
+    store = _load(runtime, store_id)
+    connector = runtime.connectors[store.platform]
+    access = _fresh(runtime, store, force=False, rejected_token=None)
     try:
         return call(connector, access)
     except PlatformUnauthorized:
-        return call(
-            connector, fresh_access(runtime, store_id, force=True, rejected_token=access.access_token)
-        )
+        # Re-read: the app page may have exchanged a new token meanwhile.
+        renewed = _fresh(runtime, _load(runtime, store_id), force=True, rejected_token=access.access_token)
+        return call(connector, renewed)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from sqlmodel import col, select
 
+from sequences.models import ConsentEvent, OptOutSync
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.scheduling")
@@ -121,12 +123,7 @@ def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
 def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:
     """Queue platform syncs for pending opt-outs: one contact's now, or (the sweep) any older
     than a minute, including those whose RQ retries ran out."""
-    from datetime import timedelta
-
-    from sqlmodel import col, select
-
-    from sequences.jobs import sync_opt_out_job
-    from sequences.models import ConsentEvent, OptOutSync
+    from sequences.jobs import sync_opt_out_job  # jobs import this module
 
     query = select(ConsentEvent.id).where(col(ConsentEvent.platform_sync) == OptOutSync.PENDING)
     if contact_id is not None:

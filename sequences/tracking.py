@@ -23,6 +23,7 @@ from connectors.base import (
     Ignored,
     OrderEvent,
     PayloadError,
+    PrivacyRequest,
     StoreRedact,
     WebhookEvent,
     WebhookIdentity,
@@ -50,7 +51,6 @@ from sequences.scheduling import schedule_wake
 from sequences.store_settings import StoreSettings
 
 log = logging.getLogger("cartback.tracking")
-PRIVACY_REQUESTS = (CustomerDataRequest, CustomerRedact, StoreRedact)
 
 
 @dataclass
@@ -59,6 +59,8 @@ class Applied:
     wakes: list[tuple[int, datetime]] = field(default_factory=list)
     # A cart whose lines lack images the cache could not supply (fetched after the commit).
     images_for_cart: int | None = None
+    # The store's data was deleted, this delivery's row with it: nothing left to mark.
+    delivery_deleted: bool = False
 
 
 def process_delivery(runtime: Runtime, delivery_id: int) -> str:
@@ -93,13 +95,13 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             delivery.status, delivery.outcome = DeliveryStatus.FAILED, str(exc)
             delivery.processed_at = runtime.now()
             return "failed"
-        if store.status != StoreStatus.ACTIVE and not isinstance(event, (AppUninstalled, *PRIVACY_REQUESTS)):
+        if store.status != StoreStatus.ACTIVE and not isinstance(event, AppUninstalled | PrivacyRequest):
             # Received before the uninstall, processed after it: nothing to act on any more.
             applied = Applied("ignored: store uninstalled cartback")
             event = Ignored("store uninstalled cartback")
         else:
             applied = apply_event(runtime, session, store, event)
-        if isinstance(event, StoreRedact) and applied.outcome == "store data deleted":
+        if applied.delivery_deleted:
             # The delivery row went with the rest of the store's data.
             log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
             return applied.outcome
@@ -138,7 +140,7 @@ def apply_event(runtime: Runtime, session: Session, store: Store, event: Webhook
         if _reinstalled_since_redact_was_due(store, event):
             return Applied("ignored: the shop has installed cartback again")
         privacy.redact_store(session, store)
-        return Applied("store data deleted")
+        return Applied("store data deleted", delivery_deleted=True)
     return Applied(f"ignored: {event.reason}")
 
 

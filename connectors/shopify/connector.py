@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from shopify_app import ShopifyApp
@@ -35,8 +35,10 @@ from connectors.base import (
     WebhookEvent,
     WebhookIdentity,
     WebhookRejected,
+    cart_permalink,
     parse_decimal,
     parse_timestamp,
+    with_query,
 )
 from connectors.payload_fields import load_json_object
 from connectors.shopify import operations as ops
@@ -85,12 +87,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _parse_optional_time(value: str | None) -> datetime | None:
     return parse_timestamp(value, "expires") if value else None
-
-
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    return urlunsplit(parts._replace(query=urlencode([*query, *params.items()])))
 
 
 class ShopifyConnector:
@@ -275,11 +271,10 @@ class ShopifyConnector:
         if url and urlsplit(url).scheme in ("https", "http") and urlsplit(url).netloc:
             return with_query(url, discount=discount_code) if discount_code else url
         storefront = store.storefront_url.rstrip("/") or f"https://{store.platform_store_id}"
-        items = ",".join(f"{line.variant_id}:{line.quantity}" for line in checkout.lines if line.variant_id)
-        if not items:
-            return f"{storefront}/discount/{quote(discount_code)}" if discount_code else storefront
-        permalink = f"{storefront}/cart/{items}"
-        return with_query(permalink, discount=discount_code) if discount_code else permalink
+        permalink = cart_permalink(storefront, checkout.lines, discount_code)
+        if permalink is None and discount_code:
+            return f"{storefront}/discount/{quote(discount_code)}"  # Shopify's shareable code link
+        return permalink or storefront
 
     def fetch_variant_images(self, store: StoreAccess, variant_ids: Sequence[str]) -> dict[str, str | None]:
         images: dict[str, str | None] = {}
