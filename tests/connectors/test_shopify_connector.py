@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -25,10 +24,9 @@ from tests.shopify_support import SHOP
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeShopify]:
-    with FakeShopify() as fake:
-        fake.add_shop(SHOP)
-        yield fake
+def fake(fake_shopify: FakeShopify) -> FakeShopify:
+    """The fake Shopify with one shop (tests/conftest.py), under a shorter name."""
+    return fake_shopify
 
 
 @pytest.fixture

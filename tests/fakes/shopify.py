@@ -13,7 +13,7 @@ expiring offline tokens), the six named Admin GraphQL operations in
 This module holds the server: seeding, routing, the storefront pages and webhooks. The endpoints
 with rules of their own live beside it: ``shopify_oauth`` (tokens), ``shopify_admin_graphql``
 (operations, cost, resolvers) and ``shopify_graphql_input`` (variable coercion, discount rules);
-the records they share are in ``shopify_state``. Names tests import are re-exported here.
+the records they share are in ``shopify_state``.
 """
 
 from __future__ import annotations
@@ -39,42 +39,15 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.shopify_admin_graphql import (
-    BUCKET_SIZE,
     DEFAULT_API_VERSION,
-    INVALID_TOKEN,
-    MAX_NODE_IDS,
     OPERATION_HEAD,
-    RESTORE_RATE,
-    THROTTLED_DOCS,
-    VARIABLE_DECLARATION,
-    WHATSAPP_CONSENT_SINCE,
     AdminGraphQL,
-    Operation,
-)
-from tests.fakes.shopify_graphql_input import (
-    ENUMS,
-    GLOBAL_ID,
-    INPUT_TYPES,
-    SETTABLE_CONSENT_STATES,
-    GraphQLErrors,
-    coerce,
-    discount_user_errors,
-    parse_gid,
 )
 from tests.fakes.shopify_http import QuietHandler, json_response, read_body
 from tests.fakes.shopify_oauth import (
-    ACCESS_TOKEN_TTL,
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_SCOPE,
-    ID_TOKEN_TYPE,
-    JWT_LEEWAY,
-    MIN_HMAC_KEY_BYTES,
-    OFFLINE_TOKEN_TYPE,
-    ONLINE_TOKEN_TTL,
-    ONLINE_TOKEN_TYPE,
-    REFRESH_TOKEN_TTL,
-    TOKEN_EXCHANGE_GRANT,
     ShopifyOAuth,
     require_hmac_key,
 )
@@ -88,49 +61,6 @@ from tests.fakes.shopify_state import (
     RecordedRequest,
     RefreshToken,
 )
-
-# The module's public names before it was split, re-exported so existing imports keep working.
-__all__ = [
-    "ACCESS_TOKEN_TTL",
-    "BUCKET_SIZE",
-    "CART_ITEMS",
-    "DEFAULT_API_VERSION",
-    "DEFAULT_CLIENT_ID",
-    "DEFAULT_CLIENT_SECRET",
-    "DEFAULT_SCOPE",
-    "ENUMS",
-    "GLOBAL_ID",
-    "ID_TOKEN_TYPE",
-    "INPUT_TYPES",
-    "INVALID_TOKEN",
-    "JWT_LEEWAY",
-    "MAX_NODE_IDS",
-    "MIN_HMAC_KEY_BYTES",
-    "OFFLINE_TOKEN_TYPE",
-    "ONLINE_TOKEN_TTL",
-    "ONLINE_TOKEN_TYPE",
-    "OPERATION_HEAD",
-    "REFRESH_TOKEN_TTL",
-    "RESTORE_RATE",
-    "SETTABLE_CONSENT_STATES",
-    "SHOP_DOMAIN",
-    "THROTTLED_DOCS",
-    "TOKEN_EXCHANGE_GRANT",
-    "VARIABLE_DECLARATION",
-    "WHATSAPP_CONSENT_SINCE",
-    "FakeCustomer",
-    "FakeDiscount",
-    "FakeOrder",
-    "FakeShop",
-    "FakeShopify",
-    "FakeVariant",
-    "GraphQLErrors",
-    "Operation",
-    "RecordedRequest",
-    "coerce",
-    "discount_user_errors",
-    "parse_gid",
-]
 
 SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 CART_ITEMS = re.compile(r"^\d+:[1-9]\d*(,\d+:[1-9]\d*)*$")

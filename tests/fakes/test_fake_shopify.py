@@ -15,13 +15,9 @@ import pytest
 from shopify_app.types import AppConfig, RequestInput
 from shopify_app.verify.webhook import verify_webhook_req
 
-from tests.fakes.shopify import (
-    ID_TOKEN_TYPE,
-    INVALID_TOKEN,
-    OFFLINE_TOKEN_TYPE,
-    TOKEN_EXCHANGE_GRANT,
-    FakeShopify,
-)
+from tests.fakes.shopify import FakeShopify
+from tests.fakes.shopify_admin_graphql import INVALID_TOKEN
+from tests.fakes.shopify_oauth import ID_TOKEN_TYPE, OFFLINE_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 
 SHOP = "bazaar.myshopify.com"
 
@@ -44,10 +40,9 @@ mutation CartbackWhatsAppOptOut($input: CustomerWhatsAppMarketingConsentUpdateIn
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeShopify]:
-    with FakeShopify() as fake:
-        fake.add_shop(SHOP)
-        yield fake
+def fake(fake_shopify: FakeShopify) -> FakeShopify:
+    """The fake Shopify with one shop (tests/conftest.py), under a shorter name."""
+    return fake_shopify
 
 
 @pytest.fixture
