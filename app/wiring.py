@@ -19,18 +19,17 @@ from sequences.runtime import Runtime
 from sequences.secrets import SecretBox
 from sequences.settings import ConfigError, Settings
 from sequences.transports import MessageTransport, SandboxTransport
+from sequences.whatsapp.cloud import CloudTransport, new_http_client
+from sequences.whatsapp.throttle import SendThrottle
 
 # Platform API calls: fail fast, the click handler falls back to the plain checkout.
 PLATFORM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
-def build_transport(settings: Settings, database: Database) -> MessageTransport:
+def build_transport(settings: Settings, database: Database, redis: Redis) -> MessageTransport:
     if settings.whatsapp_transport == "sandbox":
         return SandboxTransport(database)
-    raise ConfigError(
-        "WHATSAPP_TRANSPORT=cloud is not available in this version yet (it arrives with the "
-        "WhatsApp Cloud API channel); set WHATSAPP_TRANSPORT=sandbox."
-    )
+    return CloudTransport(settings.whatsapp_graph_url, new_http_client(), SendThrottle(redis))
 
 
 def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:
@@ -58,12 +57,13 @@ def build_runtime(
 ) -> Runtime:
     database = database or Database(settings.database_url)
     http = http or httpx.Client(timeout=PLATFORM_TIMEOUT, follow_redirects=False)
+    redis = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     return Runtime(
         settings=settings,
         database=database,
-        redis=redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5),
+        redis=redis,
         connectors=build_connectors(settings, http),
-        transport=build_transport(settings, database),
+        transport=build_transport(settings, database, redis),
         links=LinkSigner(settings.link_keys),
         secrets=SecretBox(settings.encryption_keys),
         http=http,

@@ -1,7 +1,8 @@
 """Build the WhatsApp message for one recovery step from the cart as we hold it.
 
 The same data produces the Cloud API template components (what Meta renders) and the
-preview text (what the sandbox outbox shows); both come from one place so they cannot drift.
+preview (what the sandbox outbox and the settings page show); both come from the template
+definitions in ``sequences.whatsapp.templates``, so they cannot drift.
 """
 
 from __future__ import annotations
@@ -9,34 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from sequences.models import Cart, CartLine, Contact, Store
 from sequences.money import format_money, format_offer_amount, to_amount_1000
 from sequences.store_settings import Offer
+from sequences.whatsapp.templates import (
+    STOP_PAYLOAD,
+    TEMPLATE_TEXT_ONLY,
+    TEMPLATE_WITH_IMAGE,
+    Copy,
+    copy_for,
+    definition,
+    fill,
+)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-# Meta template names (MARKETING category); the header IMAGE variant needs a product image.
-TEMPLATE_WITH_IMAGE = "cart_recovery_image_v1"
-TEMPLATE_TEXT_ONLY = "cart_recovery_text_v1"
-STOP_BUTTON_TEXT = "Stop promotions"
-STOP_PAYLOAD = "STOP"
-NO_OFFER_LINE = "We've saved your cart for you."
 CENT = Decimal("0.01")
-
-
-@lru_cache(maxsize=1)
-def _environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
-        undefined=StrictUndefined,
-        autoescape=False,  # noqa: S701 - plain text for WhatsApp, never rendered as HTML
-        keep_trailing_newline=False,
-    )
 
 
 def discount_amount(offer: Offer, subtotal: Decimal) -> Decimal | None:
@@ -49,18 +38,21 @@ def discount_amount(offer: Offer, subtotal: Decimal) -> Decimal | None:
     return min(amount, offer.max_amount) if offer.max_amount is not None else amount
 
 
-def offer_text(offer: Offer, currency: str, locale: str) -> str:
+def offer_text(offer: Offer, currency: str, locale: str, copy: Copy | None = None) -> str:
+    words = copy or copy_for("en")
     if offer.kind == "fixed":
-        return f"Claim {format_offer_amount(offer.value, currency, locale)} off"
+        return words.offer_fixed.format(amount=format_offer_amount(offer.value, currency, locale))
     percent = format(offer.value.normalize(), "f")
-    cap = f" (up to {format_offer_amount(offer.max_amount, currency, locale)})" if offer.max_amount else ""
-    return f"Claim {percent}% off{cap}"
+    if offer.max_amount:
+        cap = format_offer_amount(offer.max_amount, currency, locale)
+        return words.offer_percent_capped.format(percent=percent, cap=cap)
+    return words.offer_percent.format(percent=percent)
 
 
-def items_summary(lines: Sequence[CartLine]) -> str:
+def items_summary(lines: Sequence[CartLine], copy: Copy | None = None) -> str:
     first = lines[0].title
     rest = len(lines) - 1
-    return first if rest == 0 else f"{first} and {rest} more"
+    return first if rest == 0 else (copy or copy_for("en")).more_items.format(first=first, rest=rest)
 
 
 @dataclass(frozen=True)
@@ -84,29 +76,19 @@ def render_step_message(
 ) -> RenderedMessage:
     if not lines:
         raise ValueError("a recovery message needs at least one cart line")
-    first_name = (contact.first_name or "").strip() or "there"
-    items = items_summary(lines)
+    words = copy_for(language)
+    first_name = (contact.first_name or "").strip() or words.no_name
+    items = items_summary(lines, words)
     total_text = format_money(cart.total, cart.currency, store.locale)
     qualifies = offer is not None and discount_amount(offer, cart.subtotal) is not None
     offer_line = (
-        offer_text(offer, cart.currency, store.locale) + "!" if offer and qualifies else NO_OFFER_LINE
-    )
-    button_text = (
-        offer_text(offer, cart.currency, store.locale) if offer and qualifies else "Complete my order"
+        offer_text(offer, cart.currency, store.locale, words) + "!"
+        if offer and qualifies
+        else words.no_offer_line
     )
     image_url = next((line.image_url for line in lines if line.image_url), None)
+    template = definition(TEMPLATE_WITH_IMAGE if image_url else TEMPLATE_TEXT_ONLY, words.language)
 
-    body = (
-        _environment()
-        .get_template(f"messages/cart_recovery.{language}.txt")
-        .render(
-            first_name=first_name,
-            items=items,
-            store_name=store.name,
-            total=total_text,
-            offer_line=offer_line,
-        )
-    )
     components: list[dict[str, Any]] = []
     if image_url:
         components.append({"type": "header", "parameters": [{"type": "image", "image": {"link": image_url}}]})
@@ -145,16 +127,17 @@ def render_step_message(
         }
     )
     return RenderedMessage(
-        template_name=TEMPLATE_WITH_IMAGE if image_url else TEMPLATE_TEXT_ONLY,
-        language=language,
+        template_name=template.name,
+        language=template.language,
         components=components,
         preview={
-            "body": body,
+            "body": fill(template.body(store.name), [first_name, items, total_text, offer_line]),
+            "footer": words.footer,
             "image_url": image_url,
             "link": link_url,
             "buttons": [
-                {"type": "url", "text": button_text, "url": link_url},
-                {"type": "quick_reply", "text": STOP_BUTTON_TEXT},
+                {"type": "url", "text": words.link_button, "url": link_url},
+                {"type": "quick_reply", "text": words.stop_button},
             ],
         },
     )

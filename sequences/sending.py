@@ -31,11 +31,17 @@ from sequences.models import (
     StepStatus,
     Store,
     StoreStatus,
+    TemplateStatus,
+    WhatsAppAccount,
+    WhatsAppTemplate,
 )
 from sequences.runtime import Runtime
 from sequences.scheduling import schedule_wake
 from sequences.store_settings import StoreSettings
-from sequences.transports import OutboundMessage, OutcomeKind, SendOutcome
+from sequences.transports import OutboundMessage, OutcomeKind, Sender, SendOutcome
+from sequences.whatsapp import health
+from sequences.whatsapp.errors import TEMPLATE_DISABLED, TEMPLATE_PAUSED
+from sequences.whatsapp.templates import TEMPLATE_TEXT_ONLY, TEMPLATE_WITH_IMAGE
 
 log = logging.getLogger("cartback.sending")
 
@@ -44,6 +50,12 @@ log = logging.getLogger("cartback.sending")
 SENDING_GRACE = timedelta(minutes=5)
 # Backoff when the transport says "not now" without a time of its own.
 DEFAULT_RETRY_AFTER = timedelta(minutes=1)
+# A step whose template is not approved looks again this often (within its 24 h window).
+TEMPLATE_RECHECK = timedelta(minutes=15)
+_TEMPLATE_ERROR_STATUS = {
+    str(TEMPLATE_PAUSED): TemplateStatus.PAUSED,
+    str(TEMPLATE_DISABLED): TemplateStatus.DISABLED,
+}
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,9 @@ def _decide_locked(
         if step.due_at > now:
             return _wait(cart, step.due_at)
         skip, defer_to = _guard(session, store, settings, cart, contact, now, window_end, runtime)
+        channel: Channel | None = None
+        if skip is None and defer_to is None:
+            skip, defer_to, channel = _channel_guard(runtime, session, store, cart, now, window_end)
         if defer_to is not None:
             step.due_at = defer_to
             return _wait(cart, defer_to)
@@ -154,7 +169,8 @@ def _decide_locked(
             timeline.record(session, cart, "step_skipped", step=step.step_number, reason=skip)
             happened.append(f"step {step.step_number} skipped: {skip}")
             continue
-        return _begin_send(runtime, session, store, cart, contact, step, now)
+        assert channel is not None
+        return _begin_send(runtime, session, store, cart, contact, step, channel, now)
 
     if now >= window_end:
         if cart.status in (CartStatus.ABANDONED, CartStatus.RECOVERING):
@@ -229,6 +245,54 @@ def _guard(
     return None, None
 
 
+@dataclass(frozen=True)
+class Channel:
+    """How this store's messages go out: its number (cloud) and its shoppers' language."""
+
+    sender: Sender | None
+    language: str
+    lines: list[CartLine]
+    template_name: str
+
+
+def _channel_guard(
+    runtime: Runtime, session: Session, store: Store, cart: Cart, now: datetime, window_end: datetime
+) -> tuple[str | None, datetime | None, Channel | None]:
+    """(skip reason, defer-until, channel): the number and an approved template, when needed."""
+    lines = list(
+        session.exec(
+            select(CartLine).where(CartLine.cart_id == cart.id).order_by(col(CartLine.position))
+        ).all()
+    )
+    template_name = TEMPLATE_WITH_IMAGE if any(line.image_url for line in lines) else TEMPLATE_TEXT_ONLY
+    account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store.id)).first()
+    language = account.default_language if account is not None else "en"
+    if not runtime.transport.needs_whatsapp_account:
+        return None, None, Channel(None, language, lines, template_name)
+    if account is None:
+        return "no WhatsApp number connected: connect one in cartback's settings", None, None
+    status = session.exec(
+        select(WhatsAppTemplate.status).where(
+            WhatsAppTemplate.store_id == store.id,
+            WhatsAppTemplate.name == template_name,
+            WhatsAppTemplate.language == language,
+        )
+    ).first()
+    if status != TemplateStatus.APPROVED:
+        # The steps using a template that is not approved (yet, or any more) wait for it.
+        waiting = f"template {template_name} ({language}) is {status or 'not pushed'}"
+        recheck = now + TEMPLATE_RECHECK
+        if recheck > window_end:
+            return f"{waiting} until past the 24 h window", None, None
+        return None, recheck, None
+    sender = Sender(
+        account.phone_number_id,
+        runtime.secrets.decrypt(account.access_token_ciphertext),
+        account.messages_per_second,
+    )
+    return None, None, Channel(sender, language, lines, template_name)
+
+
 def _replace_older_sequences(session: Session, cart: Cart, now: datetime) -> None:
     """One active sequence per contact per store: a newer cart replaces the older one."""
     if cart.contact_id is None:
@@ -266,15 +330,12 @@ def _begin_send(
     cart: Cart,
     contact: Contact,
     step: RecoveryStep,
+    channel: Channel,
     now: datetime,
 ) -> Decision:
     """Write the ledger (step SENDING + message row) and hand back what to transmit."""
     assert cart.id is not None and step.id is not None and contact.id is not None and store.id is not None
-    lines = list(
-        session.exec(
-            select(CartLine).where(CartLine.cart_id == cart.id).order_by(col(CartLine.position))
-        ).all()
-    )
+    lines = channel.lines
     message = session.exec(select(Message).where(Message.step_id == step.id)).first()
     if message is None:
         message = Message(
@@ -299,6 +360,7 @@ def _begin_send(
         offer=offer,
         link_url=runtime.link_url(token),
         link_token=token,
+        language=channel.language,
     )
     message.template_name, message.language = rendered.template_name, rendered.language
     message.components, message.preview = rendered.components, rendered.preview
@@ -317,6 +379,7 @@ def _begin_send(
             components=rendered.components,
             biz_opaque_callback_data=str(message.id),
             preview=rendered.preview,
+            sender=channel.sender,
         ),
     )
 
@@ -339,8 +402,11 @@ def _record_outcome(
             sent = outcome.kind == OutcomeKind.SENT
             step.status = StepStatus.SENT if sent else StepStatus.UNCERTAIN
             step.sent_at = now if sent else None
-            message.status = MessageStatus.SENT if sent else MessageStatus.UNCERTAIN
-            message.sent_at = now if sent else None
+            if message.status in (MessageStatus.QUEUED, MessageStatus.UNCERTAIN):
+                # A status webhook can beat this commit (it maps by our message id): never
+                # move a delivered or read message back.
+                message.status = MessageStatus.SENT if sent else MessageStatus.UNCERTAIN
+            message.sent_at = message.sent_at or (now if sent else None)
             cart.first_message_at = cart.first_message_at or now
             if cart.status in (CartStatus.ABANDONED, CartStatus.ACTIVE):
                 cart.status = CartStatus.RECOVERING
@@ -381,6 +447,21 @@ def _record_failure(
             step.status, step.reason = StepStatus.SKIPPED, "retry would be past the 24 h window"
         happened.append(f"step {number} retry later")
         return
+    if outcome.kind == OutcomeKind.PAUSE_TEMPLATE:
+        # Meta refused the template itself: stop using it until Meta says otherwise; the step
+        # was not sent and waits for the template like any step that uses it.
+        health.set_template_status(
+            session,
+            store.id or 0,
+            message.template_name,
+            message.language,
+            _TEMPLATE_ERROR_STATUS.get(outcome.error_code or "", TemplateStatus.FAILING),
+            reason=f"WhatsApp error {outcome.error_code}: {outcome.error_detail}",
+            at=now,
+        )
+        step.status, step.due_at, step.reason = StepStatus.SCHEDULED, now, outcome.error_code
+        happened.append(f"step {number} waits for its template")
+        return
     step.status, step.reason = StepStatus.FAILED, outcome.error_detail or outcome.kind.value
     timeline.record(
         session, cart, "message_failed", step=number, outcome=outcome.kind.value, code=outcome.error_code
@@ -393,8 +474,8 @@ def _record_failure(
         opt_out_locked(
             session, contact, [cart], now, source="whatsapp_error", evidence={"code": outcome.error_code}
         )
-    elif outcome.kind in (OutcomeKind.PAUSE_STORE, OutcomeKind.PAUSE_TEMPLATE):
-        store.sending_paused = True
-        store.pause_reason = (
-            f"WhatsApp said {outcome.error_code or outcome.kind.value}: {outcome.error_detail or ''}".strip()
+    elif outcome.kind == OutcomeKind.PAUSE_STORE:
+        health.pause_store(
+            store, health.WHATSAPP_ERROR, f"WhatsApp error {outcome.error_code}: {outcome.error_detail}", now
         )
+    health.check_failure_rate(session, store, now)

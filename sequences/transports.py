@@ -21,10 +21,19 @@ from sequences.models import SandboxOutboxMessage
 
 
 @dataclass(frozen=True)
+class Sender:
+    """The store's WhatsApp number on the Cloud API, as the transport needs it."""
+
+    phone_number_id: str
+    access_token: str = field(repr=False)
+    messages_per_second: int = 80
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     message_id: int
     store_id: int
-    to_phone_e164: str
+    to_phone_e164: str = field(repr=False)
     template_name: str
     language: str
     # Cloud API template components (header image, body parameters, buttons).
@@ -33,6 +42,17 @@ class OutboundMessage:
     biz_opaque_callback_data: str
     # What the shopper sees, for the sandbox outbox and previews.
     preview: dict[str, Any] = field(default_factory=dict)
+    sender: Sender | None = None
+
+
+@dataclass(frozen=True)
+class OutboundText:
+    """A plain reply inside the shopper's 24-hour window (the opt-out confirmation)."""
+
+    store_id: int
+    to_phone_e164: str = field(repr=False)
+    body: str
+    sender: Sender | None = None
 
 
 class OutcomeKind(StrEnum):
@@ -67,14 +87,19 @@ class SendOutcome:
 
 class MessageTransport(Protocol):
     name: str
+    # Sends need the store's WhatsApp number and Meta-approved templates (the cloud).
+    needs_whatsapp_account: bool
 
     def send(self, message: OutboundMessage) -> SendOutcome: ...
+
+    def send_text(self, message: OutboundText) -> SendOutcome: ...
 
 
 class SandboxTransport:
     """Delivers to the outbox table. Idempotent per message id, like an idempotency key."""
 
     name = "sandbox"
+    needs_whatsapp_account = False
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -91,7 +116,9 @@ class SandboxTransport:
                         provider_message_id=provider_id,
                         to_phone=message.to_phone_e164,
                         template_name=message.template_name,
-                        body=str(preview.get("body", "")),
+                        body="\n\n".join(
+                            str(part) for part in (preview.get("body"), preview.get("footer")) if part
+                        ),
                         image_url=preview.get("image_url"),
                         buttons=list(preview.get("buttons", [])),
                     )
@@ -103,4 +130,18 @@ class SandboxTransport:
                     select(SandboxOutboxMessage).where(SandboxOutboxMessage.message_id == message.message_id)
                 ).one()
                 provider_id = existing.provider_message_id
+        return SendOutcome.sent(provider_id)
+
+    def send_text(self, message: OutboundText) -> SendOutcome:
+        provider_id = f"sandbox.{uuid.uuid4().hex}"
+        with self._database.session() as session:
+            session.add(
+                SandboxOutboxMessage(
+                    store_id=message.store_id,
+                    provider_message_id=provider_id,
+                    to_phone=message.to_phone_e164,
+                    template_name="(reply)",
+                    body=message.body,
+                )
+            )
         return SendOutcome.sent(provider_id)

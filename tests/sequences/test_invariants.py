@@ -85,6 +85,7 @@ class _HangAfterLedger:
     """A transport that signals it was called, then hangs until the process is killed."""
 
     name = "sandbox"
+    needs_whatsapp_account = False
 
     def __init__(self, flag: Path) -> None:
         self.flag = flag

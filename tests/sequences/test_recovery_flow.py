@@ -37,7 +37,7 @@ def test_the_message_shows_the_shopper_the_items_total_image_link_and_how_to_sto
     message = journey.outbox()[0]
     assert message.body.startswith("Hi Asha, you left Handloom Cotton Kurta and 2 more in your cart")
     assert "Total: ₹3,047.00" in message.body
-    assert "Reply STOP to unsubscribe." in message.body
+    assert message.body.endswith("Not interested? Tap Stop promotions.")
     assert message.image_url == "http://localhost/demo-store/images/p0.svg"
     assert message.buttons[0]["url"].startswith("http://localhost/r/")
     assert message.buttons[1]["text"] == "Stop promotions"
