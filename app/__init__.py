@@ -47,9 +47,10 @@ def create_app(
     # Jobs run in this process too (SimpleWorker in tests, `cartback sweep`).
     runtime_module.install(runtime)
 
-    from app import demo_store, links, ops, outbox, shopify_home, webhooks
+    from app import demo_store, links, ops, outbox, shopify_home, webhooks, whatsapp_webhook
 
     app.register_blueprint(ops.bp)
+    app.register_blueprint(whatsapp_webhook.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(links.bp)
     app.register_blueprint(outbox.bp)

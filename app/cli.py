@@ -189,5 +189,9 @@ def demo(port: int, no_journey: bool) -> None:
     sys.exit(run_demo(port=port, play=not no_journey))
 
 
+from app.cli_whatsapp import register as _register_whatsapp  # noqa: E402 - needs main defined
+
+_register_whatsapp(main, _settings)
+
 if __name__ == "__main__":
     main()

@@ -57,6 +57,8 @@ STOP_REPLIES = frozenset(
         "रोको",
         "मत भेजो",
         "नहीं चाहिए",
+        "प्रमोशन बंद करें",
+        "प्रचार बंद करें",
     }
 )
 START_REPLIES = frozenset({"start", "subscribe", "resume", "unstop", "shuru", "shuru karo", "शुरू", "शुरू करो"})
@@ -128,12 +130,88 @@ class ReplyResult:
     intent: ReplyIntent
     contact_id: int | None
     carts_closed: int = 0
+    # The contact's consent changed now (not a repeat): worth a confirmation reply.
+    changed: bool = False
+
+
+def _open_carts_locked(session: Session, contact: Contact) -> list[Cart]:
+    cart_ids = session.exec(
+        select(Cart.id)
+        .where(Cart.store_id == contact.store_id, Cart.contact_id == contact.id)
+        .where(col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
+        .order_by(col(Cart.id))
+    ).all()
+    return [cart for cart_id in cart_ids if cart_id is not None and (cart := lock_cart(session, cart_id))]
+
+
+def opt_out_contact_locked(
+    session: Session, contact: Contact, now: datetime, *, source: str, evidence: dict[str, Any]
+) -> ReplyResult:
+    """Opt the contact out and close every open cart of theirs; the caller holds the contact lock."""
+    assert contact.id is not None
+    already = contact.opted_out_at is not None
+    carts = _open_carts_locked(session, contact)
+    opt_out_locked(session, contact, carts, now, source=source, evidence=evidence)
+    log.info("opt-out recorded", extra={"contact_id": contact.id, "carts": len(carts), "source": source})
+    return ReplyResult(ReplyIntent.STOP, contact.id, len(carts), changed=not already)
+
+
+def opt_in_locked(
+    session: Session, contact: Contact, now: datetime, *, source: str, evidence: dict[str, Any]
+) -> ReplyResult:
+    """START: lift an opt-out (recorded as evidence); nothing to do for a contact not opted out."""
+    assert contact.id is not None
+    if contact.opted_out_at is None:
+        return ReplyResult(ReplyIntent.START, contact.id)
+    contact.opted_out_at = None
+    contact.marketing_consent, contact.consent_source = True, source
+    contact.updated_at = now
+    session.add(
+        ConsentEvent(
+            store_id=contact.store_id,
+            contact_id=contact.id,
+            kind="opt_in",
+            source=source,
+            evidence=evidence,
+            created_at=now,
+        )
+    )
+    log.info("opt-in recorded", extra={"contact_id": contact.id, "source": source})
+    return ReplyResult(ReplyIntent.START, contact.id, changed=True)
+
+
+def hold_for_a_person_locked(session: Session, contact: Contact, now: datetime, **detail: Any) -> ReplyResult:
+    """The shopper wrote something else: their sequences wait for a person to answer."""
+    assert contact.id is not None
+    carts = _open_carts_locked(session, contact)
+    for cart in carts:
+        assert cart.id is not None
+        cart.shopper_replied_at = now
+        steps.cancel_open(session, cart.id, "the shopper replied; a person should answer")
+        timeline.record(session, cart, "shopper_replied", **detail)
+    return ReplyResult(ReplyIntent.OTHER, contact.id, len(carts))
+
+
+def apply_intent_locked(
+    session: Session,
+    contact: Contact,
+    intent: ReplyIntent,
+    now: datetime,
+    *,
+    source: str,
+    evidence: dict[str, Any],
+) -> ReplyResult:
+    if intent == ReplyIntent.STOP:
+        return opt_out_contact_locked(session, contact, now, source=source, evidence=evidence)
+    if intent == ReplyIntent.START:
+        return opt_in_locked(session, contact, now, source=source, evidence=evidence)
+    return hold_for_a_person_locked(session, contact, now, source=source)
 
 
 def handle_reply(
     runtime: Runtime, store_id: int, phone_e164: str, text: str, *, source: str, evidence: dict[str, Any]
 ) -> ReplyResult:
-    """A shopper's reply: STOP opts out, START opts back in, anything else is left to people."""
+    """A shopper's reply: STOP opts out, START opts back in, anything else waits for a person."""
     intent = classify_reply(text)
     with runtime.database.locked_session() as session:
         peek = session.exec(
@@ -142,37 +220,9 @@ def handle_reply(
         contact = lock_contact(session, peek) if peek is not None else None
         if contact is None or contact.id is None:
             return ReplyResult(intent, None)
-        now = runtime.now()
-        if intent == ReplyIntent.STOP:
-            cart_ids = session.exec(
-                select(Cart.id)
-                .where(Cart.store_id == store_id, Cart.contact_id == contact.id)
-                .where(col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
-                .order_by(col(Cart.id))
-            ).all()
-            carts = [
-                cart for cart_id in cart_ids if cart_id is not None and (cart := lock_cart(session, cart_id))
-            ]
-            opt_out_locked(session, contact, carts, now, source=source, evidence=evidence)
-            log.info("opt-out recorded", extra={"contact_id": contact.id, "carts": len(carts)})
-            result = ReplyResult(intent, contact.id, len(carts))
-        else:
-            result = ReplyResult(intent, contact.id)
-        if intent == ReplyIntent.START and contact.opted_out_at is not None:
-            contact.opted_out_at = None
-            contact.marketing_consent, contact.consent_source = True, source
-            contact.updated_at = now
-            session.add(
-                ConsentEvent(
-                    store_id=store_id,
-                    contact_id=contact.id,
-                    kind="opt_in",
-                    source=source,
-                    evidence=evidence,
-                    created_at=now,
-                )
-            )
-            log.info("opt-in recorded", extra={"contact_id": contact.id})
+        result = apply_intent_locked(
+            session, contact, intent, runtime.now(), source=source, evidence=evidence
+        )
     if intent == ReplyIntent.STOP:
         # After the commit: the local opt-out stands whatever the platform says.
         enqueue_opt_out_syncs(runtime, contact_id=result.contact_id)

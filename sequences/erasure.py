@@ -23,6 +23,7 @@ from sequences.models import (
     ConsentEvent,
     Contact,
     DeliveryStatus,
+    InboundMessage,
     Message,
     RecoveryStep,
     SandboxOutboxMessage,
@@ -87,6 +88,18 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
         ).rowcount
         or 0
     )
+    # Replies sent outside a sequence (opt-out confirmations) are addressed by number only.
+    report.outbox_messages += int(
+        session.exec(
+            delete(SandboxOutboxMessage).where(
+                col(SandboxOutboxMessage.store_id) == contact.store_id,
+                col(SandboxOutboxMessage.to_phone) == contact.phone_e164,
+            )
+        ).rowcount
+        or 0
+    )
+    # What the shopper wrote to us: the words go, the fact and time of the reply stay.
+    session.exec(update(InboundMessage).where(col(InboundMessage.contact_id) == contact.id).values(text=None))
     events = session.exec(select(ConsentEvent).where(ConsentEvent.contact_id == contact.id)).all()
     for event in events:
         event.evidence = {key: value for key, value in event.evidence.items() if key != "text"} | {

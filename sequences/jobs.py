@@ -7,6 +7,7 @@ from sequences.opt_out_sync import sync_opt_out
 from sequences.sending import advance_cart
 from sequences.sweep import run_sweep
 from sequences.tracking import process_delivery
+from sequences.whatsapp.confirmations import send_confirmation
 
 
 def process_delivery_job(delivery_id: int) -> str:
@@ -23,3 +24,7 @@ def sweep_job() -> str:
 
 def sync_opt_out_job(consent_event_id: int) -> str:
     return sync_opt_out(runtime_module.current(), consent_event_id)
+
+
+def send_confirmation_job(inbound_id: int) -> str:
+    return send_confirmation(runtime_module.current(), inbound_id)

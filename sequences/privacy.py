@@ -23,6 +23,7 @@ from sequences.models import (
     Contact,
     DataExport,
     Discount,
+    InboundMessage,
     LinkClick,
     Message,
     RecoveryStep,
@@ -30,6 +31,8 @@ from sequences.models import (
     Store,
     VariantImage,
     WebhookDelivery,
+    WhatsAppAccount,
+    WhatsAppTemplate,
 )
 from sequences.runtime import Runtime
 
@@ -77,6 +80,14 @@ def export_customer(session: Session, store: Store, request: CustomerDataRequest
                 "messages": [
                     _row(m, skip=("components",))
                     for m in session.exec(select(Message).where(Message.contact_id == contact.id)).all()
+                ],
+                "whatsapp_messages_received": [
+                    _row(inbound)
+                    for inbound in session.exec(
+                        select(InboundMessage)
+                        .where(InboundMessage.contact_id == contact.id)
+                        .order_by(col(InboundMessage.id))
+                    ).all()
                 ],
                 "carts": [
                     {
@@ -155,6 +166,9 @@ def redact_store(session: Session, store: Store) -> None:
     message_ids = select(Message.id).where(Message.store_id == store_id)
     session.exec(delete(SandboxOutboxMessage).where(col(SandboxOutboxMessage.store_id) == store_id))
     session.exec(delete(LinkClick).where(col(LinkClick.store_id) == store_id))
+    session.exec(delete(InboundMessage).where(col(InboundMessage.store_id) == store_id))
+    session.exec(delete(WhatsAppTemplate).where(col(WhatsAppTemplate.store_id) == store_id))
+    session.exec(delete(WhatsAppAccount).where(col(WhatsAppAccount.store_id) == store_id))
     session.exec(delete(Message).where(col(Message.id).in_(message_ids)))
     session.exec(delete(RecoveryStep).where(col(RecoveryStep.store_id) == store_id))
     session.exec(delete(CartEvent).where(col(CartEvent.store_id) == store_id))

@@ -148,6 +148,21 @@ def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, li
     return queued
 
 
+def enqueue_confirmation(runtime: Runtime, inbound_id: int) -> bool:
+    """The STOP/START confirmation, after the commit; the database claim makes it at most once."""
+    from sequences.jobs import send_confirmation_job
+
+    options = _job_options(f"confirm-{inbound_id}", "reply confirmation") | {"retry": None}
+    try:
+        runtime.queue.enqueue(send_confirmation_job, inbound_id, **options)
+    except DuplicateJobError:
+        return False
+    except RedisError as exc:
+        log.warning("confirmation not queued", extra={"error": type(exc).__name__})
+        return False
+    return True
+
+
 # A sync whose RQ retries all failed is tried again this long after its last failure.
 RESYNC_AFTER_FAILURE_SECONDS = 10 * 60
 

@@ -40,6 +40,7 @@ from sequences.scheduling import schedule_wake
 from sequences.store_settings import StoreSettings
 from sequences.transports import OutboundMessage, OutcomeKind, Sender, SendOutcome
 from sequences.whatsapp import health
+from sequences.whatsapp.accounts import sender_for
 from sequences.whatsapp.errors import TEMPLATE_DISABLED, TEMPLATE_PAUSED
 from sequences.whatsapp.templates import TEMPLATE_TEXT_ONLY, TEMPLATE_WITH_IMAGE
 
@@ -220,6 +221,8 @@ def _guard(
         return f"sending paused: {store.pause_reason or 'by the merchant'}", None
     if not contact.marketing_consent:
         return "no marketing consent", None
+    if cart.shopper_replied_at is not None:
+        return "the shopper replied; a person should answer", None
     if cart.line_count == 0:
         return "cart is empty", None
     if now > window_end:
@@ -285,12 +288,7 @@ def _channel_guard(
         if recheck > window_end:
             return f"{waiting} until past the 24 h window", None, None
         return None, recheck, None
-    sender = Sender(
-        account.phone_number_id,
-        runtime.secrets.decrypt(account.access_token_ciphertext),
-        account.messages_per_second,
-    )
-    return None, None, Channel(sender, language, lines, template_name)
+    return None, None, Channel(sender_for(runtime, account), language, lines, template_name)
 
 
 def _replace_older_sequences(session: Session, cart: Cart, now: datetime) -> None:

@@ -42,6 +42,8 @@ class Settings:
     shopify_old_api_secret: str = ""
     whatsapp_app_secret: str = ""
     whatsapp_verify_token: str = ""
+    # The Meta app's id: template header examples are uploaded to it (Resumable Upload API).
+    whatsapp_app_id: str = ""
     whatsapp_transport: str = "sandbox"
     whatsapp_graph_url: str = "https://graph.facebook.com/v25.0"
     shopify_admin_url_template: str = "https://{shop}/admin/api/{version}"
@@ -138,6 +140,7 @@ class Settings:
             shopify_old_api_secret=env.get("SHOPIFY_OLD_API_SECRET", ""),
             whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
             whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
+            whatsapp_app_id=env.get("WHATSAPP_APP_ID", "").strip(),
             whatsapp_transport=transport,
             whatsapp_graph_url=(env.get("WHATSAPP_GRAPH_URL") or "https://graph.facebook.com/v25.0").rstrip(
                 "/"

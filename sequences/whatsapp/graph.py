@@ -59,6 +59,10 @@ class GraphClient:
         self._token = access_token
         self._http = http
 
+    @property
+    def token(self) -> str:
+        return self._token
+
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
 

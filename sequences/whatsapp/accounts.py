@@ -1,0 +1,171 @@
+"""A store's WhatsApp number: connecting it, checking it against the Graph API, using it.
+
+``check`` answers the merchant's question "will my messages go out?" in words: the token is
+accepted, the number exists and belongs to the WhatsApp Business Account, Meta will send our
+app the webhooks, and the number's quality. It also keeps the stored quality and throughput
+current (a RED rating pauses sending; recovering lifts that pause).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import select
+
+from sequences.models import Store, WhatsAppAccount
+from sequences.runtime import Runtime
+from sequences.transports import Sender
+from sequences.whatsapp import health
+from sequences.whatsapp.graph import GraphClient, GraphError, GraphUnreachable
+from sequences.whatsapp.templates import LANGUAGES
+
+PHONE_FIELDS = "display_phone_number,verified_name,quality_rating,code_verification_status,throughput"
+# Meta's throughput levels: STANDARD is 80 messages/s, HIGH (an upgraded number) 1,000.
+THROUGHPUT_BY_LEVEL = {"STANDARD": 80, "HIGH": 1000}
+NEW_CREDENTIALS_HELP = (
+    "create a system-user token with whatsapp_business_messaging and whatsapp_business_management "
+    "in Meta Business Settings, then connect the number again"
+)
+
+
+class AccountError(ValueError):
+    """What the merchant typed cannot work; the message says which field and why."""
+
+
+def sender_for(runtime: Runtime, account: WhatsAppAccount) -> Sender:
+    return Sender(
+        account.phone_number_id,
+        runtime.secrets.decrypt(account.access_token_ciphertext),
+        account.messages_per_second,
+    )
+
+
+def graph_for(runtime: Runtime, account: WhatsAppAccount) -> GraphClient:
+    token = runtime.secrets.decrypt(account.access_token_ciphertext)
+    return GraphClient(runtime.settings.whatsapp_graph_url, token, runtime.http)
+
+
+def connect(
+    runtime: Runtime,
+    store_id: int,
+    *,
+    waba_id: str,
+    phone_number_id: str,
+    access_token: str,
+    default_language: str = "en",
+) -> WhatsAppAccount:
+    """Store (or replace) the store's number; the token is encrypted before it is written."""
+    waba_id, phone_number_id, access_token = waba_id.strip(), phone_number_id.strip(), access_token.strip()
+    if not waba_id.isdigit():
+        raise AccountError("the WhatsApp Business Account id is a number (WhatsApp Manager > Account tools)")
+    if not phone_number_id.isdigit():
+        raise AccountError(
+            "the phone number id is a number (WhatsApp Manager > Phone numbers), not the phone number"
+        )
+    if len(access_token) < 20 or any(ch.isspace() for ch in access_token):
+        raise AccountError("the access token looks incomplete: paste the whole system-user token")
+    if default_language not in LANGUAGES:
+        raise AccountError(f"the template language must be one of {', '.join(LANGUAGES)}")
+    now = runtime.now()
+    with runtime.database.locked_session() as session:
+        if session.get(Store, store_id) is None:
+            raise AccountError(f"no store {store_id}")
+        taken = session.exec(
+            select(WhatsAppAccount.store_id).where(WhatsAppAccount.phone_number_id == phone_number_id)
+        ).first()
+        if taken is not None and taken != store_id:
+            raise AccountError("this phone number is already connected to another store")
+        account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store_id)).first()
+        if account is None:
+            account = WhatsAppAccount(
+                store_id=store_id,
+                waba_id=waba_id,
+                phone_number_id=phone_number_id,
+                access_token_ciphertext="",
+                created_at=now,
+            )
+            session.add(account)
+        account.waba_id, account.phone_number_id = waba_id, phone_number_id
+        account.access_token_ciphertext = runtime.secrets.encrypt(access_token)
+        account.default_language, account.updated_at = default_language, now
+        account.checked_at = account.check_problem = None
+    return account
+
+
+@dataclass
+class CheckReport:
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check(runtime: Runtime, store_id: int, *, subscribe: bool = True) -> CheckReport:
+    report = CheckReport()
+    with runtime.database.session() as session:
+        account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store_id)).first()
+    if account is None:
+        report.problems.append("no WhatsApp number is connected: run `cartback whatsapp connect` first")
+        return report
+    graph = graph_for(runtime, account)
+    phone: dict[str, Any] = {}
+    try:
+        phone = graph.get(account.phone_number_id, fields=PHONE_FIELDS)
+        numbers = graph.get(f"{account.waba_id}/phone_numbers", fields="id,display_phone_number")
+        if account.phone_number_id not in {str(item.get("id")) for item in numbers.get("data", [])}:
+            report.problems.append(
+                f"phone number id {account.phone_number_id} does not belong to WhatsApp Business Account "
+                f"{account.waba_id}: check both ids in WhatsApp Manager"
+            )
+        apps = graph.get(f"{account.waba_id}/subscribed_apps")
+        subscribed = bool(apps.get("data"))
+        if not subscribed and subscribe:
+            graph.post(f"{account.waba_id}/subscribed_apps")
+            subscribed = True
+            report.done.append("subscribed cartback to the account's webhooks")
+        if not subscribed:
+            report.problems.append("Meta will not send this account's webhooks to cartback (not subscribed)")
+    except GraphError as error:
+        report.problems.append(_explain(error, account))
+    except GraphUnreachable as error:
+        report.problems.append(f"could not reach Meta's Graph API ({error}); try again in a minute")
+    quality = str(phone.get("quality_rating") or "UNKNOWN").upper()
+    level = str((phone.get("throughput") or {}).get("level") or "").upper()
+    report.facts = {
+        "display_phone_number": phone.get("display_phone_number"),
+        "verified_name": phone.get("verified_name"),
+        "quality_rating": quality if phone else None,
+        "throughput_level": level or None,
+    }
+    if quality == "RED":
+        report.problems.append("the number's quality rating is RED: sending stays paused until it recovers")
+    now = runtime.now()
+    with runtime.database.locked_session() as session:
+        stored = session.get(WhatsAppAccount, account.id)
+        store = session.get(Store, store_id)
+        assert stored is not None and store is not None
+        stored.checked_at, stored.check_problem = now, "; ".join(report.problems) or None
+        if phone:
+            stored.display_phone_number = phone.get("display_phone_number") or stored.display_phone_number
+            stored.verified_name = phone.get("verified_name") or stored.verified_name
+            stored.quality_rating = quality
+            stored.messages_per_second = THROUGHPUT_BY_LEVEL.get(level, stored.messages_per_second)
+            health.quality_changed(store, quality, now)
+    return report
+
+
+def _explain(error: GraphError, account: WhatsAppAccount) -> str:
+    if error.code == 190 or error.http_status == 401:
+        return f"Meta refused the access token (expired or revoked): {NEW_CREDENTIALS_HELP}"
+    if error.code in (10, 200) or error.http_status == 403:
+        return f"the access token has no permission on this number or account: {NEW_CREDENTIALS_HELP}"
+    if error.code == 100:
+        return (
+            f"Meta does not know phone number id {account.phone_number_id} or account {account.waba_id}, "
+            f"or the token cannot see them ({error.message}): check the ids in WhatsApp Manager"
+        )
+    return f"Meta answered with an error: {error}"
