@@ -26,10 +26,12 @@ from sequences.whatsapp.throttle import SendThrottle
 PLATFORM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
-def build_transport(settings: Settings, database: Database, redis: Redis) -> MessageTransport:
+def build_transport(
+    settings: Settings, database: Database, redis: Redis, whatsapp_http: httpx.Client
+) -> MessageTransport:
     if settings.whatsapp_transport == "sandbox":
         return SandboxTransport(database)
-    return CloudTransport(settings.whatsapp_graph_url, new_http_client(), SendThrottle(redis))
+    return CloudTransport(settings.whatsapp_graph_url, whatsapp_http, SendThrottle(redis))
 
 
 def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:
@@ -58,13 +60,15 @@ def build_runtime(
     database = database or Database(settings.database_url)
     http = http or httpx.Client(timeout=PLATFORM_TIMEOUT, follow_redirects=False)
     redis = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    whatsapp_http = new_http_client()
     return Runtime(
         settings=settings,
         database=database,
         redis=redis,
         connectors=build_connectors(settings, http),
-        transport=build_transport(settings, database, redis),
+        transport=build_transport(settings, database, redis, whatsapp_http),
         links=LinkSigner(settings.link_keys),
         secrets=SecretBox(settings.encryption_keys),
         http=http,
+        whatsapp_http=whatsapp_http,
     )

@@ -36,6 +36,8 @@ class Runtime:
     secrets: SecretBox
     # Outbound HTTP to platforms (connection reuse; tests route it in-process).
     http: httpx.Client
+    # Outbound HTTP to Meta's Graph API (sends, checks, template pushes), pooled for threads.
+    whatsapp_http: httpx.Client
 
     @property
     def queue(self) -> Queue:

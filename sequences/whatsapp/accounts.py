@@ -43,7 +43,7 @@ def sender_for(runtime: Runtime, account: WhatsAppAccount) -> Sender:
 
 def graph_for(runtime: Runtime, account: WhatsAppAccount) -> GraphClient:
     token = runtime.secrets.decrypt(account.access_token_ciphertext)
-    return GraphClient(runtime.settings.whatsapp_graph_url, token, runtime.http)
+    return GraphClient(runtime.settings.whatsapp_graph_url, token, runtime.whatsapp_http)
 
 
 def connect(
