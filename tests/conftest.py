@@ -205,3 +205,55 @@ def shopify(settings: Settings, database: Database, redis_conn: Redis, fake_shop
 
     yield ShopifyDriver(app.test_client(), runtime, fake_shopify, _drain)
     http.close()
+
+
+# -- WhatsApp Cloud API --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_graph() -> Iterator[Any]:
+    from tests.fakes.whatsapp_graph import FakeGraphAPI
+    from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, WABA_ID
+
+    with FakeGraphAPI(app_secret=APP_SECRET) as fake:
+        fake.add_account(WABA_ID, PHONE_NUMBER_ID, ACCESS_TOKEN, display_phone_number="+91 90000 00001")
+        yield fake
+
+
+@pytest.fixture
+def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph: Any) -> Iterator[Any]:
+    """The app sending through the cloud transport to the fake Graph API; one demo store with
+    its WhatsApp number connected and the templates pushed and approved."""
+    from sequences.whatsapp.accounts import connect
+    from sequences.whatsapp.cloud import CloudTransport
+    from sequences.whatsapp.template_push import push_templates
+    from sequences.whatsapp.throttle import SendThrottle
+    from tests.cloud_support import CloudJourney
+    from tests.factories import make_store
+    from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
+
+    cloud_settings = settings.with_overrides(
+        whatsapp_transport="cloud",
+        whatsapp_graph_url=fake_graph.url,
+        whatsapp_app_secret=APP_SECRET,
+        whatsapp_verify_token=VERIFY_TOKEN,
+        whatsapp_app_id=fake_graph.app_id,
+    )
+    late = _LateWsgi()
+    http = httpx.Client(transport=httpx.WSGITransport(app=late))
+    runtime = build_runtime(cloud_settings, database=database, redis=redis_conn, http=http)
+    # Journeys jump hours of frozen time within real seconds: keep Meta's 6 s pair rule for the
+    # throttle's own tests and let the same shopper be messaged again here.
+    runtime.transport = CloudTransport(
+        fake_graph.url, runtime.whatsapp_http, SendThrottle(redis_conn, pair_interval_ms=1)
+    )
+    app = create_app(runtime=runtime)
+    late.app = app
+    store = make_store(runtime)
+    assert store.id is not None
+    connect(runtime, store.id, waba_id=WABA_ID, phone_number_id=PHONE_NUMBER_ID, access_token=ACCESS_TOKEN)
+    fake_graph.auto_approve = True
+    push_templates(runtime, store.id)
+    yield CloudJourney(app.test_client(), runtime, lambda: _drain_queue(runtime), fake_graph)
+    http.close()
+    runtime.whatsapp_http.close()

@@ -62,9 +62,10 @@ def _recipient_key(phone_number_id: str, to_phone_e164: str) -> str:
 
 
 class SendThrottle:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, pair_interval_ms: int = PAIR_INTERVAL_MS) -> None:
         self._redis = redis
         self._take = redis.register_script(_TAKE_BUCKET_SLOT)
+        self._pair_interval_ms = pair_interval_ms
 
     def acquire(self, phone_number_id: str, messages_per_second: int, to_phone_e164: str) -> Throttled | None:
         """Take the number's token (waiting up to MAX_WAIT_SECONDS) and the recipient's slot."""
@@ -79,7 +80,7 @@ class SendThrottle:
                 return Throttled(wait_ms / 1000, "number throughput")
             time.sleep(wait_ms / 1000)
         pair = _recipient_key(phone_number_id, to_phone_e164)
-        if not self._redis.set(pair, 1, nx=True, px=PAIR_INTERVAL_MS):
+        if not self._redis.set(pair, 1, nx=True, px=self._pair_interval_ms):
             remaining = max(int(self._redis.pttl(pair)), 1)
             return Throttled(remaining / 1000, "one message per 6 s to the same shopper")
         return None
