@@ -8,12 +8,14 @@ warm. A job that crashes the process is covered by the ledger and the sweep, not
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
+from rq.timeouts import TimerDeathPenalty
 
 from app.logs import configure_logging
 from app.wiring import build_runtime
@@ -51,6 +53,47 @@ class CartbackWorker(SimpleWorker):
             enqueue_sweep(self.connection)
         if super().should_run_maintenance_tasks:
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+
+
+class JobThreadWorker(CartbackWorker):
+    """An extra job loop inside `cartback worker --threads N`, sharing the process's runtime.
+
+    A send spends most of its time waiting for Meta's answer (~100 ms); threads keep many sends
+    in flight per process. Only the main thread may handle signals or arm SIGALRM, so these
+    loops time jobs out with a timer and stop when the main loop stops them; the main loop
+    alone runs the scheduler and the sweep.
+    """
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        """The main thread owns signals; it stops this loop through ``request_stop``."""
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return False
+
+
+def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> None:
+    """The main job loop (scheduler, sweep, signals) plus ``threads - 1`` loops in threads."""
+    queues = [runtime.queue]
+    extras = [JobThreadWorker(queues, connection=runtime.redis) for _ in range(max(threads, 1) - 1)]
+    running = [
+        threading.Thread(target=extra.work, kwargs={"burst": burst}, name=f"rq-loop-{n}", daemon=True)
+        for n, extra in enumerate(extras, start=2)
+    ]
+    for thread in running:
+        thread.start()
+    try:
+        CartbackWorker(queues, connection=runtime.redis).work(burst=burst, with_scheduler=True)
+    finally:
+        for extra in extras:
+            # rq's request_stop raises in the calling thread when the loop is idle: set the
+            # flag the loop checks between jobs instead.
+            extra._stop_requested = True
+        for thread in running:
+            # An idle loop notices within its dequeue timeout; a busy one after its job.
+            thread.join(timeout=WORKER_TTL_SECONDS)
 
 
 def worker_runtime(settings: Settings) -> Runtime:

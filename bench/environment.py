@@ -102,7 +102,9 @@ class BenchEnv:
         return environ
 
     @contextmanager
-    def scenario(self, name: str, *, app_port: int = 8000) -> Iterator[Scenario]:
+    def scenario(
+        self, name: str, *, app_port: int = 8000, extra: Mapping[str, str] = {}
+    ) -> Iterator[Scenario]:
         """A fresh database with the schema and a demo store, and an empty Redis."""
         path = self.root / name
         path.mkdir(parents=True, exist_ok=False)
@@ -113,7 +115,7 @@ class BenchEnv:
             name,
             path,
             database_url,
-            self.app_environ(instance=path, database_url=database_url, app_port=app_port),
+            self.app_environ(instance=path, database_url=database_url, app_port=app_port, extra=extra),
         )
         try:
             yield scenario

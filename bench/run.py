@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks, print figures as they come, rewrite bench/README.md.
 
     .venv/bin/python -m bench.run                 # everything (~8-9 minutes on 2 cores)
-    .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify
+    .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud
     .venv/bin/python -m bench.run --quick         # small counts, a smoke test of the bench itself
 
 One private redis-server serves the whole run (emptied between scenarios); every scenario
@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import dispatch, ingest, lateness, redis_memory, shopify_webhooks
+from bench import cloud, dispatch, ingest, lateness, redis_memory, shopify_webhooks
 from bench.environment import BenchEnv
 from bench.processes import start_redis, stop_all_uninterrupted
 from bench.report import Machine, Section, say, write_readme
 
-BENCHMARKS = ("ingest", "lateness", "dispatch", "memory", "shopify")
+BENCHMARKS = ("ingest", "lateness", "dispatch", "memory", "shopify", "cloud")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             "dispatch": lambda: dispatch.run(env, dispatch.quick() if args.quick else None),
             "memory": lambda: redis_memory.run(env, redis_memory.quick() if args.quick else None),
             "shopify": lambda: shopify_webhooks.run(env, shopify_webhooks.quick() if args.quick else None),
+            "cloud": lambda: cloud.run(env, cloud.quick() if args.quick else None),
         }
         for name in BENCHMARKS:
             if name not in chosen:

@@ -26,11 +26,11 @@ PROGRESS_EVERY_S = 10.0
 POLL_S = 0.25
 
 
-def start_workers(scenario: Scenario, count: int) -> list[Child]:
+def start_workers(scenario: Scenario, count: int, *, threads: int = 1) -> list[Child]:
     return [
         REGISTRY.spawn(
             f"worker {n}",
-            [PYTHON, "-m", "app.cli", "worker"],
+            [PYTHON, "-m", "app.cli", "worker", "--threads", str(threads)],
             env=scenario.environ,
             cwd=REPO,
             log_path=scenario.path / f"worker-{n}.log",

@@ -30,3 +30,17 @@ def test_sweeps_from_many_workers_in_the_same_minute_run_once(runtime):
     enqueue_sweep(runtime.redis)
     enqueue_sweep(runtime.redis)
     assert runtime.queue.count == 1
+
+
+def test_a_threaded_worker_sends_each_step_once(client, runtime, drain):
+    from app.worker import run_workers
+
+    make_store(runtime)
+    journey = Journey(client, runtime, drain)
+    for n in range(12):
+        journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+9198765000{n:02d}")
+    with journey.at(timedelta(minutes=16)):
+        run_workers(runtime, threads=4, burst=True)
+        drain()
+    assert len(journey.outbox()) == 12
+    assert len({row.message_id for row in journey.outbox()}) == 12
