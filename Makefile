@@ -19,6 +19,10 @@ help: ## Show this help
 demo: $(INSTALLED) ## Run everything locally and play a shopper's journey (Ctrl-C stops it)
 	@$(BIN)/python -m app.cli demo --port $(PORT)
 
+.PHONY: demo-cloud
+demo-cloud: $(INSTALLED) ## The demo on the WhatsApp Cloud API transport, against a local fake Graph API
+	@PORT=$(PORT) tools/demo-cloud
+
 .PHONY: test
 test: $(INSTALLED) ## Install test services (Redis, PostgreSQL) and run the test suite
 	@tools/ensure-test-services

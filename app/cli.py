@@ -190,10 +190,11 @@ def keys() -> None:
 @main.command(help="Run the whole product locally and play a shopper's journey (make demo).")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--no-journey", is_flag=True, help="Start everything but do not play the journey.")
-def demo(port: int, no_journey: bool) -> None:
+@click.option("--exit-after-journey", is_flag=True, help="Stop everything once the journey is played.")
+def demo(port: int, no_journey: bool, exit_after_journey: bool) -> None:
     from app.demo_runner import run_demo
 
-    sys.exit(run_demo(port=port, play=not no_journey))
+    sys.exit(run_demo(port=port, play=not no_journey, wait_forever=not exit_after_journey))
 
 
 from app.cli_whatsapp import register as _register_whatsapp  # noqa: E402 - needs main defined

@@ -199,6 +199,15 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
         runtime = build_runtime(settings)
         store = seed_demo_store(runtime)
         _step(f"Demo store ready: {store.name} (simulation)")
+        cloud = None
+        if settings.whatsapp_transport == "cloud":
+            from app.demo_cloud import CloudDemoError, prepare_cloud_demo
+
+            assert store.id is not None
+            try:
+                cloud = prepare_cloud_demo(runtime, store.id, env, _step)
+            except CloudDemoError as exc:
+                raise DemoError(str(exc)) from None
 
         python = sys.executable
         _step(f"Starting the web process on {base_url} (log: {logs / 'web.log'})")
@@ -228,10 +237,14 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
         _wait_http(f"{base_url}/healthz", processes)
 
         print(f"\n  Demo store : {base_url}/demo-store/")
-        print(f"  Outbox     : {base_url}/outbox   (the WhatsApp messages, sandboxed)")
+        if cloud is None:
+            print(f"  Outbox     : {base_url}/outbox   (the WhatsApp messages, sandboxed)")
+        else:
+            print(f"  WhatsApp   : Cloud API at {settings.whatsapp_graph_url}")
         print(f"  Metrics    : {base_url}/metrics\n")
         print(
-            f"  Time runs {env['CARTBACK_TIME_SCALE']}x faster: 15 minutes of quiet take 15 seconds.\n",
+            f"  Time runs {env['CARTBACK_TIME_SCALE']}x faster: 15 minutes of quiet take "
+            f"{15 * 60 / float(env['CARTBACK_TIME_SCALE']):.0f} seconds.\n",
             flush=True,
         )
 
@@ -244,7 +257,7 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
                 processes.check()
                 print(f"  [{time.monotonic() - started:5.1f}s] {line}", flush=True)
 
-            result = play_journey(base_url, runtime.database, say)
+            result = play_journey(base_url, runtime.database, say, cloud=cloud)
             print(
                 f"\n  Journey complete in {result.elapsed_s:.0f} s: cart {result.cart_id} recovered.\n",
                 flush=True,

@@ -6,12 +6,15 @@ cartback's tables to narrate each milestone once, in order. Phone numbers are ne
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
+import json
 import re
 import secrets
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -28,11 +31,15 @@ from sequences.models import (
     Cart,
     CartEvent,
     CartStatus,
+    Contact,
     Message,
     MessageStatus,
+    RecoveryStep,
     SandboxOutboxMessage,
+    StepStatus,
     Store,
 )
+from sequences.whatsapp.templates import STOP_PAYLOAD
 
 # Seconds between looks at the database.
 POLL_INTERVAL_S = 0.5
@@ -67,6 +74,8 @@ _ORDER_FORM = re.compile(r'<form method="post" action="([^"]+/order)"')
 _DISCOUNT_FIELD = re.compile(r'name="discount" value="([^"]*)"')
 
 T = TypeVar("T")
+# Message statuses that mean it went out.
+SENT = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ)
 
 
 class JourneyFailed(RuntimeError):
@@ -129,7 +138,9 @@ class _Shopper:
             raise JourneyFailed(f"the cart ended up '{cart.status}'{reason} instead of being recovered")
         return cart if test(cart) else None
 
-    def sent_message(self, cart_id: int) -> tuple[Message, SandboxOutboxMessage] | None:
+    def sent_message(self, cart_id: int, *, cloud: bool, status: Collection[str] = SENT) -> Message | None:
+        """The cart's first message once it went out: in the sandbox outbox, or accepted by Meta
+        (its wamid stored) and, when asked, with a later status from Meta's webhooks."""
         with self.database.session() as session:
             message = session.exec(
                 select(Message).where(Message.cart_id == cart_id).order_by(col(Message.id))
@@ -140,10 +151,24 @@ class _Shopper:
                 raise JourneyFailed(
                     f"the WhatsApp message failed (error {message.error_code}): {message.error_detail}"
                 )
+            if cloud:
+                return message if message.provider_message_id and message.status in status else None
             outbox = session.exec(
                 select(SandboxOutboxMessage).where(SandboxOutboxMessage.message_id == message.id)
             ).first()
-            return (message, outbox) if outbox is not None else None
+            return message if outbox is not None else None
+
+    def messages_of(self, cart_id: int) -> int:
+        with self.database.session() as session:
+            return len(session.exec(select(Message.id).where(Message.cart_id == cart_id)).all())
+
+    def step(self, cart_id: int, number: int) -> RecoveryStep | None:
+        with self.database.session() as session:
+            return session.exec(
+                select(RecoveryStep).where(
+                    RecoveryStep.cart_id == cart_id, RecoveryStep.step_number == number
+                )
+            ).first()
 
     def event(self, cart_id: int, kind: str) -> CartEvent | None:
         with self.database.session() as session:
@@ -160,7 +185,12 @@ class _Shopper:
 
 
 def play_journey(
-    base_url: str, database: Database, say: Callable[[str], None], timeout_s: float = 120
+    base_url: str,
+    database: Database,
+    say: Callable[[str], None],
+    timeout_s: float = 120,
+    *,
+    cloud: CloudDemo | None = None,
 ) -> JourneyResult:
     shopper = _Shopper(base_url, database, say, timeout_s)
     terminal_failures = {
@@ -215,19 +245,31 @@ def play_journey(
         )
         say("cart abandoned")
 
-        _message, outbox = shopper.wait(
+        message = shopper.wait(
             "WhatsApp message sent",
-            lambda: shopper.sent_message(cart_id),
+            lambda: shopper.sent_message(cart_id, cloud=cloud is not None),
             "Step 1 is due at abandonment; check that sending is not paused and quiet hours are off "
             "for the demo store. " + WORKER_HINT,
         )
-        first_line = next((line.strip() for line in outbox.body.splitlines() if line.strip()), "")
-        say(f"WhatsApp message sent to the sandbox outbox: {first_line}")
+        first_line = next(
+            (line.strip() for line in str(message.preview.get("body", "")).splitlines() if line), ""
+        )
+        if cloud is None:
+            say(f"WhatsApp message sent to the sandbox outbox: {first_line}")
+        else:
+            say(f"WhatsApp template {message.template_name} accepted by the Graph API: {first_line}")
+            shopper.wait(
+                "delivered and read",
+                lambda: shopper.sent_message(cart_id, cloud=True, status=(MessageStatus.READ,)),
+                "Meta's status webhooks (sent, delivered, read) come to /webhooks/whatsapp; is the "
+                "Graph API posting them to APP_URL, signed with WHATSAPP_APP_SECRET?",
+            )
+            say("Meta reports the message sent, delivered and read")
 
         # -- come back through the message's button ---------------------------------------
-        link = next((b.get("url") for b in outbox.buttons if isinstance(b, dict) and b.get("url")), None)
-        if not link:
-            raise JourneyFailed("the outbox message has no URL button to click")
+        link = message.preview.get("link")
+        if not isinstance(link, str) or not link:
+            raise JourneyFailed("the message has no link button to click")
         landing = _ok(http.get(link), "open the recovery link")
         say("link clicked")
         rebuilt = shopper.wait(
@@ -267,4 +309,114 @@ def play_journey(
         )
     revenue = recovered.order_total if recovered.order_total is not None else Decimal("0")
     say(f"cart recovered: {money(revenue)} revenue")
+    if cloud is not None:
+        _stop_before_the_next_step(shopper, cloud, terminal_failures)
     return JourneyResult(cart_id=cart_id, revenue=revenue, elapsed_s=time.monotonic() - shopper.started)
+
+
+@dataclass(frozen=True)
+class CloudDemo:
+    """What the journey needs to play the shopper's phone on the Cloud API: the number's ids
+    and the Meta app secret that signs webhook deliveries."""
+
+    waba_id: str
+    phone_number_id: str
+    app_secret: str = field(repr=False)
+
+
+def stop_promotions_tap(cloud: CloudDemo, shopper_wa_id: str, message_wamid: str) -> dict[str, Any]:
+    """The delivery Meta sends when a shopper taps the template's "Stop promotions" button."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": cloud.waba_id,
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "",
+                                "phone_number_id": cloud.phone_number_id,
+                            },
+                            "contacts": [{"profile": {"name": "Ravi"}, "wa_id": shopper_wa_id}],
+                            "messages": [
+                                {
+                                    "context": {"id": message_wamid},
+                                    "from": shopper_wa_id,
+                                    "id": f"wamid.demo-{secrets.token_hex(12)}",
+                                    "timestamp": str(int(time.time())),
+                                    "type": "button",
+                                    "button": {"payload": STOP_PAYLOAD, "text": "Stop promotions"},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _stop_before_the_next_step(shopper: _Shopper, cloud: CloudDemo, terminal: Collection[str]) -> None:
+    """A second shopper gets step 1, then taps "Stop promotions" one second before step 2 is due."""
+    say = shopper.say
+    with httpx.Client(base_url=shopper.base_url, follow_redirects=True, timeout=HTTP_TIMEOUT_S) as http:
+        _ok(
+            http.post("/demo-store/cart/add", data={"variant_id": str(PICKS[0]), "quantity": "1"}),
+            "add an item for the second shopper",
+        )
+        _ok(
+            http.post(
+                "/demo-store/cart/contact",
+                data={"first_name": "Ravi", "email": "", "accepts_marketing": "on", "phone": demo_phone()},
+            ),
+            "save the second shopper's details",
+        )
+        checkout_id = shopper.checkout_id(http.cookies.get(COOKIE) or "")
+    if checkout_id is None:
+        raise JourneyFailed("the second shopper's checkout was not saved")
+    say("shopper Ravi leaves a kurta in the cart and goes quiet")
+    cart = shopper.wait(
+        "second cart captured",
+        lambda: shopper.cart_where(checkout_id, lambda c: c.id is not None, terminal),
+        WORKER_HINT,
+    )
+    assert cart.id is not None
+    cart_id = cart.id
+    first = shopper.wait(
+        "second shopper's step 1", lambda: shopper.sent_message(cart_id, cloud=True), WORKER_HINT
+    )
+    step_two = shopper.step(cart_id, 2)
+    if step_two is None or step_two.due_at is None:
+        raise JourneyFailed("the second shopper's sequence has no step 2 to stop")
+    due = step_two.due_at.timestamp()
+    wait_s = due - time.time() - 1.0
+    say(f"step 1 sent; step 2 is due in {max(wait_s, 0) + 1:.0f} s")
+    shopper.deadline = max(shopper.deadline, due + 30)
+    time.sleep(max(wait_s, 0))
+    with shopper.database.session() as session:
+        phone = session.exec(select(Contact.phone_e164).where(Contact.id == first.contact_id)).one()
+    raw = json.dumps(stop_promotions_tap(cloud, phone.lstrip("+"), first.provider_message_id or "")).encode()
+    signature = "sha256=" + hmac.new(cloud.app_secret.encode(), raw, hashlib.sha256).hexdigest()
+    _ok(
+        httpx.post(
+            f"{shopper.base_url}/webhooks/whatsapp",
+            content=raw,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+            timeout=HTTP_TIMEOUT_S,
+        ),
+        "deliver the Stop promotions tap",
+    )
+    say(f"Ravi taps Stop promotions {due - time.time():.1f} s before step 2 is due")
+    time.sleep(max(due - time.time(), 0) + 3.0)  # past the due time, with the worker's poll
+    stopped = shopper.step(cart_id, 2)
+    if stopped is None or stopped.status != StepStatus.CANCELLED or shopper.messages_of(cart_id) != 1:
+        raise JourneyFailed(
+            f"step 2 was not stopped by the opt-out (it is {stopped.status if stopped else '?'})"
+        )
+    final = shopper.cart(checkout_id)
+    say(
+        f"step 2's time passed and nothing went out: cart {final.status if final else '?'}, opt-out on record"
+    )

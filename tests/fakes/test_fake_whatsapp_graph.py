@@ -5,16 +5,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from tests.fakes import whatsapp_webhooks as webhooks
-from tests.fakes.whatsapp_graph import API_VERSION, FakeGraphAPI
+from tests.fakes.shopify_http import QuietHandler
+from tests.fakes.whatsapp_graph import API_VERSION, FakeGraphAPI, fake_from_args
 
 WABA = "102290129340398"
 PHONE = "106540352242922"
@@ -944,3 +952,295 @@ def test_latency_is_per_request_and_does_not_serialize_requests(fake: FakeGraphA
     # Serialized, twelve requests would take 2.4 s.
     assert 0.2 <= elapsed < 1.0
     assert fake.url.endswith(f"/{API_VERSION}")
+
+
+# --- webhook deliveries to the app ---------------------------------------------------------
+
+
+class Receiver:
+    """The app's webhook endpoint, played by a tiny server on 127.0.0.1 that records each POST
+    (raw bytes and headers) and answers ``status``."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[bytes, dict[str, str]]] = []
+        self.status = 200
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=QuietHandler)
+        self.url = f"http://127.0.0.1:{self._server.port}/webhooks/whatsapp"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        self.posts.append((request.get_data(), dict(request.headers)))
+        return Response("{}", status=self.status, mimetype="application/json")(environ, start_response)
+
+    def verified(self, secret: str) -> list[dict[str, Any]]:
+        """Every body received, after checking it was signed as Meta signs (what the app checks)."""
+        bodies = []
+        for raw, headers in self.posts:
+            assert headers["Content-Type"] == "application/json"
+            expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(headers["X-Hub-Signature-256"], expected)
+            bodies.append(json.loads(raw))
+        return bodies
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    app = Receiver()
+    app._thread.start()
+    yield app
+    app._server.shutdown()
+    app._server.server_close()
+
+
+@pytest.fixture
+def app_endpoint(receiver: Receiver, fake: FakeGraphAPI) -> Receiver:
+    receiver.posts.clear()
+    receiver.status = 200
+    fake.webhook_url = receiver.url
+    return receiver
+
+
+def auto_deliver(fake: FakeGraphAPI, statuses: tuple[str, ...], delay: float) -> None:
+    fake.auto_statuses = statuses
+    fake.status_delay_seconds = delay
+
+
+def statuses_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    statuses: list[dict[str, Any]] = body["entry"][0]["changes"][0]["value"]["statuses"]
+    return statuses
+
+
+TEXT_REPLY = {"messaging_product": "whatsapp", "to": SHOPPER, "type": "text", "text": {"body": "Done."}}
+
+
+def test_accepted_sends_are_followed_by_signed_status_webhooks(
+    fake: FakeGraphAPI, http: httpx.Client, app_endpoint: Receiver
+) -> None:
+    auto_deliver(fake, ("sent", "delivered", "read"), 0.02)
+    before = int(time.time())
+
+    assert send(fake, http, send_payload()).status_code == 200
+    assert send(fake, http, TEXT_REPLY).status_code == 200
+    deliveries = fake.wait_for_deliveries(6, timeout=3)
+    template, text = fake.sent_messages
+
+    bodies = app_endpoint.verified(fake.app_secret)
+    assert [delivery.url for delivery in deliveries] == [app_endpoint.url] * 6
+    assert [delivery.status_code for delivery in deliveries] == [200] * 6
+    assert all(delivery.ok and delivery.error is None for delivery in deliveries)
+    assert [delivery.body for delivery in deliveries] == bodies
+    for sent in (template, text):
+        mine = [statuses_of(body)[0] for body in bodies if statuses_of(body)[0]["id"] == sent.wamid]
+        assert [item["status"] for item in mine] == ["sent", "delivered", "read"]
+        for item in mine:
+            # The body status_for builds, stamped when it was delivered.
+            assert before <= int(item["timestamp"]) <= time.time()
+            expected = fake.status_for(sent, item["status"], timestamp=int(item["timestamp"]))
+            assert statuses_of(expected) == [item]
+    first = bodies[0]
+    assert first["object"] == "whatsapp_business_account" and first["entry"][0]["id"] == WABA
+    assert first["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] == PHONE
+    template_sent = next(
+        statuses_of(body)[0] for body in bodies if statuses_of(body)[0]["id"] == template.wamid
+    )
+    text_sent = next(statuses_of(body)[0] for body in bodies if statuses_of(body)[0]["id"] == text.wamid)
+    assert template_sent["pricing"]["category"] == "marketing"
+    assert template_sent["biz_opaque_callback_data"] == "42"
+    assert text_sent["pricing"] == {
+        "billable": False,
+        "pricing_model": "PMP",
+        "type": "free_customer_service",
+        "category": "service",
+    }
+
+
+def test_statuses_come_after_the_answer_and_never_hold_up_sending(
+    fake: FakeGraphAPI, http: httpx.Client, app_endpoint: Receiver
+) -> None:
+    auto_deliver(fake, ("sent", "delivered"), 0.3)
+    fake.latency_seconds = 0.1
+    codes: list[int] = []
+
+    def call() -> None:  # one client, ten connections from its pool
+        codes.append(send(fake, http, send_payload()).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    delivered_while_sending = len(fake.webhook_deliveries)
+    deliveries = fake.wait_for_deliveries(20, timeout=3)
+
+    assert codes == [200] * 10
+    assert elapsed < 0.3  # ten sends at 100 ms each, concurrently; serialized they take 1 s
+    assert delivered_while_sending == 0  # the first status is due status_delay_seconds after a send
+    assert len(deliveries) == 20 and all(delivery.ok for delivery in deliveries)
+    kinds = [statuses_of(delivery.body)[0]["status"] for delivery in deliveries]
+    assert kinds == ["sent"] * 10 + ["delivered"] * 10  # spaced by the delay, so every sent comes first
+
+
+def test_deliver_signs_any_body_and_answers_the_apps_status(
+    fake: FakeGraphAPI, http: httpx.Client, app_endpoint: Receiver
+) -> None:
+    send(fake, http, send_payload())
+    [sent] = fake.sent_messages
+    tap = fake.button_reply_for(sent, 1)
+
+    accepted = fake.deliver(tap)
+    app_endpoint.status = 403
+    refused = fake.deliver(tap)
+
+    assert (accepted, refused) == (200, 403)
+    assert app_endpoint.verified(fake.app_secret) == [tap, tap]
+    assert [delivery.status_code for delivery in fake.webhook_deliveries] == [200, 403]
+    assert not fake.webhook_deliveries[1].ok
+
+
+def test_an_unreachable_app_is_recorded_and_deliver_raises(fake: FakeGraphAPI) -> None:
+    with pytest.raises(RuntimeError, match="webhook_url"):
+        fake.deliver({"object": "whatsapp_business_account", "entry": []})
+    with socket.socket() as placeholder:  # a port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        fake.webhook_url = f"http://127.0.0.1:{placeholder.getsockname()[1]}/webhooks/whatsapp"
+
+        with pytest.raises(httpx.ConnectError):
+            fake.deliver({"object": "whatsapp_business_account", "entry": []})
+
+    [delivery] = fake.webhook_deliveries
+    assert delivery.status_code is None and delivery.error and delivery.error.startswith("ConnectError")
+
+
+def test_a_failed_auto_status_carries_an_error_and_unknown_statuses_are_refused(
+    fake: FakeGraphAPI, http: httpx.Client, app_endpoint: Receiver
+) -> None:
+    fake.auto_statuses = ["failed"]  # any iterable; kept as a tuple
+    fake.status_delay_seconds = 0
+
+    send(fake, http, send_payload())
+    [delivery] = fake.wait_for_deliveries(1, timeout=3)
+
+    [item] = statuses_of(delivery.body)
+    assert item["status"] == "failed" and item["errors"][0]["code"] == 131026
+    assert fake.auto_statuses == ("failed",)
+    with pytest.raises(ValueError, match="seen"):
+        fake.auto_statuses = ("sent", "seen")
+    with pytest.raises(TimeoutError, match="1 of 2"):
+        fake.wait_for_deliveries(2, timeout=0.05)
+
+
+def test_no_webhook_url_no_deliveries_and_reset_switches_them_off(
+    fake: FakeGraphAPI, http: httpx.Client, app_endpoint: Receiver
+) -> None:
+    auto_deliver(fake, ("sent",), 0.1)
+    send(fake, http, send_payload())
+    fake.reset()  # drops the status not yet due, and forgets webhook_url and auto_statuses
+    fake.add_account(WABA, PHONE, TOKEN)
+    fake.add_template(WABA, "cart_recovery_image_v1", "en", "MARKETING", template_components(with_image=True))
+
+    send(fake, http, send_payload())
+    time.sleep(0.2)
+
+    assert fake.webhook_url is None and fake.auto_statuses == ()
+    assert fake.webhook_deliveries == [] and app_endpoint.posts == []
+
+
+def test_stopping_the_fake_stops_its_courier_and_drops_what_is_not_due(receiver: Receiver) -> None:
+    receiver.posts.clear()
+    receiver.status = 200
+    fake = FakeGraphAPI().start()
+    fake.add_account(WABA, PHONE, TOKEN)
+    fake.add_template(WABA, "cart_recovery_text_v1", "en", "MARKETING", template_components(with_image=False))
+    fake.webhook_url, fake.auto_statuses, fake.status_delay_seconds = receiver.url, ("sent",), 5.0
+    courier = fake._courier
+    assert courier is not None and courier.is_alive()
+    with httpx.Client(timeout=5, trust_env=False) as client:
+        payload = send_payload(
+            "cart_recovery_text_v1",
+            [part for part in components() if part["type"] != "header"],
+        )
+        assert send(fake, client, payload).status_code == 200, send(fake, client, payload).text
+
+    started = time.monotonic()
+    fake.stop()
+
+    assert time.monotonic() - started < 1
+    assert not courier.is_alive()
+    assert fake.webhook_deliveries == [] and receiver.posts == []
+
+
+# --- serve mode --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def serve_arguments(port: int, webhook_url: str) -> list[str]:
+    return [
+        *("--port", str(port), "--app-secret", "S3cret", "--webhook-url", webhook_url),
+        *("--waba-id", WABA, "--phone-number-id", PHONE, "--access-token", TOKEN),
+        *("--display-phone-number", "+91 90000 00001", "--latency-ms", "0", "--statuses", "sent,read"),
+        *("--status-delay-ms", "20"),
+    ]
+
+
+def test_serve_mode_seeds_the_account_approves_pushed_templates_and_calls_the_app_back(
+    receiver: Receiver, http: httpx.Client
+) -> None:
+    receiver.posts.clear()
+    receiver.status = 200
+    port = free_port()
+    fake = fake_from_args(serve_arguments(port, receiver.url))
+
+    with fake:
+        phone = http.get(f"{fake.url}/{PHONE}", headers=bearer())
+        handle = upload_image(fake, http)
+        payload = creation("cart_recovery_image_v1")
+        payload["components"][0]["example"]["header_handle"] = [handle]
+        created = create(fake, http, payload)
+        sent = send(fake, http, send_payload())
+        deliveries = fake.wait_for_deliveries(2, timeout=3)
+
+    assert fake.url == f"http://127.0.0.1:{port}/{API_VERSION}"
+    assert fake._server is None  # stopped with the with block
+    assert phone.json()["display_phone_number"] == "+91 90000 00001"
+    assert created.json()["status"] == "APPROVED"
+    assert sent.status_code == 200, sent.text
+    assert [statuses_of(delivery.body)[0]["status"] for delivery in deliveries] == ["sent", "read"]
+    assert len(receiver.verified("S3cret")) == 2
+
+
+def test_serve_mode_refuses_an_unknown_status() -> None:
+    with pytest.raises(SystemExit):
+        fake_from_args(["--app-secret", "S", "--access-token", "T", "--statuses", "sent,seen"])
+
+
+def test_the_command_prints_its_url_and_stops_on_sigterm(receiver: Receiver) -> None:
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.fakes.whatsapp_graph", *serve_arguments(port, receiver.url)]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().strip()
+            phone = httpx.get(
+                f"http://127.0.0.1:{port}/{API_VERSION}/{PHONE}", headers=bearer(), trust_env=False
+            )
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=5)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+    assert line == f"fake Graph API on http://127.0.0.1:{port}/{API_VERSION}"
+    assert phone.json()["id"] == PHONE
+    assert code == 0

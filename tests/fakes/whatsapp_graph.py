@@ -13,7 +13,20 @@ value for WHATSAPP_GRAPH_URL; every path below is relative to it:
   ``POST /upload:{session}`` with the file's bytes (and ``GET`` for the session's offset).
 
 Webhook bodies are built by ``whatsapp_webhooks``; ``status_for`` fills one from a message this
-fake accepted. Sources, read in their December 2025 - March 2026 editions (prefix
+fake accepted. With ``webhook_url`` set, the fake also delivers webhooks as Meta does: signed
+POSTs of ``auto_statuses`` for every accepted send, from a background thread, and ``deliver`` for
+any other body (a ``button_reply_for`` tap); attempts are recorded in ``webhook_deliveries``.
+
+Run it beside the app as "Meta" (``python -m tests.fakes.whatsapp_graph --help``)::
+
+    python -m tests.fakes.whatsapp_graph --port 8081 --app-secret S --access-token TOKEN \
+        --webhook-url http://127.0.0.1:8000/webhooks/whatsapp
+
+then start the app with WHATSAPP_TRANSPORT=cloud, WHATSAPP_GRAPH_URL=http://127.0.0.1:8081/v25.0,
+WHATSAPP_APP_SECRET=S and WHATSAPP_APP_ID=710000000000001 (``--app-id``), and connect the store
+with the seeded WABA, phone number and token. Templates the app pushes are approved at once.
+
+Sources, read in their December 2025 - March 2026 editions (prefix
 https://developers.facebook.com/documentation/business-messaging/whatsapp):
 
 * ERRORS         /support/error-codes (codes, HTTP statuses, the error body)
@@ -33,19 +46,26 @@ https://developers.facebook.com/documentation/business-messaging/whatsapp):
 
 from __future__ import annotations
 
+import argparse
 import base64
+import contextlib
+import heapq
+import itertools
 import json
 import re
 import secrets
+import signal
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode
 
+import httpx
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -377,6 +397,21 @@ class SentMessage:
     button_payloads: dict[int, str] = field(default_factory=dict)  # index -> quick-reply payload
 
 
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One POST of a webhook to ``webhook_url``: the app's HTTP status, or why there was none."""
+
+    url: str
+    body: dict[str, Any]  # as signed and sent ({} when the body could not be built)
+    status_code: int | None
+    error: str | None  # e.g. "ConnectError: [Errno 111] Connection refused"
+    at: float  # time.time() when the answer or the error came
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
 @dataclass
 class InjectedFailure:
     code: int
@@ -409,13 +444,15 @@ class FakeGraphAPI:
         latency_seconds: float = 0.0,
         *,
         app_name: str = "cartback",
+        port: int = 0,
     ) -> None:
+        """``port`` 0 binds a free port; ``url`` is known once started."""
         self.app_secret = app_secret if app_secret is not None else secrets.token_hex(16)
         self.app_id = app_id
         self.app_name = app_name
         self.latency_seconds = latency_seconds
         self.auto_approve = False
-        self.port = 0
+        self.port = port
         self.origin = ""
         self.url = ""
         self.requests: list[GraphRequest] = []
@@ -432,12 +469,28 @@ class FakeGraphAPI:
         self._lock = threading.RLock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        # Webhook deliveries to the app: sends schedule statuses in a heap of (due on the
+        # monotonic clock, order, url, message, status), drained by one courier thread.
+        self.webhook_url: str | None = None
+        self._auto_statuses: tuple[str, ...] = ()
+        self.status_delay_seconds = 0.2
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self.on_webhook_delivery: Callable[[WebhookDelivery], None] | None = None
+        self._outbox: list[tuple[float, int, str, SentMessage, str]] = []
+        self._outbox_order = itertools.count()
+        self._outbox_changed = threading.Condition()
+        self._delivered = threading.Condition()
+        self._courier: threading.Thread | None = None
+        self._courier_stopping = False
+        self._webhook_http: httpx.Client | None = None
 
     # --- serving -------------------------------------------------------------------------------
 
     def start(self) -> Self:
         # threaded=True: one thread per request, so per-request latency overlaps.
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=GraphHandler)
+        self._server = make_server(
+            "127.0.0.1", self.port, self._wsgi, threaded=True, request_handler=GraphHandler
+        )
         self.port = self._server.port
         self.origin = f"http://127.0.0.1:{self.port}"
         self.url = f"{self.origin}/{API_VERSION}"
@@ -445,9 +498,14 @@ class FakeGraphAPI:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-graph", daemon=True
         )
         self._thread.start()
+        with self._outbox_changed:
+            self._courier_stopping = False
+        self._courier = threading.Thread(target=self._courier_loop, name="fake-graph-webhooks", daemon=True)
+        self._courier.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving and delivering; webhooks not yet due are dropped."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -455,6 +513,16 @@ class FakeGraphAPI:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        with self._outbox_changed:
+            self._courier_stopping = True
+            self._outbox.clear()
+            self._outbox_changed.notify_all()
+        if self._courier is not None:
+            self._courier.join(timeout=10)  # a POST in flight ends within the client's timeout
+            self._courier = None
+        if self._webhook_http is not None:
+            self._webhook_http.close()
+            self._webhook_http = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -466,10 +534,18 @@ class FakeGraphAPI:
 
     def reset(self) -> None:
         """Forget every account, template, token, upload, injected failure and recorded request,
-        so one started server can serve many tests."""
+        so one started server can serve many tests; webhook deliveries are switched off, those
+        not yet due dropped and the record of past ones cleared."""
+        with self._outbox_changed:
+            self._outbox.clear()
+        with self._delivered:
+            self.webhook_deliveries.clear()
         with self._lock:
             self.auto_approve = False
             self.latency_seconds = 0.0
+            self.webhook_url = None
+            self.auto_statuses = ()
+            self.status_delay_seconds = 0.2
             for collection in (self.requests, self.sent_messages, self._failures):
                 collection.clear()
             for mapping in (
@@ -648,6 +724,108 @@ class FakeGraphAPI:
     ) -> tuple[bytes, dict[str, str]]:
         """The exact bytes and headers Meta would POST, signed with this app's secret."""
         return webhooks.signed(body, self.app_secret if secret is None else secret)
+
+    # --- webhook deliveries --------------------------------------------------------------------
+
+    @property
+    def auto_statuses(self) -> tuple[str, ...]:
+        """Statuses delivered, in order, for every send accepted while ``webhook_url`` is set,
+        e.g. ("sent", "delivered", "read"); "failed" carries error 131026 (undeliverable)."""
+        return self._auto_statuses
+
+    @auto_statuses.setter
+    def auto_statuses(self, statuses: Iterable[str]) -> None:
+        given = tuple(statuses)
+        unknown = [status for status in given if status not in webhooks.STATUSES]
+        if unknown:
+            raise ValueError(f"unknown statuses {unknown}; they are {sorted(webhooks.STATUSES)}")
+        self._auto_statuses = given
+
+    def deliver(self, body: dict[str, Any]) -> int:
+        """Sign ``body`` with the app secret and POST it to ``webhook_url`` now, as Meta does;
+        the app's HTTP status. Recorded in ``webhook_deliveries``; a transport error is recorded,
+        then raised."""
+        url = self.webhook_url
+        if not url:
+            raise RuntimeError("set webhook_url first")
+        delivery = self._post(url, body)
+        assert delivery.status_code is not None
+        return delivery.status_code
+
+    def wait_for_deliveries(self, count: int, timeout: float = 5.0) -> list[WebhookDelivery]:
+        """Block until ``webhook_deliveries`` holds at least ``count`` attempts (statuses and
+        ``deliver`` calls alike); a copy of them. TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._delivered:
+            while len(self.webhook_deliveries) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{len(self.webhook_deliveries)} of {count} webhook deliveries after {timeout} s"
+                    )
+                self._delivered.wait(left)
+            return list(self.webhook_deliveries)
+
+    def _schedule_statuses(self, sent: SentMessage) -> None:
+        """Called for an accepted send: its statuses are due one ``status_delay_seconds`` apart,
+        the first one delay after the send, so the app has its answer (the wamid) first."""
+        url, statuses, delay = self.webhook_url, self.auto_statuses, self.status_delay_seconds
+        if not url or not statuses:
+            return
+        now = time.monotonic()
+        with self._outbox_changed:
+            for position, status in enumerate(statuses, start=1):
+                due = now + position * delay
+                heapq.heappush(self._outbox, (due, next(self._outbox_order), url, sent, status))
+            self._outbox_changed.notify_all()
+
+    def _courier_loop(self) -> None:
+        while True:
+            with self._outbox_changed:
+                while not self._courier_stopping:
+                    if not self._outbox:
+                        self._outbox_changed.wait()
+                        continue
+                    left = self._outbox[0][0] - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._outbox_changed.wait(left)
+                if self._courier_stopping:
+                    return
+                _, _, url, sent, status = heapq.heappop(self._outbox)
+            errors = [webhooks.status_error(131026)] if status == "failed" else None
+            try:
+                with self._lock:
+                    body = self.status_for(sent, status, errors=errors)
+            except (KeyError, ValueError) as error:  # the account was removed by reset()
+                self._record(WebhookDelivery(url, {}, None, f"{type(error).__name__}: {error}", time.time()))
+                continue
+            with contextlib.suppress(httpx.HTTPError):  # recorded; Meta would retry, this fake does not
+                self._post(url, body)
+
+    def _http(self) -> httpx.Client:
+        with self._outbox_changed:
+            if self._webhook_http is None:
+                self._webhook_http = httpx.Client(timeout=5.0, trust_env=False)
+            return self._webhook_http
+
+    def _post(self, url: str, body: dict[str, Any]) -> WebhookDelivery:
+        raw, headers = self.signed_webhook(body)
+        try:
+            answer = self._http().post(url, content=raw, headers=headers)
+        except httpx.HTTPError as error:
+            self._record(WebhookDelivery(url, body, None, f"{type(error).__name__}: {error}", time.time()))
+            raise
+        delivery = WebhookDelivery(url, body, answer.status_code, None, time.time())
+        self._record(delivery)
+        return delivery
+
+    def _record(self, delivery: WebhookDelivery) -> None:
+        with self._delivered:
+            self.webhook_deliveries.append(delivery)
+            self._delivered.notify_all()
+        if self.on_webhook_delivery is not None:
+            self.on_webhook_delivery(delivery)
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -1033,6 +1211,7 @@ class FakeGraphAPI:
             **sent,
         )
         self.sent_messages.append(message)
+        self._schedule_statuses(message)
         reply: dict[str, Any] = {"id": wamid}
         if kind == "template":
             # "Cloud API will always include a message_status property" for templates: accepted,
@@ -1099,3 +1278,91 @@ class FakeGraphAPI:
                         cloud_api=False,
                     )
                 raise GraphError(failure.code, failure.details, http_status=failure.http_status)
+
+
+# --- serve mode --------------------------------------------------------------------------------
+
+
+def _arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.whatsapp_graph",
+        description="Serve the fake WhatsApp Graph API on 127.0.0.1 as 'Meta' for a local cartback:"
+        " one seeded WABA, phone number and token, templates approved as pushed, and signed status"
+        " webhooks POSTed to the app for every accepted send.",
+    )
+    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port (default 8081)")
+    parser.add_argument("--app-secret", required=True, help="the app's WHATSAPP_APP_SECRET")
+    parser.add_argument("--access-token", required=True, help="the token the store connects with")
+    parser.add_argument("--webhook-url", help="e.g. http://127.0.0.1:8000/webhooks/whatsapp")
+    parser.add_argument("--waba-id", default="102290129340398")
+    parser.add_argument("--phone-number-id", default="106540352242922")
+    parser.add_argument("--display-phone-number", default="+91 90000 00001")
+    parser.add_argument("--verified-name", default="Kurta Corner")
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="the app's WHATSAPP_APP_ID (uploads)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="wait before every answer")
+    parser.add_argument(
+        "--statuses",
+        default="sent,delivered,read",
+        help='delivered for every accepted send, in order (default "sent,delivered,read"; "" for none)',
+    )
+    parser.add_argument("--status-delay-ms", type=float, default=200.0, help="between statuses (200)")
+    return parser
+
+
+def fake_from_args(argv: Sequence[str] | None = None) -> FakeGraphAPI:
+    """The fake the serve mode runs, configured and seeded from command-line arguments; not
+    started."""
+    parser = _arguments()
+    options = parser.parse_args(argv)
+    statuses = tuple(status.strip() for status in options.statuses.split(",") if status.strip())
+    fake = FakeGraphAPI(
+        app_secret=options.app_secret,
+        app_id=options.app_id,
+        latency_seconds=options.latency_ms / 1000,
+        port=options.port,
+    )
+    try:
+        fake.auto_statuses = statuses
+    except ValueError as error:
+        parser.error(str(error))
+    fake.webhook_url = options.webhook_url or None
+    fake.status_delay_seconds = options.status_delay_ms / 1000
+    fake.auto_approve = True
+    fake.add_account(
+        options.waba_id,
+        options.phone_number_id,
+        options.access_token,
+        display_phone_number=options.display_phone_number,
+        verified_name=options.verified_name,
+    )
+    return fake
+
+
+def _report_failed_delivery(delivery: WebhookDelivery) -> None:
+    if not delivery.ok:
+        answer = delivery.error or f"HTTP {delivery.status_code}"
+        print(f"webhook to {delivery.url} failed: {answer}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    fake = fake_from_args(argv)
+    fake.on_webhook_delivery = _report_failed_delivery
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    try:
+        fake.start()
+    except OSError as error:
+        print(f"cannot serve on 127.0.0.1:{fake.port}: {error}", file=sys.stderr)
+        return 1
+    try:
+        print(f"fake Graph API on {fake.url}", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
