@@ -37,6 +37,7 @@ from sequences.scheduling import (
     wake_job_id,
 )
 from sequences.sending import SENDING_GRACE
+from sequences.whatsapp.accounts import recheck_numbers
 
 log = logging.getLogger("cartback.sweep")
 
@@ -55,13 +56,14 @@ class SweepReport:
     payloads_purged: int = 0
     opt_out_syncs_queued: int = 0
     tokens_renewed: int = 0
+    numbers_checked: int = 0
 
     def __str__(self) -> str:
         return (
             f"{self.carts_checked} open carts checked, {self.alarms_restored} alarms restored, "
             f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain, "
             f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued, "
-            f"{self.tokens_renewed} lapsing platform tokens renewed"
+            f"{self.tokens_renewed} lapsing platform tokens renewed, {self.numbers_checked} WhatsApp numbers checked"
         )
 
 
@@ -129,5 +131,7 @@ def run_sweep(runtime: Runtime) -> SweepReport:
     report.payloads_purged = purge_processed_payloads(runtime, now)
     report.opt_out_syncs_queued = enqueue_opt_out_syncs(runtime)
     report.tokens_renewed = renew_lapsing_tokens(runtime)
+    if runtime.transport.needs_whatsapp_account:
+        report.numbers_checked = recheck_numbers(runtime)
     log.info("sweep done", extra={"report": str(report)})
     return report

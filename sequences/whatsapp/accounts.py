@@ -9,17 +9,24 @@ current (a RED rating pauses sending; recovering lifts that pause).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from sqlmodel import select
+from sqlalchemy import or_
+from sqlmodel import col, select
 
-from sequences.models import Store, WhatsAppAccount
+from sequences.models import Store, StoreStatus, WhatsAppAccount
 from sequences.runtime import Runtime
 from sequences.transports import Sender
 from sequences.whatsapp import health
 from sequences.whatsapp.graph import GraphClient, GraphError, GraphUnreachable
 from sequences.whatsapp.templates import LANGUAGES
 
+# The sweep re-reads each number's quality this often: Meta's quality webhooks for numbers are
+# being retired (2026), so cartback asks rather than waits to be told.
+RECHECK_EVERY = timedelta(hours=1)
+# Numbers re-checked per sweep (each is three Graph calls).
+RECHECK_BATCH = 20
 PHONE_FIELDS = "display_phone_number,verified_name,quality_rating,code_verification_status,throughput"
 # Meta's throughput levels: STANDARD is 80 messages/s, HIGH (an upgraded number) 1,000.
 THROUGHPUT_BY_LEVEL = {"STANDARD": 80, "HIGH": 1000}
@@ -169,3 +176,21 @@ def _explain(error: GraphError, account: WhatsAppAccount) -> str:
             f"or the token cannot see them ({error.message}): check the ids in WhatsApp Manager"
         )
     return f"Meta answered with an error: {error}"
+
+
+def recheck_numbers(runtime: Runtime) -> int:
+    """Check the numbers not checked for an hour (quality, token): a RED rating pauses sending
+    and a recovered one resumes it without waiting for a webhook."""
+    stale = runtime.now() - RECHECK_EVERY
+    with runtime.database.session() as session:
+        store_ids = session.exec(
+            select(WhatsAppAccount.store_id)
+            .join(Store, col(Store.id) == col(WhatsAppAccount.store_id))
+            .where(Store.status == StoreStatus.ACTIVE)
+            .where(or_(col(WhatsAppAccount.checked_at).is_(None), col(WhatsAppAccount.checked_at) < stale))
+            .order_by(col(WhatsAppAccount.checked_at))
+            .limit(RECHECK_BATCH)
+        ).all()
+    for store_id in store_ids:
+        check(runtime, store_id, subscribe=False)
+    return len(store_ids)

@@ -187,3 +187,13 @@ def test_a_high_failure_rate_pauses_sending(cloud):
         and store.pause_source == "failure_rate"
         and "of the last 20" in (store.pause_reason or "")
     )
+
+
+def test_the_sweep_rereads_stale_numbers_and_pauses_a_red_one(cloud):
+    from sequences.sweep import run_sweep
+
+    cloud.graph.set_quality(PHONE_NUMBER_ID, "RED")
+    assert run_sweep(cloud.runtime).numbers_checked == 1
+    assert cloud.store().sending_paused and cloud.store().pause_source == "quality"
+    # Checked a moment ago: the next sweep leaves it for an hour
+    assert run_sweep(cloud.runtime).numbers_checked == 0
