@@ -32,6 +32,10 @@ SWEEP_INTERVAL_SECONDS = 60
 # Worker key TTL in Redis; rq derives the blocking dequeue timeout from it (ttl - 15 s), so
 # an idle worker looks at the sweep clock every 15 s instead of rq's default ~7 minutes.
 WORKER_TTL_SECONDS = 30
+# rq logs three lines per job at INFO ("default: wake (…)", "Job OK", "result discarded"): at
+# hundreds of sends a second that is most of the log and a few ms of CPU per message. The
+# engine logs what happened to each cart itself; rq's warnings and errors still show.
+RQ_LOG_LEVEL = "WARNING"
 
 
 class CartbackWorker(SimpleWorker):
@@ -79,13 +83,20 @@ def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> N
     queues = [runtime.queue]
     extras = [JobThreadWorker(queues, connection=runtime.redis) for _ in range(max(threads, 1) - 1)]
     running = [
-        threading.Thread(target=extra.work, kwargs={"burst": burst}, name=f"rq-loop-{n}", daemon=True)
+        threading.Thread(
+            target=extra.work,
+            kwargs={"burst": burst, "logging_level": RQ_LOG_LEVEL},
+            name=f"rq-loop-{n}",
+            daemon=True,
+        )
         for n, extra in enumerate(extras, start=2)
     ]
     for thread in running:
         thread.start()
     try:
-        CartbackWorker(queues, connection=runtime.redis).work(burst=burst, with_scheduler=True)
+        CartbackWorker(queues, connection=runtime.redis).work(
+            burst=burst, with_scheduler=True, logging_level=RQ_LOG_LEVEL
+        )
     finally:
         for extra in extras:
             # rq's request_stop raises in the calling thread when the loop is idle: set the
