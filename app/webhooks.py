@@ -41,6 +41,15 @@ def content_digest(topic: str, raw_body: bytes) -> str:
     return hashlib.sha256(topic.encode() + b"\n" + raw_body).hexdigest()
 
 
+def read_raw_body(limit: int) -> bytes | None:
+    """The request body exactly as sent (signatures cover these bytes), or None when it is
+    larger than ``limit``: read at most one byte more, whatever Content-Length claims."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    raw = request.stream.read(limit + 1)
+    return None if len(raw) > limit else raw
+
+
 @bp.post("/webhooks/<platform>")
 def ingest(platform: str) -> Any:
     runtime = get_runtime()
@@ -50,10 +59,8 @@ def ingest(platform: str) -> Any:
         return _answer(404, error=f"unknown or unconfigured platform {platform!r}; configured: {known}")
 
     limit = runtime.settings.max_webhook_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _answer(413, error=f"body larger than {limit} bytes")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
+    raw = read_raw_body(limit)
+    if raw is None:
         return _answer(413, error=f"body larger than {limit} bytes")
 
     headers = HeaderMap(list(request.headers.items()))

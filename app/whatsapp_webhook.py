@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from app import get_runtime
+from app.webhooks import read_raw_body
 from connectors.base import PayloadError
 from sequences.scheduling import enqueue_confirmation, enqueue_opt_out_syncs
 from sequences.whatsapp.inbound import apply_events
@@ -60,10 +61,8 @@ def receive() -> Any:
         log.error("whatsapp delivery refused: WHATSAPP_APP_SECRET is not set")
         return _answer(503, error="WhatsApp webhooks are not configured here (WHATSAPP_APP_SECRET)")
     limit = runtime.settings.max_webhook_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _answer(413, error=f"body larger than {limit} bytes")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
+    raw = read_raw_body(limit)
+    if raw is None:
         return _answer(413, error=f"body larger than {limit} bytes")
     header = request.headers.get(SIGNATURE_HEADER, "")
     if not header:

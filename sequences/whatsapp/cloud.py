@@ -36,6 +36,11 @@ def recipient(phone_e164: str) -> str:
     return phone_e164.lstrip("+")
 
 
+def _addressed(phone_e164: str) -> dict[str, str]:
+    """What every Cloud API message starts with: the product and one shopper."""
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient(phone_e164)}
+
+
 def new_http_client() -> httpx.Client:
     return httpx.Client(timeout=SEND_TIMEOUT, limits=SEND_LIMITS, follow_redirects=False)
 
@@ -51,9 +56,7 @@ class CloudTransport:
 
     def send(self, message: OutboundMessage) -> SendOutcome:
         payload = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": recipient(message.to_phone_e164),
+            **_addressed(message.to_phone_e164),
             "type": "template",
             "template": {
                 "name": message.template_name,
@@ -66,9 +69,7 @@ class CloudTransport:
 
     def send_text(self, message: OutboundText) -> SendOutcome:
         payload = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": recipient(message.to_phone_e164),
+            **_addressed(message.to_phone_e164),
             "type": "text",
             "text": {"body": message.body, "preview_url": False},
         }
