@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import click
@@ -49,22 +50,23 @@ def register(main: click.Group, load_settings: Callable[[], Settings]) -> None:
             state = f"paused: {store.pause_reason}" if store.sending_paused else "sending"
             click.echo(f"{store.platform_store_id}  {number}  {state}")
 
-    @whatsapp.command("connect", help="Save the store's WABA id, phone number id and system-user token.")
+    @whatsapp.command(
+        "connect",
+        help="Save the store's WABA id, phone number id and system-user token (from WHATSAPP_ACCESS_TOKEN, "
+        "or asked for).",
+    )
     @click.option("--store", "store_ref", required=True, help=STORE_HELP)
     @click.option("--waba-id", required=True, help="WhatsApp Business Account id (WhatsApp Manager).")
     @click.option("--phone-number-id", required=True, help="The number's id (not the number itself).")
     @click.option("--language", default="en", show_default=True, help="Template language: en or hi.")
-    @click.option(
-        "--token",
-        prompt="System-user access token",
-        hide_input=True,
-        envvar="WHATSAPP_ACCESS_TOKEN",
-        help="Read from WHATSAPP_ACCESS_TOKEN or asked for (never pass it on the command line).",
-    )
-    def connect(store_ref: str, waba_id: str, phone_number_id: str, language: str, token: str) -> None:
+    def connect(store_ref: str, waba_id: str, phone_number_id: str, language: str) -> None:
         from sequences.whatsapp.accounts import AccountError
         from sequences.whatsapp.accounts import connect as connect_account
 
+        # Never an option: a token on the command line ends up in shell history and `ps`.
+        token = os.environ.get("WHATSAPP_ACCESS_TOKEN") or click.prompt(
+            "System-user access token", hide_input=True
+        )
         rt = runtime()
         store = _store(rt, store_ref)
         assert store.id is not None

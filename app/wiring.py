@@ -31,7 +31,9 @@ def build_transport(
 ) -> MessageTransport:
     if settings.whatsapp_transport == "sandbox":
         return SandboxTransport(database)
-    return CloudTransport(settings.whatsapp_graph_url, whatsapp_http, SendThrottle(redis))
+    return CloudTransport(
+        settings.whatsapp_graph_url, whatsapp_http, SendThrottle(redis, key=settings.secret_key)
+    )
 
 
 def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:

@@ -97,6 +97,7 @@ def opt_out_locked(
     """Record the opt-out (once) and close the given carts; the caller holds the locks."""
     assert contact.id is not None
     if contact.opted_out_at is None:
+        contact.consent_changed_at = now
         contact.opted_out_at = now
         contact.updated_at = now
         session.add(
@@ -145,24 +146,39 @@ def _open_carts_locked(session: Session, contact: Contact) -> list[Cart]:
 
 
 def opt_out_contact_locked(
-    session: Session, contact: Contact, now: datetime, *, source: str, evidence: dict[str, Any]
+    session: Session,
+    contact: Contact,
+    now: datetime,
+    *,
+    source: str,
+    evidence: dict[str, Any],
+    said_at: datetime | None = None,
 ) -> ReplyResult:
     """Opt the contact out and close every open cart of theirs; the caller holds the contact lock."""
     assert contact.id is not None
     already = contact.opted_out_at is not None
     carts = _open_carts_locked(session, contact)
     opt_out_locked(session, contact, carts, now, source=source, evidence=evidence)
+    # The shopper's own time (the caller has checked it is not older than the last change).
+    contact.consent_changed_at = said_at or now
     log.info("opt-out recorded", extra={"contact_id": contact.id, "carts": len(carts), "source": source})
     return ReplyResult(ReplyIntent.STOP, contact.id, len(carts), changed=not already)
 
 
 def opt_in_locked(
-    session: Session, contact: Contact, now: datetime, *, source: str, evidence: dict[str, Any]
+    session: Session,
+    contact: Contact,
+    now: datetime,
+    *,
+    source: str,
+    evidence: dict[str, Any],
+    said_at: datetime | None = None,
 ) -> ReplyResult:
     """START: lift an opt-out (recorded as evidence); nothing to do for a contact not opted out."""
     assert contact.id is not None
     if contact.opted_out_at is None:
         return ReplyResult(ReplyIntent.START, contact.id)
+    contact.consent_changed_at = said_at or now
     contact.opted_out_at = None
     contact.marketing_consent, contact.consent_source = True, source
     contact.updated_at = now
@@ -200,11 +216,22 @@ def apply_intent_locked(
     *,
     source: str,
     evidence: dict[str, Any],
+    said_at: datetime | None = None,
 ) -> ReplyResult:
+    """Act on what the shopper said at ``said_at`` (default: now). A STOP or START said before
+    the last change on record (a retried delivery arriving late) changes nothing."""
+    said_at = said_at or now
+    stale = contact.consent_changed_at is not None and said_at < contact.consent_changed_at
     if intent == ReplyIntent.STOP:
-        return opt_out_contact_locked(session, contact, now, source=source, evidence=evidence)
+        if stale:
+            return ReplyResult(intent, contact.id)
+        return opt_out_contact_locked(
+            session, contact, now, source=source, evidence=evidence, said_at=said_at
+        )
     if intent == ReplyIntent.START:
-        return opt_in_locked(session, contact, now, source=source, evidence=evidence)
+        if stale:
+            return ReplyResult(intent, contact.id)
+        return opt_in_locked(session, contact, now, source=source, evidence=evidence, said_at=said_at)
     return hold_for_a_person_locked(session, contact, now, source=source)
 
 

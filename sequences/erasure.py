@@ -43,6 +43,13 @@ def suppression_key(secret_key: str, store_id: int, phone_e164: str) -> str:
     return "x" + digest[:19]  # fits the E.164 column (20), cannot collide with a "+" number
 
 
+def event_key(runtime: Runtime, value: str) -> str:
+    """A keyed hash of a Meta event id: wamids encode the shopper's number, and a preference
+    change is known by the number itself; the key de-duplicates without holding either."""
+    digest = hmac.new(runtime.settings.secret_key.encode(), value.encode(), hashlib.sha256).hexdigest()
+    return f"h:{digest[:48]}"
+
+
 @dataclass
 class ErasureReport:
     contacts: int = 0
@@ -79,6 +86,9 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
     messages = session.exec(select(Message).where(Message.contact_id == contact.id)).all()
     for message in messages:
         message.preview, message.components = {"erased": True}, []
+        # Meta's message ids encode the recipient's number.
+        if message.provider_message_id and message.provider_message_id.startswith("wamid."):
+            message.provider_message_id = event_key(runtime, message.provider_message_id)
     report.messages += len(messages)
     report.outbox_messages += int(
         session.exec(
@@ -102,9 +112,9 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
     session.exec(update(InboundMessage).where(col(InboundMessage.contact_id) == contact.id).values(text=None))
     events = session.exec(select(ConsentEvent).where(ConsentEvent.contact_id == contact.id)).all()
     for event in events:
-        event.evidence = {key: value for key, value in event.evidence.items() if key != "text"} | {
-            "erased_at": now.isoformat()
-        }
+        event.evidence = {
+            key: value for key, value in event.evidence.items() if key not in ("text", "wamid")
+        } | {"erased_at": now.isoformat()}
     report.consent_events += len(events)
     # Payloads of this contact's carts may quote the number as typed; empty them all, in SQL
     # rather than reading every payload of the store back into Python.

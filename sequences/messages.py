@@ -7,6 +7,7 @@ definitions in ``sequences.whatsapp.templates``, so they cannot drift.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,6 +27,19 @@ from sequences.whatsapp.templates import (
 )
 
 CENT = Decimal("0.01")
+# Meta refuses a text parameter with a newline, a tab or more than 4 spaces in a row (132018),
+# and a shopper's name can hold any of them: one refused parameter must not cost the message.
+_UNSAFE_SPACE = re.compile(r"\s+")
+# Characters of one text parameter: long product names are cut, the body stays readable.
+MAX_PARAMETER_CHARS = 120
+
+
+def template_text(value: str) -> str:
+    """A value safe for a template's text parameter: one line, single spaces, bounded."""
+    cleaned = _UNSAFE_SPACE.sub(" ", value).strip()
+    return (
+        cleaned if len(cleaned) <= MAX_PARAMETER_CHARS else cleaned[: MAX_PARAMETER_CHARS - 1].rstrip() + "…"
+    )
 
 
 def discount_amount(offer: Offer, subtotal: Decimal) -> Decimal | None:
@@ -77,8 +91,8 @@ def render_step_message(
     if not lines:
         raise ValueError("a recovery message needs at least one cart line")
     words = copy_for(language)
-    first_name = (contact.first_name or "").strip() or words.no_name
-    items = items_summary(lines, words)
+    first_name = template_text(contact.first_name or "") or words.no_name
+    items = template_text(items_summary(lines, words))
     total_text = format_money(cart.total, cart.currency, store.locale)
     qualifies = offer is not None and discount_amount(offer, cart.subtotal) is not None
     offer_line = (

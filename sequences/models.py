@@ -207,6 +207,9 @@ class Contact(SQLModel, table=True):
     consent_observed_at: datetime | None = _time()
     # Set once and for good by an opt-out; only an explicit opt-in clears it.
     opted_out_at: datetime | None = _time()
+    # When the shopper last said STOP or START (the time they said it, not when we heard):
+    # a retried, older word arriving later changes nothing.
+    consent_changed_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -488,6 +491,8 @@ class WhatsAppAccount(SQLModel, table=True):
     default_language: str = Field(default="en", sa_column=Column(String(16), nullable=False))
     # GREEN / YELLOW / RED / UNKNOWN, from the Graph API check and quality webhooks.
     quality_rating: str = Field(default="UNKNOWN", sa_column=Column(String(16), nullable=False))
+    # Meta's time of the quality we hold: an older event arriving late changes nothing.
+    quality_at: datetime | None = _time()
     # Meta's per-number throughput: 80 messages/s by default, 1,000 once upgraded.
     messages_per_second: int = Field(default=80)
     checked_at: datetime | None = _time()

@@ -38,7 +38,7 @@ from sequences.models import (
 from sequences.runtime import Runtime
 from sequences.scheduling import schedule_wake
 from sequences.store_settings import StoreSettings
-from sequences.transports import OutboundMessage, OutcomeKind, Sender, SendOutcome
+from sequences.transports import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
 from sequences.whatsapp import health
 from sequences.whatsapp.accounts import sender_for
 from sequences.whatsapp.errors import TEMPLATE_DISABLED, TEMPLATE_PAUSED
@@ -375,7 +375,7 @@ def _begin_send(
             template_name=rendered.template_name,
             language=rendered.language,
             components=rendered.components,
-            biz_opaque_callback_data=str(message.id),
+            biz_opaque_callback_data=callback_data(message.id),
             preview=rendered.preview,
             sender=channel.sender,
         ),
@@ -394,15 +394,21 @@ def _record_outcome(
         assert cart is not None and step is not None and message is not None and store is not None
         now = runtime.now()
         message.provider_message_id = outcome.provider_message_id or message.provider_message_id
-        message.error_code, message.error_detail = outcome.error_code, outcome.error_detail
+        # A status webhook can beat this commit (it maps by our message id): what Meta said
+        # there (delivered, read, or failed with its code) stands.
+        heard_from_meta = message.status in (
+            MessageStatus.DELIVERED,
+            MessageStatus.READ,
+            MessageStatus.FAILED,
+        )
+        if not heard_from_meta:
+            message.error_code, message.error_detail = outcome.error_code, outcome.error_detail
         number = step.step_number
         if outcome.kind in (OutcomeKind.SENT, OutcomeKind.UNKNOWN):
-            sent = outcome.kind == OutcomeKind.SENT
+            sent = outcome.kind == OutcomeKind.SENT or heard_from_meta
             step.status = StepStatus.SENT if sent else StepStatus.UNCERTAIN
             step.sent_at = now if sent else None
             if message.status in (MessageStatus.QUEUED, MessageStatus.UNCERTAIN):
-                # A status webhook can beat this commit (it maps by our message id): never
-                # move a delivered or read message back.
                 message.status = MessageStatus.SENT if sent else MessageStatus.UNCERTAIN
             message.sent_at = message.sent_at or (now if sent else None)
             cart.first_message_at = cart.first_message_at or now
@@ -435,8 +441,9 @@ def _record_failure(
     """A send that did not go out: retry later, drop the step, or act on what Meta said."""
     assert cart.id is not None
     now, number = runtime.now(), step.step_number
-    message.status, message.failed_at = MessageStatus.FAILED, now
     if outcome.kind == OutcomeKind.RETRY_LATER:
+        # Not a failure of the message: it goes again (the same row) when the step does.
+        message.status = MessageStatus.QUEUED
         retry_at = now + (outcome.retry_after or DEFAULT_RETRY_AFTER)
         window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
         if retry_at <= window_end:
@@ -445,6 +452,7 @@ def _record_failure(
             step.status, step.reason = StepStatus.SKIPPED, "retry would be past the 24 h window"
         happened.append(f"step {number} retry later")
         return
+    message.status, message.failed_at = MessageStatus.FAILED, now
     if outcome.kind == OutcomeKind.PAUSE_TEMPLATE:
         # Meta refused the template itself: stop using it until Meta says otherwise; the step
         # was not sent and waits for the template like any step that uses it.
@@ -458,6 +466,7 @@ def _record_failure(
             at=now,
         )
         step.status, step.due_at, step.reason = StepStatus.SCHEDULED, now, outcome.error_code
+        message.status, message.failed_at = MessageStatus.QUEUED, None
         happened.append(f"step {number} waits for its template")
         return
     step.status, step.reason = StepStatus.FAILED, outcome.error_detail or outcome.kind.value

@@ -19,6 +19,21 @@ from sqlmodel import select
 from sequences.db import Database
 from sequences.models import SandboxOutboxMessage
 
+# Our message ids travel in biz_opaque_callback_data with this prefix: other apps on the same
+# WhatsApp account set callback data of their own, and plain numbers would collide.
+CALLBACK_PREFIX = "cartback-"
+
+
+def callback_data(message_id: int) -> str:
+    return f"{CALLBACK_PREFIX}{message_id}"
+
+
+def message_id_from_callback(value: str | None) -> int | None:
+    if not value or not value.startswith(CALLBACK_PREFIX):
+        return None
+    digits = value[len(CALLBACK_PREFIX) :]
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
+
 
 @dataclass(frozen=True)
 class Sender:

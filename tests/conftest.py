@@ -245,7 +245,7 @@ def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph:
     # Journeys jump hours of frozen time within real seconds: keep Meta's 6 s pair rule for the
     # throttle's own tests and let the same shopper be messaged again here.
     runtime.transport = CloudTransport(
-        fake_graph.url, runtime.whatsapp_http, SendThrottle(redis_conn, pair_interval_ms=1)
+        fake_graph.url, runtime.whatsapp_http, SendThrottle(redis_conn, key="k", pair_interval_ms=1)
     )
     app = create_app(runtime=runtime)
     late.app = app

@@ -93,6 +93,10 @@ def connect(
                 created_at=now,
             )
             session.add(account)
+        if account.phone_number_id != phone_number_id:
+            # Another number: nothing known about the old one applies to it.
+            account.display_phone_number = account.verified_name = account.quality_at = None
+            account.quality_rating, account.messages_per_second = "UNKNOWN", 80
         account.waba_id, account.phone_number_id = waba_id, phone_number_id
         account.access_token_ciphertext = runtime.secrets.encrypt(access_token)
         account.default_language, account.updated_at = default_language, now
@@ -159,7 +163,7 @@ def check(runtime: Runtime, store_id: int, *, subscribe: bool = True) -> CheckRe
         if phone:
             stored.display_phone_number = phone.get("display_phone_number") or stored.display_phone_number
             stored.verified_name = phone.get("verified_name") or stored.verified_name
-            stored.quality_rating = quality
+            stored.quality_rating, stored.quality_at = quality, now
             stored.messages_per_second = THROUGHPUT_BY_LEVEL.get(level, stored.messages_per_second)
             health.quality_changed(store, quality, now)
     return report
@@ -188,7 +192,7 @@ def recheck_numbers(runtime: Runtime) -> int:
             .join(Store, col(Store.id) == col(WhatsAppAccount.store_id))
             .where(Store.status == StoreStatus.ACTIVE)
             .where(or_(col(WhatsAppAccount.checked_at).is_(None), col(WhatsAppAccount.checked_at) < stale))
-            .order_by(col(WhatsAppAccount.checked_at))
+            .order_by(col(WhatsAppAccount.checked_at).nulls_first())
             .limit(RECHECK_BATCH)
         ).all()
     for store_id in store_ids:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 
 from sequences.models import Contact, InboundMessage, Store, WhatsAppAccount
 from sequences.runtime import Runtime
@@ -37,7 +38,14 @@ def send_confirmation(runtime: Runtime, inbound_id: int) -> str:
         ).first()
         if contact is None or store is None or not contact.phone_e164.startswith("+"):
             return "contact erased"
-        inbound.confirmation_sent_at = now
+        # Claimed by a conditional update (one winner on PostgreSQL too), before sending.
+        claimed = session.exec(
+            update(InboundMessage)
+            .where(col(InboundMessage.id) == inbound_id, col(InboundMessage.confirmation_sent_at).is_(None))
+            .values(confirmation_sent_at=now)
+        ).rowcount
+        if not claimed:
+            return "already sent"
         words = copy_for(account.default_language if account else "en")
         template = words.opt_out_confirmation if inbound.intent == "stop" else words.opt_in_confirmation
         text = OutboundText(

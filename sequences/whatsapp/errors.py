@@ -36,8 +36,15 @@ STORE_STOPPERS = {
     10: "the access token has no permission on this WhatsApp number",
     200: "the access token has no permission on this WhatsApp number",
 }
-# Transient on Meta's side: the call did not go through.
-TRANSIENT = {1, 2, 4, 80007, 130472, 131000, 131016}
+# Transient on Meta's side, and the message was not taken: try again later.
+TRANSIENT = {2, 4, 80007, 131016}
+# "Something went wrong" / unknown: Meta may have taken the message. Never resent (invariant 1).
+AMBIGUOUS = {1, 131000}
+# Template errors that are about this message's values (parameter count, format, length),
+# not the template: the step is dropped, the template keeps working for every other cart.
+MESSAGE_CONTENT = {131008, 131009, 132000, 132005, 132007, 132012, 132018}
+# The shopper is part of a Meta experiment that holds marketing messages back.
+EXPERIMENT = 130472
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,24 @@ def action_for(code: int | None, http_status: int | None = None) -> ErrorAction:
         return ErrorAction(OutcomeKind.OPT_OUT)
     if code == UNDELIVERABLE:
         return ErrorAction(OutcomeKind.STOP_CART)
+    if code in MESSAGE_CONTENT or code == EXPERIMENT:
+        return ErrorAction(OutcomeKind.DROP_STEP)
     if code is not None and 132000 <= code <= 132999:
         return ErrorAction(OutcomeKind.PAUSE_TEMPLATE)
     if code in STORE_STOPPERS:
         return ErrorAction(OutcomeKind.PAUSE_STORE, merchant_reason=STORE_STOPPERS[code])
-    if code in TRANSIENT or (code is None and http_status is not None and http_status >= 500):
+    if code in TRANSIENT:
         return ErrorAction(OutcomeKind.RETRY_LATER, TRANSIENT_RETRY_AFTER)
+    if code in AMBIGUOUS or (code is None and http_status is not None and http_status >= 500):
+        # A 5xx without Meta's word (a proxy, a timeout upstream) may follow an accepted send.
+        return ErrorAction(OutcomeKind.UNKNOWN)
     # Anything else is about this message (a bad parameter, an unsupported recipient): final
     # for the step, never retried blindly.
     return ErrorAction(OutcomeKind.DROP_STEP)
+
+
+# Failures that say nothing about the number's health: the shopper's own choice or cap, or
+# Meta asking us to slow down (retried anyway).
+NOT_HEALTH_SIGNALS = {
+    str(code) for code in (USER_STOPPED_MARKETING, MARKETING_CAP, EXPERIMENT, THROUGHPUT, PAIR_RATE)
+}

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from sequences.models import Message, MessageStatus, Store, TemplateStatus, WhatsAppTemplate
-from sequences.whatsapp.errors import USER_STOPPED_MARKETING
+from sequences.whatsapp.errors import NOT_HEALTH_SIGNALS
 
 log = logging.getLogger("cartback.whatsapp.health")
 
@@ -25,8 +25,8 @@ WHATSAPP_ERROR = "whatsapp_error"
 FAILURE_RATE = "failure_rate"
 # The latest this many finished sends are judged together...
 FAILURE_RATE_WINDOW = 20
-# ...and sending pauses when at least this share of them failed. A shopper's own opt-out
-# (131050) is their choice, not a sign of trouble, and does not count.
+# ...and sending pauses when at least this share of them failed. A shopper's own opt-out or
+# cap, and Meta's "slow down", are not signs of trouble and do not count (NOT_HEALTH_SIGNALS).
 FAILURE_RATE_LIMIT = 0.5
 FINISHED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.FAILED)
 
@@ -77,7 +77,7 @@ def check_failure_rate(session: Session, store: Store, now: datetime) -> bool:
     if len(latest) < FAILURE_RATE_WINDOW:
         return False
     failed = sum(
-        1 for status, code in latest if status == MessageStatus.FAILED and code != str(USER_STOPPED_MARKETING)
+        1 for status, code in latest if status == MessageStatus.FAILED and code not in NOT_HEALTH_SIGNALS
     )
     if failed / len(latest) < FAILURE_RATE_LIMIT:
         return False

@@ -30,7 +30,7 @@ from sequences.consent import (
     opt_out_contact_locked,
 )
 from sequences.db import lock_cart_with_contact, lock_contact
-from sequences.erasure import is_suppressed
+from sequences.erasure import event_key, is_suppressed
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -48,10 +48,10 @@ from sequences.models import (
     WhatsAppTemplate,
 )
 from sequences.runtime import Runtime
-from sequences.transports import OutcomeKind
+from sequences.transports import OutcomeKind, message_id_from_callback
 from sequences.whatsapp import health
 from sequences.whatsapp.errors import action_for
-from sequences.whatsapp.templates import STOP_PAYLOAD
+from sequences.whatsapp.templates import STOP_PAYLOAD, TEMPLATE_NAMES
 from sequences.whatsapp.webhook_events import (
     Event,
     InboundEvent,
@@ -86,6 +86,11 @@ _TEMPLATE_EVENTS = {
 }
 # A confirmation can only go inside the shopper's 24-hour customer-service window.
 REPLY_WINDOW = timedelta(hours=24)
+
+
+def _has_number(session: Session, contact_id: int | None) -> bool:
+    phone = session.exec(select(Contact.phone_e164).where(Contact.id == contact_id)).first()
+    return bool(phone and phone.startswith("+"))
 
 
 @dataclass
@@ -155,17 +160,25 @@ class _Accounts:
 
 
 def _find_message(session: Session, store_id: int, event: StatusEvent) -> Message | None:
-    """Our id comes back in biz_opaque_callback_data (even when the send's answer was lost)."""
-    opaque = event.biz_opaque_callback_data
-    if opaque and opaque.isdigit():
-        message = session.exec(
-            select(Message).where(Message.id == int(opaque), Message.store_id == store_id)
-        ).first()
-        if message is not None:
-            return message
-    return session.exec(
+    """By Meta's wamid; by our own id in biz_opaque_callback_data only for a message whose send
+    answer was lost (no wamid stored), and then only if it went to the same shopper: other apps
+    on the same WhatsApp account get these webhooks too, with callback data of their own."""
+    message = session.exec(
         select(Message).where(Message.store_id == store_id, Message.provider_message_id == event.wamid)
     ).first()
+    message_id = message_id_from_callback(event.biz_opaque_callback_data)
+    if message is not None or message_id is None or event.recipient_id is None:
+        return message
+    row = session.exec(
+        select(Message, Contact.phone_e164)
+        .join(Contact, col(Contact.id) == col(Message.contact_id))
+        .where(
+            Message.id == message_id, Message.store_id == store_id, col(Message.provider_message_id).is_(None)
+        )
+    ).first()
+    if row is None or row[1] != f"+{event.recipient_id}":
+        return None
+    return row[0]
 
 
 def _apply_status(runtime: Runtime, store_id: int, event: StatusEvent, result: Applied) -> bool:
@@ -207,10 +220,14 @@ def _apply_status(runtime: Runtime, store_id: int, event: StatusEvent, result: A
 
 
 def _record_pricing(message: Message, event: StatusEvent, contact: Contact | None) -> None:
-    if event.pricing_category is None or message.pricing_category is not None:
+    """Meta charges a marketing template once it is delivered: the cost is set then, never on a
+    message that failed."""
+    if event.pricing_category is not None and message.pricing_category is None:
+        message.pricing_category, message.billable = event.pricing_category, event.billable
+    delivered = event.status in ("delivered", "read")
+    if not delivered or message.cost is not None or message.status == MessageStatus.FAILED:
         return
-    message.pricing_category, message.billable = event.pricing_category, event.billable
-    if event.billable is False or event.pricing_category != "marketing" or contact is None:
+    if message.billable is False or message.pricing_category != "marketing" or contact is None:
         return
     for calling_code, (rate, currency) in MARKETING_RATES.items():
         if contact.phone_e164.startswith(f"+{calling_code}"):
@@ -233,6 +250,7 @@ def _apply_failure(
     now = runtime.now()
     message.status, message.failed_at = MessageStatus.FAILED, event.at
     message.error_code, message.error_detail = (str(code) if code is not None else None), detail
+    message.cost = message.cost_currency = None
     assert cart.id is not None
     step = session.get(RecoveryStep, message.step_id)
     if step is not None and step.status in (StepStatus.SENT, StepStatus.UNCERTAIN):
@@ -241,7 +259,9 @@ def _apply_failure(
     action = action_for(code)
     if action.kind == OutcomeKind.OPT_OUT and contact is not None:
         evidence = {"code": code, "message_id": message.id, "wamid": event.wamid, "at": event.at.isoformat()}
-        opt_out_contact_locked(session, contact, now, source="whatsapp_error", evidence=evidence)
+        opt_out_contact_locked(
+            session, contact, now, source="whatsapp_error", evidence=evidence, said_at=event.at
+        )
         if contact.id is not None:
             result.opted_out_contacts.add(contact.id)
     elif action.kind == OutcomeKind.STOP_CART:
@@ -289,7 +309,9 @@ def _contact_for(
                 Message.store_id == store_id, Message.provider_message_id == context_wamid
             )
         ).first()
-        if row is not None:
+        # An erased contact's number is gone: a reply to its old message is matched by the
+        # sender's number like any other, so a STOP still protects that number.
+        if row is not None and _has_number(session, row[0]):
             return row[0], row[1]
     if wa_id:
         phone = f"+{wa_id}"
@@ -306,9 +328,10 @@ def _contact_for(
 def _apply_inbound(runtime: Runtime, store_id: int, event: InboundEvent, result: Applied) -> bool:
     intent = _intent(event)
     source = "whatsapp_button" if event.payload == STOP_PAYLOAD else "whatsapp_reply"
+    key = event_key(runtime, event.wamid)
     try:
         with runtime.database.locked_session() as session:
-            if _seen(session, store_id, event.wamid):
+            if _seen(session, store_id, key):
                 return False
             contact_id, reply_to = _contact_for(
                 session, runtime, store_id, event.from_wa_id, event.context_wamid
@@ -323,7 +346,7 @@ def _apply_inbound(runtime: Runtime, store_id: int, event: InboundEvent, result:
             inbound = InboundMessage(
                 store_id=store_id,
                 contact_id=contact.id,
-                provider_event_id=event.wamid,
+                provider_event_id=key,
                 kind=event.kind,
                 intent=intent.value,
                 text=event.text,
@@ -341,7 +364,7 @@ def _apply_inbound(runtime: Runtime, store_id: int, event: InboundEvent, result:
             if reply_to is not None:
                 evidence["message_id"] = reply_to
             outcome = apply_intent_locked(
-                session, contact, intent, runtime.now(), source=source, evidence=evidence
+                session, contact, intent, runtime.now(), source=source, evidence=evidence, said_at=event.at
             )
     except IntegrityError:
         return False  # the same message applied by a concurrent delivery
@@ -353,7 +376,7 @@ def _apply_preference(runtime: Runtime, store_id: int, event: PreferenceEvent, r
     if event.category != "marketing_messages" or event.value not in ("stop", "resume"):
         return False
     intent = ReplyIntent.STOP if event.value == "stop" else ReplyIntent.START
-    key = f"user_preferences:{event.wa_id}:{int(event.at.timestamp())}:{event.value}"
+    key = event_key(runtime, f"user_preferences:{event.wa_id}:{int(event.at.timestamp())}:{event.value}")
     try:
         with runtime.database.locked_session() as session:
             if _seen(session, store_id, key):
@@ -376,7 +399,13 @@ def _apply_preference(runtime: Runtime, store_id: int, event: PreferenceEvent, r
             )
             evidence = {"preference": event.value, "at": event.at.isoformat()}
             outcome = apply_intent_locked(
-                session, contact, intent, runtime.now(), source="whatsapp_user_preferences", evidence=evidence
+                session,
+                contact,
+                intent,
+                runtime.now(),
+                source="whatsapp_user_preferences",
+                evidence=evidence,
+                said_at=event.at,
             )
     except IntegrityError:
         return False
@@ -416,23 +445,23 @@ def _after(result: Applied, outcome: ReplyResult, confirm_inbound_id: int | None
 
 
 def _apply_template(runtime: Runtime, store_ids: list[int], event: TemplateEvent) -> bool:
-    if not store_ids:
+    """Status and quality of our templates; the merchant's other templates are not ours to track."""
+    if not store_ids or event.name not in TEMPLATE_NAMES:
         return False
-    language = event.language.split("_")[0] if event.language.startswith(("en", "hi")) else event.language
+    language = event.language.split("_")[0]
     with runtime.database.locked_session() as session:
         for store_id in store_ids:
             if event.quality is not None:
-                template = health.set_template_status(
-                    session,
-                    store_id,
-                    event.name,
-                    language,
-                    _current_status(session, store_id, event, language),
-                    reason=None,
-                    at=event.at,
-                    platform_template_id=event.template_id,
-                )
-                template.quality_score = event.quality
+                # Quality is a separate word from status: it does not move the status's clock.
+                template = session.exec(
+                    select(WhatsAppTemplate).where(
+                        WhatsAppTemplate.store_id == store_id,
+                        WhatsAppTemplate.name == event.name,
+                        WhatsAppTemplate.language == language,
+                    )
+                ).first()
+                if template is not None:
+                    template.quality_score = event.quality[:16]
                 continue
             status = _TEMPLATE_EVENTS.get((event.event or "").upper())
             if status is None:
@@ -451,38 +480,31 @@ def _apply_template(runtime: Runtime, store_ids: list[int], event: TemplateEvent
     return True
 
 
-def _current_status(session: Session, store_id: int, event: TemplateEvent, language: str) -> str:
-    status = session.exec(
-        select(WhatsAppTemplate.status).where(
-            WhatsAppTemplate.store_id == store_id,
-            WhatsAppTemplate.name == event.name,
-            WhatsAppTemplate.language == language,
-        )
-    ).first()
-    return status or TemplateStatus.PENDING
-
-
 def _apply_phone_quality(runtime: Runtime, event: PhoneQualityEvent) -> bool:
+    """FLAGGED (quality turned RED) pauses, UNFLAGGED lifts a quality pause; an older event
+    arriving late, or one naming another number of the same account, changes nothing."""
     digits = "".join(ch for ch in event.display_phone_number if ch.isdigit())
+    applied = False
     with runtime.database.locked_session() as session:
         accounts = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.waba_id == event.waba_id)).all()
-        matching = [
-            account
-            for account in accounts
-            if "".join(ch for ch in (account.display_phone_number or "") if ch.isdigit()) == digits
-        ] or (list(accounts) if len(accounts) == 1 else [])
-        for account in matching:
-            store = session.get(Store, account.store_id)
-            assert store is not None
-            if event.event == "FLAGGED":
-                account.quality_rating = "RED"
-            elif event.event == "UNFLAGGED":
-                account.quality_rating = "GREEN"
-            elif event.event == "THROUGHPUT_UPGRADE":
-                account.messages_per_second = max(account.messages_per_second, 1000)
+        for account in accounts:
+            ours = "".join(ch for ch in (account.display_phone_number or "") if ch.isdigit())
+            if ours and ours != digits:
                 continue
+            if not ours and len(accounts) != 1:
+                continue  # cannot tell which number it names
+            if account.quality_at is not None and event.at <= account.quality_at:
+                continue
+            if event.event == "THROUGHPUT_UPGRADE":
+                account.messages_per_second = max(account.messages_per_second, 1000)
+            elif event.event in ("FLAGGED", "UNFLAGGED"):
+                account.quality_rating = "RED" if event.event == "FLAGGED" else "GREEN"
+                account.quality_at = event.at
+                store = session.get(Store, account.store_id)
+                assert store is not None
+                health.quality_changed(store, account.quality_rating, runtime.now())
             else:
                 continue
-            account.updated_at = event.at
-            health.quality_changed(store, account.quality_rating, runtime.now())
-    return bool(matching)
+            account.updated_at = runtime.now()
+            applied = True
+    return applied

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from dataclasses import dataclass
 
@@ -17,8 +18,9 @@ from redis import Redis
 
 # Meta's pair rate limit: 1 message per 6 s to one user (DESIGN.md, throughput).
 PAIR_INTERVAL_MS = 6000
-# How long a sender may wait for a token before giving the step back to the scheduler.
-MAX_WAIT_SECONDS = 2.0
+# How long a sender may wait for a token before giving the step back to the scheduler: the
+# send decision is already committed, so a long wait would let a STOP land before the send.
+MAX_WAIT_SECONDS = 0.25
 # After Meta says 130429, the number pauses this long (ms) for everyone.
 BACK_OFF_MS = 1000
 
@@ -56,14 +58,16 @@ class Throttled:
     reason: str
 
 
-def _recipient_key(phone_number_id: str, to_phone_e164: str) -> str:
-    digest = hashlib.sha256(f"{phone_number_id}:{to_phone_e164}".encode()).hexdigest()[:24]
+def _recipient_key(key: bytes, phone_number_id: str, to_phone_e164: str) -> str:
+    # Keyed: a plain hash of a 10-digit mobile number is reversed by trying them all.
+    digest = hmac.new(key, f"{phone_number_id}:{to_phone_e164}".encode(), hashlib.sha256).hexdigest()[:24]
     return f"cartback:wa:pair:{digest}"
 
 
 class SendThrottle:
-    def __init__(self, redis: Redis, *, pair_interval_ms: int = PAIR_INTERVAL_MS) -> None:
+    def __init__(self, redis: Redis, *, key: str, pair_interval_ms: int = PAIR_INTERVAL_MS) -> None:
         self._redis = redis
+        self._key = key.encode()
         self._take = redis.register_script(_TAKE_BUCKET_SLOT)
         self._pair_interval_ms = pair_interval_ms
 
@@ -79,7 +83,7 @@ class SendThrottle:
             if time.monotonic() + wait_ms / 1000 > deadline:
                 return Throttled(wait_ms / 1000, "number throughput")
             time.sleep(wait_ms / 1000)
-        pair = _recipient_key(phone_number_id, to_phone_e164)
+        pair = _recipient_key(self._key, phone_number_id, to_phone_e164)
         if not self._redis.set(pair, 1, nx=True, px=self._pair_interval_ms):
             remaining = max(int(self._redis.pttl(pair)), 1)
             return Throttled(remaining / 1000, "one message per 6 s to the same shopper")

@@ -19,6 +19,8 @@ from connectors.base import MalformedPayload, PayloadError
 OBJECT = "whatsapp_business_account"
 # A reply longer than WhatsApp allows is cut to this when kept (characters).
 MAX_TEXT = 4096
+# Longest Meta id we store (wamids are ~60 characters; the column holds 255).
+MAX_ID = 255
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class StatusEvent:
     wamid: str
     status: str  # sent | delivered | read | failed (others are kept and ignored)
     at: datetime
+    recipient_id: str | None  # the shopper's number (digits), empty for username-only users
     biz_opaque_callback_data: str | None
     pricing_category: str | None
     billable: bool | None
@@ -83,7 +86,7 @@ NOT_REPLIES = frozenset({"reaction", "system", "unsupported", "request_welcome",
 def parse_delivery(raw: bytes) -> list[Event]:
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, absurd numbers or nesting
         raise MalformedPayload("the body is not JSON") from None
     if not isinstance(body, dict):
         raise MalformedPayload("the body is not a JSON object")
@@ -155,7 +158,10 @@ def _status(phone_number_id: str, item: Any, where: str) -> StatusEvent:
     item = _object(item, where)
     pricing = _maybe_object(item.get("pricing"))
     errors: list[tuple[int | None, str]] = []
-    for error in item.get("errors") or []:
+    raw_errors = item.get("errors")
+    if raw_errors is not None and not isinstance(raw_errors, list):
+        raise PayloadError(f"{where}.errors must be a list")
+    for error in raw_errors or []:
         if isinstance(error, dict):
             code = error.get("code")
             data = _maybe_object(error.get("error_data"))
@@ -166,9 +172,10 @@ def _status(phone_number_id: str, item: Any, where: str) -> StatusEvent:
     category = pricing.get("category")
     return StatusEvent(
         phone_number_id=phone_number_id,
-        wamid=_text(item, "id", where),
-        status=_text(item, "status", where).lower(),
+        wamid=_identifier(item, "id", where),
+        status=_text(item, "status", where).lower()[:16],
         at=_time(item.get("timestamp"), f"{where}.timestamp"),
+        recipient_id=_wa_id(item.get("recipient_id")),
         biz_opaque_callback_data=str(opaque) if opaque not in (None, "") else None,
         pricing_category=str(category) if isinstance(category, str) else None,
         billable=billable if isinstance(billable, bool) else None,
@@ -193,13 +200,12 @@ def _message(phone_number_id: str, item: Any, where: str) -> InboundEvent | None
         reply = _maybe_object(interactive.get("button_reply") or interactive.get("list_reply"))
         text, payload = _optional_text(reply, "title"), _optional_text(reply, "id")
     context = _maybe_object(item.get("context"))
-    sender = item.get("from")
     return InboundEvent(
         phone_number_id=phone_number_id,
-        wamid=_text(item, "id", where),
-        from_wa_id=sender if isinstance(sender, str) and sender.isdigit() else None,
+        wamid=_identifier(item, "id", where),
+        from_wa_id=_wa_id(item.get("from")),
         at=_time(item.get("timestamp"), f"{where}.timestamp"),
-        kind=kind,
+        kind=kind[:32],
         text=text[:MAX_TEXT] if text else None,
         payload=payload,
         context_wamid=_optional_text(context, "id"),
@@ -208,7 +214,9 @@ def _message(phone_number_id: str, item: Any, where: str) -> InboundEvent | None
 
 def _preference(phone_number_id: str, item: Any, where: str) -> PreferenceEvent:
     item = _object(item, where)
-    wa_id = _text(item, "wa_id", where)
+    wa_id = _wa_id(item.get("wa_id"))
+    if wa_id is None:
+        raise PayloadError(f"{where}.wa_id is not a WhatsApp number")
     return PreferenceEvent(
         phone_number_id=phone_number_id,
         wa_id=wa_id,
@@ -245,6 +253,23 @@ def _text(container: dict[str, Any], key: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise PayloadError(f"{where}.{key} is missing")
     return value
+
+
+def _identifier(container: dict[str, Any], key: str, where: str) -> str:
+    """Meta's ids (wamids) as stored: bounded, so no id can overflow a column."""
+    value = _text(container, key, where)
+    if len(value) > MAX_ID:
+        raise PayloadError(f"{where}.{key} is longer than {MAX_ID} characters")
+    return value
+
+
+def _wa_id(value: Any) -> str | None:
+    """A WhatsApp user's number (digits with the country code, at most 15: E.164), else None."""
+    return (
+        value
+        if isinstance(value, str) and value.isascii() and value.isdigit() and 7 <= len(value) <= 15
+        else None
+    )
 
 
 def _optional_text(container: dict[str, Any], key: str) -> str | None:

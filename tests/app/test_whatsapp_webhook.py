@@ -68,7 +68,7 @@ def _message(journey: Any) -> Message:
 
 def _ids(journey: Any) -> dict[str, str]:
     message = _message(journey)
-    return {FIXTURE_WAMID: message.provider_message_id, FIXTURE_OPAQUE: str(message.id)}
+    return {FIXTURE_WAMID: message.provider_message_id, FIXTURE_OPAQUE: f"cartback-{message.id}"}
 
 
 def _deliver(journey: Any, name: str, moment: timedelta = timedelta(minutes=16), **extra: str) -> Any:
@@ -201,6 +201,7 @@ def test_a_delivery_for_an_uninstalled_store_is_acknowledged_and_dropped(wa):
 # -- statuses -----------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_statuses_move_forward_and_record_their_times(wa):
     assert _deliver(wa, "status_sent").status_code == 200
     assert _deliver(wa, "status_delivered").status_code == 200
@@ -313,6 +314,7 @@ def _outbox_replies(journey: Any) -> list[SandboxOutboxMessage]:
     return [row for row in journey.outbox() if row.message_id is None]
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("name", ["message_button_stop", "message_text_stop", "message_text_hindi_stop"])
 def test_stop_opts_out_within_the_request_and_cancels_pending_steps(wa, name):
     with wa.at(timedelta(minutes=16)):
@@ -420,7 +422,7 @@ def test_a_flagged_number_pauses_sending_and_unflagged_resumes_it(wa):
     with wa.runtime.database.session() as session:
         store = session.exec(select(Store)).one()
     assert store.sending_paused and store.pause_source == "quality" and "RED" in (store.pause_reason or "")
-    _deliver(wa, "phone_number_quality_update_unflagged")
+    _deliver(wa, "phone_number_quality_update_unflagged", timedelta(minutes=20))
     with wa.runtime.database.session() as session:
         assert not session.exec(select(Store)).one().sending_paused
 
@@ -443,3 +445,106 @@ def test_consent_events_are_only_ever_added(wa):
     with wa.runtime.database.session() as session:
         ids = session.exec(select(ConsentEvent.id).order_by(col(ConsentEvent.id))).all()
     assert len(ids) == 2
+
+
+# -- what the second read found ------------------------------------------------------------------
+
+
+def test_a_status_with_our_callback_data_but_another_message_id_is_not_ours(wa):
+    # Another app on the same WhatsApp account, with callback data that happens to match
+    body = fixture("status_failed_131050", **(_ids(wa) | {FIXTURE_WAMID: "wamid.someone-elses-message"}))
+    response = post_delivery(wa.client, body)
+    assert response.status_code == 200 and response.get_json()["applied"] == 0
+    assert wa.consent_events() == [] and wa.cart().status == CartStatus.RECOVERING
+
+
+def test_an_older_resume_arriving_after_a_stop_changes_nothing(wa):
+    said_stop = int((T0 + timedelta(minutes=17)).timestamp())
+    with wa.at(timedelta(minutes=18)):
+        post_delivery(wa.client, stamped(fixture("user_preferences_stop"), said_stop))
+        # Meta retries a resume the shopper sent a minute before the stop
+        post_delivery(wa.client, stamped(fixture("user_preferences_resume"), said_stop - 60))
+    assert [event.kind for event in wa.consent_events()] == ["opt_out"]
+    with wa.runtime.database.session() as session:
+        assert session.exec(select(Contact)).one().opted_out_at is not None
+
+
+def test_stored_event_keys_hold_no_phone_number(wa):
+    _deliver(wa, "user_preferences_stop")
+    _deliver(wa, "message_text_other", timedelta(minutes=20))
+    with wa.runtime.database.session() as session:
+        keys = [row.provider_event_id for row in session.exec(select(InboundMessage)).all()]
+    assert len(keys) == 2 and not any("9876543210" in key or "wamid" in key for key in keys)
+
+
+def test_a_stop_after_erasure_still_protects_the_number(wa):
+    from sequences.erasure import erase_contact, is_suppressed
+
+    ids = _ids(wa)
+    with wa.runtime.database.session() as session:
+        store_id = session.exec(select(Store.id)).one()
+    erase_contact(wa.runtime, store_id, "+919876543210")
+    # The shopper taps Stop promotions on the message they still have
+    with wa.at(timedelta(minutes=30)):
+        body = stamped(fixture("message_button_stop", **ids), int(datetime.now(UTC).timestamp()))
+        assert post_delivery(wa.client, body).status_code == 200
+    with wa.runtime.database.session() as session:
+        live = session.exec(select(Contact).where(Contact.phone_e164 == "+919876543210")).first()
+        protected = (live is not None and live.opted_out_at is not None) or is_suppressed(
+            session, wa.runtime, store_id, "+919876543210"
+        )
+    assert protected
+
+
+def test_cost_is_recorded_on_delivery_and_never_on_a_failed_message(wa):
+    _deliver(wa, "status_sent")
+    assert _message(wa).cost is None
+    _deliver(wa, "status_failed_131026")
+    assert _message(wa).cost is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (
+            b'{"object": "whatsapp_business_account", "entry": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+            400,
+        ),
+        (b'{"object": "whatsapp_business_account", "n": ' + b"9" * 5000 + b"}", 400),
+    ],
+)
+def test_absurd_json_gets_400(wa, body, status):
+    assert post_delivery(wa.client, body).status_code == status
+
+
+def test_odd_values_in_a_status_get_400_or_are_ignored_never_500(wa):
+    def status_with(**changes: Any) -> dict[str, Any]:
+        body = fixture("status_failed_131050", **_ids(wa))
+        body["entry"][0]["changes"][0]["value"]["statuses"][0].update(changes)
+        return body
+
+    assert post_delivery(wa.client, status_with(errors=5)).status_code == 400
+    assert post_delivery(wa.client, status_with(id="wamid." + "x" * 300)).status_code == 400
+    assert post_delivery(wa.client, status_with(timestamp="9" * 40)).status_code == 400
+    huge_callback = status_with(id="wamid.unknown", biz_opaque_callback_data="cartback-" + "9" * 30)
+    assert post_delivery(wa.client, huge_callback).status_code == 200
+    long_sender = fixture("message_text_stop", **{"919876543210": "9" * 25})
+    assert post_delivery(wa.client, long_sender).status_code == 200
+    assert wa.consent_events() == []
+
+
+def test_an_older_quality_event_or_one_for_another_number_changes_nothing(wa):
+    _deliver(wa, "phone_number_quality_update_flagged", timedelta(minutes=20))
+    older = fixture("phone_number_quality_update_unflagged")
+    post_delivery(wa.client, stamped(older, int((T0 + timedelta(minutes=10)).timestamp())))
+    with wa.runtime.database.session() as session:
+        assert session.exec(select(Store)).one().sending_paused
+    other_number = fixture("phone_number_quality_update_unflagged", **{"919000000001": "919000000077"})
+    post_delivery(wa.client, stamped(other_number, int((T0 + timedelta(minutes=30)).timestamp())))
+    with wa.runtime.database.session() as session:
+        assert session.exec(select(Store)).one().sending_paused
+
+
+def test_events_for_the_merchants_other_templates_are_not_tracked(wa):
+    _deliver(wa, "template_status_approved", **{"cart_recovery_image_v1": "diwali_sale_2026"})
+    assert _templates(wa) == {}

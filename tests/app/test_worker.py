@@ -40,6 +40,12 @@ def test_a_threaded_worker_sends_each_step_once(client, runtime, drain):
     for n in range(12):
         journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+9198765000{n:02d}")
     with journey.at(timedelta(minutes=16)):
+        # Every cart's alarm four times over (a sweep and a retry racing): the loops contend
+        from sequences.jobs import advance_cart_job
+
+        for cart_id in range(1, 13):
+            for copy in range(4):
+                runtime.queue.enqueue(advance_cart_job, cart_id, job_id=f"race-{cart_id}-{copy}")
         run_workers(runtime, threads=4, burst=True)
         drain()
     assert len(journey.outbox()) == 12

@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-28 04:34:08.384170
+Create Date: 2026-11-28 05:40:35.271136
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("verified_name", sa.String(length=255), nullable=True),
         sa.Column("default_language", sa.String(length=16), nullable=False),
         sa.Column("quality_rating", sa.String(length=16), nullable=False),
+        sa.Column("quality_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("messages_per_second", sa.Integer(), nullable=False),
         sa.Column("checked_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("check_problem", sa.Text(), nullable=True),
@@ -113,6 +114,11 @@ def upgrade() -> None:
             sa.Column("shopper_replied_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
         )
 
+    with op.batch_alter_table("contact", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("consent_changed_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+        )
+
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pricing_category", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("billable", sa.Boolean(), nullable=True))
@@ -147,6 +153,9 @@ def downgrade() -> None:
         batch_op.drop_column("cost")
         batch_op.drop_column("billable")
         batch_op.drop_column("pricing_category")
+
+    with op.batch_alter_table("contact", schema=None) as batch_op:
+        batch_op.drop_column("consent_changed_at")
 
     with op.batch_alter_table("cart", schema=None) as batch_op:
         batch_op.drop_column("shopper_replied_at")
