@@ -24,7 +24,18 @@ from app import get_runtime
 from connectors.base import IssuedToken, PlatformError, PlatformUnauthorized
 from connectors.shopify import PLATFORM, ShopifyConnector
 from connectors.shopify.connector import issued_token
-from sequences.models import Cart, CartStatus, DataExport, Message, Store, StoreStatus
+from sequences.models import (
+    Cart,
+    CartStatus,
+    Contact,
+    DataExport,
+    InboundMessage,
+    Message,
+    Store,
+    StoreStatus,
+    WhatsAppAccount,
+    WhatsAppTemplate,
+)
 from sequences.platform_access import call_platform, fresh_access, store_token_update
 from sequences.runtime import Runtime
 
@@ -192,7 +203,27 @@ def _summary(runtime: Runtime, store_id: int) -> dict[str, Any]:
             ),
             Decimal(0),
         )
+        account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store_id)).first()
+        templates = session.exec(
+            select(WhatsAppTemplate)
+            .where(WhatsAppTemplate.store_id == store_id)
+            .order_by(col(WhatsAppTemplate.language), col(WhatsAppTemplate.name))
+        ).all()
+        # Shoppers who wrote back (not STOP/START): their sequence waits for a person.
+        replies = session.exec(
+            select(InboundMessage, Contact.phone_e164)
+            .join(Contact, col(Contact.id) == col(InboundMessage.contact_id))
+            .where(InboundMessage.store_id == store_id, InboundMessage.intent == "other")
+            .order_by(col(InboundMessage.id).desc())
+            .limit(20)
+        ).all()
         return {
+            "whatsapp": account,
+            "templates": templates,
+            "replies": [
+                {"phone_end": phone[-4:], "text": inbound.text or f"({inbound.kind})", "at": inbound.sent_at}
+                for inbound, phone in replies
+            ],
             "store": store,
             "carts": sum(by_status.values()),
             "recovering": by_status.get(CartStatus.RECOVERING, 0),

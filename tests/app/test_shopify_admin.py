@@ -350,3 +350,42 @@ def test_the_sweep_renews_a_quiet_shops_token_before_its_refresh_token_lapses(sh
         assert run_sweep(shopify.runtime).tokens_renewed == 1
     assert len(shopify.fake.calls("refresh_token")) == 1
     assert shopify.store().refresh_token_expires_at > datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_the_app_home_shows_the_number_template_trouble_and_shoppers_who_replied(shopify):
+    from sequences.models import InboundMessage, TemplateStatus
+    from sequences.whatsapp.accounts import connect
+    from sequences.whatsapp.health import set_template_status
+
+    store = shopify.install()
+    assert store.id is not None
+    connect(shopify.runtime, store.id, waba_id="1022", phone_number_id="1065", access_token="EAAG" + "x" * 30)
+    now = datetime.now(UTC)
+    with shopify.runtime.database.locked_session() as session:
+        set_template_status(
+            session,
+            store.id,
+            "cart_recovery_image_v1",
+            "en",
+            TemplateStatus.PAUSED,
+            reason="low quality",
+            at=now,
+        )
+        contact = Contact(store_id=store.id, phone_e164="+919876543210", marketing_consent=True)
+        session.add(contact)
+        session.flush()
+        session.add(
+            InboundMessage(
+                store_id=store.id,
+                contact_id=contact.id,
+                provider_event_id="h:1",
+                kind="text",
+                intent="other",
+                text="Is COD available?",
+                sent_at=now,
+            )
+        )
+    page = shopify.open_app().get_data(as_text=True)
+    assert "<strong>paused</strong>: low quality (steps using it wait)" in page
+    assert "…3210" in page and "Is COD available?" in page
+    assert "9876543210" not in page
