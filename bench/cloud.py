@@ -24,13 +24,14 @@ from bench.report import Section, percentile, say
 from bench.seed import schedule_alarms, seed_abandoned_carts
 from bench.workers import (
     cpu_seconds,
+    send_rates,
     start_workers,
     status_summary,
     step_one_times,
     stop_workers,
     wait_for_sent,
 )
-from sequences.models import Contact, StepStatus, Store, TemplateStatus, WhatsAppAccount
+from sequences.models import Contact, Store, TemplateStatus, WhatsAppAccount
 from sequences.runtime import Runtime
 from sequences.whatsapp import health
 from sequences.whatsapp.accounts import connect
@@ -150,15 +151,11 @@ def _dispatch(
         finally:
             stop_workers(workers)
         times = step_one_times(runtime)
-    sent = sum(1 for t in times if t.status == StepStatus.SENT)
-    attempted = sorted(t.attempted_at for t in times if t.attempted_at is not None)
-    finished = max((t.sent_at for t in times if t.sent_at is not None), default=None)
-    if not attempted or finished is None:
+    rates = send_rates(times, started)
+    if rates is None:
         section.note(f"cloud/{tag}: nothing was sent ({status_summary(times)})")
         return 0.0
-    rate = sent / (finished - started).total_seconds()
-    span = (attempted[-1] - attempted[0]).total_seconds()
-    steady = (len(attempted) - 1) / span if span > 0 else float("nan")
+    sent, rate, steady = rates.sent, rates.rate, rates.steady
     accepted = len(fake.sent_messages) - accepted_before
     section.add(
         f"{tag}: messages/s",
@@ -172,7 +169,7 @@ def _dispatch(
     )
     section.add(
         f"{tag}: worker CPU per message",
-        f"{cpu / max(len(attempted), 1) * 1000:.1f} ms",
+        f"{cpu / max(rates.decisions, 1) * 1000:.1f} ms",
         f"workers busy {cpu / (wall * workers_n):.0%} of their wall time",
     )
     section.note(f"cloud/{tag}: ledger {status_summary(times)}")

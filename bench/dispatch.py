@@ -17,6 +17,7 @@ from bench.report import Section, say
 from bench.seed import schedule_alarms, seed_abandoned_carts
 from bench.workers import (
     cpu_seconds,
+    send_rates,
     start_workers,
     status_summary,
     step_one_times,
@@ -24,7 +25,6 @@ from bench.workers import (
     wait_for_sent,
     wait_registered,
 )
-from sequences.models import StepStatus
 
 ABOUT = """
 Sandbox dispatch rate: 5,000 abandoned carts whose step 1 is already due, alarms enqueued
@@ -75,26 +75,21 @@ def _one(env: BenchEnv, config: DispatchConfig, workers_n: int, section: Section
             if profiler:
                 profiler.finish(timeout=10)
         times = step_one_times(runtime)
-    sent = sum(1 for t in times if t.status == StepStatus.SENT)
-    attempted = sorted(t.attempted_at for t in times if t.attempted_at is not None)
-    finished = max((t.sent_at for t in times if t.sent_at is not None), default=None)
-    if not attempted or finished is None:
+    rates = send_rates(times, started)
+    if rates is None:
         section.note(f"{label}: nothing was sent ({status_summary(times)})")
         return 0.0
-    elapsed = (finished - started).total_seconds()
-    span = (attempted[-1] - attempted[0]).total_seconds()
-    rate = sent / elapsed
-    steady = (len(attempted) - 1) / span if span > 0 else float("nan")
+    sent, elapsed, rate, steady = rates.sent, rates.elapsed_s, rates.rate, rates.steady
     tag = f"{workers_n} worker{'s' if workers_n > 1 else ''}"
     section.add(f"{tag}: messages/s", f"{rate:,.0f}", f"{sent:,} sent in {elapsed:.1f} s from worker start")
     section.add(
         f"{tag}: steady messages/s",
         f"{steady:,.0f}",
-        f"first send decision {(attempted[0] - started).total_seconds():.1f} s after start",
+        f"first send decision {(rates.first_decision - started).total_seconds():.1f} s after start",
     )
     section.add(
         f"{tag}: worker CPU per message",
-        f"{cpu / max(len(attempted), 1) * 1000:.0f} ms",
+        f"{cpu / max(rates.decisions, 1) * 1000:.0f} ms",
         f"workers busy {cpu / (wall * workers_n):.0%} of their wall time",
     )
     section.note(f"{label}: ledger {status_summary(times)}")

@@ -121,3 +121,26 @@ def step_one_times(runtime: Runtime) -> list[StepTimes]:
 def status_summary(times: list[StepTimes]) -> str:
     counts = Counter(t.status for t in times)
     return ", ".join(f"{status} {n:,}" for status, n in counts.most_common())
+
+
+@dataclass(frozen=True)
+class SendRates:
+    sent: int
+    decisions: int  # send decisions committed (attempted steps)
+    first_decision: datetime
+    elapsed_s: float  # worker start to the last send
+    rate: float  # sent / elapsed
+    steady: float  # decisions per second between the first and the last decision
+
+
+def send_rates(times: list[StepTimes], started: datetime) -> SendRates | None:
+    """Messages/s of a dispatch run from the ledger; None when nothing was sent."""
+    sent = sum(1 for t in times if t.status == StepStatus.SENT)
+    attempted = sorted(t.attempted_at for t in times if t.attempted_at is not None)
+    finished = max((t.sent_at for t in times if t.sent_at is not None), default=None)
+    if not attempted or finished is None:
+        return None
+    elapsed = (finished - started).total_seconds()
+    span = (attempted[-1] - attempted[0]).total_seconds()
+    steady = (len(attempted) - 1) / span if span > 0 else float("nan")
+    return SendRates(sent, len(attempted), attempted[0], elapsed, sent / elapsed, steady)
