@@ -47,7 +47,16 @@ def create_app(
     # Jobs run in this process too (SimpleWorker in tests, `cartback sweep`).
     runtime_module.install(runtime)
 
-    from app import demo_store, links, ops, outbox, shopify_home, webhooks, whatsapp_webhook
+    from app import (
+        demo_store,
+        links,
+        ops,
+        outbox,
+        shopify_home,
+        webhooks,
+        whatsapp_settings,
+        whatsapp_webhook,
+    )
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(whatsapp_webhook.bp)
@@ -56,6 +65,7 @@ def create_app(
     app.register_blueprint(outbox.bp)
     app.register_blueprint(demo_store.bp)
     app.register_blueprint(shopify_home.bp)
+    app.register_blueprint(whatsapp_settings.bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:
