@@ -45,7 +45,7 @@ log = logging.getLogger("cartback.shopify.home")
 PATCH_ID_TOKEN_PATH = "/auth/patch-id-token"  # noqa: S105 - a route, not a secret
 
 
-def _connector() -> ShopifyConnector | None:
+def shopify_connector() -> ShopifyConnector | None:
     connector = get_runtime().connectors.get(PLATFORM)
     return connector if isinstance(connector, ShopifyConnector) else None
 
@@ -122,7 +122,7 @@ def refresh_details(runtime: Runtime, connector: ShopifyConnector, store_id: int
         session.commit()
 
 
-def _verified_store(
+def verified_store(
     connector: ShopifyConnector, *, check_token: bool
 ) -> tuple[Any, int | None, Response | None]:
     """Verify the session token; make sure we hold a working token for the shop.
@@ -236,11 +236,11 @@ def _summary(runtime: Runtime, store_id: int) -> dict[str, Any]:
 
 @bp.get("/")
 def app_home() -> Any:
-    connector = _connector()
+    connector = shopify_connector()
     if connector is None or ("shop" not in request.args and "Authorization" not in request.headers):
         # Not opened from a Shopify admin: nothing of any merchant's is shown here.
         return render_template("shopify/landing.html", shopify_configured=connector is not None)
-    result, store_id, failure = _verified_store(connector, check_token=True)
+    result, store_id, failure = verified_store(connector, check_token=True)
     if failure is not None:
         return failure
     assert store_id is not None
@@ -258,7 +258,7 @@ def app_home() -> Any:
 
 @bp.get(PATCH_ID_TOKEN_PATH)
 def patch_id_token() -> Any:
-    connector = _connector()
+    connector = shopify_connector()
     if connector is None:
         abort(404)
     result = connector.app.app_home_patch_id_token(_shopify_request())
@@ -268,10 +268,10 @@ def patch_id_token() -> Any:
 @bp.get("/api/data-exports/<int:export_id>")
 def data_export(export_id: int) -> Any:
     """A privacy export, for the merchant's own shop only (App Bridge session token)."""
-    connector = _connector()
+    connector = shopify_connector()
     if connector is None:
         abort(404)
-    _result, store_id, failure = _verified_store(connector, check_token=False)
+    _result, store_id, failure = verified_store(connector, check_token=False)
     if failure is not None:
         return failure
     with get_runtime().database.session() as session:

@@ -13,7 +13,7 @@ from flask import Blueprint, abort, jsonify, request
 from sqlmodel import col, select
 
 from app import get_runtime
-from app.shopify_home import _connector, _verified_store
+from app.shopify_home import shopify_connector, verified_store
 from sequences.models import Store, WhatsAppAccount, WhatsAppTemplate
 from sequences.whatsapp.accounts import AccountError, check, connect
 from sequences.whatsapp.health import MERCHANT, pause_store, resume_store
@@ -23,10 +23,10 @@ CONNECT_FIELDS = ("waba_id", "phone_number_id", "access_token")
 
 
 def _store_id() -> tuple[int | None, Any]:
-    connector = _connector()
+    connector = shopify_connector()
     if connector is None:
         abort(404)
-    _result, store_id, failure = _verified_store(connector, check_token=False)
+    _result, store_id, failure = verified_store(connector, check_token=False)
     return store_id, failure
 
 
