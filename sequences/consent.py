@@ -159,8 +159,9 @@ def opt_out_contact_locked(
     already = contact.opted_out_at is not None
     carts = _open_carts_locked(session, contact)
     opt_out_locked(session, contact, carts, now, source=source, evidence=evidence)
-    # The shopper's own time (the caller has checked it is not older than the last change).
-    contact.consent_changed_at = said_at or now
+    # The shopper's own time; a late opt-out (a failed status) never moves it backwards.
+    said = said_at or now
+    contact.consent_changed_at = max(said, contact.consent_changed_at) if contact.consent_changed_at else said
     log.info("opt-out recorded", extra={"contact_id": contact.id, "carts": len(carts), "source": source})
     return ReplyResult(ReplyIntent.STOP, contact.id, len(carts), changed=not already)
 
@@ -220,16 +221,20 @@ def apply_intent_locked(
 ) -> ReplyResult:
     """Act on what the shopper said at ``said_at`` (default: now). A STOP or START said before
     the last change on record (a retried delivery arriving late) changes nothing."""
+    # Meta stamps whole seconds, so with its times a tie is possible and goes to STOP; our own
+    # clock (the sandbox outbox) orders replies as they are handled.
+    whole_seconds = said_at is not None
     said_at = said_at or now
-    stale = contact.consent_changed_at is not None and said_at < contact.consent_changed_at
+    last = contact.consent_changed_at
     if intent == ReplyIntent.STOP:
-        if stale:
+        if last is not None and said_at < last:
             return ReplyResult(intent, contact.id)
         return opt_out_contact_locked(
             session, contact, now, source=source, evidence=evidence, said_at=said_at
         )
     if intent == ReplyIntent.START:
-        if stale:
+        # Meta's times are whole seconds: a START in the same second as a STOP loses to it.
+        if last is not None and (said_at < last or (whole_seconds and said_at == last)):
             return ReplyResult(intent, contact.id)
         return opt_in_locked(session, contact, now, source=source, evidence=evidence, said_at=said_at)
     return hold_for_a_person_locked(session, contact, now, source=source)

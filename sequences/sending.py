@@ -51,6 +51,8 @@ log = logging.getLogger("cartback.sending")
 SENDING_GRACE = timedelta(minutes=5)
 # Backoff when the transport says "not now" without a time of its own.
 DEFAULT_RETRY_AFTER = timedelta(minutes=1)
+# Message statuses that count towards the frequency cap.
+REACHED_SHOPPER = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNCERTAIN)
 # A step whose template is not approved looks again this often (within its 24 h window).
 TEMPLATE_RECHECK = timedelta(minutes=15)
 _TEMPLATE_ERROR_STATUS = {
@@ -240,7 +242,9 @@ def _guard(
             Message.contact_id == contact.id,
             Message.store_id == store.id,
             col(Message.created_at) >= since,
-            col(Message.status) != MessageStatus.FAILED,
+            # Messages that went out (or may have): one waiting to retry has not, and a step's
+            # own message must not count against that step.
+            col(Message.status).in_(REACHED_SHOPPER),
         )
     ).one()
     if recent >= settings.max_messages_per_24h:
@@ -404,7 +408,11 @@ def _record_outcome(
         if not heard_from_meta:
             message.error_code, message.error_detail = outcome.error_code, outcome.error_detail
         number = step.step_number
-        if outcome.kind in (OutcomeKind.SENT, OutcomeKind.UNKNOWN):
+        if message.status == MessageStatus.FAILED and outcome.kind in (OutcomeKind.SENT, OutcomeKind.UNKNOWN):
+            # Meta's failed status came first (the webhook acted on it): the step failed.
+            step.status, step.reason = StepStatus.FAILED, message.error_detail or "Meta reported it failed"
+            happened.append(f"step {number} failed: reported by Meta")
+        elif outcome.kind in (OutcomeKind.SENT, OutcomeKind.UNKNOWN):
             sent = outcome.kind == OutcomeKind.SENT or heard_from_meta
             step.status = StepStatus.SENT if sent else StepStatus.UNCERTAIN
             step.sent_at = now if sent else None

@@ -8,6 +8,8 @@ current (a RED rating pauses sending; recovering lifts that pause).
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -27,6 +29,10 @@ from sequences.whatsapp.templates import LANGUAGES
 RECHECK_EVERY = timedelta(hours=1)
 # Numbers re-checked per sweep (each is three Graph calls).
 RECHECK_BATCH = 20
+# Meta's ids are decimal numbers (WABA, phone number): well under this many digits.
+MAX_META_ID = 32
+# System-user tokens are URL-safe text; anything else cannot even be put in a header.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9._|~-]+")
 PHONE_FIELDS = "display_phone_number,verified_name,quality_rating,code_verification_status,throughput"
 # Meta's throughput levels: STANDARD is 80 messages/s, HIGH (an upgraded number) 1,000.
 THROUGHPUT_BY_LEVEL = {"STANDARD": 80, "HIGH": 1000}
@@ -34,6 +40,9 @@ NEW_CREDENTIALS_HELP = (
     "create a system-user token with whatsapp_business_messaging and whatsapp_business_management "
     "in Meta Business Settings, then connect the number again"
 )
+
+
+log = logging.getLogger("cartback.whatsapp.accounts")
 
 
 class AccountError(ValueError):
@@ -64,13 +73,13 @@ def connect(
 ) -> WhatsAppAccount:
     """Store (or replace) the store's number; the token is encrypted before it is written."""
     waba_id, phone_number_id, access_token = waba_id.strip(), phone_number_id.strip(), access_token.strip()
-    if not waba_id.isdigit():
+    if not _meta_id(waba_id):
         raise AccountError("the WhatsApp Business Account id is a number (WhatsApp Manager > Account tools)")
-    if not phone_number_id.isdigit():
+    if not _meta_id(phone_number_id):
         raise AccountError(
             "the phone number id is a number (WhatsApp Manager > Phone numbers), not the phone number"
         )
-    if len(access_token) < 20 or any(ch.isspace() for ch in access_token):
+    if len(access_token) < 20 or not TOKEN_SHAPE.fullmatch(access_token):
         raise AccountError("the access token looks incomplete: paste the whole system-user token")
     if default_language not in LANGUAGES:
         raise AccountError(f"the template language must be one of {', '.join(LANGUAGES)}")
@@ -196,5 +205,21 @@ def recheck_numbers(runtime: Runtime) -> int:
             .limit(RECHECK_BATCH)
         ).all()
     for store_id in store_ids:
-        check(runtime, store_id, subscribe=False)
+        try:
+            check(runtime, store_id, subscribe=False)
+        except Exception:  # one broken account must not stop the others' checks
+            log.exception("number check failed", extra={"store_id": store_id})
+            with runtime.database.locked_session() as session:
+                account = session.exec(
+                    select(WhatsAppAccount).where(WhatsAppAccount.store_id == store_id)
+                ).first()
+                if account is not None:
+                    account.checked_at, account.check_problem = (
+                        runtime.now(),
+                        "the check could not run; see the logs",
+                    )
     return len(store_ids)
+
+
+def _meta_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= MAX_META_ID

@@ -74,6 +74,11 @@ class GraphClient:
             )
         except httpx.HTTPError as exc:
             raise GraphUnreachable(f"{type(exc).__name__} calling the Graph API") from None
+        except (UnicodeEncodeError, httpx.InvalidURL):
+            # A stored token or id that cannot be sent at all: Meta would refuse it too.
+            raise GraphError(
+                400, None, None, "the stored token or ids cannot be sent to Meta; connect again"
+            ) from None
         if response.status_code >= 400:
             raise parse_error(response)
         try:

@@ -33,7 +33,8 @@ FINISHED = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, Mes
 
 def pause_store(store: Store, source: str, reason: str, now: datetime) -> bool:
     """Pause (keeping an earlier pause and its reason); True when this call paused it."""
-    if store.sending_paused:
+    # A merchant's own pause takes over a system one: recovering quality must not lift it.
+    if store.sending_paused and not (source == MERCHANT and store.pause_source != MERCHANT):
         return False
     store.sending_paused, store.pause_source, store.pause_reason, store.paused_at = True, source, reason, now
     store.updated_at = now

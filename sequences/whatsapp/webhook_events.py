@@ -124,10 +124,11 @@ def _parse_change(field: str, value: dict[str, Any], waba_id: str, at: datetime,
     if field == "user_preferences":
         metadata = _object(value.get("metadata"), f"{where}.value.metadata")
         phone_number_id = _text(metadata, "phone_number_id", f"{where}.value.metadata")
-        return [
+        preferences = [
             _preference(phone_number_id, item, f"{where}.user_preferences[{i}]")
             for i, item in enumerate(_list(value, "user_preferences", where))
         ]
+        return [preference for preference in preferences if preference is not None]
     if field in ("message_template_status_update", "message_template_quality_update"):
         template_id = value.get("message_template_id")
         return [
@@ -212,11 +213,11 @@ def _message(phone_number_id: str, item: Any, where: str) -> InboundEvent | None
     )
 
 
-def _preference(phone_number_id: str, item: Any, where: str) -> PreferenceEvent:
+def _preference(phone_number_id: str, item: Any, where: str) -> PreferenceEvent | None:
     item = _object(item, where)
     wa_id = _wa_id(item.get("wa_id"))
     if wa_id is None:
-        raise PayloadError(f"{where}.wa_id is not a WhatsApp number")
+        return None  # a username-only user or an odd id: nothing to match, the rest still applies
     return PreferenceEvent(
         phone_number_id=phone_number_id,
         wa_id=wa_id,

@@ -79,3 +79,23 @@ def test_every_action_needs_a_session_and_sees_only_its_own_shop(merchant, metho
     assert PHONE_NUMBER_ID not in theirs.get_data(as_text=True)
     mine = _call(merchant, "GET", "/api/whatsapp").get_json()
     assert mine["number"]["phone_number_id"] == PHONE_NUMBER_ID and mine["sending"]["paused"] is False
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"access_token": "é" * 30}, {"waba_id": "1" * 100}, {"phone_number_id": "١٢٣٤٥"}],
+)
+def test_ids_and_tokens_that_cannot_reach_meta_are_refused_with_422(merchant, changes):
+    response = _call(merchant, "PUT", "/api/whatsapp", json=NUMBER | changes)
+    assert response.status_code == 422
+    assert _call(merchant, "GET", "/api/whatsapp").get_json()["number"] is None
+
+
+def test_a_merchant_pause_outlasts_a_quality_pause(merchant, fake_graph):
+    _call(merchant, "PUT", "/api/whatsapp", json=NUMBER)
+    fake_graph.set_quality(PHONE_NUMBER_ID, "RED")
+    _call(merchant, "POST", "/api/whatsapp/check")
+    assert _call(merchant, "POST", "/api/whatsapp/pause").get_json()["by"] == "merchant"
+    fake_graph.set_quality(PHONE_NUMBER_ID, "GREEN")
+    _call(merchant, "POST", "/api/whatsapp/check")
+    assert _call(merchant, "GET", "/api/whatsapp").get_json()["sending"]["paused"] is True

@@ -548,3 +548,12 @@ def test_an_older_quality_event_or_one_for_another_number_changes_nothing(wa):
 def test_events_for_the_merchants_other_templates_are_not_tracked(wa):
     _deliver(wa, "template_status_approved", **{"cart_recovery_image_v1": "diwali_sale_2026"})
     assert _templates(wa) == {}
+
+
+def test_a_start_in_the_same_second_as_a_stop_loses_to_it(wa):
+    second = int((T0 + timedelta(minutes=17)).timestamp())
+    with wa.at(timedelta(minutes=18)):
+        post_delivery(wa.client, stamped(fixture("user_preferences_stop"), second))
+        post_delivery(wa.client, stamped(fixture("user_preferences_resume"), second))
+    with wa.runtime.database.session() as session:
+        assert session.exec(select(Contact)).one().opted_out_at is not None

@@ -279,3 +279,17 @@ def test_being_told_to_slow_down_does_not_count_towards_the_failure_pause(cloud)
         store = session.exec(select(Store)).one()
         assert not check_failure_rate(session, store, datetime.now(UTC))
     assert not cloud.store().sending_paused
+
+
+def test_a_step_waiting_to_retry_does_not_count_against_its_own_frequency_cap(cloud):
+    from sequences.store_settings import StoreSettings
+
+    with cloud.runtime.database.locked_session() as session:
+        store = session.exec(select(Store)).one()
+        store.settings = StoreSettings(quiet_hours_enabled=False, max_messages_per_24h=1).to_stored()
+    cloud.graph.fail_next(130429)
+    cloud.checkout()
+    cloud.run(timedelta(minutes=15))
+    time.sleep(1.1)  # the number's back-off is real time
+    cloud.run(timedelta(minutes=16))
+    assert len(cloud.sent()) == 1 and cloud.steps()[0].status == StepStatus.SENT
