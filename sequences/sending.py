@@ -41,7 +41,6 @@ from sequences.store_settings import StoreSettings
 from sequences.transports import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
 from sequences.whatsapp import health
 from sequences.whatsapp.accounts import sender_for
-from sequences.whatsapp.errors import TEMPLATE_DISABLED, TEMPLATE_PAUSED
 from sequences.whatsapp.templates import TEMPLATE_TEXT_ONLY, TEMPLATE_WITH_IMAGE
 
 log = logging.getLogger("cartback.sending")
@@ -55,10 +54,6 @@ DEFAULT_RETRY_AFTER = timedelta(minutes=1)
 REACHED_SHOPPER = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNCERTAIN)
 # A step whose template is not approved looks again this often (within its 24 h window).
 TEMPLATE_RECHECK = timedelta(minutes=15)
-_TEMPLATE_ERROR_STATUS = {
-    str(TEMPLATE_PAUSED): TemplateStatus.PAUSED,
-    str(TEMPLATE_DISABLED): TemplateStatus.DISABLED,
-}
 
 
 @dataclass(frozen=True)
@@ -469,7 +464,7 @@ def _record_failure(
             store.id or 0,
             message.template_name,
             message.language,
-            _TEMPLATE_ERROR_STATUS.get(outcome.error_code or "", TemplateStatus.FAILING),
+            health.template_status_after(outcome.error_code),
             reason=f"WhatsApp error {outcome.error_code}: {outcome.error_detail}",
             at=now,
         )

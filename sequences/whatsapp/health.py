@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from sequences.models import Message, MessageStatus, Store, TemplateStatus, WhatsAppTemplate
-from sequences.whatsapp.errors import NOT_HEALTH_SIGNALS
+from sequences.whatsapp.errors import NOT_HEALTH_SIGNALS, TEMPLATE_DISABLED, TEMPLATE_PAUSED
 
 log = logging.getLogger("cartback.whatsapp.health")
 
@@ -88,6 +88,14 @@ def check_failure_rate(session: Session, store: Store, now: datetime) -> bool:
         f"{failed} of the last {len(latest)} WhatsApp messages failed: check the number and templates, "
         "then resume sending",
         now,
+    )
+
+
+def template_status_after(code: int | str | None) -> str:
+    """What a template refused by Meta with ``code`` is until Meta says otherwise, whether the
+    refusal came in the send's answer or in a failed status later."""
+    return {str(TEMPLATE_PAUSED): TemplateStatus.PAUSED, str(TEMPLATE_DISABLED): TemplateStatus.DISABLED}.get(
+        str(code), TemplateStatus.FAILING
     )
 
 

@@ -278,7 +278,7 @@ def _apply_failure(
             store.id or 0,
             message.template_name,
             message.language,
-            TemplateStatus.FAILING,
+            health.template_status_after(code),
             reason=f"WhatsApp error {code}: {detail}",
             at=now,
         )
