@@ -9,6 +9,7 @@ from flask import Blueprint, redirect, render_template
 
 from app import get_runtime
 from sequences.checkout_rebuild import handle_click
+from sequences.settings_preview import TEST_MESSAGE_TOKEN
 
 bp = Blueprint("links", __name__)
 log = logging.getLogger("cartback.links")
@@ -19,6 +20,8 @@ MAX_TOKEN_LENGTH = 512
 
 @bp.get("/r/<path:token>")
 def follow(token: str) -> Any:
+    if token == TEST_MESSAGE_TOKEN:
+        return render_template("link_problem.html", notice="test_message")
     if len(token) > MAX_TOKEN_LENGTH:
         return render_template("link_problem.html", notice="link_invalid"), 400
     try:

@@ -104,6 +104,8 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
         assert cart is not None and store is not None and step is not None
         assert cart.id is not None and store.id is not None and message.id is not None
         settings = runtime.store_settings(store)
+        # The dashboard's "clicked": the first tap on a genuine link, whatever it led to.
+        message.clicked_at = message.clicked_at or now
         sent_at = message.sent_at or message.created_at
         lifetime = policy.attribution_window(settings, runtime.time_scale)
         if now > sent_at + lifetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sequences import runtime as runtime_module
 from sequences.opt_out_sync import sync_opt_out
 from sequences.sending import advance_cart
+from sequences.settings_update import replan_store
 from sequences.sweep import run_sweep
 from sequences.tracking import process_delivery
 from sequences.whatsapp.confirmations import send_confirmation
@@ -28,3 +29,7 @@ def sync_opt_out_job(consent_event_id: int) -> str:
 
 def send_confirmation_job(inbound_id: int) -> str:
     return send_confirmation(runtime_module.current(), inbound_id)
+
+
+def replan_store_job(store_id: int) -> int:
+    return replan_store(runtime_module.current(), store_id)

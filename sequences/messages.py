@@ -15,7 +15,7 @@ from typing import Any
 
 from sequences.models import Cart, CartLine, Contact, Store
 from sequences.money import format_money, format_offer_amount, to_amount_1000
-from sequences.store_settings import Offer
+from sequences.store_settings import OFFER_PLACEHOLDER, Offer
 from sequences.whatsapp.templates import (
     STOP_PAYLOAD,
     TEMPLATE_TEXT_ONLY,
@@ -69,6 +69,19 @@ def items_summary(lines: Sequence[CartLine], copy: Copy | None = None) -> str:
     return first if rest == 0 else (copy or copy_for("en")).more_items.format(first=first, rest=rest)
 
 
+def step_line(
+    offer: Offer | None, currency: str, locale: str, words: Copy, copy_line: str | None = None
+) -> str:
+    """The message's own line ({{4}}): the merchant's words when they fit this cart, else ours."""
+    if offer is None:
+        line = copy_line if copy_line and OFFER_PLACEHOLDER not in copy_line else words.no_offer_line
+        return template_text(line)
+    offered = offer_text(offer, currency, locale, words)
+    if copy_line and OFFER_PLACEHOLDER in copy_line:
+        return template_text(copy_line.replace(OFFER_PLACEHOLDER, offered))
+    return offered + "!"
+
+
 @dataclass(frozen=True)
 class RenderedMessage:
     template_name: str
@@ -87,7 +100,9 @@ def render_step_message(
     link_url: str,
     link_token: str,
     language: str = "en",
+    copy_line: str | None = None,
 ) -> RenderedMessage:
+    """``copy_line``: the merchant's line for this step and language ({offer} is filled in)."""
     if not lines:
         raise ValueError("a recovery message needs at least one cart line")
     words = copy_for(language)
@@ -95,11 +110,7 @@ def render_step_message(
     items = template_text(items_summary(lines, words))
     total_text = format_money(cart.total, cart.currency, store.locale)
     qualifies = offer is not None and discount_amount(offer, cart.subtotal) is not None
-    offer_line = (
-        offer_text(offer, cart.currency, store.locale, words) + "!"
-        if offer and qualifies
-        else words.no_offer_line
-    )
+    offer_line = step_line(offer if qualifies else None, cart.currency, store.locale, words, copy_line)
     image_url = next((line.image_url for line in lines if line.image_url), None)
     template = definition(TEMPLATE_WITH_IMAGE if image_url else TEMPLATE_TEXT_ONLY, words.language)
 

@@ -13,7 +13,18 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -192,7 +203,10 @@ class Store(SQLModel, table=True):
 
 class Contact(SQLModel, table=True):
     __tablename__ = "contact"
-    __table_args__ = (UniqueConstraint("store_id", "phone_e164"),)
+    __table_args__ = (
+        UniqueConstraint("store_id", "phone_e164"),
+        Index("ix_contact_store_last4", "store_id", "phone_last4"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     store_id: int = Field(foreign_key="store.id", index=True)
@@ -207,11 +221,22 @@ class Contact(SQLModel, table=True):
     consent_observed_at: datetime | None = _time()
     # Set once and for good by an opt-out; only an explicit opt-in clears it.
     opted_out_at: datetime | None = _time()
+    # The phone's last 4 digits, for the merchant's search (kept in step by the ORM events
+    # below; None once the contact is erased).
+    phone_last4: str | None = Field(default=None, sa_column=Column(String(4)))
     # When the shopper last said STOP or START (the time they said it, not when we heard):
     # a retried, older word arriving later changes nothing.
     consent_changed_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+@event.listens_for(Contact, "before_insert")
+@event.listens_for(Contact, "before_update")
+def _keep_phone_last4(_mapper: Any, _connection: Any, contact: Contact) -> None:
+    # An erased contact's phone_e164 is a key, not a number: nothing to search by.
+    phone = contact.phone_e164 or ""
+    contact.phone_last4 = phone[-4:] if phone.startswith("+") else None
 
 
 class Cart(SQLModel, table=True):
@@ -222,6 +247,10 @@ class Cart(SQLModel, table=True):
         Index("ix_cart_store_token", "store_id", "platform_cart_token"),
         Index("ix_cart_contact", "contact_id", "status"),
         Index("ix_cart_next_wake", "next_wake_at"),
+        # The dashboard's period (carts abandoned in it) and the carts list (newest first).
+        Index("ix_cart_store_abandoned", "store_id", "abandoned_at"),
+        Index("ix_cart_store_activity", "store_id", "last_activity_at"),
+        Index("ix_cart_store_order", "store_id", "order_platform_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -257,6 +286,10 @@ class Cart(SQLModel, table=True):
     order_refunded: Decimal | None = _money()
     order_cancelled_at: datetime | None = _time()
     order_verified_at: datetime | None = _time()
+    # What our discount took off the recovered order, in the store's currency (dashboard).
+    discount_given: Decimal | None = _money()
+    # The last step messaged before a recovered order: the funnel credits it.
+    recovered_step: int | None = Field(default=None)
     # The shopper wrote back (anything but STOP/START): the sequence waits for a person.
     shopper_replied_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
@@ -304,12 +337,18 @@ class RecoveryStep(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "message"
+    # The dashboard's period is carts abandoned in it, messages included: counted by the
+    # cart's abandonment time copied here (fixed once a message exists), without a join.
+    __table_args__ = (Index("ix_message_store_abandoned", "store_id", "cart_abandoned_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     store_id: int = Field(foreign_key="store.id", index=True)
     cart_id: int = Field(foreign_key="cart.id", index=True)
     step_id: int = Field(foreign_key="recovery_step.id", unique=True)
     contact_id: int = Field(foreign_key="contact.id", index=True)
+    # The step's number (1-3), copied here so the funnel by step needs no join.
+    step_number: int = Field(default=1)
+    cart_abandoned_at: datetime | None = _time()
     transport: str = Field(sa_column=Column(String(16), nullable=False))
     template_name: str = Field(sa_column=Column(String(128), nullable=False))
     language: str = Field(sa_column=Column(String(16), nullable=False))
@@ -330,6 +369,8 @@ class Message(SQLModel, table=True):
     delivered_at: datetime | None = _time()
     read_at: datetime | None = _time()
     failed_at: datetime | None = _time()
+    # The shopper's first click on the message's link.
+    clicked_at: datetime | None = _time()
 
 
 class Discount(SQLModel, table=True):
@@ -361,6 +402,7 @@ class ConsentEvent(SQLModel, table=True):
     """Append-only proof of every consent change."""
 
     __tablename__ = "consent_event"
+    __table_args__ = (Index("ix_consent_event_store_created", "store_id", "created_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     store_id: int = Field(foreign_key="store.id", index=True)
@@ -557,4 +599,37 @@ class InboundMessage(SQLModel, table=True):
     sent_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     # The confirmation we sent back (opt-out / opt-in), once.
     confirmation_sent_at: datetime | None = _time()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AdminLogin(SQLModel, table=True):
+    """A one-time sign-in link to a store's standalone admin (``cartback admin-link STORE``).
+
+    The link carries this row's id and a random nonce; only the nonce's SHA-256 is stored, so
+    a database reader cannot sign in. Used once: ``used_at`` is set by a conditional update.
+    """
+
+    __tablename__ = "admin_login"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    nonce_sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    # Who asked for the link, for the audit trail ("cli", "woocommerce connect").
+    issued_by: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    used_at: datetime | None = _time()
+
+
+class SettingsChange(SQLModel, table=True):
+    """Append-only audit trail of a store's settings: who changed what, and when."""
+
+    __tablename__ = "settings_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id", index=True)
+    # "Shopify user 123", "admin link 7 (cli)": an id, never a name or email.
+    actor: str = Field(sa_column=Column(String(128), nullable=False))
+    # What changed: [{"field": "steps.2.offer.value", "from": "100", "to": "150"}, ...].
+    changes: list[Any] = _json(default=list)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

@@ -189,3 +189,21 @@ def _still_in_hand(runtime: Runtime, job_id: str) -> bool:
         return True
     job.delete()
     return False
+
+
+def enqueue_replan(runtime: Runtime, store_id: int) -> bool:
+    """Re-time the store's open carts after a settings change; inline when Redis is down
+    (then no worker is sending either, and the new timing must not be lost)."""
+    from sequences.jobs import replan_store_job
+    from sequences.settings_update import replan_store
+
+    options = _job_options(f"replan-{store_id}-{wake_epoch(runtime.now())}", "settings replan")
+    try:
+        runtime.queue.enqueue(replan_store_job, store_id, **options)
+    except DuplicateJobError:
+        return True
+    except RedisError as exc:
+        log.warning("replan not queued; running it now", extra={"error": type(exc).__name__})
+        replan_store(runtime, store_id)
+        return False
+    return True

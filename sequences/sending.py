@@ -135,6 +135,8 @@ def _decide_locked(
         if reason is None and cart.line_count == 0:
             return _wait(cart, None)
         if reason is not None:
+            # Abandoned all the same: the dashboard counts it, as not reachable.
+            cart.abandoned_at = inactive_at
             _close(cart, CartStatus.UNREACHABLE, reason, now)
             timeline.record(session, cart, "cart_unreachable", reason=reason)
             happened.append("unreachable")
@@ -155,6 +157,10 @@ def _decide_locked(
         assert step.due_at is not None and contact is not None
         if step.due_at > now:
             return _wait(cart, step.due_at)
+        if step.step_number > len(settings.steps):
+            # The merchant cut the sequence short since this step was planned.
+            step.status, step.reason = StepStatus.CANCELLED, "step no longer configured"
+            continue
         skip, defer_to = _guard(session, store, settings, cart, contact, now, window_end, runtime)
         channel: Channel | None = None
         if skip is None and defer_to is None:
@@ -339,6 +345,8 @@ def _begin_send(
             store_id=store.id,
             cart_id=cart.id,
             step_id=step.id,
+            step_number=step.step_number,
+            cart_abandoned_at=cart.abandoned_at,
             contact_id=contact.id,
             transport=runtime.transport.name,
             template_name="",
@@ -348,6 +356,15 @@ def _begin_send(
         session.flush()
     assert message.id is not None
     token = runtime.links.sign(message.id)
+    settings = runtime.store_settings(store)
+    configured = settings.steps[step.step_number - 1] if step.step_number <= len(settings.steps) else None
+    # Settings apply to every step not yet sent: the offer is the one configured now, and it
+    # is frozen on the step from here on (the link's discount follows it).
+    step.offer = (
+        configured.offer.model_dump(mode="json")
+        if configured and configured.offer and cart.currency == store.currency
+        else None
+    )
     offer = steps.step_offer(step, cart, store)
     rendered = render_step_message(
         store=store,
@@ -358,6 +375,7 @@ def _begin_send(
         link_url=runtime.link_url(token),
         link_token=token,
         language=channel.language,
+        copy_line=configured.copy_lines.get(channel.language) if configured else None,
     )
     message.template_name, message.language = rendered.template_name, rendered.language
     message.components, message.preview = rendered.components, rendered.preview

@@ -6,11 +6,13 @@ working when a setting is added.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 # Bounds from DESIGN.md ("Defaults"): minutes.
 MIN_INACTIVITY_MINUTES = 5
@@ -18,6 +20,21 @@ MAX_INACTIVITY_MINUTES = 120
 # Every step must fall within 24 h of the cart's last activity.
 SEQUENCE_WINDOW_MINUTES = 24 * 60
 MAX_STEPS = 3
+
+
+# The merchant's line in the message ({{4}} of the template): one line, placeholders below.
+MAX_COPY_CHARS = 100
+COPY_LANGUAGES = ("en", "hi")
+OFFER_PLACEHOLDER = "{offer}"
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A setting that cannot be saved: the field's dotted path and why, in the merchant's words."""
+
+    field: str
+    message: str
 
 
 class Offer(BaseModel):
@@ -32,13 +49,18 @@ class Offer(BaseModel):
     min_subtotal: Decimal | None = Field(default=None, ge=0)
     valid_hours: int = Field(default=48, ge=1, le=24 * 14)
 
-    @model_validator(mode="after")
-    def _percent_is_capped(self) -> Self:
+    def problems(self, prefix: str) -> list[Problem]:
+        found: list[Problem] = []
         if self.kind == "percent":
             if self.value >= 100:
-                raise ValueError("a percentage offer must be below 100")
+                found.append(Problem(f"{prefix}.value", "a percentage must be below 100"))
             if self.max_amount is None:
-                raise ValueError("a percentage offer needs a maximum amount (max_amount)")
+                found.append(Problem(f"{prefix}.max_amount", "a percentage offer needs a maximum amount"))
+        return found
+
+    @model_validator(mode="after")
+    def _percent_is_capped(self, info: ValidationInfo) -> Self:
+        _raise_first(self.problems("offer"), info)
         return self
 
 
@@ -47,6 +69,37 @@ class StepSetting(BaseModel):
 
     delay_minutes: int = Field(ge=MIN_INACTIVITY_MINUTES, le=SEQUENCE_WINDOW_MINUTES)
     offer: Offer | None = None
+    # The merchant's own line per language, in place of the default ("{offer}!" or "We've
+    # saved your cart for you."); the rest of the message is the Meta-approved template.
+    copy_lines: dict[str, str] = Field(default_factory=dict)
+
+    def problems(self, prefix: str) -> list[Problem]:
+        found = self.offer.problems(f"{prefix}.offer") if self.offer else []
+        for language, line in self.copy_lines.items():
+            field = f"{prefix}.copy_lines.{language}"
+            if language not in COPY_LANGUAGES:
+                found.append(Problem(field, f"language must be one of {', '.join(COPY_LANGUAGES)}"))
+            elif len(line) > MAX_COPY_CHARS:
+                found.append(Problem(field, f"keep it to {MAX_COPY_CHARS} characters (it is {len(line)})"))
+            elif any(char in line for char in "\n\r\t") or "    " in line:
+                # Meta refuses a parameter with a line break, a tab or 4 spaces in a row (132018).
+                found.append(Problem(field, "one line only: no line breaks, tabs or runs of spaces"))
+            elif any(token != OFFER_PLACEHOLDER for token in _PLACEHOLDER.findall(line)):
+                found.append(Problem(field, "the only placeholder is {offer}"))
+            elif self.offer is not None and OFFER_PLACEHOLDER not in line:
+                found.append(Problem(field, "include {offer} so the shopper sees the discount"))
+            elif self.offer is None and OFFER_PLACEHOLDER in line:
+                found.append(Problem(field, "this step has no offer: remove {offer}"))
+        return found
+
+
+# Validation context flag: the settings form collects every problem (``problems()``) itself.
+COLLECT_PROBLEMS = "collect_problems"
+
+
+def _raise_first(problems: list[Problem], info: ValidationInfo) -> None:
+    if problems and not (info.context or {}).get(COLLECT_PROBLEMS):
+        raise ValueError(f"{problems[0].field}: {problems[0].message}")
 
 
 def _default_steps() -> list[StepSetting]:
@@ -73,15 +126,29 @@ class StoreSettings(BaseModel):
     # "store_collects_optin": the merchant collects WhatsApp opt-in elsewhere (recorded).
     consent_policy: Literal["checkout_checkbox", "store_collects_optin"] = "checkout_checkbox"
 
-    @model_validator(mode="after")
-    def _steps_in_order(self) -> Self:
+    def problems(self) -> list[Problem]:
+        """Rules across fields, each pinned to the field the merchant should change."""
+        found: list[Problem] = []
         previous = 0
-        for number, step in enumerate(self.steps, start=1):
-            if step.delay_minutes <= previous:
-                raise ValueError(f"step {number} must come after step {number - 1}")
-            if number == 1 and step.delay_minutes < self.inactivity_minutes:
-                raise ValueError("step 1 cannot come before the cart counts as abandoned")
+        for index, step in enumerate(self.steps):
+            prefix = f"steps.{index}"
+            if index == 0 and step.delay_minutes < self.inactivity_minutes:
+                found.append(
+                    Problem(
+                        f"{prefix}.delay_minutes", "step 1 cannot come before the cart counts as abandoned"
+                    )
+                )
+            elif step.delay_minutes <= previous:
+                found.append(
+                    Problem(f"{prefix}.delay_minutes", f"step {index + 1} must come after step {index}")
+                )
             previous = step.delay_minutes
+            found.extend(step.problems(prefix))
+        return found
+
+    @model_validator(mode="after")
+    def _steps_in_order(self, info: ValidationInfo) -> Self:
+        _raise_first(self.problems(), info)
         return self
 
     @classmethod

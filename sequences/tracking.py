@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from connectors.base import (
@@ -32,6 +33,7 @@ from sequences import policy, privacy, steps, timeline
 from sequences.db import lock_cart_with_contact
 from sequences.erasure import is_suppressed
 from sequences.line_images import fetch_missing_images, fill_lines_from_cache
+from sequences.messages import discount_amount
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -40,6 +42,7 @@ from sequences.models import (
     Contact,
     DeliveryStatus,
     Discount,
+    Message,
     RecoveryStep,
     StepStatus,
     Store,
@@ -48,7 +51,7 @@ from sequences.models import (
 )
 from sequences.runtime import Runtime
 from sequences.scheduling import schedule_wake
-from sequences.store_settings import StoreSettings
+from sequences.store_settings import Offer, StoreSettings
 
 log = logging.getLogger("cartback.tracking")
 
@@ -393,6 +396,26 @@ def _find_cart_for_order(runtime: Runtime, session: Session, store: Store, order
     return None
 
 
+def _discount_given(session: Session, cart: Cart, order: OrderEvent) -> Decimal | None:
+    """What our code took off this order: the offer applied to the cart as it was ordered."""
+    if not order.discount_codes:
+        return None
+    discount = session.exec(
+        select(Discount).where(
+            Discount.cart_id == cart.id, col(Discount.code).in_(list(order.discount_codes))
+        )
+    ).first()
+    if discount is None or discount.currency != cart.currency:
+        return None
+    offer = Offer(
+        kind="percent" if discount.kind == "percent" else "fixed",
+        value=discount.value,
+        max_amount=discount.max_amount,
+        min_subtotal=discount.min_subtotal,
+    )
+    return discount_amount(offer, cart.subtotal)
+
+
 def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Applied:
     found = _find_cart_for_order(runtime, session, store, order)
     if found is None or found.id is None:
@@ -407,6 +430,7 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     steps.cancel_open(session, cart.id, "order placed")
     cart.order_platform_id, cart.order_total = order.order_id, order.total
     cart.order_currency, cart.ordered_at = order.currency, order.created_at
+    cart.discount_given = _discount_given(session, cart, order)
     cart.order_total_store = (
         order.store_total
         if order.store_total is not None
@@ -428,6 +452,14 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     )
     if attributed:
         _close(cart, CartStatus.RECOVERED, None, now)
+        sent = select(func.max(Message.step_number)).where(
+            Message.cart_id == cart.id, col(Message.sent_at).is_not(None)
+        )
+        # The last message before the order; a platform clock behind ours falls back to the last.
+        cart.recovered_step = (
+            session.exec(sent.where(col(Message.sent_at) <= order.created_at)).one()
+            or session.exec(sent).one()
+        )
         timeline.record(session, cart, "cart_recovered", revenue=str(order.total), currency=order.currency)
         return Applied("recovered")
     if cart.status == CartStatus.OPTED_OUT:

@@ -46,7 +46,8 @@ class Sender:
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    message_id: int
+    # None for the merchant's test message (no cart, no ledger row).
+    message_id: int | None
     store_id: int
     to_phone_e164: str = field(repr=False)
     template_name: str

@@ -1,0 +1,470 @@
+"""The recovery dashboard's figures for one store and one period.
+
+The period is a range of days in the store's time zone. Its cohort is **the carts abandoned in
+it** and everything that happened to them since: their messages (dated by the cart's
+abandonment, copied onto each message), clicks, orders, refunds and messaging cost. So the
+funnel, the recovery rate and the return on messaging all describe the same carts. Opt-outs are
+dated by when the shopper opted out.
+
+Every figure is an aggregate over one table, through the ``(store_id, abandoned_at)`` indexes:
+no joins, so a store with a million carts answers in milliseconds. Money is Decimal in the
+store's currency; rates are Decimal percentages, None when there is nothing to divide by.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Integer, Numeric, and_, case, cast, func, or_
+from sqlalchemy import select as sql_select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+from sqlmodel import Session, col, select
+
+from sequences.models import (
+    Cart,
+    CartStatus,
+    ConsentEvent,
+    Contact,
+    Message,
+    MessageStatus,
+    Store,
+    WhatsAppAccount,
+    WhatsAppTemplate,
+)
+
+DEFAULT_PERIOD_DAYS = 30
+# A year at most: the daily series stays readable and the queries bounded.
+MAX_PERIOD_DAYS = 366
+# Times are summed in 15-minute buckets and the buckets folded into local days: every time
+# zone's offset is a multiple of 15 minutes (India +5:30, Nepal +5:45).
+BUCKET_SECONDS = 900
+FAILURES_SHOWN = 10
+PERCENT = Decimal("0.1")
+ZERO = Decimal(0)
+
+# Meta's codes, in the words a merchant needs (what happened, and whether to act).
+PLAIN_WORDS = {
+    "131049": "WhatsApp held it back: the shopper already had enough marketing messages today",
+    "131050": "the shopper turned off marketing messages from businesses",
+    "131026": "this number cannot receive WhatsApp messages (not on WhatsApp, or an old app)",
+    "130472": "Meta held it back as part of a marketing experiment on this shopper",
+    "131047": "more than 24 hours since the shopper's last reply",
+    "131048": "Meta is limiting the number: shoppers reported messages as spam",
+    "131053": "the product image could not be used (it must be a JPEG or PNG Meta can fetch)",
+    "132001": "the template does not exist in this language on Meta",
+    "132015": "Meta paused the template for low quality",
+    "132016": "Meta disabled the template",
+}
+
+
+class PeriodError(ValueError):
+    """A period the dashboard cannot show; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class Period:
+    first_day: date
+    last_day: date  # inclusive
+    timezone: str
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first_day + timedelta(days=n) for n in range((self.last_day - self.first_day).days + 1)]
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first_day, time(0), tzinfo=ZoneInfo(self.timezone)).astimezone(UTC)
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive: midnight after the last day, local time."""
+        after = self.last_day + timedelta(days=1)
+        return datetime.combine(after, time(0), tzinfo=ZoneInfo(self.timezone)).astimezone(UTC)
+
+
+def period_for(now: datetime, timezone: str, first: str | None = None, last: str | None = None) -> Period:
+    """``first``/``last`` as YYYY-MM-DD (store days); by default the last 30 days, today included."""
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    try:
+        last_day = date.fromisoformat(last) if last else today
+    except ValueError:
+        raise PeriodError("to: use a date like 2026-11-28") from None
+    try:
+        first_day = date.fromisoformat(first) if first else last_day - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    except ValueError:
+        raise PeriodError("from: use a date like 2026-10-30") from None
+    if first_day > last_day:
+        raise PeriodError("from: must be on or before the 'to' date")
+    if (last_day - first_day).days + 1 > MAX_PERIOD_DAYS:
+        raise PeriodError(f"from: a period can be at most {MAX_PERIOD_DAYS} days")
+    return Period(first_day, last_day, timezone)
+
+
+class epoch_bucket(FunctionElement[int]):
+    """The time's Unix epoch divided into BUCKET_SECONDS buckets, on each database."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(epoch_bucket, "postgresql")
+def _bucket_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"CAST(floor(extract(epoch from {compiler.process(column, **kw)}) / {BUCKET_SECONDS}) AS INTEGER)"
+
+
+@compiles(epoch_bucket, "sqlite")
+def _bucket_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    (column,) = list(element.clauses)
+    return f"(CAST(strftime('%s', {compiler.process(column, **kw)}) AS INTEGER) / {BUCKET_SECONDS})"
+
+
+@dataclass(frozen=True)
+class StepFunnel:
+    step: int
+    sent: int
+    delivered: int
+    read: int
+    clicked: int
+    recovered: int
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    abandoned: int = 0
+    messages: int = 0
+    recovered: int = 0
+    revenue: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: datetime
+    step: int
+    phone_end: str
+    reason: str
+
+
+@dataclass
+class Dashboard:
+    period: Period
+    currency: str
+    abandoned: int = 0
+    reachable: int = 0
+    recovered: int = 0
+    revenue: Decimal = ZERO
+    revenue_verified: Decimal = ZERO
+    discounts: Decimal = ZERO
+    sent: int = 0
+    delivered: int = 0
+    read: int = 0
+    clicked: int = 0
+    failed: int = 0
+    cost: Decimal = ZERO
+    contacts_messaged: int = 0
+    opt_outs: int = 0
+    funnel: list[StepFunnel] = field(default_factory=list)
+    daily: list[Day] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    quality_rating: str | None = None
+    templates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def recovery_rate(self) -> Decimal | None:
+        return percent(self.recovered, self.reachable)
+
+    @property
+    def delivered_rate(self) -> Decimal | None:
+        return percent(self.delivered, self.sent)
+
+    @property
+    def read_rate(self) -> Decimal | None:
+        return percent(self.read, self.sent)
+
+    @property
+    def clicked_rate(self) -> Decimal | None:
+        return percent(self.clicked, self.sent)
+
+    @property
+    def opt_out_rate(self) -> Decimal | None:
+        return percent(self.opt_outs, self.contacts_messaged)
+
+    @property
+    def roi(self) -> Decimal | None:
+        """Recovered revenue per unit of messaging cost ("₹212 back for every ₹1 spent")."""
+        if not self.cost:
+            return None
+        return (self.revenue / self.cost).quantize(PERCENT, rounding=ROUND_HALF_UP)
+
+
+def percent(part: int, whole: int) -> Decimal | None:
+    if not whole:
+        return None
+    return (Decimal(part) * 100 / Decimal(whole)).quantize(PERCENT, rounding=ROUND_HALF_UP)
+
+
+def _money(value: Any) -> Decimal:
+    # SQLite sums the stored text as a float; PostgreSQL returns Decimal. Cents are exact after
+    # rounding either way (amounts are stored with at most 4 decimals).
+    if value is None:
+        return ZERO
+    return Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _revenue_expr() -> Any:
+    # Stored as text on SQLite (exact decimals): cast for arithmetic on both backends.
+    total = cast(col(Cart.order_total_store), Numeric(18, 4))
+    refunded = func.coalesce(cast(col(Cart.order_refunded), Numeric(18, 4)), 0)
+    return total - refunded
+
+
+def build(session: Session, store: Store, period: Period) -> Dashboard:
+    assert store.id is not None
+    board = Dashboard(period=period, currency=store.currency)
+    in_period = and_(
+        col(Cart.store_id) == store.id,
+        col(Cart.abandoned_at) >= period.start,
+        col(Cart.abandoned_at) < period.end,
+    )
+    recovered = and_(col(Cart.status) == CartStatus.RECOVERED, col(Cart.order_cancelled_at).is_(None))
+    reachable = or_(col(Cart.status) != CartStatus.UNREACHABLE, col(Cart.first_message_at).is_not(None))
+    revenue = _revenue_expr()
+    row = session.execute(
+        sql_select(
+            func.count(),
+            _count(reachable),
+            _count(recovered),
+            func.sum(case((recovered, revenue), else_=None)),
+            func.sum(case((and_(recovered, col(Cart.order_verified_at).is_not(None)), revenue), else_=None)),
+            func.sum(case((recovered, cast(col(Cart.discount_given), Numeric(18, 4))), else_=None)),
+        ).where(in_period)
+    ).one()
+    board.abandoned, board.reachable, board.recovered = int(row[0]), int(row[1]), int(row[2])
+    board.revenue, board.revenue_verified, board.discounts = _money(row[3]), _money(row[4]), _money(row[5])
+
+    message_period = and_(
+        col(Message.store_id) == store.id,
+        col(Message.cart_abandoned_at) >= period.start,
+        col(Message.cart_abandoned_at) < period.end,
+    )
+    was_sent = col(Message.sent_at).is_not(None)
+    delivered = or_(col(Message.delivered_at).is_not(None), col(Message.read_at).is_not(None))
+    by_step = session.execute(
+        sql_select(
+            col(Message.step_number),
+            _count(was_sent),
+            _count(and_(was_sent, delivered)),
+            _count(and_(was_sent, col(Message.read_at).is_not(None))),
+            _count(and_(was_sent, col(Message.clicked_at).is_not(None))),
+            _count(col(Message.status) == MessageStatus.FAILED),
+            func.sum(cast(col(Message.cost), Numeric(18, 4))),
+        )
+        .where(message_period)
+        .group_by(col(Message.step_number))
+        .order_by(col(Message.step_number))
+    ).all()
+    recovered_by_step = dict(
+        session.exec(
+            select(Cart.recovered_step, func.count())
+            .where(in_period, recovered, col(Cart.recovered_step).is_not(None))
+            .group_by(col(Cart.recovered_step))
+        ).all()
+    )
+    for step, sent, step_delivered, step_read, clicked, failed, cost in by_step:
+        board.funnel.append(StepFunnel(step, int(sent), int(step_delivered), int(step_read), int(clicked), 0))
+        board.sent += int(sent)
+        board.delivered += int(step_delivered)
+        board.read += int(step_read)
+        board.clicked += int(clicked)
+        board.failed += int(failed)
+        board.cost += _money(cost)
+    board.funnel = [
+        StepFunnel(f.step, f.sent, f.delivered, f.read, f.clicked, int(recovered_by_step.get(f.step, 0)))
+        for f in board.funnel
+    ]
+    board.contacts_messaged = int(
+        session.exec(
+            select(func.count(func.distinct(Message.contact_id))).where(message_period, was_sent)
+        ).one()
+    )
+    board.opt_outs = int(
+        session.exec(
+            select(func.count(func.distinct(ConsentEvent.contact_id))).where(
+                col(ConsentEvent.store_id) == store.id,
+                col(ConsentEvent.kind) == "opt_out",
+                col(ConsentEvent.created_at) >= period.start,
+                col(ConsentEvent.created_at) < period.end,
+            )
+        ).one()
+    )
+    board.daily = _daily(session, store, period, in_period, recovered, revenue, message_period, was_sent)
+    board.failures = _failures(session, store, period)
+    _channel(session, store, board)
+    return board
+
+
+def _local_day(bucket: int, zone: ZoneInfo) -> date:
+    return datetime.fromtimestamp(bucket * BUCKET_SECONDS, UTC).astimezone(zone).date()
+
+
+def _daily(
+    session: Session,
+    store: Store,
+    period: Period,
+    in_period: Any,
+    recovered: Any,
+    revenue: Any,
+    message_period: Any,
+    was_sent: Any,
+) -> list[Day]:
+    zone = ZoneInfo(period.timezone)
+    days: dict[date, dict[str, Any]] = {
+        day: {"abandoned": 0, "messages": 0, "recovered": 0, "revenue": ZERO} for day in period.days
+    }
+    cart_bucket = epoch_bucket(col(Cart.abandoned_at))
+    for bucket, abandoned, recovered_count, bucket_revenue in session.exec(
+        select(
+            cart_bucket,
+            func.count(),
+            _count(recovered),
+            func.sum(case((recovered, revenue), else_=None)),
+        )
+        .where(in_period)
+        .group_by(cart_bucket)
+    ).all():
+        totals = days.get(_local_day(int(bucket), zone))
+        if totals is None:
+            continue
+        totals["abandoned"] += int(abandoned)
+        totals["recovered"] += int(recovered_count)
+        totals["revenue"] += _money(bucket_revenue)
+    message_bucket = epoch_bucket(col(Message.cart_abandoned_at))
+    for bucket, sent in session.exec(
+        select(message_bucket, _count(was_sent)).where(message_period).group_by(message_bucket)
+    ).all():
+        totals = days.get(_local_day(int(bucket), zone))
+        if totals is not None:
+            totals["messages"] += int(sent)
+    return [Day(day, **values) for day, values in days.items()]
+
+
+def in_plain_words(code: str | None, detail: str | None) -> str:
+    if code and code in PLAIN_WORDS:
+        return PLAIN_WORDS[code]
+    if detail:
+        return detail
+    return f"WhatsApp error {code}" if code else "failed without a reason from WhatsApp"
+
+
+def _failures(session: Session, store: Store, period: Period) -> list[Failure]:
+    rows = session.execute(
+        sql_select(
+            col(Message.failed_at),
+            col(Message.created_at),
+            col(Message.step_number),
+            col(Message.error_code),
+            col(Message.error_detail),
+            col(Contact.phone_e164),
+        )
+        .join(Contact, col(Contact.id) == col(Message.contact_id))
+        .where(
+            col(Message.store_id) == store.id,
+            col(Message.status) == MessageStatus.FAILED,
+            col(Message.cart_abandoned_at) >= period.start,
+            col(Message.cart_abandoned_at) < period.end,
+        )
+        .order_by(col(Message.id).desc())
+        .limit(FAILURES_SHOWN)
+    ).all()
+    return [
+        Failure(
+            at=failed_at or created_at,
+            step=step,
+            phone_end=phone[-4:] if phone.startswith("+") else "erased",
+            reason=in_plain_words(code, detail),
+        )
+        for failed_at, created_at, step, code, detail, phone in rows
+    ]
+
+
+def _channel(session: Session, store: Store, board: Dashboard) -> None:
+    account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store.id)).first()
+    board.quality_rating = account.quality_rating if account else None
+    board.templates = [
+        {"name": t.name, "language": t.language, "status": t.status, "reason": t.reason}
+        for t in session.exec(
+            select(WhatsAppTemplate)
+            .where(WhatsAppTemplate.store_id == store.id)
+            .order_by(col(WhatsAppTemplate.language), col(WhatsAppTemplate.name))
+        ).all()
+    ]
+
+
+def as_json(board: Dashboard) -> dict[str, Any]:
+    """The API's shape: money as strings (exact), rates as strings or null."""
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "period": {
+            "from": board.period.first_day.isoformat(),
+            "to": board.period.last_day.isoformat(),
+            "timezone": board.period.timezone,
+        },
+        "currency": board.currency,
+        "carts": {
+            "abandoned": board.abandoned,
+            "reachable": board.reachable,
+            "recovered": board.recovered,
+            "recovery_rate": text(board.recovery_rate),
+        },
+        "revenue": {
+            "recovered": str(board.revenue),
+            "verified": str(board.revenue_verified),
+            "discounts": str(board.discounts),
+        },
+        "messages": {
+            "sent": board.sent,
+            "delivered": board.delivered,
+            "read": board.read,
+            "clicked": board.clicked,
+            "failed": board.failed,
+            "delivered_rate": text(board.delivered_rate),
+            "read_rate": text(board.read_rate),
+            "clicked_rate": text(board.clicked_rate),
+            "cost": str(board.cost),
+        },
+        "roi": text(board.roi),
+        "opt_outs": {
+            "count": board.opt_outs,
+            "shoppers_messaged": board.contacts_messaged,
+            "rate": text(board.opt_out_rate),
+        },
+        "funnel": [vars(step) for step in board.funnel],
+        "daily": [
+            {
+                "day": day.day.isoformat(),
+                "abandoned": day.abandoned,
+                "messages": day.messages,
+                "recovered": day.recovered,
+                "revenue": str(day.revenue),
+            }
+            for day in board.daily
+        ],
+        "failures": [
+            {"at": f.at.isoformat(), "step": f.step, "phone_end": f.phone_end, "reason": f.reason}
+            for f in board.failures
+        ],
+        "whatsapp": {"quality_rating": board.quality_rating, "templates": board.templates},
+    }
