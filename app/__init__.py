@@ -48,6 +48,9 @@ def create_app(
     runtime_module.install(runtime)
 
     from app import (
+        admin_auth,
+        admin_pages,
+        admin_settings,
         demo_store,
         links,
         ops,
@@ -66,6 +69,10 @@ def create_app(
     app.register_blueprint(demo_store.bp)
     app.register_blueprint(shopify_home.bp)
     app.register_blueprint(whatsapp_settings.bp)
+    app.register_blueprint(admin_auth.bp)
+    app.register_blueprint(admin_pages.bp)
+    app.register_blueprint(admin_settings.bp)
+    admin_auth.configure_sessions(app, settings.app_url)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:

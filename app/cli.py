@@ -181,6 +181,28 @@ def reconcile(platform: str, store_ref: str | None) -> None:
         raise SystemExit(1)
 
 
+@main.command("admin-link", help="Print a one-time sign-in link to a store's admin (dashboard and settings).")
+@click.argument("store_ref", metavar="STORE")
+def admin_link(store_ref: str) -> None:
+    from app.admin_auth import LOGIN_LINK_LIFETIME, find_store, issue_login_link
+    from app.wiring import build_runtime
+    from sequences.models import StoreStatus
+
+    runtime = build_runtime(_settings())
+    store = find_store(runtime, store_ref)
+    if store is None or store.id is None:
+        raise click.ClickException(
+            f"no store {store_ref!r}: give its id or its platform id (shop domain, site URL, demo slug); "
+            "`cartback whatsapp stores` lists them"
+        )
+    if store.status != StoreStatus.ACTIVE:
+        raise click.ClickException(f"{store.name} has uninstalled cartback: there is nothing to sign in to")
+    link = issue_login_link(runtime, store.id, "cli")
+    minutes = int(LOGIN_LINK_LIFETIME.total_seconds() // 60)
+    click.echo(f"Sign-in link for {store.name} (works once, for {minutes} minutes):")
+    click.echo(link)
+
+
 @main.command(help="Print fresh SECRET_KEY and ENCRYPTION_KEY values for production.")
 def keys() -> None:
     click.echo(f"SECRET_KEY={generate_secret_key()}")

@@ -7,12 +7,15 @@ process this command started.
 from __future__ import annotations
 
 import contextlib
+import html
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import webbrowser
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from app.local_redis import DEBIAN_REDIS_SERVER, find_redis_server, redis_server_argv
+from sequences.runtime import Runtime
 
 DEMO_TIME_SCALE = "60"
 READY_TIMEOUT_SECONDS = 30
@@ -262,6 +266,8 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
                 f"\n  Journey complete in {result.elapsed_s:.0f} s: cart {result.cart_id} recovered.\n",
                 flush=True,
             )
+            assert store.id is not None
+            open_dashboard(base_url, runtime, store.id)
         if not wait_forever:
             return 0
         print("  Everything keeps running; open the URLs above. Press Ctrl-C to stop.", flush=True)
@@ -289,3 +295,34 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
 
 
 Callback = Callable[[str], None]
+
+
+# The dashboard figures the demo reads back after the journey (data-figure attributes).
+_FIGURE = re.compile(r'data-figure="([a-z-]+)"><strong>([^<]*)</strong>')
+
+
+def open_dashboard(base_url: str, runtime: Runtime, store_id: int) -> dict[str, str]:
+    """Sign in to the store's admin as the merchant would, read the dashboard, print a link.
+
+    The demo's own sign-in uses one link; the merchant gets a fresh one (each works once).
+    """
+    from app.admin_auth import issue_login_link
+
+    link = issue_login_link(runtime, store_id, "demo")
+    token = link.partition("token=")[2]
+    with httpx.Client(base_url=base_url, timeout=10, follow_redirects=True) as browser:
+        page = browser.post("/admin/login", data={"token": token})
+    figures = dict(_FIGURE.findall(page.text)) if page.status_code == 200 else {}
+    if not figures:
+        raise DemoError(f"the dashboard did not open after the journey (HTTP {page.status_code})")
+    print(
+        f"  Dashboard  : {figures.get('recovered', '?')} cart recovered, "
+        f"{html.unescape(figures.get('revenue', '?'))} recovered revenue, "
+        f"{figures.get('sent', '?')} messages sent",
+        flush=True,
+    )
+    fresh = issue_login_link(runtime, store_id, "demo")
+    print(f"  Open it    : {fresh}\n               (a one-time sign-in link, valid 30 minutes)\n", flush=True)
+    if os.environ.get("DISPLAY") or sys.platform == "darwin":
+        webbrowser.open(fresh)
+    return figures

@@ -11,30 +11,22 @@ builds (it carries the headers App Bridge needs to retry).
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request
 from shopify_app import RequestInput
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app import get_runtime
+from app.admin_auth import MerchantSession, api_view
 from connectors.base import IssuedToken, PlatformError, PlatformUnauthorized
 from connectors.shopify import PLATFORM, ShopifyConnector
 from connectors.shopify.connector import issued_token
 from sequences.models import (
-    Cart,
-    CartStatus,
-    Contact,
     DataExport,
-    InboundMessage,
-    Message,
     Store,
     StoreStatus,
-    WhatsAppAccount,
-    WhatsAppTemplate,
 )
 from sequences.platform_access import call_platform, fresh_access, store_token_update
 from sequences.runtime import Runtime
@@ -173,67 +165,6 @@ def verified_store(
     return result, install(runtime, connector, shop_domain, issued_token(exchange.access_token)), None
 
 
-def _summary(runtime: Runtime, store_id: int) -> dict[str, Any]:
-    with runtime.database.session() as session:
-        store = session.get(Store, store_id)
-        assert store is not None
-        by_status = dict(
-            session.exec(
-                select(Cart.status, func.count()).where(Cart.store_id == store_id).group_by(col(Cart.status))
-            ).all()
-        )
-        messages = session.exec(
-            select(func.count()).select_from(Message).where(Message.store_id == store_id)
-        ).one()
-        recovered = session.exec(
-            select(Cart).where(Cart.store_id == store_id, Cart.status == CartStatus.RECOVERED)
-        ).all()
-        exports = session.exec(
-            select(DataExport.id, DataExport.request_ref, DataExport.created_at)
-            .where(DataExport.store_id == store_id)
-            .order_by(col(DataExport.id).desc())
-            .limit(20)
-        ).all()
-        # Verified revenue, in the store's currency: recovered orders after refunds and cancellations.
-        revenue = sum(
-            (
-                (cart.order_total_store or Decimal(0)) - (cart.order_refunded or Decimal(0))
-                for cart in recovered
-                if cart.order_cancelled_at is None
-            ),
-            Decimal(0),
-        )
-        account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store_id)).first()
-        templates = session.exec(
-            select(WhatsAppTemplate)
-            .where(WhatsAppTemplate.store_id == store_id)
-            .order_by(col(WhatsAppTemplate.language), col(WhatsAppTemplate.name))
-        ).all()
-        # Shoppers who wrote back (not STOP/START): their sequence waits for a person.
-        replies = session.exec(
-            select(InboundMessage, Contact.phone_e164)
-            .join(Contact, col(Contact.id) == col(InboundMessage.contact_id))
-            .where(InboundMessage.store_id == store_id, InboundMessage.intent == "other")
-            .order_by(col(InboundMessage.id).desc())
-            .limit(20)
-        ).all()
-        return {
-            "whatsapp": account,
-            "templates": templates,
-            "replies": [
-                {"phone_end": phone[-4:], "text": inbound.text or f"({inbound.kind})", "at": inbound.sent_at}
-                for inbound, phone in replies
-            ],
-            "store": store,
-            "carts": sum(by_status.values()),
-            "recovering": by_status.get(CartStatus.RECOVERING, 0),
-            "recovered": by_status.get(CartStatus.RECOVERED, 0),
-            "messages": messages,
-            "revenue": revenue,
-            "exports": exports,
-        }
-
-
 @bp.get("/")
 def app_home() -> Any:
     connector = shopify_connector()
@@ -244,16 +175,13 @@ def app_home() -> Any:
     if failure is not None:
         return failure
     assert store_id is not None
-    from sequences.money import format_money
+    from app.admin_auth import MerchantSession
+    from app.admin_pages import shopify_app_home
 
-    page = render_template(
-        "shopify/home.html",
-        api_key=connector.api_key,
-        format_money=format_money,
-        **_summary(get_runtime(), store_id),
-    )
     # frame-ancestors and App Bridge preload headers, exactly as shopifyapp built them.
-    return Response(page, status=200, headers=result.response.headers, mimetype="text/html")
+    g.shopify_headers = dict(result.response.headers)
+    merchant = MerchantSession(store_id, f"Shopify user {result.user_id or 'unknown'}", "shopify")
+    return shopify_app_home(merchant)
 
 
 @bp.get(PATCH_ID_TOKEN_PATH)
@@ -266,14 +194,10 @@ def patch_id_token() -> Any:
 
 
 @bp.get("/api/data-exports/<int:export_id>")
-def data_export(export_id: int) -> Any:
-    """A privacy export, for the merchant's own shop only (App Bridge session token)."""
-    connector = shopify_connector()
-    if connector is None:
-        abort(404)
-    _result, store_id, failure = verified_store(connector, check_token=False)
-    if failure is not None:
-        return failure
+@api_view
+def data_export(merchant: MerchantSession, export_id: int) -> Any:
+    """A privacy export, for the merchant's own shop only."""
+    store_id = merchant.store_id
     with get_runtime().database.session() as session:
         export = session.exec(
             select(DataExport).where(DataExport.id == export_id, DataExport.store_id == store_id)

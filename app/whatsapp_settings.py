@@ -1,33 +1,25 @@
 """The WhatsApp part of the merchant's settings, as JSON under ``/api/whatsapp`` (the settings
 page calls these; the CLI's `cartback whatsapp …` does the same from a terminal).
 
-Authenticated like every ``/api/`` call from the embedded app: the App Bridge session token,
-verified for the shop it names; a store only ever sees and changes its own number.
+Authenticated like every ``/api/`` call (``admin_auth``: App Bridge's session token or the
+standalone admin's cookie); a store only ever sees and changes its own number.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, jsonify, request
 from sqlmodel import col, select
 
 from app import get_runtime
-from app.shopify_home import shopify_connector, verified_store
+from app.admin_auth import MerchantSession, api_view
 from sequences.models import Store, WhatsAppAccount, WhatsAppTemplate
 from sequences.whatsapp.accounts import AccountError, check, connect
 from sequences.whatsapp.health import MERCHANT, pause_store, resume_store
 
 bp = Blueprint("whatsapp_settings", __name__)
 CONNECT_FIELDS = ("waba_id", "phone_number_id", "access_token")
-
-
-def _store_id() -> tuple[int | None, Any]:
-    connector = shopify_connector()
-    if connector is None:
-        abort(404)
-    _result, store_id, failure = verified_store(connector, check_token=False)
-    return store_id, failure
 
 
 def _state(store_id: int) -> dict[str, Any]:
@@ -70,21 +62,17 @@ def _state(store_id: int) -> dict[str, Any]:
 
 
 @bp.get("/api/whatsapp")
-def show() -> Any:
-    store_id, failure = _store_id()
-    if failure is not None:
-        return failure
-    assert store_id is not None
+@api_view
+def show(merchant: MerchantSession) -> Any:
+    store_id = merchant.store_id
     return jsonify(_state(store_id))
 
 
 @bp.put("/api/whatsapp")
-def save() -> Any:
+@api_view
+def save(merchant: MerchantSession) -> Any:
     """Connect (or replace) the number, then check it with Meta; errors name the field."""
-    store_id, failure = _store_id()
-    if failure is not None:
-        return failure
-    assert store_id is not None
+    store_id = merchant.store_id
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return jsonify(error="send a JSON object with waba_id, phone_number_id and access_token"), 400
@@ -112,29 +100,27 @@ def save() -> Any:
 
 
 @bp.post("/api/whatsapp/check")
-def verify() -> Any:
-    store_id, failure = _store_id()
-    if failure is not None:
-        return failure
-    assert store_id is not None
+@api_view
+def verify(merchant: MerchantSession) -> Any:
+    store_id = merchant.store_id
     report = check(get_runtime(), store_id)
     return jsonify(ok=report.ok, problems=report.problems, facts=report.facts, done=report.done)
 
 
 @bp.post("/api/whatsapp/pause")
-def pause() -> Any:
-    return _set_sending(paused=True)
+@api_view
+def pause(merchant: MerchantSession) -> Any:
+    return _set_sending(merchant, paused=True)
 
 
 @bp.post("/api/whatsapp/resume")
-def resume() -> Any:
-    return _set_sending(paused=False)
+@api_view
+def resume(merchant: MerchantSession) -> Any:
+    return _set_sending(merchant, paused=False)
 
 
-def _set_sending(*, paused: bool) -> Any:
-    store_id, failure = _store_id()
-    if failure is not None:
-        return failure
+def _set_sending(merchant: MerchantSession, *, paused: bool) -> Any:
+    store_id = merchant.store_id
     runtime = get_runtime()
     with runtime.database.locked_session() as session:
         store = session.get(Store, store_id)
@@ -143,5 +129,4 @@ def _set_sending(*, paused: bool) -> Any:
             pause_store(store, MERCHANT, "paused by the merchant", runtime.now())
         else:
             resume_store(store, runtime.now())
-    assert store_id is not None
     return jsonify(_state(store_id)["sending"])

@@ -26,7 +26,7 @@ def test_the_app_home_is_framed_only_by_the_shop_and_the_shopify_admin(shopify):
     csp = response.headers["Content-Security-Policy"]
     assert f"frame-ancestors https://{SHOP} https://admin.shopify.com" in csp
     page = response.get_data(as_text=True)
-    assert "cartback is connected to Bazaar" in page
+    assert "cartback · Bazaar" in page and "Recovered with cartback" in page
     assert f'name="shopify-api-key" content="{shopify.fake.client_id}"' in page
 
 
@@ -386,6 +386,6 @@ def test_the_app_home_shows_the_number_template_trouble_and_shoppers_who_replied
             )
         )
     page = shopify.open_app().get_data(as_text=True)
-    assert "<strong>paused</strong>: low quality (steps using it wait)" in page
+    assert '<span class="pill warn">paused</span> low quality (steps using it wait)' in page
     assert "…3210" in page and "Is COD available?" in page
     assert "9876543210" not in page

@@ -1,0 +1,182 @@
+"""Charts for the dashboard as inline SVG, drawn on the server: no CDN, no script, print-ready.
+
+Each chart is one ``<svg>`` with a viewBox (it scales to the width of a phone or a desktop), a
+``<title>`` and ``<desc>`` for screen readers, and native tooltips on every point. All text is
+escaped. Money arrives as Decimal; coordinates are computed as floats only for drawing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from markupsafe import Markup, escape
+
+Number = int | Decimal
+
+# Drawing units (the viewBox): wide enough for labels, scaled down to fit a 360 px phone.
+WIDTH = 640
+HEIGHT = 240
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 84, 20, 16, 56
+# The funnel is drawn narrower: it sits in the dashboard's side column.
+FUNNEL_WIDTH = 420
+GRIDLINES = 4
+FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{3,8}$")
+_CHART_ID = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    values: Sequence[Number]
+    color: str
+
+
+def _check_id(chart_id: str) -> None:
+    if not _CHART_ID.match(chart_id):
+        raise ValueError(f"chart id {chart_id!r} must be lower-case letters, digits and dashes")
+
+
+def _fmt(value: float) -> str:
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def nice_max(largest: Number) -> Decimal:
+    """The smallest 1, 2, 2.5 or 5 × 10^n at or above ``largest`` (1 for an empty chart)."""
+    value = Decimal(largest)
+    if value <= 0:
+        return Decimal(1)
+    exponent = value.adjusted()
+    for step in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
+        candidate = step.scaleb(exponent)
+        if candidate >= value:
+            return (
+                candidate.normalize()
+                if candidate != candidate.to_integral()
+                else candidate.quantize(Decimal(1))
+            )
+    return Decimal(10).scaleb(exponent)  # unreachable: 10 × 10^n covers every value
+
+
+def _day(day: date) -> str:
+    return f"{day.day} {day.strftime('%b')}"
+
+
+def _head(chart_id: str, title: str, description: str, height: int, width: int = WIDTH) -> list[str]:
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+        f'preserveAspectRatio="xMidYMid meet" role="img" aria-labelledby="{chart_id}-title {chart_id}-desc" '
+        f'class="chart" id="{chart_id}">',
+        f'<title id="{chart_id}-title">{escape(title)}</title>',
+        f'<desc id="{chart_id}-desc">{escape(description)}</desc>',
+    ]
+
+
+def daily_chart(
+    chart_id: str,
+    days: Sequence[date],
+    series: Sequence[Series],
+    *,
+    title: str,
+    description: str,
+    value_format: Callable[[Number], str] = str,
+) -> Markup:
+    """One line per series over the days, y from 0 to a round maximum, with a legend."""
+    _check_id(chart_id)
+    for line in series:
+        if not _COLOUR.match(line.color):
+            raise ValueError(f"colour {line.color!r} must be a hex colour like #2c6ecb")
+        if len(line.values) != len(days):
+            raise ValueError(f"series {line.label!r} has {len(line.values)} values for {len(days)} days")
+        for value in line.values:
+            if isinstance(value, float) or not isinstance(value, int | Decimal):
+                raise ValueError("chart values must be int or Decimal (money is never a float)")
+            if value < 0:
+                raise ValueError("chart values cannot be negative")
+    top = nice_max(max((value for line in series for value in line.values), default=0))
+    legend_rows = (len(series) + 1) // 2
+    height = HEIGHT + legend_rows * 18
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    bottom = PAD_TOP + plot_h
+
+    def x(index: int) -> float:
+        return PAD_LEFT + (plot_w / 2 if len(days) == 1 else plot_w * index / (len(days) - 1))
+
+    def y(value: Number) -> float:
+        return bottom - plot_h * float(Decimal(value) / top)
+
+    parts = _head(chart_id, title, description, height)
+    parts.append(f"<g {FONT}>")
+    for line_number in range(GRIDLINES + 1):
+        value = top * line_number / GRIDLINES
+        at = y(value)
+        parts.append(
+            f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{_fmt(at)}" y2="{_fmt(at)}" '
+            f'stroke="#e3e3e3" stroke-width="1"/>'
+        )
+        shown = value.normalize() if value != value.to_integral() else value.quantize(Decimal(1))
+        parts.append(
+            f'<text x="{PAD_LEFT - 6}" y="{_fmt(at + 4)}" text-anchor="end">{escape(value_format(shown))}</text>'
+        )
+    if days:
+        labelled = sorted({0, len(days) // 2, len(days) - 1})
+        for index in labelled:
+            parts.append(
+                f'<text x="{_fmt(x(index))}" y="{bottom + 18}" text-anchor="middle">{escape(_day(days[index]))}</text>'
+            )
+    for line in series:
+        points = " ".join(f"{_fmt(x(i))},{_fmt(y(v))}" for i, v in enumerate(line.values))
+        parts.append(f'<polyline fill="none" stroke="{line.color}" stroke-width="2" points="{points}"/>')
+        for index, value in enumerate(line.values):
+            tip = f"{_day(days[index])} · {line.label}: {value_format(value)}"
+            parts.append(
+                f'<circle cx="{_fmt(x(index))}" cy="{_fmt(y(value))}" r="3" fill="{line.color}">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+    for number, line in enumerate(series):
+        column, row = number % 2, number // 2
+        left, top_y = PAD_LEFT + column * (plot_w / 2), HEIGHT - 14 + row * 18
+        total = (
+            sum(line.values, Decimal(0))
+            if any(isinstance(v, Decimal) for v in line.values)
+            else sum(int(v) for v in line.values)
+        )
+        parts.append(
+            f'<rect x="{_fmt(left)}" y="{top_y - 10}" width="12" height="12" rx="2" fill="{line.color}"/>'
+            f'<text x="{_fmt(left + 18)}" y="{top_y}">{escape(line.label)}: {escape(value_format(total))}</text>'
+        )
+    parts.append("</g></svg>")
+    return Markup("".join(parts))  # noqa: S704 - every piece of text in it was escaped above
+
+
+def funnel_chart(chart_id: str, stages: Sequence[tuple[str, int]], *, title: str, description: str) -> Markup:
+    """Horizontal bars, each as wide as its share of the first stage, with count and percent."""
+    _check_id(chart_id)
+    bar_h, gap, label_w = 22, 10, 78
+    height = PAD_TOP + len(stages) * (bar_h + gap)
+    first = stages[0][1] if stages else 0
+    bar_w = FUNNEL_WIDTH - label_w - 110
+    parts = _head(chart_id, title, description, height, FUNNEL_WIDTH)
+    parts.append(f"<g {FONT}>")
+    for index, (label, count) in enumerate(stages):
+        if count < 0:
+            raise ValueError("funnel counts cannot be negative")
+        top_y = PAD_TOP + index * (bar_h + gap)
+        share = (count / first) if first else 0.0
+        share_text = f"{Decimal(count * 100) / Decimal(first):.1f}%" if first else "—"
+        parts.append(f'<text x="0" y="{top_y + 15}">{escape(label)}</text>')
+        parts.append(
+            f'<rect x="{label_w}" y="{top_y}" width="{bar_w}" height="{bar_h}" rx="4" fill="#f1f2f4"/>'
+            f'<rect x="{label_w}" y="{top_y}" width="{_fmt(bar_w * min(share, 1.0))}" height="{bar_h}" rx="4" '
+            f'fill="#2c6ecb" data-stage="{escape(label)}"><title>{escape(label)}: {count:,} · {share_text}</title></rect>'
+        )
+        parts.append(
+            f'<text x="{label_w + bar_w + 8}" y="{top_y + 15}">{escape(f"{count:,} · {share_text}")}</text>'
+        )
+    parts.append("</g></svg>")
+    return Markup("".join(parts))  # noqa: S704 - every piece of text in it was escaped above
