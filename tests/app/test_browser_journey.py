@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,27 +9,15 @@ from typing import Any
 
 import pytest
 import time_machine
-from werkzeug.serving import make_server
 
 from app import create_app
 from app.demo_store.seed import seed_demo_store
 from app.wiring import build_runtime
 from sequences.models import CartStatus
+from tests.browser_support import chromium_page, serving
 from tests.servers import free_port
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-# Flags for a root, offline, headless run (no sandbox, no calls home).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -42,28 +28,15 @@ def live(settings, database, redis_conn, app_and_runtime) -> Iterator[tuple[str,
     runtime = build_runtime(settings.with_overrides(app_url=base_url), database=database, redis=redis_conn)
     app = create_app(runtime=runtime)
     seed_demo_store(runtime)
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield base_url, runtime
-    server.shutdown()
+    with serving(app, port=port):
+        yield base_url, runtime
     runtime.http.close()
 
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium is not installed; `make test` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 420, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
+    with chromium_page(tmp_path) as page:
         yield page
-        page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
-        browser.close()
 
 
 def test_a_shopper_abandons_gets_the_message_clicks_and_buys_with_the_discount(live, page, drain):
