@@ -24,7 +24,7 @@ PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 84, 20, 16, 56
 # The funnel is drawn narrower: it sits in the dashboard's side column.
 FUNNEL_WIDTH = 420
 GRIDLINES = 4
-FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+FONT = 'font-family="system-ui, sans-serif" font-size="14"'
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{3,8}$")
 _CHART_ID = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
@@ -126,8 +126,11 @@ def daily_chart(
     if days:
         labelled = sorted({0, len(days) // 2, len(days) - 1})
         for index in labelled:
+            # The last label ends at its point, so it never runs off the chart's right edge.
+            anchor = "end" if index == len(days) - 1 and len(days) > 1 else "middle"
             parts.append(
-                f'<text x="{_fmt(x(index))}" y="{bottom + 18}" text-anchor="middle">{escape(_day(days[index]))}</text>'
+                f'<text x="{_fmt(x(index))}" y="{bottom + 18}" text-anchor="{anchor}">'
+                f"{escape(_day(days[index]))}</text>"
             )
     for line in series:
         points = " ".join(f"{_fmt(x(i))},{_fmt(y(v))}" for i, v in enumerate(line.values))

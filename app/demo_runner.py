@@ -315,10 +315,11 @@ def open_dashboard(base_url: str, runtime: Runtime, store_id: int) -> dict[str, 
     figures = dict(_FIGURE.findall(page.text)) if page.status_code == 200 else {}
     if not figures:
         raise DemoError(f"the dashboard did not open after the journey (HTTP {page.status_code})")
+    recovered, sent = figures.get("recovered", "?"), figures.get("sent", "?")
     print(
-        f"  Dashboard  : {figures.get('recovered', '?')} cart recovered, "
+        f"  Dashboard  : {recovered} cart{'' if recovered == '1' else 's'} recovered, "
         f"{html.unescape(figures.get('revenue', '?'))} recovered revenue, "
-        f"{figures.get('sent', '?')} messages sent",
+        f"{sent} message{'' if sent == '1' else 's'} sent (last 30 days)",
         flush=True,
     )
     fresh = issue_login_link(runtime, store_id, "demo")

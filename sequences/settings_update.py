@@ -138,16 +138,17 @@ def as_payload(store: Store, settings: StoreSettings) -> dict[str, Any]:
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves by dotted path; an empty dict or list has none (its contents appear as added)."""
     if isinstance(value, dict):
         flat: dict[str, Any] = {}
         for key, item in value.items():
             flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat or {prefix: {}}
+        return flat
     if isinstance(value, list):
         flat = {}
         for index, item in enumerate(value):
             flat.update(_flatten(item, f"{prefix}.{index}"))
-        return flat or {prefix: []}
+        return flat
     return {prefix: value}
 
 

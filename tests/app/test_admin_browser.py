@@ -133,8 +133,14 @@ def test_the_csv_export_downloads_the_carts_of_the_period(admin: Admin, page: An
 def test_a_changed_offer_is_carried_by_the_next_message(admin: Admin, page: Any) -> None:
     client = admin.app.test_client()
     start = datetime.now(UTC)
+    payload = checkout_payload(updated_at=start)
+    # Images the live server serves, so the preview shows the product as the shopper would.
+    for line, slug in zip(
+        payload["line_items"], ("handloom-cotton-kurta", "block-print-dupatta"), strict=True
+    ):
+        line["image_url"] = f"{admin.base_url}/demo-store/images/{slug}.svg"
     with time_machine.travel(start, tick=False):
-        send_webhook(client, "checkouts/update", checkout_payload(updated_at=start))
+        send_webhook(client, "checkouts/update", payload)
         admin.drain()
     with time_machine.travel(start + timedelta(minutes=16), tick=False):
         admin.drain()
@@ -150,6 +156,7 @@ def test_a_changed_offer_is_carried_by_the_next_message(admin: Admin, page: Any)
         preview = page.locator("#preview").inner_text()
         page.click("#save")
         page.wait_for_function("document.getElementById('save-status').textContent.startsWith('Saved')")
+        assert page.locator("#preview img").evaluate("img => img.complete && img.naturalWidth > 0")
         screenshot(page, "settings")
     with time_machine.travel(start + 4 * HOUR + timedelta(minutes=1), tick=False):
         admin.drain()

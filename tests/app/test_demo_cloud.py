@@ -44,5 +44,8 @@ def test_the_cloud_demo_sends_templates_follows_statuses_and_honours_stop(tmp_pa
     assert "WhatsApp template cart_recovery_image_v1 accepted by the Graph API" in output
     assert "Meta reports the message sent, delivered and read" in output
     assert "cart recovered: ₹2,098.00 revenue" in output
+    # After the journey the demo signs in to the dashboard and reads the recovery off it.
+    assert "Dashboard  : 1 cart recovered, ₹2,098.00 recovered revenue" in output
+    assert "/admin/login?token=" in output
     assert "taps Stop promotions" in output
     assert "step 2's time passed and nothing went out: cart opted_out" in output
