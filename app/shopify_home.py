@@ -35,6 +35,13 @@ bp = Blueprint("shopify_home", __name__)
 log = logging.getLogger("cartback.shopify.home")
 
 PATCH_ID_TOKEN_PATH = "/auth/patch-id-token"  # noqa: S105 - a route, not a secret
+BOUNCE_FALLBACK = (
+    "<style>@keyframes cartback-late{to{opacity:1}}"
+    "p.cartback-late{opacity:0;animation:cartback-late 0s 4s forwards;"
+    "font-family:system-ui,sans-serif;margin:2rem;color:#303030}</style>"
+    '<p class="cartback-late">Opening cartback… If this page stays like this, Shopify\'s admin '
+    "scripts could not load: reload cartback from your Shopify admin (Apps → cartback).</p>"
+)
 
 
 def shopify_connector() -> ShopifyConnector | None:
@@ -190,7 +197,12 @@ def patch_id_token() -> Any:
     if connector is None:
         abort(404)
     result = connector.app.app_home_patch_id_token(_shopify_request())
-    return Response(result.response.body, status=result.response.status, headers=result.response.headers)
+    body = result.response.body
+    if result.ok:
+        # App Bridge fetches a fresh session token and reloads the page at once; if Shopify's
+        # CDN cannot be reached the page would stay blank, so after a few seconds it says so.
+        body += BOUNCE_FALLBACK
+    return Response(body, status=result.response.status, headers=result.response.headers)
 
 
 @bp.get("/api/data-exports/<int:export_id>")

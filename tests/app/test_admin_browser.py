@@ -305,3 +305,20 @@ def test_inside_shopify_the_page_still_reads_when_the_cdn_cannot_load(shopify_ad
     page.locator("#scripts-missing").wait_for()
     assert "did not load" in page.locator("#scripts-missing").inner_text()
     screenshot(page, "shopify-without-cdn")
+
+
+def test_an_embedded_page_without_its_token_says_what_to_do_when_the_cdn_is_down(
+    shopify_admin: Any, page: Any
+) -> None:
+    from tests.shopify_support import SHOP
+
+    base_url, _runtime, _fake = shopify_admin
+    page.route("https://cdn.shopify.com/**", lambda route: route.abort())
+
+    page.goto(
+        f"{base_url}/admin/settings?embedded=1&shop={SHOP}&host=YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvYmF6YWFy"
+    )
+
+    assert "/auth/patch-id-token" in page.url
+    page.wait_for_function("getComputedStyle(document.querySelector('p.cartback-late')).opacity === '1'")
+    assert "reload cartback from your Shopify admin" in page.locator("p.cartback-late").inner_text()

@@ -49,6 +49,7 @@ def test_a_request_without_a_session_token_goes_to_the_token_patch_page(shopify)
     assert response.headers["Location"].split("?")[0].endswith("/auth/patch-id-token")
     patch = shopify.client.get(response.headers["Location"])
     assert patch.status_code == 200 and "app-bridge.js" in patch.get_data(as_text=True)
+    assert "reload cartback from your Shopify admin" in patch.get_data(as_text=True)
 
 
 def test_a_forged_session_token_is_refused_and_nothing_is_installed(shopify):
