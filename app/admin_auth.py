@@ -187,6 +187,9 @@ def _shopify_session(*, document: bool) -> MerchantSession:
 
     connector = shopify_connector()
     if connector is None:
+        if document:
+            page = render_template("admin/sign_in.html", help=SIGN_IN_HELP)
+            raise NotSignedIn(Response(page, status=401, mimetype="text/html"))
         raise NotSignedIn(_json_401("this server is not set up for Shopify"))
     result, store_id, failure = verified_store(connector, check_token=False)
     if failure is not None:

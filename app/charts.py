@@ -47,20 +47,18 @@ def _fmt(value: float) -> str:
 
 
 def nice_max(largest: Number) -> Decimal:
-    """The smallest 1, 2, 2.5 or 5 × 10^n at or above ``largest`` (1 for an empty chart)."""
-    value = Decimal(largest)
-    if value <= 0:
-        return Decimal(1)
-    exponent = value.adjusted()
-    for step in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
-        candidate = step.scaleb(exponent)
-        if candidate >= value:
-            return (
-                candidate.normalize()
-                if candidate != candidate.to_integral()
-                else candidate.quantize(Decimal(1))
-            )
-    return Decimal(10).scaleb(exponent)  # unreachable: 10 × 10^n covers every value
+    """The top of the y axis: GRIDLINES steps of 1, 2 or 5 × 10^n (at least 1) covering ``largest``.
+
+    Whole steps keep every gridline label a round number (no "7.5 carts").
+    """
+    wanted = Decimal(largest) / GRIDLINES
+    exponent = 0
+    while True:
+        for factor in (1, 2, 5):
+            step = Decimal(factor).scaleb(exponent)
+            if step >= wanted:
+                return step * GRIDLINES
+        exponent += 1
 
 
 def _day(day: date) -> str:

@@ -599,3 +599,11 @@ def test_a_cart_or_contact_of_another_store_is_not_found(journey: Any) -> None:
     assert journey.client.get(f"/admin/carts/{cart.id}").status_code == 404
     assert journey.client.get(f"/admin/contacts/{cart.contact_id}").status_code == 404
     assert journey.client.get(f"/api/carts/{cart.id}").status_code == 404
+
+
+def test_a_shopify_looking_page_load_on_a_server_without_shopify_explains_how_to_sign_in(
+    journey: Any,
+) -> None:
+    page = journey.client.get("/admin?shop=bazaar.myshopify.com&host=abc&id_token=x.y.z")
+
+    assert page.status_code == 401 and "Sign in to cartback" in page.get_data(as_text=True)
