@@ -7,7 +7,7 @@ not found. Phones leave this module as their last 4 digits only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -59,9 +59,11 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         return None
     moment, _, ident = cursor.rpartition("_")
     try:
-        return datetime.fromisoformat(moment), int(ident)
+        parsed, number = datetime.fromisoformat(moment), int(ident)
     except ValueError:
         return None
+    # A cursor we made is aware UTC; a hand-typed one without a zone is read as UTC.
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), number
 
 
 def search_carts(

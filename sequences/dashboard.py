@@ -44,6 +44,8 @@ MAX_PERIOD_DAYS = 366
 # zone's offset is a multiple of 15 minutes (India +5:30, Nepal +5:45).
 BUCKET_SECONDS = 900
 FAILURES_SHOWN = 10
+# Dates outside these years are typing mistakes (and year 1 overflows a UTC conversion).
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
 PERCENT = Decimal("0.1")
 ZERO = Decimal(0)
 
@@ -98,6 +100,8 @@ def period_for(now: datetime, timezone: str, first: str | None = None, last: str
         first_day = date.fromisoformat(first) if first else last_day - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
     except ValueError:
         raise PeriodError("from: use a date like 2026-10-30") from None
+    if not (first_day.year >= EARLIEST_YEAR and last_day.year <= LATEST_YEAR):
+        raise PeriodError(f"from: choose dates between {EARLIEST_YEAR} and {LATEST_YEAR}")
     if first_day > last_day:
         raise PeriodError("from: must be on or before the 'to' date")
     if (last_day - first_day).days + 1 > MAX_PERIOD_DAYS:

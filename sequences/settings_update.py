@@ -42,6 +42,8 @@ _MESSAGES = {
     "int_from_float": "must be a whole number",
     "decimal_parsing": "must be a number, like 100 or 99.50",
     "decimal_type": "must be a number, like 100 or 99.50",
+    "decimal_max_places": "can have at most {decimal_places} decimal places",
+    "finite_number": "must be a number, like 100 or 99.50",
     "bool_parsing": "must be on or off",
     "bool_type": "must be on or off",
     "time_parsing": "must be a time of day, like 21:00",

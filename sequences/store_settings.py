@@ -22,6 +22,8 @@ SEQUENCE_WINDOW_MINUTES = 24 * 60
 MAX_STEPS = 3
 
 
+# The largest amount an offer may name (₹1 crore): far above any cart, far below overflow.
+MAX_MONEY = Decimal("10000000")
 # The merchant's line in the message ({{4}} of the template): one line, placeholders below.
 MAX_COPY_CHARS = 100
 COPY_LANGUAGES = ("en", "hi")
@@ -41,12 +43,13 @@ class Offer(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["fixed", "percent"]
-    # Rupees for "fixed", percent for "percent".
-    value: Decimal = Field(gt=0)
+    # Rupees for "fixed", percent for "percent". Money has paise at most, and stays within what
+    # the discount tables and the platforms' price fields hold.
+    value: Decimal = Field(gt=0, le=MAX_MONEY, decimal_places=2)
     # Percent offers are capped in money ("10% off, up to ₹200").
-    max_amount: Decimal | None = Field(default=None, gt=0)
+    max_amount: Decimal | None = Field(default=None, gt=0, le=MAX_MONEY, decimal_places=2)
     # The offer applies only to carts at least this large.
-    min_subtotal: Decimal | None = Field(default=None, ge=0)
+    min_subtotal: Decimal | None = Field(default=None, ge=0, le=MAX_MONEY, decimal_places=2)
     valid_hours: int = Field(default=48, ge=1, le=24 * 14)
 
     def problems(self, prefix: str) -> list[Problem]:

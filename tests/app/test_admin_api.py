@@ -607,3 +607,14 @@ def test_a_shopify_looking_page_load_on_a_server_without_shopify_explains_how_to
     page = journey.client.get("/admin?shop=bazaar.myshopify.com&host=abc&id_token=x.y.z")
 
     assert page.status_code == 401 and "Sign in to cartback" in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "2026-01-01T00:00:00_5", "2026-01-01T00:00:00+05:30_x", "_"])
+def test_an_odd_page_cursor_is_no_error(journey: Any, cursor: str) -> None:
+    store = _store(journey.runtime)
+    seed_dashboard(journey.runtime, store)
+    sign_in(journey.client, journey.runtime, store.id)
+
+    response = journey.client.get("/api/carts", query_string={"before": cursor, "q": "%' OR 1=1 --"})
+
+    assert response.status_code == 200 and response.get_json()["carts"] == []

@@ -134,8 +134,23 @@ def test_the_default_period_is_the_last_30_store_days() -> None:
         ("last week", None, "from: use a date like 2026-10-30"),
         (None, "2026-13-01", "to: use a date like 2026-11-28"),
         ("2024-01-01", "2026-11-28", "from: a period can be at most 366 days"),
+        ("0001-01-01", "0001-01-02", "from: choose dates between 2000 and 2100"),
     ],
 )
 def test_a_period_that_cannot_be_shown_says_why(first: str | None, last: str | None, message: str) -> None:
     with pytest.raises(PeriodError, match=message):
         period_for(datetime(2026, 11, 28, tzinfo=UTC), "Asia/Kolkata", first, last)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1E+30", "must be at most 10000000"),
+        ("99.999", "can have at most 2 decimal places"),
+        ("NaN", "must be a number, like 100 or 99.50"),
+    ],
+)
+def test_an_offer_amount_the_platforms_could_not_hold_is_refused(value: str, message: str) -> None:
+    problems = _problems({"steps": [{"delay_minutes": 15, "offer": {"kind": "fixed", "value": value}}]})
+
+    assert problems == {"steps.0.offer.value": message}
