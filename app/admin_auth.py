@@ -196,10 +196,11 @@ def _shopify_session(*, document: bool) -> MerchantSession:
         if document or failure.status_code != 401:
             raise NotSignedIn(failure)
         # Keep Shopify's retry header: App Bridge fetches a fresh token and tries again.
+        retry = {
+            name: value for name, value in failure.headers.items() if name.lower().startswith("x-shopify-")
+        }
         raise NotSignedIn(
-            _json_401(
-                "the Shopify session token is missing, expired or not for this app", dict(failure.headers)
-            )
+            _json_401("the Shopify session token is missing, expired or not for this app", retry)
         )
     assert store_id is not None
     g.shopify_headers = dict(result.response.headers)

@@ -618,3 +618,38 @@ def test_an_odd_page_cursor_is_no_error(journey: Any, cursor: str) -> None:
     response = journey.client.get("/api/carts", query_string={"before": cursor, "q": "%' OR 1=1 --"})
 
     assert response.status_code == 200 and response.get_json()["carts"] == []
+
+
+# -- inside Shopify: App Bridge session tokens -------------------------------------------------------
+
+
+def test_inside_shopify_the_api_takes_the_session_token_and_needs_no_csrf(shopify: Any) -> None:
+    store = shopify.install()
+    token = shopify.fake.session_token(shopify.shop)
+    headers = {"Authorization": f"Bearer {token}"}
+    payload = shopify.client.get("/api/settings", headers=headers).get_json()["settings"]
+
+    saved = shopify.client.put("/api/settings", json=payload | {"inactivity_minutes": 10}, headers=headers)
+
+    assert saved.status_code == 200
+    (change,) = _audit(shopify.runtime)
+    assert change.store_id == store.id and change.actor == "Shopify user 42"
+
+
+@pytest.mark.parametrize("problem", ["expired", "wrong secret", "other app", "not bearer"])
+def test_inside_shopify_a_bad_session_token_is_a_401_app_bridge_retries(shopify: Any, problem: str) -> None:
+    shopify.install()
+    fake = shopify.fake
+    token = {
+        "expired": lambda: fake.session_token(shopify.shop, expires_in=-60),
+        "wrong secret": lambda: fake.session_token(shopify.shop, secret="not-the-app-secret-" * 2),
+        "other app": lambda: fake.session_token(shopify.shop, aud="another-client-id"),
+        "not bearer": lambda: "x",
+    }[problem]()
+    header = f"Basic {token}" if problem == "not bearer" else f"Bearer {token}"
+
+    response = shopify.client.get("/api/dashboard", headers={"Authorization": header})
+
+    assert response.status_code == 401
+    assert response.get_json()["error"]
+    assert response.headers.get("X-Shopify-Retry-Invalid-Session-Request") == "1" or problem == "other app"
