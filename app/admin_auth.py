@@ -103,7 +103,9 @@ def issue_login_link(runtime: Runtime, store_id: int, issued_by: str) -> str:
         login_id = login.id
     token = _serializer(runtime).dumps([login_id, nonce])
     log.info("admin sign-in link issued", extra={"store_id": store_id, "login_id": login_id})
-    return f"{runtime.settings.app_url}/admin/login?token={token}"
+    # In the fragment: browsers never send it, so the token stays out of every access log and
+    # proxy; the sign-in page hands it over in a POST body.
+    return f"{runtime.settings.app_url}/admin/login#token={token}"
 
 
 def _redeem(runtime: Runtime, token: str) -> tuple[AdminLogin | None, str]:
@@ -144,8 +146,7 @@ def _redeem(runtime: Runtime, token: str) -> tuple[AdminLogin | None, str]:
 @bp.get("/admin/login")
 def login_page() -> Any:
     # Shown, not used: link previews in chat apps fetch URLs, and must not spend the link.
-    token = request.args.get("token", "")
-    return render_template("admin/login.html", token=token, problem=None if token else SIGN_IN_HELP)
+    return render_template("admin/login.html", help=SIGN_IN_HELP, problem=None)
 
 
 @bp.post("/admin/login")
@@ -153,7 +154,7 @@ def login() -> Any:
     runtime = get_runtime()
     login_row, problem = _redeem(runtime, request.form.get("token", ""))
     if login_row is None:
-        return render_template("admin/login.html", token="", problem=problem), 400
+        return render_template("admin/login.html", help=SIGN_IN_HELP, problem=problem), 400
     session.clear()
     session.permanent = True
     session["store_id"] = login_row.store_id

@@ -322,3 +322,26 @@ def test_an_embedded_page_without_its_token_says_what_to_do_when_the_cdn_is_down
     assert "/auth/patch-id-token" in page.url
     page.wait_for_function("getComputedStyle(document.querySelector('p.cartback-late')).opacity === '1'")
     assert "reload cartback from your Shopify admin" in page.locator("p.cartback-late").inner_text()
+
+
+def test_the_sign_in_link_keeps_its_token_out_of_requests_and_the_address_bar(
+    admin: Admin, page: Any
+) -> None:
+    link = issue_login_link(admin.runtime, admin.store().id or 0, "test")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(link)
+    page.click("button:text('Sign in')")
+    page.wait_for_url(f"{admin.base_url}/admin")
+
+    token = link.partition("#token=")[2]
+    assert token and all(token not in url for url in requested)
+    assert "Recovered with cartback" in page.content()
+
+
+def test_the_sign_in_page_without_a_link_explains_how_to_get_one(admin: Admin, page: Any) -> None:
+    page.goto(f"{admin.base_url}/admin/login")
+
+    assert page.locator("#sign-in").is_hidden()
+    assert "cartback admin-link STORE" in page.locator("#no-token").inner_text()

@@ -46,6 +46,6 @@ def test_the_cloud_demo_sends_templates_follows_statuses_and_honours_stop(tmp_pa
     assert "cart recovered: ₹2,098.00 revenue" in output
     # After the journey the demo signs in to the dashboard and reads the recovery off it.
     assert "Dashboard  : 1 cart recovered, ₹2,098.00 recovered revenue" in output
-    assert "/admin/login?token=" in output
+    assert "/admin/login#token=" in output
     assert "taps Stop promotions" in output
     assert "step 2's time passed and nothing went out: cart opted_out" in output
