@@ -16,6 +16,7 @@ from sqlmodel import Session, SQLModel, col, select
 from connectors.base import CustomerDataRequest, CustomerRedact, CustomerRef
 from sequences.erasure import ErasureReport, erase_locked
 from sequences.models import (
+    AdminLogin,
     Cart,
     CartEvent,
     CartLine,
@@ -28,6 +29,7 @@ from sequences.models import (
     Message,
     RecoveryStep,
     SandboxOutboxMessage,
+    SettingsChange,
     Store,
     VariantImage,
     WebhookDelivery,
@@ -180,5 +182,7 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(DataExport).where(col(DataExport.store_id) == store_id))
     session.exec(delete(VariantImage).where(col(VariantImage.store_id) == store_id))
     session.exec(delete(WebhookDelivery).where(col(WebhookDelivery.store_id) == store_id))
+    session.exec(delete(SettingsChange).where(col(SettingsChange.store_id) == store_id))
+    session.exec(delete(AdminLogin).where(col(AdminLogin.store_id) == store_id))
     session.exec(delete(Store).where(col(Store.id) == store_id))
     log.info("store data deleted", extra={"store_id": store_id})

@@ -165,16 +165,29 @@ def test_customers_redact_erases_the_customer_and_their_exports(shopify):
     assert shopify.outbox() == []
 
 
+@pytest.mark.postgres
 def test_shop_redact_after_uninstall_deletes_everything_held_for_the_shop(shopify):
-    shopify.install()
+    from app.admin_auth import issue_login_link
+    from sequences.models import AdminLogin, SettingsChange
+
+    store = shopify.install()
     shopify.checkout()
     shopify.run(15 * MIN)
+    # The merchant's admin left a sign-in link and an audit entry behind (rows that point at the store).
+    issue_login_link(shopify.runtime, store.id, "test")
+    token = shopify.fake.session_token(shopify.shop)
+    payload = shopify.client.get("/api/settings", headers={"Authorization": f"Bearer {token}"}).get_json()
+    shopify.client.put(
+        "/api/settings",
+        json=payload["settings"] | {"inactivity_minutes": 10},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     with shopify.at(20 * MIN):
         shopify.post("app/uninstalled", fixture("app_uninstalled"))
     response = shopify.webhook(48 * 60 * MIN, "shop/redact", fixture("shop_redact"), path=PATHS[1])
     assert response.status_code == 200
     with shopify.runtime.database.session() as session:
-        for model in (Store, Cart, Contact, Message, WebhookDelivery):
+        for model in (Store, Cart, Contact, Message, WebhookDelivery, AdminLogin, SettingsChange):
             assert session.exec(select(func.count()).select_from(model)).one() == 0, model.__name__
     # Shopify may send it again: nothing left, acknowledged.
     again = shopify.webhook(49 * 60 * MIN, "shop/redact", fixture("shop_redact"), path=PATHS[1])
