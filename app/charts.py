@@ -25,8 +25,11 @@ PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 84, 20, 16, 56
 FUNNEL_WIDTH = 420
 GRIDLINES = 4
 FONT = 'font-family="system-ui, sans-serif" font-size="14"'
-_COLOUR = re.compile(r"^#[0-9a-fA-F]{3,8}$")
-_CHART_ID = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+# Matched with fullmatch: re's "$" also matches before a trailing newline.
+_COLOUR = re.compile(r"#[0-9a-fA-F]{3,8}")
+_CHART_ID = re.compile(r"[a-z][a-z0-9-]{0,40}")
+# English month abbreviations, fixed: strftime("%b") follows the process locale.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Series:
 
 
 def _check_id(chart_id: str) -> None:
-    if not _CHART_ID.match(chart_id):
+    if not _CHART_ID.fullmatch(chart_id):
         raise ValueError(f"chart id {chart_id!r} must be lower-case letters, digits and dashes")
 
 
@@ -52,7 +55,8 @@ def nice_max(largest: Number) -> Decimal:
     Whole steps keep every gridline label a round number (no "7.5 carts").
     """
     wanted = Decimal(largest) / GRIDLINES
-    exponent = 0
+    # Start at wanted's own power of ten (smaller steps cannot reach it), so a huge value is one pass.
+    exponent = max(0, wanted.adjusted())
     while True:
         for factor in (1, 2, 5):
             step = Decimal(factor).scaleb(exponent)
@@ -62,7 +66,7 @@ def nice_max(largest: Number) -> Decimal:
 
 
 def _day(day: date) -> str:
-    return f"{day.day} {day.strftime('%b')}"
+    return f"{day.day} {_MONTHS[day.month - 1]}"
 
 
 def _head(chart_id: str, title: str, description: str, height: int, width: int = WIDTH) -> list[str]:
@@ -87,13 +91,16 @@ def daily_chart(
     """One line per series over the days, y from 0 to a round maximum, with a legend."""
     _check_id(chart_id)
     for line in series:
-        if not _COLOUR.match(line.color):
+        if not _COLOUR.fullmatch(line.color):
             raise ValueError(f"colour {line.color!r} must be a hex colour like #2c6ecb")
         if len(line.values) != len(days):
             raise ValueError(f"series {line.label!r} has {len(line.values)} values for {len(days)} days")
         for value in line.values:
             if isinstance(value, float) or not isinstance(value, int | Decimal):
                 raise ValueError("chart values must be int or Decimal (money is never a float)")
+            if isinstance(value, Decimal) and not value.is_finite():
+                # NaN cannot be compared and Infinity has no round maximum (nice_max would never end).
+                raise ValueError(f"chart value {value} is not a finite number")
             if value < 0:
                 raise ValueError("chart values cannot be negative")
     top = nice_max(max((value for line in series for value in line.values), default=0))
