@@ -224,7 +224,10 @@ def _cookie_session() -> MerchantSession | None:
 
 def current_session(*, document: bool) -> MerchantSession:
     """The request's merchant session, or NotSignedIn carrying the response to send."""
-    if "Authorization" in request.headers or (document and "id_token" in request.args):
+    # Only a Bearer token is Shopify's: a proxy's Basic auth in front of a standalone install
+    # must not send every request down the Shopify path.
+    bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+    if bearer or (document and "id_token" in request.args):
         return _shopify_session(document=document)
     if document and "shop" in request.args and "host" in request.args:
         # An embedded page load without its token: shopifyapp's bounce fetches one.

@@ -70,8 +70,11 @@ def render_admin(template: str, merchant: MerchantSession, page: str, **context:
         **context,
     )
     response = Response(body, mimetype="text/html")
-    # Inside Shopify: frame-ancestors and App Bridge preload headers, as shopifyapp built them.
-    response.headers.update(getattr(g, "shopify_headers", {}))
+    # Inside Shopify: frame-ancestors and App Bridge preload headers, as shopifyapp built them;
+    # standalone, no one may frame the page (clickjacking of the settings).
+    response.headers.update(
+        getattr(g, "shopify_headers", {}) or {"Content-Security-Policy": "frame-ancestors 'none'"}
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -102,7 +105,12 @@ def _charts(board: dashboard.Dashboard, store: Store) -> dict[str, Markup]:
     revenue = charts.daily_chart(
         "daily-revenue",
         days,
-        [charts.Series("Recovered revenue", [day.revenue for day in board.daily], "#29845a")],
+        # A refund larger than the recorded total would dip below zero: the chart shows 0 there.
+        [
+            charts.Series(
+                "Recovered revenue", [max(day.revenue, Decimal(0)) for day in board.daily], "#29845a"
+            )
+        ],
         title="Recovered revenue by day",
         description="Revenue of recovered orders, after refunds, by the day the cart was abandoned.",
         value_format=lambda amount: format_money(Decimal(amount), store.currency, store.locale),
@@ -271,7 +279,7 @@ def carts_page(merchant: MerchantSession) -> Any:
     )
 
 
-@bp.get("/admin/carts/<int:cart_id>")
+@bp.get("/admin/carts/<int(max=2147483647):cart_id>")
 @page_view
 def cart_page(merchant: MerchantSession, cart_id: int) -> Any:
     with get_runtime().database.session() as session:
@@ -281,7 +289,7 @@ def cart_page(merchant: MerchantSession, cart_id: int) -> Any:
         return render_admin("admin/cart.html", merchant, "carts", plain=dashboard.in_plain_words, **detail)
 
 
-@bp.get("/admin/contacts/<int:contact_id>")
+@bp.get("/admin/contacts/<int(max=2147483647):contact_id>")
 @page_view
 def contact_page(merchant: MerchantSession, contact_id: int) -> Any:
     with get_runtime().database.session() as session:
@@ -322,7 +330,7 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-@bp.get("/api/carts/<int:cart_id>")
+@bp.get("/api/carts/<int(max=2147483647):cart_id>")
 @api_view
 def cart_json(merchant: MerchantSession, cart_id: int) -> Any:
     with get_runtime().database.session() as session:
@@ -380,7 +388,7 @@ def cart_json(merchant: MerchantSession, cart_id: int) -> Any:
         )
 
 
-@bp.get("/api/contacts/<int:contact_id>")
+@bp.get("/api/contacts/<int(max=2147483647):contact_id>")
 @api_view
 def contact_json(merchant: MerchantSession, contact_id: int) -> Any:
     with get_runtime().database.session() as session:

@@ -39,9 +39,28 @@ def _json_body() -> Any:
     if not request.is_json:
         raise SettingsRejected([Problem("body", "send JSON (Content-Type: application/json)")])
     try:
-        return json.loads(request.get_data(cache=True) or b"null", parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(request.get_data(cache=True) or b"null", parse_float=_number, parse_int=_integer)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise SettingsRejected([Problem("body", "is not valid JSON")]) from None
+
+
+# Longest number we read from JSON: settings are minutes, hours and rupee amounts; a
+# 1e10000000 would take pydantic seconds to turn into an int.
+MAX_NUMBER_CHARS = 24
+MAX_EXPONENT = 12
+
+
+def _number(text: str) -> Decimal:
+    value = Decimal(text)
+    if len(text) > MAX_NUMBER_CHARS or abs(value.adjusted()) > MAX_EXPONENT:
+        raise ValueError("number too large")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError("number too large")
+    return int(text)
 
 
 def _store(merchant: MerchantSession) -> Store:

@@ -205,7 +205,7 @@ def patch_id_token() -> Any:
     return Response(body, status=result.response.status, headers=result.response.headers)
 
 
-@bp.get("/api/data-exports/<int:export_id>")
+@bp.get("/api/data-exports/<int(max=2147483647):export_id>")
 @api_view
 def data_export(merchant: MerchantSession, export_id: int) -> Any:
     """A privacy export, for the merchant's own shop only."""

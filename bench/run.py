@@ -1,12 +1,12 @@
 """`make bench`: run the benchmarks, print figures as they come, rewrite bench/README.md.
 
     .venv/bin/python -m bench.run                 # everything (~8-9 minutes on 2 cores)
-    .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud
+    .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud admin
     .venv/bin/python -m bench.run --quick         # small counts, a smoke test of the bench itself
 
 One private redis-server serves the whole run (emptied between scenarios); every scenario
-gets a fresh SQLite database in a temp dir. Everything started is stopped at the end, on
-Ctrl-C and on SIGTERM.
+gets a fresh SQLite database in a temp dir (the admin's gets a private PostgreSQL instead).
+Everything started is stopped at the end, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import cloud, dispatch, ingest, lateness, redis_memory, shopify_webhooks
+from bench import admin, cloud, dispatch, ingest, lateness, redis_memory, shopify_webhooks
 from bench.environment import BenchEnv
 from bench.processes import start_redis, stop_all_uninterrupted
 from bench.report import Machine, Section, say, write_readme
 
-BENCHMARKS = ("ingest", "lateness", "dispatch", "memory", "shopify", "cloud")
+BENCHMARKS = ("ingest", "lateness", "dispatch", "memory", "shopify", "cloud", "admin")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": lambda: redis_memory.run(env, redis_memory.quick() if args.quick else None),
             "shopify": lambda: shopify_webhooks.run(env, shopify_webhooks.quick() if args.quick else None),
             "cloud": lambda: cloud.run(env, cloud.quick() if args.quick else None),
+            "admin": lambda: admin.run(env, admin.quick() if args.quick else None),
         }
         for name in BENCHMARKS:
             if name not in chosen:

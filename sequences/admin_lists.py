@@ -27,6 +27,8 @@ from sequences.models import (
 )
 
 PAGE_SIZE = 50
+# Row ids are 32-bit on PostgreSQL: anything larger is no row of ours.
+MAX_ID = 2**31 - 1
 # Longest search text we look up (ids and tokens are shorter).
 MAX_QUERY = 255
 
@@ -62,6 +64,8 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, int] | None:
         parsed, number = datetime.fromisoformat(moment), int(ident)
     except ValueError:
         return None
+    if not (2000 <= parsed.year <= 2100 and 0 < number <= MAX_ID):
+        return None  # not a cursor we made; also keeps the UTC conversion from overflowing
     # A cursor we made is aware UTC; a hand-typed one without a zone is read as UTC.
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), number
 
@@ -80,7 +84,8 @@ def search_carts(
         .outerjoin(Contact, col(Contact.id) == col(Cart.contact_id))
         .where(col(Cart.store_id) == store_id)
     )
-    text = (query or "").strip()[:MAX_QUERY]
+    # NUL cannot be in a PostgreSQL text value, nor in any id we store.
+    text = (query or "").replace("\x00", "").strip()[:MAX_QUERY]
     if text:
         matches: list[Any] = [
             col(Cart.platform_cart_id) == text,

@@ -28,7 +28,6 @@ from sqlmodel import Session, col, select
 from sequences.models import (
     Cart,
     CartStatus,
-    ConsentEvent,
     Contact,
     Message,
     MessageStatus,
@@ -96,6 +95,8 @@ def period_for(now: datetime, timezone: str, first: str | None = None, last: str
         last_day = date.fromisoformat(last) if last else today
     except ValueError:
         raise PeriodError("to: use a date like 2026-11-28") from None
+    if not EARLIEST_YEAR <= last_day.year <= LATEST_YEAR:
+        raise PeriodError(f"to: choose a date between {EARLIEST_YEAR} and {LATEST_YEAR}")
     try:
         first_day = date.fromisoformat(first) if first else last_day - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
     except ValueError:
@@ -171,6 +172,8 @@ class Dashboard:
     clicked: int = 0
     failed: int = 0
     cost: Decimal = ZERO
+    # Delivered messages priced in a currency other than the store's (not in ``cost``).
+    costs_in_other_currencies: int = 0
     contacts_messaged: int = 0
     opt_outs: int = 0
     funnel: list[StepFunnel] = field(default_factory=list)
@@ -201,8 +204,9 @@ class Dashboard:
 
     @property
     def roi(self) -> Decimal | None:
-        """Recovered revenue per unit of messaging cost ("₹212 back for every ₹1 spent")."""
-        if not self.cost:
+        """Recovered revenue per unit of messaging cost ("₹212 back for every ₹1 spent"); none
+        claimed while some costs are in another currency (they are not in ``cost``)."""
+        if not self.cost or self.costs_in_other_currencies:
             return None
         return (self.revenue / self.cost).quantize(PERCENT, rounding=ROUND_HALF_UP)
 
@@ -263,6 +267,9 @@ def build(session: Session, store: Store, period: Period) -> Dashboard:
     )
     was_sent = col(Message.sent_at).is_not(None)
     delivered = or_(col(Message.delivered_at).is_not(None), col(Message.read_at).is_not(None))
+    # Costs come from a rate card in its own currency; only those in the store's currency add
+    # up here (others are counted, and then no return on messaging is claimed).
+    in_store_currency = col(Message.cost_currency) == store.currency
     by_step = session.execute(
         sql_select(
             col(Message.step_number),
@@ -271,7 +278,8 @@ def build(session: Session, store: Store, period: Period) -> Dashboard:
             _count(and_(was_sent, col(Message.read_at).is_not(None))),
             _count(and_(was_sent, col(Message.clicked_at).is_not(None))),
             _count(col(Message.status) == MessageStatus.FAILED),
-            func.sum(cast(col(Message.cost), Numeric(18, 4))),
+            func.sum(case((in_store_currency, cast(col(Message.cost), Numeric(18, 4))), else_=None)),
+            _count(and_(col(Message.cost).is_not(None), ~in_store_currency)),
         )
         .where(message_period)
         .group_by(col(Message.step_number))
@@ -284,7 +292,8 @@ def build(session: Session, store: Store, period: Period) -> Dashboard:
             .group_by(col(Cart.recovered_step))
         ).all()
     )
-    for step, sent, step_delivered, step_read, clicked, failed, cost in by_step:
+    for step, sent, step_delivered, step_read, clicked, failed, cost, foreign_costs in by_step:
+        board.costs_in_other_currencies += int(foreign_costs)
         board.funnel.append(StepFunnel(step, int(sent), int(step_delivered), int(step_read), int(clicked), 0))
         board.sent += int(sent)
         board.delivered += int(step_delivered)
@@ -301,15 +310,14 @@ def build(session: Session, store: Store, period: Period) -> Dashboard:
             select(func.count(func.distinct(Message.contact_id))).where(message_period, was_sent)
         ).one()
     )
+    # Of the shoppers messaged for these carts, those who opted out after a message (and have
+    # not opted back in): a share of the same group, so never above 100%.
     board.opt_outs = int(
-        session.exec(
-            select(func.count(func.distinct(ConsentEvent.contact_id))).where(
-                col(ConsentEvent.store_id) == store.id,
-                col(ConsentEvent.kind) == "opt_out",
-                col(ConsentEvent.created_at) >= period.start,
-                col(ConsentEvent.created_at) < period.end,
-            )
-        ).one()
+        session.execute(
+            sql_select(func.count(func.distinct(Message.contact_id)))
+            .join(Contact, col(Contact.id) == col(Message.contact_id))
+            .where(message_period, was_sent, col(Contact.opted_out_at) >= col(Message.sent_at))
+        ).scalar_one()
     )
     board.daily = _daily(session, store, period, in_period, recovered, revenue, message_period, was_sent)
     board.failures = _failures(session, store, period)
@@ -448,6 +456,7 @@ def as_json(board: Dashboard) -> dict[str, Any]:
             "read_rate": text(board.read_rate),
             "clicked_rate": text(board.clicked_rate),
             "cost": str(board.cost),
+            "costs_in_other_currencies": board.costs_in_other_currencies,
         },
         "roi": text(board.roi),
         "opt_outs": {

@@ -37,7 +37,7 @@ from sequences.models import (
 )
 from sequences.runtime import Runtime
 from sequences.scheduling import schedule_wake
-from sequences.store_settings import StoreSettings
+from sequences.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.transports import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
 from sequences.whatsapp import health
 from sequences.whatsapp.accounts import sender_for
@@ -127,6 +127,8 @@ def _decide_locked(
     window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
 
     if contact is not None and contact.opted_out_at is not None:
+        # Abandoned all the same: the dashboard counts it, as not reachable.
+        cart.abandoned_at = cart.abandoned_at or inactive_at
         opt_out_locked(session, contact, [cart], now)
         happened.append("opted out")
         return Decision()
@@ -224,6 +226,9 @@ def _guard(
         return f"sending paused: {store.pause_reason or 'by the merchant'}", None
     if not contact.marketing_consent:
         return "no marketing consent", None
+    if settings.consent_policy == "checkout_checkbox" and contact.consent_source == STORE_POLICY_CONSENT:
+        # Consent the store's own opt-in stood for; the merchant has since said it does not.
+        return "consent policy: the shopper did not tick the marketing box", None
     if cart.shopper_replied_at is not None:
         return "the shopper replied; a person should answer", None
     if cart.line_count == 0:

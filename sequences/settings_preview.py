@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlmodel import Session, col, select
 
 from connectors.base import InvalidPhone, normalise_phone
+from sequences.erasure import is_suppressed
 from sequences.messages import RenderedMessage, render_step_message
 from sequences.models import Cart, CartLine, Contact, Store, TemplateStatus, WhatsAppAccount, WhatsAppTemplate
 from sequences.runtime import Runtime
@@ -100,12 +101,17 @@ def render_preview(
     language: str | None,
     *,
     link_token: str = TEST_MESSAGE_TOKEN,
+    shopper_name: bool = True,
 ) -> Preview:
+    """``shopper_name`` False: the greeting leaves the real shopper's name out (test messages
+    go to whatever number the merchant types)."""
     if not 0 <= step_index < len(settings.steps):
         raise PreviewRefused(Problem("step", f"choose a step from 1 to {len(settings.steps)}"))
     chosen_language = _language(session, store, language)
     latest = _latest_cart(session, store)
     cart, lines, contact = latest or _sample(store)
+    if not shopper_name:
+        contact = Contact(store_id=store.id or 0, phone_e164=contact.phone_e164, first_name=None)
     step = settings.steps[step_index]
     offer = step.offer if cart.currency == store.currency else None
     rendered = render_step_message(
@@ -128,10 +134,10 @@ def _count_test_message(runtime: Runtime, store_id: int) -> bool:
     """True while the store is under its hourly allowance (Redis counter, per store)."""
     key = f"cartback:test-messages:{store_id}"
     try:
-        pipeline = runtime.redis.pipeline()
-        pipeline.incr(key)
-        pipeline.expire(key, 3600, nx=True)
-        count, _ = pipeline.execute()
+        count = runtime.redis.incr(key)
+        if count == 1:
+            # The hour starts with the first message (EXPIRE's NX flag would need Redis 7).
+            runtime.redis.expire(key, 3600)
     except RedisError:
         # No counter, no sending: a test message is never worth an unbounded loop.
         raise PreviewRefused(Problem("phone", "cannot send right now: try again in a minute"), 503) from None
@@ -158,7 +164,19 @@ def send_test_message(
             raise PreviewRefused(
                 Problem("phone", f"is not a valid phone number (country {store.default_region})")
             ) from None
-        preview = render_preview(runtime, session, store, settings, step_index, language)
+        if store.sending_paused:
+            raise PreviewRefused(
+                Problem("phone", f"sending is paused ({store.pause_reason or 'by you'}): resume it first"),
+                409,
+            )
+        known = session.exec(
+            select(Contact).where(Contact.store_id == store_id, Contact.phone_e164 == to_phone)
+        ).first()
+        if (known is not None and known.opted_out_at is not None) or is_suppressed(
+            session, runtime, store_id, to_phone
+        ):
+            raise PreviewRefused(Problem("phone", "this number opted out of your messages on WhatsApp"), 409)
+        preview = render_preview(runtime, session, store, settings, step_index, language, shopper_name=False)
         rendered = preview.rendered
         sender = None
         if runtime.transport.needs_whatsapp_account:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import time
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from pydantic import ValidationError
 from sqlmodel import col, select
 
 from sequences import policy, steps
-from sequences.db import lock_cart
+from sequences.db import lock_cart_with_contact
 from sequences.models import TERMINAL_CART_STATUSES, Cart, SettingsChange, Store
 from sequences.runtime import Runtime
 from sequences.store_settings import COLLECT_PROBLEMS, Problem, StepSetting, StoreSettings
@@ -82,6 +83,13 @@ def _problem(error: Any) -> Problem:
         return Problem(field, str(error["msg"]))
 
 
+@cache
+def _zones() -> frozenset[str]:
+    # Looked up by name in the tz database's list: a directory name ("Asia") or an absurdly
+    # long one is simply unknown, never an OSError.
+    return frozenset(available_timezones())
+
+
 def validate(payload: Any) -> tuple[StoreSettings, str | None, bool | None]:
     """The new settings, time zone and paused flag from an API payload, or SettingsRejected."""
     if not isinstance(payload, dict):
@@ -90,11 +98,8 @@ def validate(payload: Any) -> tuple[StoreSettings, str | None, bool | None]:
     timezone = payload.pop("timezone", None)
     paused = payload.pop("sending_paused", None)
     problems: list[Problem] = []
-    if timezone is not None:
-        try:
-            ZoneInfo(str(timezone))
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(Problem("timezone", "is not a time zone we know, e.g. Asia/Kolkata"))
+    if timezone is not None and (not isinstance(timezone, str) or timezone not in _zones()):
+        problems.append(Problem("timezone", "is not a time zone we know, e.g. Asia/Kolkata"))
     if paused is not None and not isinstance(paused, bool):
         problems.append(Problem("sending_paused", "must be true or false"))
     unknown = sorted(set(payload) - set(StoreSettings.model_fields))
@@ -171,15 +176,18 @@ def save(runtime: Runtime, store_id: int, payload: Any, actor: str) -> Saved:
     settings, timezone, paused = validate(payload)
     now = runtime.now()
     with runtime.database.locked_session() as session:
-        store = session.get(Store, store_id)
+        # Locked: two saves at once apply one after the other, each diffed against the other's result.
+        store = session.exec(select(Store).where(Store.id == store_id).with_for_update()).first()
         if store is None:
             raise SettingsRejected([Problem("store", "this store is not connected")])
         before = as_payload(store, runtime.store_settings(store))
         store.settings = settings.to_stored()
         store.timezone = timezone or store.timezone
-        if paused is True:
+        # Only a change of the switch acts: a page loaded before cartback paused the store (spam,
+        # quality, token) must not resume it, nor re-label that pause as the merchant's.
+        if paused is True and not store.sending_paused:
             pause_store(store, MERCHANT, MERCHANT_PAUSE_REASON, now)
-        elif paused is False:
+        elif paused is False and store.sending_paused:
             resume_store(store, now)
         changes = diff(before, as_payload(store, settings))
         if not changes:
@@ -215,28 +223,38 @@ def replan_store(runtime: Runtime, store_id: int) -> int:
             )
         if not cart_ids:
             return touched
-        alarms: list[tuple[int, Any]] = []
-        with runtime.database.locked_session() as session:
-            store = session.get(Store, store_id)
-            assert store is not None
-            settings = runtime.store_settings(store)
-            for cart_id in cart_ids:
-                assert cart_id is not None
-                cart = lock_cart(session, cart_id)
-                if cart is None or cart.status in TERMINAL_CART_STATUSES or cart.next_wake_at is None:
-                    continue
-                wake = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
-                if steps.steps_of(session, cart_id):
-                    planned = steps.next_due(steps.plan(session, cart, store, settings, runtime.time_scale))
-                    wake = planned.due_at if planned and planned.due_at else cart.next_wake_at
-                # The cart's own loop decides what is due; an earlier alarm only makes it look.
-                cart.next_wake_at = min(wake, cart.next_wake_at)
-                alarms.append((cart_id, cart.next_wake_at))
+        for cart_id in cart_ids:
+            assert cart_id is not None
+            alarm = _replan_cart(runtime, store_id, cart_id)
+            if alarm is not None:
+                schedule_wake(runtime, cart_id, alarm)
                 touched += 1
-            session.commit()
-        for cart_id, at in alarms:
-            schedule_wake(runtime, cart_id, at)
         after_id = cart_ids[-1] or after_id
+
+
+def _replan_cart(runtime: Runtime, store_id: int, cart_id: int) -> Any:
+    """One cart, in its own short transaction, locked in the order every writer uses (contact,
+    then cart): a sender or an opt-out working on the same shopper never waits in a cycle."""
+    with runtime.database.locked_session() as session:
+        cart, _contact = lock_cart_with_contact(session, cart_id)
+        store = session.get(Store, store_id)
+        if (
+            cart is None
+            or store is None
+            or cart.status in TERMINAL_CART_STATUSES
+            or cart.next_wake_at is None
+        ):
+            return None
+        settings = runtime.store_settings(store)
+        wake = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
+        if steps.steps_of(session, cart_id):
+            planned = steps.next_due(steps.plan(session, cart, store, settings, runtime.time_scale))
+            wake = planned.due_at if planned and planned.due_at else cart.next_wake_at
+        # The cart's own loop decides what is due; an earlier alarm only makes it look.
+        cart.next_wake_at = min(wake, cart.next_wake_at)
+        alarm = cart.next_wake_at
+        session.commit()
+    return alarm
 
 
 def quiet_hours_text(settings: StoreSettings) -> str:

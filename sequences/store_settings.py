@@ -12,7 +12,7 @@ from datetime import time
 from decimal import Decimal
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # Bounds from DESIGN.md ("Defaults"): minutes.
 MIN_INACTIVITY_MINUTES = 5
@@ -22,6 +22,9 @@ SEQUENCE_WINDOW_MINUTES = 24 * 60
 MAX_STEPS = 3
 
 
+# Contact.consent_source when consent came from the store's own opt-in (consent_policy
+# "store_collects_optin") rather than the shopper's tick at checkout.
+STORE_POLICY_CONSENT = "store_policy"
 # The largest amount an offer may name (₹1 crore): far above any cart, far below overflow.
 MAX_MONEY = Decimal("10000000")
 # The merchant's line in the message ({{4}} of the template): one line, placeholders below.
@@ -52,6 +55,12 @@ class Offer(BaseModel):
     min_subtotal: Decimal | None = Field(default=None, ge=0, le=MAX_MONEY, decimal_places=2)
     valid_hours: int = Field(default=48, ge=1, le=24 * 14)
 
+    @field_validator("value", "max_amount", "min_subtotal")
+    @classmethod
+    def _fixed_point(cls, amount: Decimal | None) -> Decimal | None:
+        # "1E+2" is a hundred, written as platforms' price fields expect it: "100".
+        return None if amount is None else Decimal(format(amount, "f"))
+
     def problems(self, prefix: str) -> list[Problem]:
         found: list[Problem] = []
         if self.kind == "percent":
@@ -75,6 +84,12 @@ class StepSetting(BaseModel):
     # The merchant's own line per language, in place of the default ("{offer}!" or "We've
     # saved your cart for you."); the rest of the message is the Meta-approved template.
     copy_lines: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("copy_lines")
+    @classmethod
+    def _blank_lines_are_unset(cls, lines: dict[str, str]) -> dict[str, str]:
+        # A blank line would be an empty template parameter, which Meta refuses.
+        return {language: line.strip() for language, line in lines.items() if line.strip()}
 
     def problems(self, prefix: str) -> list[Problem]:
         found = self.offer.problems(f"{prefix}.offer") if self.offer else []
@@ -129,9 +144,20 @@ class StoreSettings(BaseModel):
     # "store_collects_optin": the merchant collects WhatsApp opt-in elsewhere (recorded).
     consent_policy: Literal["checkout_checkbox", "store_collects_optin"] = "checkout_checkbox"
 
+    @field_validator("quiet_hours_start", "quiet_hours_end")
+    @classmethod
+    def _wall_clock(cls, moment: time) -> time:
+        # Quiet hours are the store's wall-clock hours; a zone here would make every
+        # comparison with the store's local time fail.
+        if moment.tzinfo is not None:
+            raise ValueError("give a time of day without a zone, like 21:00 (the store's time zone applies)")
+        return moment
+
     def problems(self) -> list[Problem]:
         """Rules across fields, each pinned to the field the merchant should change."""
         found: list[Problem] = []
+        if self.quiet_hours_enabled and self.quiet_hours_start == self.quiet_hours_end:
+            found.append(Problem("quiet_hours_end", "must differ from the start (or turn quiet hours off)"))
         previous = 0
         for index, step in enumerate(self.steps):
             prefix = f"steps.{index}"

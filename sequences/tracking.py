@@ -51,7 +51,7 @@ from sequences.models import (
 )
 from sequences.runtime import Runtime
 from sequences.scheduling import schedule_wake
-from sequences.store_settings import Offer, StoreSettings
+from sequences.store_settings import STORE_POLICY_CONSENT, Offer, StoreSettings
 
 log = logging.getLogger("cartback.tracking")
 
@@ -194,7 +194,7 @@ def _apply_buyer(
     contact.email = buyer.email or contact.email
     contact.platform_customer_id = buyer.customer_id or contact.platform_customer_id
     if settings.consent_policy == "store_collects_optin":
-        contact.marketing_consent, contact.consent_source = True, "store_policy"
+        contact.marketing_consent, contact.consent_source = True, STORE_POLICY_CONSENT
     else:
         contact.marketing_consent = buyer.marketing_consent
         contact.consent_source = buyer.consent_source.value

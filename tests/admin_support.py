@@ -141,6 +141,7 @@ def seed_dashboard(runtime: Runtime, store: Store, *, phone_prefix: str = "+9198
         ravi = _contact(session, store, f"{phone_prefix}00002", "Ravi")
         meena = _contact(session, store, f"{phone_prefix}00003", "Meena")
         kabir = _contact(session, store, f"{phone_prefix}00004", "Kabir")
+        kabir.opted_out_at = DAY + timedelta(hours=1)
         later = DAY + timedelta(hours=1)
 
         # 1: recovered after step 2 (our ₹100 code), verified; delivered and read, clicked.

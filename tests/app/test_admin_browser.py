@@ -345,3 +345,21 @@ def test_the_sign_in_page_without_a_link_explains_how_to_get_one(admin: Admin, p
 
     assert page.locator("#sign-in").is_hidden()
     assert "cartback admin-link STORE" in page.locator("#no-token").inner_text()
+
+
+def test_pausing_from_the_settings_page_pauses_sending_and_a_later_save_keeps_it(
+    admin: Admin, page: Any
+) -> None:
+    admin.sign_in(page)
+    page.goto(f"{admin.base_url}/admin/settings")
+
+    page.check("[name='sending_paused']")
+    page.click("#save")
+    page.wait_for_function("document.getElementById('save-status').textContent.startsWith('Saved')")
+    page.fill("[name='attribution_days']", "5")
+    page.click("#save")
+    page.wait_for_function("document.getElementById('save-status').textContent.includes('1 change')")
+
+    store = admin.store()
+    assert (store.sending_paused, store.pause_source) == (True, "merchant")
+    assert store.settings["attribution_days"] == 5

@@ -134,7 +134,8 @@ def test_the_default_period_is_the_last_30_store_days() -> None:
         ("last week", None, "from: use a date like 2026-10-30"),
         (None, "2026-13-01", "to: use a date like 2026-11-28"),
         ("2024-01-01", "2026-11-28", "from: a period can be at most 366 days"),
-        ("0001-01-01", "0001-01-02", "from: choose dates between 2000 and 2100"),
+        ("0001-01-01", "2026-01-02", "from: choose dates between 2000 and 2100"),
+        (None, "0001-01-01", "to: choose a date between 2000 and 2100"),
     ],
 )
 def test_a_period_that_cannot_be_shown_says_why(first: str | None, last: str | None, message: str) -> None:
