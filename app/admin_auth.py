@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, session
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -151,6 +152,12 @@ def login_page() -> Any:
 
 @bp.post("/admin/login")
 def login() -> Any:
+    origin = request.headers.get("Origin")
+    if origin and urlsplit(origin).netloc != request.host:
+        # Another site posting someone's sign-in link would sign this browser in to that store.
+        return render_template(
+            "admin/login.html", help=SIGN_IN_HELP, problem="Sign in from the link itself."
+        ), 403
     runtime = get_runtime()
     login_row, problem = _redeem(runtime, request.form.get("token", ""))
     if login_row is None:
@@ -158,6 +165,7 @@ def login() -> Any:
     session.clear()
     session.permanent = True
     session["store_id"] = login_row.store_id
+    session["login_id"] = login_row.id
     session["actor"] = f"admin link {login_row.id} ({login_row.issued_by})"
     session["csrf"] = secrets.token_urlsafe(24)
     log.info("admin signed in", extra={"store_id": login_row.store_id, "login_id": login_row.id})
@@ -169,6 +177,16 @@ def logout() -> Any:
     if session.get("csrf") and hmac.compare_digest(
         str(session.get("csrf")), request.form.get("csrf_token", "")
     ):
+        login_id = session.get("login_id")
+        if isinstance(login_id, int):
+            runtime = get_runtime()
+            with runtime.database.session() as db:
+                db.exec(
+                    update(AdminLogin)
+                    .where(col(AdminLogin.id) == login_id)
+                    .values(signed_out_at=runtime.now())
+                )
+                db.commit()
         session.clear()
     return redirect("/admin", code=303)
 
@@ -212,11 +230,14 @@ def _shopify_session(*, document: bool) -> MerchantSession:
 
 def _cookie_session() -> MerchantSession | None:
     store_id, actor, csrf = session.get("store_id"), session.get("actor"), session.get("csrf")
-    if not isinstance(store_id, int) or not isinstance(csrf, str):
+    login_id = session.get("login_id")
+    if not isinstance(store_id, int) or not isinstance(csrf, str) or not isinstance(login_id, int):
         return None
     with get_runtime().database.session() as db:
         store = db.get(Store, store_id)
-        if store is None or store.status != StoreStatus.ACTIVE:
+        login = db.get(AdminLogin, login_id)
+        signed_out = login is None or login.store_id != store_id or login.signed_out_at is not None
+        if store is None or store.status != StoreStatus.ACTIVE or signed_out:
             session.clear()
             return None
     return MerchantSession(store_id=store_id, actor=str(actor or "admin link"), via="cookie", csrf_token=csrf)

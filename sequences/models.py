@@ -619,6 +619,8 @@ class AdminLogin(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     used_at: datetime | None = _time()
+    # Signing out ends the session everywhere: a copied cookie of this sign-in stops working.
+    signed_out_at: datetime | None = _time()
 
 
 class SettingsChange(SQLModel, table=True):

@@ -118,11 +118,26 @@ def test_a_change_without_the_csrf_token_is_refused_and_saves_nothing(journey: A
     assert _audit(journey.runtime) == []
 
 
-def test_signing_out_ends_the_session(journey: Any) -> None:
+def test_signing_out_ends_the_session_even_for_a_copied_cookie(journey: Any) -> None:
     csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+    copied = journey.client.get_cookie("cartback_admin")
+    assert copied is not None
 
     journey.client.post("/admin/logout", data={"csrf_token": csrf})
+    other = journey.client.application.test_client()
+    other.set_cookie("cartback_admin", copied.value)
 
+    assert journey.client.get("/api/settings").status_code == 401
+    assert other.get("/api/settings").status_code == 401
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null"])
+def test_a_sign_in_posted_from_another_site_is_refused(journey: Any, origin: str) -> None:
+    token = login_token(journey.runtime, _store(journey.runtime).id)
+
+    response = journey.client.post("/admin/login", data={"token": token}, headers={"Origin": origin})
+
+    assert response.status_code == 403
     assert journey.client.get("/api/settings").status_code == 401
 
 

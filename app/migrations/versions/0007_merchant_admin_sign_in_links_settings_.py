@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("used_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("signed_out_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
