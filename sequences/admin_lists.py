@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, union
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
@@ -87,14 +87,21 @@ def search_carts(
     # NUL cannot be in a PostgreSQL text value, nor in any id we store.
     text = (query or "").replace("\x00", "").strip()[:MAX_QUERY]
     if text:
-        matches: list[Any] = [
-            col(Cart.platform_cart_id) == text,
-            col(Cart.platform_cart_token) == text,
-            col(Cart.order_platform_id) == text,
+        # One index lookup per way a cart can be named, united: an OR across the cart and its
+        # joined contact would make the database read every cart of the store.
+        in_store = col(Cart.store_id) == store_id
+        lookups: list[Any] = [
+            sql_select(col(Cart.id)).where(in_store, col(Cart.platform_cart_id) == text),
+            sql_select(col(Cart.id)).where(in_store, col(Cart.platform_cart_token) == text),
+            sql_select(col(Cart.id)).where(in_store, col(Cart.order_platform_id) == text),
         ]
         if len(text) == 4 and text.isdigit():
-            matches.append(col(Contact.phone_last4) == text)
-        statement = statement.where(or_(*matches))
+            lookups.append(
+                sql_select(col(Cart.id))
+                .join(Contact, col(Contact.id) == col(Cart.contact_id))
+                .where(col(Contact.store_id) == store_id, col(Contact.phone_last4) == text, in_store)
+            )
+        statement = statement.where(col(Cart.id).in_(union(*lookups).scalar_subquery()))
     cursor = decode_cursor(before)
     if cursor is not None:
         moment, ident = cursor

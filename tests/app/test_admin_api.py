@@ -197,14 +197,14 @@ def test_a_saved_change_is_audited_with_who_and_what(journey: Any) -> None:
 
 
 def test_the_next_message_carries_an_offer_changed_after_the_first_was_sent(journey: Any) -> None:
-    csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
     journey.checkout()
     journey.run(15 * MIN)
-    payload = _settings_payload(journey.client)
-    payload["steps"][1]["offer"]["value"] = "250"
-    payload["steps"][1]["copy_lines"] = {"en": "Only today: {offer}"}
 
     with journey.at(20 * MIN):
+        csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+        payload = _settings_payload(journey.client)
+        payload["steps"][1]["offer"]["value"] = "250"
+        payload["steps"][1]["copy_lines"] = {"en": "Only today: {offer}"}
         assert _put(journey.client, csrf, payload).status_code == 200
     journey.run(4 * 60 * MIN)
 
@@ -214,13 +214,13 @@ def test_the_next_message_carries_an_offer_changed_after_the_first_was_sent(jour
 
 
 def test_a_sequence_cut_to_one_step_sends_no_second_message(journey: Any) -> None:
-    csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
     journey.checkout()
     journey.run(15 * MIN)
-    payload = _settings_payload(journey.client)
-    payload["steps"] = payload["steps"][:1]
 
     with journey.at(20 * MIN):
+        csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+        payload = _settings_payload(journey.client)
+        payload["steps"] = payload["steps"][:1]
         assert _put(journey.client, csrf, payload).status_code == 200
     journey.run(23 * 60 * MIN)
 
@@ -229,13 +229,13 @@ def test_a_sequence_cut_to_one_step_sends_no_second_message(journey: Any) -> Non
 
 
 def test_an_earlier_step_time_applies_to_carts_already_in_their_sequence(journey: Any) -> None:
-    csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
     journey.checkout()
     journey.run(15 * MIN)
-    payload = _settings_payload(journey.client)
-    payload["steps"][1]["delay_minutes"] = 60
 
     with journey.at(20 * MIN):
+        csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+        payload = _settings_payload(journey.client)
+        payload["steps"][1]["delay_minutes"] = 60
         assert _put(journey.client, csrf, payload).status_code == 200
         journey._drain()
     journey.run(61 * MIN)
@@ -700,9 +700,11 @@ def test_saving_other_settings_leaves_a_pause_cartback_made_alone(journey: Any) 
 
 
 def test_switching_the_consent_policy_back_stops_shoppers_who_never_ticked_the_box(journey: Any) -> None:
-    csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
-    payload = _settings_payload(journey.client)
-    _put(journey.client, csrf, payload | {"consent_policy": "store_collects_optin"})
+    # Signed in on the journey's clock: the session must not come from its future.
+    with journey.at(timedelta(0)):
+        csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+        payload = _settings_payload(journey.client)
+        _put(journey.client, csrf, payload | {"consent_policy": "store_collects_optin"})
     journey.checkout(consent=False)
     journey.run(15 * MIN)
 
@@ -724,9 +726,9 @@ def test_a_test_message_is_refused_while_paused_or_to_a_number_that_opted_out(me
 
     journey = messaged_journey
     store = _store(journey.runtime)
-    csrf = sign_in(journey.client, journey.runtime, store.id)
-    body = {"settings": _settings_payload(journey.client), "step": 0, "phone": "+919876543210"}
     with journey.at(20 * MIN):
+        csrf = sign_in(journey.client, journey.runtime, store.id)
+        body = {"settings": _settings_payload(journey.client), "step": 0, "phone": "+919876543210"}
         handle_reply(journey.runtime, store.id, "+919876543210", "STOP", source="whatsapp_text", evidence={})
         opted_out = journey.client.post(
             "/api/settings/test-message", json=body, headers={"X-CSRF-Token": csrf}
