@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Numeric, and_, case, cast, func, or_
+from sqlalchemy import Numeric, and_, case, cast, func, literal, or_
 from sqlalchemy import select as sql_select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
@@ -111,25 +111,26 @@ def period_for(now: datetime, timezone: str, first: str | None = None, last: str
     return Period(first_day, last_day, timezone)
 
 
-class epoch_bucket(FunctionElement[Any]):
-    """The BUCKET_SECONDS bucket a time falls in: its start (PostgreSQL) or its number (SQLite)."""
+class local_bucket(FunctionElement[Any]):
+    """The group a time falls in, folded into store days afterwards: on PostgreSQL the store
+    day itself (at most ~31 groups: hashed in memory, no sort); on SQLite, which has no time
+    zones, its BUCKET_SECONDS bucket number."""
 
     inherit_cache = True
 
 
-@compiles(epoch_bucket, "postgresql")
+@compiles(local_bucket, "postgresql")
 def _bucket_pg(element: Any, compiler: Any, **kw: Any) -> str:
-    # date_bin works on the timestamp itself; extract(epoch) is numeric and far slower to group.
-    (column,) = list(element.clauses)
-    return (
-        f"date_bin('{BUCKET_SECONDS} seconds', {compiler.process(column, **kw)}, "
-        "TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-    )
+    column, zone = list(element.clauses)
+    # The zone inline (quoted by SQLAlchemy): as a parameter, the SELECT's and the GROUP BY's
+    # expressions would differ ($1 vs $2) and PostgreSQL would refuse the grouping.
+    zone_sql = compiler.process(zone, **{**kw, "literal_binds": True})
+    return f"CAST(timezone({zone_sql}, {compiler.process(column, **kw)}) AS DATE)"
 
 
-@compiles(epoch_bucket, "sqlite")
+@compiles(local_bucket, "sqlite")
 def _bucket_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
-    (column,) = list(element.clauses)
+    column, _zone = list(element.clauses)
     return f"(CAST(strftime('%s', {compiler.process(column, **kw)}) AS INTEGER) / {BUCKET_SECONDS})"
 
 
@@ -271,7 +272,7 @@ def _carts(
     recovered = and_(col(Cart.status) == CartStatus.RECOVERED, col(Cart.order_cancelled_at).is_(None))
     reachable = or_(col(Cart.status) != CartStatus.UNREACHABLE, col(Cart.first_message_at).is_not(None))
     revenue = _revenue_expr()
-    bucket = epoch_bucket(col(Cart.abandoned_at))
+    bucket = local_bucket(col(Cart.abandoned_at), literal(period.timezone))
     rows = session.execute(
         sql_select(
             bucket,
@@ -325,7 +326,7 @@ def _messages(
     # Costs come from a rate card in its own currency; only those in the store's currency add
     # up here (others are counted, and then no return on messaging is claimed).
     in_store_currency = col(Message.cost_currency) == store.currency
-    bucket = epoch_bucket(col(Message.cart_abandoned_at))
+    bucket = local_bucket(col(Message.cart_abandoned_at), literal(period.timezone))
     rows = session.execute(
         sql_select(
             bucket,
@@ -385,10 +386,9 @@ def _messages(
 
 
 def _local_day(bucket: Any, zone: ZoneInfo) -> date:
-    """The store day of a bucket: PostgreSQL answers the bucket's start time, SQLite its number."""
-    if isinstance(bucket, datetime):
-        start = bucket if bucket.tzinfo else bucket.replace(tzinfo=UTC)
-        return start.astimezone(zone).date()
+    """The store day of a group: PostgreSQL answers the day, SQLite a bucket number."""
+    if isinstance(bucket, date):
+        return bucket
     return datetime.fromtimestamp(int(bucket) * BUCKET_SECONDS, UTC).astimezone(zone).date()
 
 
