@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks, print figures as they come, rewrite bench/README.md.
 
-    .venv/bin/python -m bench.run                 # everything (~8-9 minutes on 2 cores)
+    .venv/bin/python -m bench.run                 # everything (~20 minutes on 2 cores; admin seeds 1M carts)
     .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud admin
     .venv/bin/python -m bench.run --quick         # small counts, a smoke test of the bench itself
 
