@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -251,9 +252,18 @@ def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph:
     late.app = app
     store = make_store(runtime)
     assert store.id is not None
-    connect(runtime, store.id, waba_id=WABA_ID, phone_number_id=PHONE_NUMBER_ID, access_token=ACCESS_TOKEN)
     fake_graph.auto_approve = True
-    push_templates(runtime, store.id)
+    # Set up on the journeys' clock (an hour before their T0): statuses and quality are ordered
+    # by time, and a set-up stamped at the real time would outrank every event of a journey.
+    import time_machine
+
+    from tests.journey import T0
+
+    with time_machine.travel(T0 - timedelta(hours=1), tick=False):
+        connect(
+            runtime, store.id, waba_id=WABA_ID, phone_number_id=PHONE_NUMBER_ID, access_token=ACCESS_TOKEN
+        )
+        push_templates(runtime, store.id)
     yield CloudJourney(app.test_client(), runtime, lambda: _drain_queue(runtime), fake_graph)
     http.close()
     runtime.whatsapp_http.close()

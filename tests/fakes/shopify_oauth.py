@@ -86,7 +86,8 @@ class ShopifyOAuth:
         with self._lock:
             for token in self._access.values():
                 if token.shop == shop:
-                    token.expires_at = time.time() - 1
+                    # Expired at any clock, frozen test clocks included (not "a second ago").
+                    token.expires_at = 1.0
 
     def revoke_all(self, shop: str) -> None:
         """The merchant uninstalled the app: every token of the shop stops working."""
