@@ -172,11 +172,11 @@ def _dashboard_context(merchant: MerchantSession) -> dict[str, Any]:
 @bp.get("/admin")
 @page_view
 def dashboard_page(merchant: MerchantSession) -> Any:
-    return render_admin("admin/dashboard.html", merchant, "dashboard", **_dashboard_context(merchant))
+    return shopify_app_home(merchant)
 
 
 def shopify_app_home(merchant: MerchantSession) -> Response:
-    """The embedded app's home (``GET /`` from the Shopify admin) is the dashboard."""
+    """The dashboard; also the embedded app's home (``GET /`` from the Shopify admin)."""
     return render_admin("admin/dashboard.html", merchant, "dashboard", **_dashboard_context(merchant))
 
 

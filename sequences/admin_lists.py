@@ -114,21 +114,7 @@ def search_carts(
     rows = session.execute(
         statement.order_by(col(Cart.last_activity_at).desc(), col(Cart.id).desc()).limit(limit + 1)
     ).all()
-    page = [
-        CartRow(
-            id=cart.id,
-            checkout_id=cart.platform_cart_id,
-            status=cart.status,
-            last_activity_at=cart.last_activity_at,
-            abandoned_at=cart.abandoned_at,
-            phone_end=phone_end(phone),
-            contact_id=cart.contact_id,
-            total=cart.total,
-            currency=cart.currency,
-            order_id=cart.order_platform_id,
-        )
-        for cart, phone in rows[:limit]
-    ]
+    page = [_cart_row(cart, phone) for cart, phone in rows[:limit]]
     return page, (encode_cursor(page[-1]) if len(rows) > limit and page else None)
 
 
@@ -193,21 +179,22 @@ def _contact_carts(session: Session, store_id: int, contact_id: int) -> tuple[li
         .order_by(col(Cart.last_activity_at).desc())
         .limit(PAGE_SIZE)
     ).all()
-    return [
-        CartRow(
-            id=cart.id or 0,
-            checkout_id=cart.platform_cart_id,
-            status=cart.status,
-            last_activity_at=cart.last_activity_at,
-            abandoned_at=cart.abandoned_at,
-            phone_end=None,
-            contact_id=contact_id,
-            total=cart.total,
-            currency=cart.currency,
-            order_id=cart.order_platform_id,
-        )
-        for cart in rows
-    ], None
+    return [_cart_row(cart, None) for cart in rows], None
+
+
+def _cart_row(cart: Cart, phone: str | None) -> CartRow:
+    return CartRow(
+        id=cart.id or 0,
+        checkout_id=cart.platform_cart_id,
+        status=cart.status,
+        last_activity_at=cart.last_activity_at,
+        abandoned_at=cart.abandoned_at,
+        phone_end=phone_end(phone),
+        contact_id=cart.contact_id,
+        total=cart.total,
+        currency=cart.currency,
+        order_id=cart.order_platform_id,
+    )
 
 
 def consent_evidence(event: ConsentEvent) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import time
 from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
@@ -255,13 +254,3 @@ def _replan_cart(runtime: Runtime, store_id: int, cart_id: int) -> Any:
         alarm = cart.next_wake_at
         session.commit()
     return alarm
-
-
-def quiet_hours_text(settings: StoreSettings) -> str:
-    if not settings.quiet_hours_enabled:
-        return "off"
-    return f"{_hhmm(settings.quiet_hours_start)}–{_hhmm(settings.quiet_hours_end)}"
-
-
-def _hhmm(moment: time) -> str:
-    return moment.strftime("%H:%M")
