@@ -203,6 +203,45 @@ def admin_link(store_ref: str) -> None:
     click.echo(link)
 
 
+@main.group(help="The recovery dashboard's kept figures.")
+def dashboard() -> None:
+    pass
+
+
+@dashboard.command(
+    "rebuild",
+    help="Recount the dashboard's figures from the carts and messages (safe beside running workers).",
+)
+@click.option("--store", "store_ref", default=None, help="Only this store (its id or platform id).")
+def dashboard_rebuild(store_ref: str | None) -> None:
+    from sqlmodel import col, select
+
+    from app.admin_auth import find_store
+    from app.wiring import build_runtime
+    from sequences.models import Store
+    from sequences.rollups import rebuild
+
+    runtime = build_runtime(_settings())
+    if store_ref is not None:
+        store = find_store(runtime, store_ref)
+        if store is None or store.id is None:
+            raise click.ClickException(
+                f"no store {store_ref!r}: give its id or its platform id; `cartback whatsapp stores` lists them"
+            )
+        store_ids = [store.id]
+    else:
+        with runtime.database.session() as session:
+            store_ids = [
+                store_id for store_id in session.exec(select(Store.id).order_by(col(Store.id))) if store_id
+            ]
+    fixed = 0
+    for store_id in store_ids:
+        result = rebuild(runtime.database.session, store_id, progress=click.echo)
+        click.echo(f"store {store_id}: {result.buckets:,} buckets recounted, {result.changed:,} were wrong")
+        fixed += result.changed
+    click.echo(f"Done: {len(store_ids)} stores, {fixed:,} buckets fixed.")
+
+
 @main.command(help="Print fresh SECRET_KEY and ENCRYPTION_KEY values for production.")
 def keys() -> None:
     click.echo(f"SECRET_KEY={generate_secret_key()}")

@@ -6,9 +6,10 @@ abandonment, copied onto each message), clicks, orders, refunds and messaging co
 funnel, the recovery rate and the return on messaging all describe the same carts. Opt-outs are
 dated by when the shopper opted out.
 
-Every figure is an aggregate over one table, through the ``(store_id, abandoned_at)`` indexes:
-no joins, so a store with a million carts answers in milliseconds. Money is Decimal in the
-store's currency; rates are Decimal percentages, None when there is nothing to divide by.
+The counts and sums come from the 15-minute buckets ``sequences.rollups`` keeps as carts and
+messages change (at most 96 rows a day, however many carts); only the distinct shoppers
+messaged are counted from the messages' index. Money is Decimal in the store's currency; rates
+are Decimal percentages, None when there is nothing to divide by.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Numeric, and_, case, cast, func, literal, or_, text
+from sqlalchemy import and_, func, literal
 from sqlalchemy import select as sql_select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlmodel import Session, col, select
 
+from sequences import rollups
 from sequences.models import (
-    Cart,
-    CartStatus,
     Contact,
+    DashboardCartBucket,
+    DashboardMessageBucket,
     Message,
     MessageStatus,
     Store,
@@ -40,12 +42,7 @@ from sequences.store_settings import MAX_STEPS
 DEFAULT_PERIOD_DAYS = 30
 # A year at most: the daily series stays readable and the queries bounded.
 MAX_PERIOD_DAYS = 366
-# Times are summed in 15-minute buckets and the buckets folded into local days: every time
-# zone's offset is a multiple of 15 minutes (India +5:30, Nepal +5:45).
-BUCKET_SECONDS = 900
 FAILURES_SHOWN = 10
-# PostgreSQL memory for the dashboard's sorts (per operation, this transaction only).
-DASHBOARD_WORK_MEM = "32MB"
 # Dates outside these years are typing mistakes (and year 1 overflows a UTC conversion).
 EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
 PERCENT = Decimal("0.1")
@@ -116,7 +113,7 @@ def period_for(now: datetime, timezone: str, first: str | None = None, last: str
 class local_bucket(FunctionElement[Any]):
     """The group a time falls in, folded into store days afterwards: on PostgreSQL the store
     day itself (at most ~31 groups: hashed in memory, no sort); on SQLite, which has no time
-    zones, its BUCKET_SECONDS bucket number."""
+    zones, its bucket number."""
 
     inherit_cache = True
 
@@ -133,7 +130,7 @@ def _bucket_pg(element: Any, compiler: Any, **kw: Any) -> str:
 @compiles(local_bucket, "sqlite")
 def _bucket_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
     column, _zone = list(element.clauses)
-    return f"(CAST(strftime('%s', {compiler.process(column, **kw)}) AS INTEGER) / {BUCKET_SECONDS})"
+    return str(compiler.process(rollups.bucket_number(column), **kw))
 
 
 @dataclass(frozen=True)
@@ -224,34 +221,15 @@ def percent(part: int, whole: int) -> Decimal | None:
     return (Decimal(part) * 100 / Decimal(whole)).quantize(PERCENT, rounding=ROUND_HALF_UP)
 
 
-def _money(value: Any) -> Decimal:
-    # SQLite sums the stored text as a float; PostgreSQL returns Decimal. Cents are exact after
-    # rounding either way (amounts are stored with at most 4 decimals).
-    if value is None:
-        return ZERO
-    return Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-
-
-def _count(condition: Any) -> Any:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
-def _revenue_expr() -> Any:
-    # Stored as text on SQLite (exact decimals): cast for arithmetic on both backends.
-    total = cast(col(Cart.order_total_store), Numeric(18, 4))
-    refunded = func.coalesce(cast(col(Cart.order_refunded), Numeric(18, 4)), 0)
-    return total - refunded
+def _money(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def build(session: Session, store: Store, period: Period) -> Dashboard:
-    """Four queries: the period's carts and its messages, each summed per 15-minute bucket
-    (totals, funnel and daily series all fold from those rows), the shoppers messaged, and
-    those of them who opted out. Each reads only its covering index."""
+    """The period's figures from the kept 15-minute buckets (``sequences.rollups``), grouped
+    by store day; then the shoppers messaged and those of them who opted out, the latest
+    failures and the number's health."""
     assert store.id is not None
-    if session.get_bind().dialect.name == "postgresql":
-        # The period's rows are grouped by day: a few MB to sort, which the default 4 MB of
-        # work_mem would spill to disk. For this transaction only.
-        session.execute(text(f"SET LOCAL work_mem = '{DASHBOARD_WORK_MEM}'"))
     board = Dashboard(period=period, currency=store.currency)
     zone = ZoneInfo(period.timezone)
     days: dict[date, dict[str, Any]] = {
@@ -260,7 +238,12 @@ def build(session: Session, store: Store, period: Period) -> Dashboard:
     recovered_by_step: dict[int, int] = {}
     _carts(session, store, period, board, zone, days, recovered_by_step)
     _messages(session, store, period, board, zone, days, recovered_by_step)
-    board.daily = [Day(day, **values) for day, values in days.items()]
+    # Sums are exact (4 decimals); shown in cents, each rounded once.
+    board.revenue, board.revenue_verified = _money(board.revenue), _money(board.revenue_verified)
+    board.discounts, board.cost = _money(board.discounts), _money(board.cost)
+    board.daily = [
+        Day(day, **(values | {"revenue": _money(values["revenue"])})) for day, values in days.items()
+    ]
     board.failures = _failures(session, store, period)
     _channel(session, store, board)
     return board
@@ -275,42 +258,33 @@ def _carts(
     days: dict[date, dict[str, Any]],
     recovered_by_step: dict[int, int],
 ) -> None:
-    recovered = and_(col(Cart.status) == CartStatus.RECOVERED, col(Cart.order_cancelled_at).is_(None))
-    reachable = or_(col(Cart.status) != CartStatus.UNREACHABLE, col(Cart.first_message_at).is_not(None))
-    revenue = _revenue_expr()
-    bucket = local_bucket(col(Cart.abandoned_at), literal(period.timezone))
+    table = DashboardCartBucket
+    bucket = local_bucket(col(table.bucket_start), literal(period.timezone))
     rows = session.execute(
-        sql_select(
-            bucket,
-            func.count(),
-            _count(reachable),
-            _count(recovered),
-            func.sum(case((recovered, revenue), else_=None)),
-            func.sum(case((and_(recovered, col(Cart.order_verified_at).is_not(None)), revenue), else_=None)),
-            func.sum(case((recovered, cast(col(Cart.discount_given), Numeric(18, 4))), else_=None)),
-            *(_count(and_(recovered, col(Cart.recovered_step) == step)) for step in range(1, MAX_STEPS + 1)),
-        )
+        sql_select(bucket, *(func.sum(getattr(table, name)) for name in rollups.CART_FIGURES))
         .where(
-            col(Cart.store_id) == store.id,
-            col(Cart.abandoned_at) >= period.start,
-            col(Cart.abandoned_at) < period.end,
+            col(table.store_id) == store.id,
+            col(table.bucket_start) >= period.start,
+            col(table.bucket_start) < period.end,
         )
         .group_by(bucket)
     ).all()
-    for at, abandoned, reachable_count, recovered_count, gained, verified, discounts, *by_step in rows:
-        board.abandoned += int(abandoned)
-        board.reachable += int(reachable_count)
-        board.recovered += int(recovered_count)
-        board.revenue += _money(gained)
-        board.revenue_verified += _money(verified)
-        board.discounts += _money(discounts)
-        for step, count in enumerate(by_step, start=1):
-            recovered_by_step[step] = recovered_by_step.get(step, 0) + int(count)
+    for at, *values in rows:
+        figures = dict(zip(rollups.CART_FIGURES, values, strict=True))
+        gained = rollups.exact(figures["revenue"])
+        board.abandoned += int(figures["abandoned"])
+        board.reachable += int(figures["reachable"])
+        board.recovered += int(figures["recovered"])
+        board.revenue += gained
+        board.revenue_verified += rollups.exact(figures["revenue_verified"])
+        board.discounts += rollups.exact(figures["discounts"])
+        for step in range(1, MAX_STEPS + 1):
+            recovered_by_step[step] = recovered_by_step.get(step, 0) + int(figures[f"recovered_step_{step}"])
         totals = days.get(_local_day(at, zone))
         if totals is not None:
-            totals["abandoned"] += int(abandoned)
-            totals["recovered"] += int(recovered_count)
-            totals["revenue"] += _money(gained)
+            totals["abandoned"] += int(figures["abandoned"])
+            totals["recovered"] += int(figures["recovered"])
+            totals["revenue"] += gained
 
 
 def _messages(
@@ -322,43 +296,38 @@ def _messages(
     days: dict[date, dict[str, Any]],
     recovered_by_step: dict[int, int],
 ) -> None:
-    in_period = and_(
-        col(Message.store_id) == store.id,
-        col(Message.cart_abandoned_at) >= period.start,
-        col(Message.cart_abandoned_at) < period.end,
-    )
-    was_sent = col(Message.sent_at).is_not(None)
-    delivered = or_(col(Message.delivered_at).is_not(None), col(Message.read_at).is_not(None))
-    # Costs come from a rate card in its own currency; only those in the store's currency add
-    # up here (others are counted, and then no return on messaging is claimed).
-    in_store_currency = col(Message.cost_currency) == store.currency
-    bucket = local_bucket(col(Message.cart_abandoned_at), literal(period.timezone))
+    table = DashboardMessageBucket
+    bucket = local_bucket(col(table.bucket_start), literal(period.timezone))
     rows = session.execute(
         sql_select(
             bucket,
-            col(Message.step_number),
-            _count(was_sent),
-            _count(and_(was_sent, delivered)),
-            _count(and_(was_sent, col(Message.read_at).is_not(None))),
-            _count(and_(was_sent, col(Message.clicked_at).is_not(None))),
-            _count(col(Message.status) == MessageStatus.FAILED),
-            func.sum(case((in_store_currency, cast(col(Message.cost), Numeric(18, 4))), else_=None)),
-            _count(and_(col(Message.cost).is_not(None), ~in_store_currency)),
+            col(table.step_number),
+            col(table.cost_currency),
+            *(func.sum(getattr(table, name)) for name in rollups.MESSAGE_FIGURES),
         )
-        .where(in_period)
-        .group_by(bucket, col(Message.step_number))
+        .where(
+            col(table.store_id) == store.id,
+            col(table.bucket_start) >= period.start,
+            col(table.bucket_start) < period.end,
+        )
+        .group_by(bucket, col(table.step_number), col(table.cost_currency))
     ).all()
     funnel: dict[int, list[int]] = {}
-    for at, step, sent, step_delivered, step_read, clicked, failed, cost, foreign_costs in rows:
+    for at, step, currency, *values in rows:
+        figures = dict(zip(rollups.MESSAGE_FIGURES, values, strict=True))
         counts = funnel.setdefault(int(step), [0, 0, 0, 0])
-        for index, value in enumerate((sent, step_delivered, step_read, clicked)):
-            counts[index] += int(value)
-        board.failed += int(failed)
-        board.cost += _money(cost)
-        board.costs_in_other_currencies += int(foreign_costs)
+        for index, name in enumerate(("sent", "delivered", "read", "clicked")):
+            counts[index] += int(figures[name])
+        board.failed += int(figures["failed"])
+        # Costs come from a rate card in its own currency; only those in the store's currency
+        # add up here (others are counted, and then no return on messaging is claimed).
+        if currency == store.currency:
+            board.cost += rollups.exact(figures["cost"])
+        elif currency:
+            board.costs_in_other_currencies += int(figures["priced"])
         totals = days.get(_local_day(at, zone))
         if totals is not None:
-            totals["messages"] += int(sent)
+            totals["messages"] += int(figures["sent"])
     for step in sorted(funnel):
         sent, step_delivered, step_read, clicked = funnel[step]
         board.funnel.append(
@@ -368,6 +337,13 @@ def _messages(
         board.delivered += step_delivered
         board.read += step_read
         board.clicked += clicked
+    in_period = and_(
+        col(Message.store_id) == store.id,
+        col(Message.cart_abandoned_at) >= period.start,
+        col(Message.cart_abandoned_at) < period.end,
+    )
+    was_sent = col(Message.sent_at).is_not(None)
+    # Distinct shoppers do not add up across buckets: counted from the messages' index.
     board.contacts_messaged = int(
         session.execute(
             sql_select(func.count(func.distinct(Message.contact_id))).where(in_period, was_sent)
@@ -395,7 +371,7 @@ def _local_day(bucket: Any, zone: ZoneInfo) -> date:
     """The store day of a group: PostgreSQL answers the day, SQLite a bucket number."""
     if isinstance(bucket, date):
         return bucket
-    return datetime.fromtimestamp(int(bucket) * BUCKET_SECONDS, UTC).astimezone(zone).date()
+    return datetime.fromtimestamp(int(bucket) * rollups.BUCKET_SECONDS, UTC).astimezone(zone).date()
 
 
 def in_plain_words(code: str | None, detail: str | None) -> str:

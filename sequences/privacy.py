@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_
 from sqlmodel import Session, SQLModel, col, select
 
 from connectors.base import CustomerDataRequest, CustomerRedact, CustomerRef
+from sequences import rollups
 from sequences.erasure import ErasureReport, erase_locked
 from sequences.models import (
     AdminLogin,
@@ -22,6 +23,8 @@ from sequences.models import (
     CartLine,
     ConsentEvent,
     Contact,
+    DashboardCartBucket,
+    DashboardMessageBucket,
     DataExport,
     Discount,
     InboundMessage,
@@ -184,5 +187,8 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(WebhookDelivery).where(col(WebhookDelivery.store_id) == store_id))
     session.exec(delete(SettingsChange).where(col(SettingsChange.store_id) == store_id))
     session.exec(delete(AdminLogin).where(col(AdminLogin.store_id) == store_id))
+    session.exec(delete(DashboardMessageBucket).where(col(DashboardMessageBucket.store_id) == store_id))
+    session.exec(delete(DashboardCartBucket).where(col(DashboardCartBucket.store_id) == store_id))
+    rollups.forget_store(session, store_id)
     session.exec(delete(Store).where(col(Store.id) == store_id))
     log.info("store data deleted", extra={"store_id": store_id})

@@ -317,7 +317,8 @@ def _replace_older_sequences(session: Session, cart: Cart, now: datetime) -> Non
     for other in older:
         assert other.id is not None
         steps.cancel_open(session, other.id, f"replaced by newer cart {cart.id}")
-        # Conditional: a racing order or opt-out on the older cart wins.
+        # Conditional: a racing order or opt-out on the older cart wins. (A bulk update the
+        # dashboard's recount does not see: open to expired changes none of its figures.)
         session.exec(
             update(Cart)
             .where(col(Cart.id) == other.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))

@@ -488,6 +488,7 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: App
         .where(col(RecoveryStep.store_id) == store.id, col(RecoveryStep.status) == StepStatus.SCHEDULED)
         .values(status=StepStatus.CANCELLED, reason="store uninstalled cartback")
     )
+    # Open to expired changes none of the dashboard's figures: no recount needed (rollups.mark).
     session.exec(
         update(Cart)
         .where(col(Cart.store_id) == store.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
