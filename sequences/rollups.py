@@ -134,6 +134,7 @@ def exact(value: Any) -> Decimal:
 
 # What the dashboard counts, defined once: the recount, the rebuild and the tests use these.
 _recovered = and_(col(Cart.status) == CartStatus.RECOVERED, col(Cart.order_cancelled_at).is_(None))
+_messaged = col(Cart.first_message_at).is_not(None)
 _revenue = _amount(col(Cart.order_total_store)) - func.coalesce(_amount(col(Cart.order_refunded)), 0)
 CART_FIGURES: dict[str, Any] = {
     "abandoned": func.count(),
@@ -141,6 +142,10 @@ CART_FIGURES: dict[str, Any] = {
         or_(col(Cart.status) != CartStatus.UNREACHABLE, col(Cart.first_message_at).is_not(None))
     ),
     "recovered": _count(_recovered),
+    "messaged": _count(_messaged),
+    # Opted out while their sequence ran (a STOP reply, a Stop promotions tap): what our
+    # messages cost in goodwill. Counted per cart, so periods add up.
+    "opted_out": _count(and_(_messaged, col(Cart.status) == CartStatus.OPTED_OUT)),
     **{
         f"recovered_step_{step}": _count(and_(_recovered, col(Cart.recovered_step) == step))
         for step in range(1, MAX_STEPS + 1)
@@ -342,15 +347,14 @@ def _write(session: Session, store_id: int, start: datetime, end: datetime, kind
                 )
             ).all()
         }
-        for at in sorted(stored.keys() | counted.keys()):
-            figures = counted.get(at, _CART_ZERO)
-            if stored.get(at) != figures:
-                changed.add(at)
-                session.execute(
-                    update(table)
-                    .where(col(table.store_id) == store_id, col(table.bucket_start) == at)
-                    .values(**figures)
-                )
+        stale = sorted(
+            at for at in stored.keys() | counted.keys() if stored.get(at) != counted.get(at, _CART_ZERO)
+        )
+        if stale:
+            # By primary key, as one executemany.
+            rows = [{"store_id": store_id, "bucket_start": at} | counted.get(at, _CART_ZERO) for at in stale]
+            session.execute(update(table), rows)
+            changed.update(stale)
     if MESSAGES in kinds:
         table_m = DashboardMessageBucket
         counted_m = count_messages(session, store_id, start, end)

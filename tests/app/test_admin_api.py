@@ -354,7 +354,7 @@ def test_the_dashboard_shows_the_exact_figures_of_the_seeded_data(journey: Any) 
     )
     assert messages["failed"] == 1 and Decimal(messages["cost"]) == expected.cost
     assert data["roi"] == str((expected.revenue / expected.cost).quantize(Decimal("0.1")))
-    assert data["opt_outs"] == {"count": 1, "shoppers_messaged": 4, "rate": "25.0"}
+    assert data["opt_outs"] == {"count": 1, "carts_messaged": 4, "rate": "25.0"}
     assert data["funnel"] == [
         {"step": 1, "sent": 4, "delivered": 4, "read": 2, "clicked": 1, "recovered": 1},
         {"step": 2, "sent": 1, "delivered": 1, "read": 1, "clicked": 1, "recovered": 1},

@@ -136,6 +136,12 @@ def test_the_migration_counts_what_was_held_before_it(runtime: Runtime, database
     with runtime.database.engine.begin() as connection:
         connection.execute(text("DROP TABLE dashboard_message_bucket"))
         connection.execute(text("DROP TABLE dashboard_cart_bucket"))
+        connection.execute(
+            text(
+                "CREATE INDEX ix_contact_store_opted_out ON contact (store_id, opted_out_at)"
+                " WHERE opted_out_at IS NOT NULL"
+            )
+        )
     command.stamp(alembic_config(database_url), "0007")
 
     upgrade(database_url)

@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("abandoned", sa.Integer(), nullable=False),
         sa.Column("reachable", sa.Integer(), nullable=False),
         sa.Column("recovered", sa.Integer(), nullable=False),
+        sa.Column("messaged", sa.Integer(), nullable=False),
+        sa.Column("opted_out", sa.Integer(), nullable=False),
         sa.Column("recovered_step_1", sa.Integer(), nullable=False),
         sa.Column("recovered_step_2", sa.Integer(), nullable=False),
         sa.Column("recovered_step_3", sa.Integer(), nullable=False),
@@ -60,6 +62,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("store_id", "bucket_start", "step_number", "cost_currency"),
     )
     _backfill()
+    # The dashboard no longer sums carts and messages: their indexes no longer carry its columns
+    # (so updates to those columns can be HOT again), and the opted-out contacts' index goes.
+    with op.batch_alter_table("cart", schema=None) as batch_op:
+        batch_op.drop_index("ix_cart_store_abandoned")
+        batch_op.create_index("ix_cart_store_abandoned", ["store_id", "abandoned_at"], unique=False)
+    with op.batch_alter_table("message", schema=None) as batch_op:
+        batch_op.drop_index("ix_message_store_abandoned")
+        batch_op.create_index("ix_message_store_abandoned", ["store_id", "cart_abandoned_at"], unique=False)
+    with op.batch_alter_table("contact", schema=None) as batch_op:
+        batch_op.drop_index("ix_contact_store_opted_out")
 
 
 def _backfill() -> None:
@@ -87,10 +99,13 @@ def _backfill() -> None:
     )
     op.execute(
         "INSERT INTO dashboard_cart_bucket (store_id, bucket_start, abandoned, reachable, recovered,"  # noqa: S608 (constants only)
-        " recovered_step_1, recovered_step_2, recovered_step_3, revenue, revenue_verified, discounts)"
+        " messaged, opted_out, recovered_step_1, recovered_step_2, recovered_step_3, revenue, revenue_verified, discounts)"
         f" SELECT store_id, {bucket('abandoned_at')}, count(*),"
         " sum(CASE WHEN status != 'unreachable' OR first_message_at IS NOT NULL THEN 1 ELSE 0 END),"
-        f" sum(CASE WHEN {RECOVERED} THEN 1 ELSE 0 END), {steps},"
+        f" sum(CASE WHEN {RECOVERED} THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN first_message_at IS NOT NULL THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN first_message_at IS NOT NULL AND status = 'opted_out' THEN 1 ELSE 0 END),"
+        f" {steps},"
         f" {money(f'sum(CASE WHEN {RECOVERED} THEN {REVENUE} END)')},"
         f" {money(f'sum(CASE WHEN {RECOVERED} AND order_verified_at IS NOT NULL THEN {REVENUE} END)')},"
         f" {money(f'sum(CASE WHEN {RECOVERED} THEN CAST(discount_given AS NUMERIC) END)')}"
@@ -114,5 +129,13 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("contact", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_contact_store_opted_out",
+            ["store_id", "opted_out_at"],
+            unique=False,
+            postgresql_where=sa.text("opted_out_at IS NOT NULL"),
+            sqlite_where=sa.text("opted_out_at IS NOT NULL"),
+        )
     op.drop_table("dashboard_message_bucket")
     op.drop_table("dashboard_cart_bucket")
