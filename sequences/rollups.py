@@ -22,9 +22,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Numeric, and_, case, cast, delete, event, func, inspect, or_, update
+from sqlalchemy import (
+    Integer,
+    Numeric,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    event,
+    func,
+    inspect,
+    or_,
+    update,
+)
 from sqlalchemy import insert as sql_insert
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -42,6 +56,7 @@ from sequences.models import (
     DashboardMessageBucket,
     Message,
     MessageStatus,
+    UTCDateTime,
 )
 from sequences.store_settings import MAX_STEPS
 
@@ -119,6 +134,25 @@ def _count(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
+class exact_sum(FunctionElement[Any]):
+    """The sum of amounts, 0 when none: exact numeric on PostgreSQL; on SQLite (which sums the
+    stored text as a float) printed back to text with the 4 decimals amounts are stored with."""
+
+    inherit_cache = True
+
+
+@compiles(exact_sum, "postgresql")
+def _exact_sum_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    (amount,) = list(element.clauses)
+    return f"coalesce(sum({compiler.process(amount, **kw)}), 0)"
+
+
+@compiles(exact_sum, "sqlite")
+def _exact_sum_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    (amount,) = list(element.clauses)
+    return f"printf('%.4f', coalesce(sum({compiler.process(amount, **kw)}), 0))"
+
+
 def _amount(column: Any) -> Any:
     # Stored as text on SQLite (exact decimals): cast for arithmetic on both backends.
     return cast(column, Numeric(18, 4))
@@ -150,11 +184,11 @@ CART_FIGURES: dict[str, Any] = {
         f"recovered_step_{step}": _count(and_(_recovered, col(Cart.recovered_step) == step))
         for step in range(1, MAX_STEPS + 1)
     },
-    "revenue": func.sum(case((_recovered, _revenue), else_=None)),
-    "revenue_verified": func.sum(
+    "revenue": exact_sum(case((_recovered, _revenue), else_=None)),
+    "revenue_verified": exact_sum(
         case((and_(_recovered, col(Cart.order_verified_at).is_not(None)), _revenue), else_=None)
     ),
-    "discounts": func.sum(case((_recovered, _amount(col(Cart.discount_given))), else_=None)),
+    "discounts": exact_sum(case((_recovered, _amount(col(Cart.discount_given))), else_=None)),
 }
 CART_MONEY = ("revenue", "revenue_verified", "discounts")
 _CART_ZERO = {name: ZERO if name in CART_MONEY else 0 for name in CART_FIGURES}
@@ -168,7 +202,7 @@ MESSAGE_FIGURES: dict[str, Any] = {
     "clicked": _count(and_(_was_sent, col(Message.clicked_at).is_not(None))),
     "failed": _count(col(Message.status) == MessageStatus.FAILED),
     "priced": _count(col(Message.cost).is_not(None)),
-    "cost": func.sum(_amount(col(Message.cost))),
+    "cost": exact_sum(_amount(col(Message.cost))),
 }
 MESSAGE_MONEY = ("cost",)
 _cost_currency = func.coalesce(col(Message.cost_currency), "")
@@ -216,18 +250,22 @@ def _figures(names: dict[str, Any], money: tuple[str, ...], values: Iterable[Any
     }
 
 
-def stored_carts(session: Session, store_id: int) -> dict[CartKey, dict[str, Any]]:
-    """The kept cart figures, leaving out buckets whose carts are all gone (all zero)."""
+def stored_carts(
+    session: Session, store_id: int, start: datetime = ALL_TIME[0], end: datetime = ALL_TIME[1]
+) -> dict[CartKey, dict[str, Any]]:
+    """The kept cart figures of each bucket in [start, end)."""
     table = DashboardCartBucket
     rows = session.execute(
         sql_select(col(table.bucket_start), *(getattr(table, name) for name in CART_FIGURES)).where(
-            col(table.store_id) == store_id, col(table.abandoned) > 0
+            col(table.store_id) == store_id, col(table.bucket_start) >= start, col(table.bucket_start) < end
         )
     ).all()
     return {row[0]: _figures(CART_FIGURES, CART_MONEY, row[1:]) for row in rows}
 
 
-def stored_messages(session: Session, store_id: int) -> dict[MessageKey, dict[str, Any]]:
+def stored_messages(
+    session: Session, store_id: int, start: datetime = ALL_TIME[0], end: datetime = ALL_TIME[1]
+) -> dict[MessageKey, dict[str, Any]]:
     table = DashboardMessageBucket
     rows = session.execute(
         sql_select(
@@ -235,7 +273,9 @@ def stored_messages(session: Session, store_id: int) -> dict[MessageKey, dict[st
             col(table.step_number),
             col(table.cost_currency),
             *(getattr(table, name) for name in MESSAGE_FIGURES),
-        ).where(col(table.store_id) == store_id)
+        ).where(
+            col(table.store_id) == store_id, col(table.bucket_start) >= start, col(table.bucket_start) < end
+        )
     ).all()
     return {(row[0], row[1], row[2]): _figures(MESSAGE_FIGURES, MESSAGE_MONEY, row[3:]) for row in rows}
 
@@ -244,7 +284,11 @@ def differences(session: Session, store_id: int) -> list[str]:
     """Where the kept figures differ from a recount of the store's carts and messages (none,
     unless something changed a counted column behind the ORM's back)."""
     found = []
-    kept_carts, counted_carts = stored_carts(session, store_id), count_carts(session, store_id, *ALL_TIME)
+    # A bucket whose carts are all gone keeps its row, all zero.
+    kept_carts = {
+        at: figures for at, figures in stored_carts(session, store_id).items() if figures != _CART_ZERO
+    }
+    counted_carts = count_carts(session, store_id, *ALL_TIME)
     for at in sorted(kept_carts.keys() | counted_carts.keys()):
         if kept_carts.get(at) != counted_carts.get(at):
             found.append(
@@ -311,8 +355,7 @@ def _lock(session: Session, store_id: int, starts: list[datetime]) -> None:
     """Create or lock the cart rows of these buckets: the lock every recount of them takes."""
     if not starts:
         return
-    dialect = session.get_bind().dialect.name
-    maker: Callable[..., Any] = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    maker = _insert_for(session)
     table = DashboardCartBucket.__table__  # type: ignore[attr-defined]
     statement = maker(table).values(
         [{"store_id": store_id, "bucket_start": start} | _CART_ZERO for start in sorted(starts)]
@@ -325,9 +368,72 @@ def _lock(session: Session, store_id: int, starts: list[datetime]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Recount:
+    """A bucket's recount as prepared statements (built once per dialect: executing them then
+    hits SQLAlchemy's compiled cache, which matters in every committing transaction)."""
+
+    lock: Any
+    carts: Any
+    clear_messages: Any
+    messages: Any
+
+
+@cache
+def _recount_statements(dialect: str) -> _Recount:
+    maker: Callable[..., Any] = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    store_id, start, end = (
+        bindparam("store_id", type_=Integer()),
+        bindparam("start", type_=UTCDateTime()),
+        bindparam("end", type_=UTCDateTime()),
+    )
+    table = DashboardCartBucket.__table__  # type: ignore[attr-defined]
+    keys = ["store_id", "bucket_start"]
+    # A no-op update rather than DO NOTHING: it takes the existing row's lock.
+    lock = (
+        maker(table)
+        .values(store_id=store_id, bucket_start=start, **_CART_ZERO)
+        .on_conflict_do_update(index_elements=keys, set_={"abandoned": table.c.abandoned})
+    )
+    counted = sql_select(store_id, start, *CART_FIGURES.values()).where(
+        col(Cart.store_id) == store_id, col(Cart.abandoned_at) >= start, col(Cart.abandoned_at) < end
+    )
+    upsert = maker(table).from_select([*keys, *CART_FIGURES], counted)
+    carts = upsert.on_conflict_do_update(
+        index_elements=keys, set_={name: upsert.excluded[name] for name in CART_FIGURES}
+    )
+    table_m = DashboardMessageBucket.__table__  # type: ignore[attr-defined]
+    clear_messages = delete(table_m).where(table_m.c.store_id == store_id, table_m.c.bucket_start == start)
+    grouped = (
+        sql_select(store_id, start, col(Message.step_number), _cost_currency, *MESSAGE_FIGURES.values())
+        .where(
+            col(Message.store_id) == store_id,
+            col(Message.cart_abandoned_at) >= start,
+            col(Message.cart_abandoned_at) < end,
+        )
+        .group_by(col(Message.step_number), _cost_currency)
+    )
+    messages = sql_insert(table_m).from_select(
+        [*keys, "step_number", "cost_currency", *MESSAGE_FIGURES], grouped
+    )
+    return _Recount(lock, carts, clear_messages, messages)
+
+
 def recount_bucket(session: Session, store_id: int, start: datetime, kinds: Iterable[str]) -> None:
-    _lock(session, store_id, [start])
-    _write(session, store_id, start, start + BUCKET, set(kinds))
+    """Lock the bucket, then recount it in the database: one statement per table."""
+    statements = _recount_statements(session.get_bind().dialect.name)
+    bucket = {"store_id": store_id, "start": start, "end": start + BUCKET}
+    session.execute(statements.lock, bucket)
+    if CARTS in kinds:
+        session.execute(statements.carts, bucket)
+    if MESSAGES in kinds:
+        session.execute(statements.clear_messages, bucket)
+        session.execute(statements.messages, bucket)
+
+
+def _insert_for(session: Session) -> Callable[..., Any]:
+    """The dialect's INSERT, which has ON CONFLICT."""
+    return postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _write(session: Session, store_id: int, start: datetime, end: datetime, kinds: set[str]) -> int:
@@ -337,24 +443,20 @@ def _write(session: Session, store_id: int, start: datetime, end: datetime, kind
     if CARTS in kinds:
         table = DashboardCartBucket
         counted = count_carts(session, store_id, start, end)
-        stored = {
-            row[0]: _figures(CART_FIGURES, CART_MONEY, row[1:])
-            for row in session.execute(
-                sql_select(col(table.bucket_start), *(getattr(table, name) for name in CART_FIGURES)).where(
-                    col(table.store_id) == store_id,
-                    col(table.bucket_start) >= start,
-                    col(table.bucket_start) < end,
-                )
-            ).all()
-        }
+        stored = stored_carts(session, store_id, start, end)
         stale = sorted(
             at for at in stored.keys() | counted.keys() if stored.get(at) != counted.get(at, _CART_ZERO)
         )
-        if stale:
+        rows = [{"store_id": store_id, "bucket_start": at} | counted[at] for at in stale if at in counted]
+        if rows:
             # By primary key, as one executemany.
-            rows = [{"store_id": store_id, "bucket_start": at} | counted.get(at, _CART_ZERO) for at in stale]
             session.execute(update(table), rows)
-            changed.update(stale)
+        emptied = [at for at in stale if at not in counted]
+        if emptied:
+            session.execute(
+                delete(table).where(col(table.store_id) == store_id, col(table.bucket_start).in_(emptied))
+            )
+        changed.update(stale)
     if MESSAGES in kinds:
         table_m = DashboardMessageBucket
         counted_m = count_messages(session, store_id, start, end)
@@ -363,17 +465,7 @@ def _write(session: Session, store_id: int, start: datetime, end: datetime, kind
             col(table_m.bucket_start) >= start,
             col(table_m.bucket_start) < end,
         )
-        stored_m = {
-            (row[0], row[1], row[2]): _figures(MESSAGE_FIGURES, MESSAGE_MONEY, row[3:])
-            for row in session.execute(
-                sql_select(
-                    col(table_m.bucket_start),
-                    col(table_m.step_number),
-                    col(table_m.cost_currency),
-                    *(getattr(table_m, name) for name in MESSAGE_FIGURES),
-                ).where(in_range)
-            ).all()
-        }
+        stored_m = stored_messages(session, store_id, start, end)
         differing = {
             key[0] for key in stored_m.keys() | counted_m.keys() if stored_m.get(key) != counted_m.get(key)
         }

@@ -19,8 +19,7 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# What the dashboard then summed from its indexes on PostgreSQL (INCLUDE); 0008 replaced that
-# with kept 15-minute buckets and dropped them.
+# What the dashboard reads from its indexes on PostgreSQL (INCLUDE), as of this revision.
 DASHBOARD_CART_COLUMNS = [
     "status",
     "first_message_at",

@@ -62,14 +62,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("store_id", "bucket_start", "step_number", "cost_currency"),
     )
     _backfill()
-    # The dashboard no longer sums carts and messages: their indexes no longer carry its columns
-    # (so updates to those columns can be HOT again), and the opted-out contacts' index goes.
-    with op.batch_alter_table("cart", schema=None) as batch_op:
-        batch_op.drop_index("ix_cart_store_abandoned")
-        batch_op.create_index("ix_cart_store_abandoned", ["store_id", "abandoned_at"], unique=False)
-    with op.batch_alter_table("message", schema=None) as batch_op:
-        batch_op.drop_index("ix_message_store_abandoned")
-        batch_op.create_index("ix_message_store_abandoned", ["store_id", "cart_abandoned_at"], unique=False)
+    # The opt-out rate is kept per cart now: the opted-out contacts' index is read no more.
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.drop_index("ix_contact_store_opted_out")
 
