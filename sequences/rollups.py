@@ -3,17 +3,21 @@
 A period's dashboard then sums at most 96 rows a day (``DashboardCartBucket`` and
 ``DashboardMessageBucket``), whether the store has a hundred carts or a million.
 
-How they stay exact: every flush that changes a counted column of a cart or a message notes
-its bucket (the store, and the 15 minutes its cart was abandoned in). Just before the
-transaction commits, each noted bucket is **recounted** from its own rows (a few dozen at most,
-through the ``(store_id, abandoned_at)`` indexes) and written, in the same transaction.
-Recounting rather than adding deltas keeps the figures right whatever changed (a refund, a late
-status, a deleted row, an attribute whose old value was never loaded). Recounts of one bucket
-are serialised by locking its row first; on PostgreSQL's READ COMMITTED the recount that waited
-then sees the other transaction's rows, and on SQLite writers are serialised anyway.
+How they stay exact, in the transaction that changes the rows:
 
-Bulk ``UPDATE`` statements bypass the ORM and are not seen: one that changes a counted column
-must call ``mark``. ``rebuild`` recounts a whole store (``cartback dashboard rebuild``).
+- Before each flush, every cart or message whose counted columns change (or that is inserted
+  or deleted) gives its bucket a delta: what it counted before, taken away, and what it counts
+  now, added. "Before" is read again from the database, locking the row on PostgreSQL as the
+  UPDATE about to run would: this session's copy may predate another transaction's committed
+  change, and a delta from it would count that change twice.
+- Just before commit the deltas are added to the bucket rows (INSERT … ON CONFLICT DO UPDATE
+  SET figure = figure + delta), bucket by bucket in key order, the cart row first (it is the
+  bucket's lock). Constant work per change, however many carts share the 15 minutes.
+- Changes the ORM does not see (bulk ``UPDATE`` statements) call ``mark``: that bucket is
+  recounted from its rows instead, under the same lock, an absolute count.
+
+``rebuild`` recounts a whole store (``cartback dashboard rebuild``); every test ends by checking
+that the kept figures equal a recount (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ MESSAGE_COUNTED = frozenset(
 )
 CARTS, MESSAGES = "carts", "messages"
 ALL_TIME = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2101, 1, 1, tzinfo=UTC))
-_NOTED = "cartback.dashboard_buckets"
+_NOTED = "cartback.dashboard_recounts"
+_DELTAS = "cartback.dashboard_deltas"
 
 
 def bucket_start(at: datetime) -> datetime:
@@ -151,6 +156,25 @@ def _exact_sum_pg(element: Any, compiler: Any, **kw: Any) -> str:
 def _exact_sum_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
     (amount,) = list(element.clauses)
     return f"printf('%.4f', coalesce(sum({compiler.process(amount, **kw)}), 0))"
+
+
+class exact_add(FunctionElement[Any]):
+    """A kept amount plus a delta: on SQLite (text amounts, added as floats) printed back to
+    text with 4 decimals, so the error never accumulates."""
+
+    inherit_cache = True
+
+
+@compiles(exact_add, "postgresql")
+def _exact_add_pg(element: Any, compiler: Any, **kw: Any) -> str:
+    kept, delta = list(element.clauses)
+    return f"({compiler.process(kept, **kw)} + {compiler.process(delta, **kw)})"
+
+
+@compiles(exact_add, "sqlite")
+def _exact_add_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
+    kept, delta = list(element.clauses)
+    return f"printf('%.4f', {compiler.process(kept, **kw)} + {compiler.process(delta, **kw)})"
 
 
 def _amount(column: Any) -> Any:
@@ -294,7 +318,11 @@ def differences(session: Session, store_id: int) -> list[str]:
             found.append(
                 f"carts abandoned {at:%Y-%m-%d %H:%M}: kept {kept_carts.get(at)}, counted {counted_carts.get(at)}"
             )
-    kept, counted = stored_messages(session, store_id), count_messages(session, store_id, *ALL_TIME)
+    # A group of messages that counts nothing yet (queued) needs no row.
+    kept, counted = (
+        {key: figures for key, figures in found_rows.items() if any(figures.values())}
+        for found_rows in (stored_messages(session, store_id), count_messages(session, store_id, *ALL_TIME))
+    )
     for key in sorted(kept.keys() | counted.keys()):
         if kept.get(key) != counted.get(key):
             found.append(
@@ -318,37 +346,166 @@ def forget_store(session: Session, store_id: int | None) -> None:
         del noted[key]
 
 
-def _note_flushed(session: OrmSession, _flush_context: Any) -> None:
-    """After each flush (the changed attributes' history is still there): note the buckets."""
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(obj, Cart):
-            kind, time_column, counted = CARTS, "abandoned_at", CART_COUNTED
-        elif isinstance(obj, Message):
-            kind, time_column, counted = MESSAGES, "cart_abandoned_at", MESSAGE_COUNTED
-        else:
-            continue
-        state = inspect(obj)
-        if obj in session.dirty and not any(state.attrs[name].history.has_changes() for name in counted):
-            continue
-        # The bucket it is in now, and the one it left if its time (or store) changed.
-        times = state.attrs[time_column].history
-        stores = state.attrs["store_id"].history
-        for store_id in {*stores.added, *stores.unchanged, *stores.deleted} - {None}:
-            for at in {*times.added, *times.unchanged, *times.deleted} - {None}:
-                mark(session, kind, store_id, at)  # type: ignore[arg-type]
+# -- keeping the figures as rows change ----------------------------------------------------------
+#
+# What one cart or message adds to its bucket's figures, in Python: the same definitions as
+# CART_FIGURES and MESSAGE_FIGURES (every test ends by checking the two agree, in conftest).
 
 
-def _recount_noted(session: OrmSession) -> None:
-    """Before commit: recount every noted bucket, in key order (locks taken in one order)."""
+def _cart_share(row: Any) -> tuple[tuple[int, datetime], dict[str, Any]] | None:
+    if row["abandoned_at"] is None:
+        return None
+    recovered = row["status"] == CartStatus.RECOVERED and row["order_cancelled_at"] is None
+    messaged = row["first_message_at"] is not None
+    revenue = ZERO
+    if recovered and row["order_total_store"] is not None:
+        revenue = row["order_total_store"] - (row["order_refunded"] or ZERO)
+    share = {
+        "abandoned": 1,
+        "reachable": int(row["status"] != CartStatus.UNREACHABLE or messaged),
+        "recovered": int(recovered),
+        "messaged": int(messaged),
+        "opted_out": int(messaged and row["status"] == CartStatus.OPTED_OUT),
+        **{
+            f"recovered_step_{step}": int(recovered and row["recovered_step"] == step)
+            for step in range(1, MAX_STEPS + 1)
+        },
+        "revenue": revenue,
+        "revenue_verified": revenue if row["order_verified_at"] is not None else ZERO,
+        "discounts": (row["discount_given"] or ZERO) if recovered else ZERO,
+    }
+    return (row["store_id"], bucket_start(row["abandoned_at"])), share
+
+
+def _message_share(row: Any) -> tuple[tuple[int, datetime, int, str], dict[str, Any]] | None:
+    if row["cart_abandoned_at"] is None:
+        return None
+    sent = row["sent_at"] is not None
+    share = {
+        "sent": int(sent),
+        "delivered": int(sent and (row["delivered_at"] is not None or row["read_at"] is not None)),
+        "read": int(sent and row["read_at"] is not None),
+        "clicked": int(sent and row["clicked_at"] is not None),
+        "failed": int(row["status"] == MessageStatus.FAILED),
+        "priced": int(row["cost"] is not None),
+        "cost": row["cost"] if row["cost"] is not None else ZERO,
+    }
+    key = (
+        row["store_id"],
+        bucket_start(row["cart_abandoned_at"]),
+        int(row["step_number"]),
+        row["cost_currency"] or "",
+    )
+    return key, share
+
+
+_SHARES: dict[type, tuple[str, frozenset[str], Callable[[Any], Any]]] = {
+    Cart: (CARTS, CART_COUNTED, _cart_share),
+    Message: (MESSAGES, MESSAGE_COUNTED, _message_share),
+}
+
+
+def _add(session: OrmSession, kind: str, share: Any, sign: int) -> None:
+    if share is None:
+        return
+    key, figures = share
+    pending: dict[tuple[str, Any], dict[str, Any]] = session.info.setdefault(_DELTAS, {})
+    totals = pending.setdefault((kind, key), {})
+    for name, value in figures.items():
+        totals[name] = totals.get(name, 0) + sign * value
+
+
+def _collect_changes(session: OrmSession, _flush_context: Any, _instances: Any) -> None:
+    """Before each flush: what each changing cart or message takes from its bucket and adds.
+
+    The old values are read again from the database (locking the row on PostgreSQL, as the
+    UPDATE about to run would): the copy in this session may be older than another
+    transaction's committed change, and a delta from it would count that change twice."""
+    for obj in session.new:
+        if type(obj) in _SHARES:
+            kind, counted, share = _SHARES[type(obj)]
+            _add(session, kind, share({name: getattr(obj, name) for name in counted}), +1)
+    dirty: list[Any] = list(session.dirty)
+    gone: list[Any] = list(session.deleted)
+    model: Any
+    for model, (kind, counted, share) in _SHARES.items():
+        changed = {
+            obj.id: obj
+            for obj in dirty
+            if type(obj) is model
+            and obj.id is not None
+            and any(inspect(obj).attrs[name].history.has_changes() for name in counted)
+        }
+        deleted = {obj.id: obj for obj in gone if type(obj) is model and obj.id is not None}
+        if not changed and not deleted:
+            continue
+        columns = [getattr(model, name) for name in counted]
+        query = sql_select(col(model.id), *columns).where(
+            col(model.id).in_(sorted(changed.keys() | deleted.keys()))
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        for row in session.connection().execute(query).mappings():
+            _add(session, kind, share(row), -1)
+            obj = changed.get(row["id"])
+            if obj is not None and row["id"] not in deleted:
+                state = inspect(obj)
+                new = dict(row) | {
+                    name: getattr(obj, name) for name in counted if state.attrs[name].history.has_changes()
+                }
+                _add(session, kind, share(new), +1)
+
+
+def _apply_noted(session: OrmSession) -> None:
+    """Before commit: apply the deltas and recounts, bucket by bucket in key order (so
+    concurrent transactions take the bucket locks in one order)."""
     session.flush()
-    noted: dict[tuple[int, datetime], set[str]] = session.info.pop(_NOTED, {})
-    for (store_id, start), kinds in sorted(noted.items()):
-        recount_bucket(session, store_id, start, kinds)  # type: ignore[arg-type]
+    deltas: dict[tuple[str, Any], dict[str, Any]] = session.info.pop(_DELTAS, {})
+    recounts: dict[tuple[int, datetime], set[str]] = session.info.pop(_NOTED, {})
+    by_bucket: dict[tuple[int, datetime], dict[tuple[str, Any], dict[str, Any]]] = {}
+    for (kind, key), figures in deltas.items():
+        if any(figures.values()):
+            by_bucket.setdefault((key[0], key[1]), {})[(kind, key)] = figures
+    statements = _recount_statements(session.get_bind().dialect.name)
+    for store_id, start in sorted(by_bucket.keys() | recounts.keys()):
+        changes = by_bucket.get((store_id, start), {})
+        if (store_id, start) in recounts:
+            # A recount is absolute: it takes in this transaction's deltas too.
+            kinds = recounts[(store_id, start)] | {kind for kind, _key in changes}
+            recount_bucket(session, store_id, start, kinds)  # type: ignore[arg-type]
+            continue
+        # The cart row first, even with nothing to add: it is the bucket's lock.
+        cart_delta = changes.get((CARTS, (store_id, start)), {})
+        session.execute(
+            statements.add_carts,
+            {"store_id": store_id, "start": start}
+            | {name: cart_delta.get(name, zero) for name, zero in _CART_ZERO.items()},
+        )
+        for (kind, key), figures in sorted(changes.items()):
+            if kind == MESSAGES:
+                session.execute(
+                    statements.add_messages,
+                    {"store_id": store_id, "start": start, "step_number": key[2], "cost_currency": key[3]}
+                    | {
+                        name: figures.get(name, ZERO if name in MESSAGE_MONEY else 0)
+                        for name in MESSAGE_FIGURES
+                    },
+                )
 
 
 def _forget_noted(session: OrmSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_NOTED, None)
+        session.info.pop(_DELTAS, None)
+
+
+def _savepoint_undone(session: OrmSession, previous_transaction: SessionTransaction) -> None:
+    """A savepoint rolled back: its deltas are unknown among the others, so every bucket with
+    a pending delta is recounted instead (a recount is absolute)."""
+    if previous_transaction.nested:
+        for (kind, key), _figures in session.info.pop(_DELTAS, {}).items():
+            noted: dict[tuple[int, datetime], set[str]] = session.info.setdefault(_NOTED, {})
+            noted.setdefault((key[0], key[1]), set()).add(kind)
 
 
 def _lock(session: Session, store_id: int, starts: list[datetime]) -> None:
@@ -377,6 +534,8 @@ class _Recount:
     carts: Any
     clear_messages: Any
     messages: Any
+    add_carts: Any
+    add_messages: Any
 
 
 @cache
@@ -416,7 +575,29 @@ def _recount_statements(dialect: str) -> _Recount:
     messages = sql_insert(table_m).from_select(
         [*keys, "step_number", "cost_currency", *MESSAGE_FIGURES], grouped
     )
-    return _Recount(lock, carts, clear_messages, messages)
+    add_carts = _adding(maker, table, keys, CART_FIGURES, CART_MONEY)
+    add_messages = _adding(
+        maker, table_m, [*keys, "step_number", "cost_currency"], MESSAGE_FIGURES, MESSAGE_MONEY
+    )
+    return _Recount(lock, carts, clear_messages, messages, add_carts, add_messages)
+
+
+def _adding(
+    maker: Callable[..., Any], table: Any, keys: list[str], figures: dict[str, Any], money: tuple[str, ...]
+) -> Any:
+    """INSERT the deltas as a new row, or add them to the row there (under its lock)."""
+    values = {name: bindparam(name, type_=table.c[name].type) for name in (*keys, *figures)}
+    values["bucket_start"] = bindparam("start", type_=UTCDateTime())
+    insert = maker(table).values(**values)
+    return insert.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            name: exact_add(table.c[name], insert.excluded[name])
+            if name in money
+            else table.c[name] + insert.excluded[name]
+            for name in figures
+        },
+    )
 
 
 def recount_bucket(session: Session, store_id: int, start: datetime, kinds: Iterable[str]) -> None:
@@ -541,6 +722,7 @@ def rebuild(
     return result
 
 
-event.listen(OrmSession, "after_flush", _note_flushed)
-event.listen(OrmSession, "before_commit", _recount_noted)
+event.listen(OrmSession, "before_flush", _collect_changes)
+event.listen(OrmSession, "before_commit", _apply_noted)
 event.listen(OrmSession, "after_transaction_end", _forget_noted)
+event.listen(OrmSession, "after_soft_rollback", _savepoint_undone)

@@ -184,3 +184,31 @@ def test_rebuild_puts_right_what_was_changed_behind_the_orms_back(runtime: Runti
     assert again.exit_code == 0 and "Done: 1 stores, 0 buckets fixed." in again.output
     with runtime.database.session() as session:
         assert session.exec(select(Store)).first() is not None
+
+
+@pytest.mark.postgres(only=True)
+def test_a_change_made_from_an_older_copy_of_a_message_is_counted_once(runtime: Runtime) -> None:
+    """Two status webhooks for one message, each loading it before the other commits: the
+    second's delta starts from the row as committed, not from its own older copy."""
+    from sequences.models import Message
+
+    store = make_store(runtime)
+    assert store.id is not None
+    seed_dashboard(runtime, store)
+    with runtime.database.session() as session:
+        message_id = session.exec(
+            select(Message.id).where(
+                Message.store_id == store.id, Message.read_at.is_(None), Message.sent_at.is_not(None)
+            )  # type: ignore[union-attr]
+        ).first()
+    read_before = sum(f["read"] for f in _stored(runtime, store.id)[1].values())
+    with runtime.database.session() as late:
+        older_copy = late.get(Message, message_id)
+        assert older_copy is not None and older_copy.read_at is None
+        with runtime.database.session() as first:
+            message = first.get(Message, message_id)
+            assert message is not None
+            message.read_at = DAY + timedelta(hours=3)
+        older_copy.read_at = DAY + timedelta(hours=3)
+
+    assert sum(f["read"] for f in _stored(runtime, store.id)[1].values()) == read_before + 1
