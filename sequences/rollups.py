@@ -54,6 +54,8 @@ from sqlalchemy.sql.expression import FunctionElement
 from sqlmodel import Session, col
 
 from sequences.models import (
+    DASHBOARD_CART_COLUMNS,
+    DASHBOARD_MESSAGE_COLUMNS,
     Cart,
     CartStatus,
     DashboardCartBucket,
@@ -75,34 +77,9 @@ ZERO = Decimal(0)
 REBUILD_DAYS = 7
 
 # The columns each figure reads: a flush changing none of them leaves the bucket alone.
-CART_COUNTED = frozenset(
-    {
-        "store_id",
-        "abandoned_at",
-        "status",
-        "first_message_at",
-        "order_cancelled_at",
-        "order_verified_at",
-        "order_total_store",
-        "order_refunded",
-        "discount_given",
-        "recovered_step",
-    }
-)
-MESSAGE_COUNTED = frozenset(
-    {
-        "store_id",
-        "cart_abandoned_at",
-        "step_number",
-        "status",
-        "sent_at",
-        "delivered_at",
-        "read_at",
-        "clicked_at",
-        "cost",
-        "cost_currency",
-    }
-)
+# (The same columns the (store_id, abandoned_at) indexes carry for a recount.)
+CART_COUNTED = frozenset({"store_id", "abandoned_at", *DASHBOARD_CART_COLUMNS})
+MESSAGE_COUNTED = frozenset({"store_id", "cart_abandoned_at", *DASHBOARD_MESSAGE_COLUMNS} - {"contact_id"})
 CARTS, MESSAGES = "carts", "messages"
 ALL_TIME = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2101, 1, 1, tzinfo=UTC))
 _NOTED = "cartback.dashboard_recounts"
