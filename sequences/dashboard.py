@@ -267,11 +267,7 @@ def _carts(
     bucket = local_bucket(col(table.bucket_start), literal(period.timezone))
     rows = session.execute(
         sql_select(bucket, *(func.sum(getattr(table, name)) for name in rollups.CART_FIGURES))
-        .where(
-            col(table.store_id) == store.id,
-            col(table.bucket_start) >= period.start,
-            col(table.bucket_start) < period.end,
-        )
+        .where(rollups.in_buckets(table, store.id, period.start, period.end))
         .group_by(bucket)
     ).all()
     for at, *values in rows:
@@ -312,11 +308,7 @@ def _messages(
             col(table.cost_currency),
             *(func.sum(getattr(table, name)) for name in rollups.MESSAGE_FIGURES),
         )
-        .where(
-            col(table.store_id) == store.id,
-            col(table.bucket_start) >= period.start,
-            col(table.bucket_start) < period.end,
-        )
+        .where(rollups.in_buckets(table, store.id, period.start, period.end))
         .group_by(bucket, col(table.step_number), col(table.cost_currency))
     ).all()
     funnel: dict[int, list[int]] = {}

@@ -206,6 +206,7 @@ MESSAGE_FIGURES: dict[str, Any] = {
     "cost": exact_sum(_amount(col(Message.cost))),
 }
 MESSAGE_MONEY = ("cost",)
+_MESSAGE_ZERO = {name: ZERO if name in MESSAGE_MONEY else 0 for name in MESSAGE_FIGURES}
 _cost_currency = func.coalesce(col(Message.cost_currency), "")
 
 CartKey = datetime
@@ -251,6 +252,13 @@ def _figures(names: dict[str, Any], money: tuple[str, ...], values: Iterable[Any
     }
 
 
+def in_buckets(table: Any, store_id: int | None, start: datetime, end: datetime) -> Any:
+    """The kept rows of one store's buckets in [start, end)."""
+    return and_(
+        col(table.store_id) == store_id, col(table.bucket_start) >= start, col(table.bucket_start) < end
+    )
+
+
 def stored_carts(
     session: Session, store_id: int, start: datetime = ALL_TIME[0], end: datetime = ALL_TIME[1]
 ) -> dict[CartKey, dict[str, Any]]:
@@ -258,7 +266,7 @@ def stored_carts(
     table = DashboardCartBucket
     rows = session.execute(
         sql_select(col(table.bucket_start), *(getattr(table, name) for name in CART_FIGURES)).where(
-            col(table.store_id) == store_id, col(table.bucket_start) >= start, col(table.bucket_start) < end
+            in_buckets(table, store_id, start, end)
         )
     ).all()
     return {row[0]: _figures(CART_FIGURES, CART_MONEY, row[1:]) for row in rows}
@@ -274,9 +282,7 @@ def stored_messages(
             col(table.step_number),
             col(table.cost_currency),
             *(getattr(table, name) for name in MESSAGE_FIGURES),
-        ).where(
-            col(table.store_id) == store_id, col(table.bucket_start) >= start, col(table.bucket_start) < end
-        )
+        ).where(in_buckets(table, store_id, start, end))
     ).all()
     return {(row[0], row[1], row[2]): _figures(MESSAGE_FIGURES, MESSAGE_MONEY, row[3:]) for row in rows}
 
@@ -463,10 +469,7 @@ def _apply_noted(session: OrmSession) -> None:
                 session.execute(
                     statements.add_messages,
                     {"store_id": store_id, "start": start, "step_number": key[2], "cost_currency": key[3]}
-                    | {
-                        name: figures.get(name, ZERO if name in MESSAGE_MONEY else 0)
-                        for name in MESSAGE_FIGURES
-                    },
+                    | {name: figures.get(name, zero) for name, zero in _MESSAGE_ZERO.items()},
                 )
 
 
@@ -480,26 +483,8 @@ def _savepoint_undone(session: OrmSession, previous_transaction: SessionTransact
     """A savepoint rolled back: its deltas are unknown among the others, so every bucket with
     a pending delta is recounted instead (a recount is absolute)."""
     if previous_transaction.nested:
-        for (kind, key), _figures in session.info.pop(_DELTAS, {}).items():
-            noted: dict[tuple[int, datetime], set[str]] = session.info.setdefault(_NOTED, {})
-            noted.setdefault((key[0], key[1]), set()).add(kind)
-
-
-def _lock(session: Session, store_id: int, starts: list[datetime]) -> None:
-    """Create or lock the cart rows of these buckets: the lock every recount of them takes."""
-    if not starts:
-        return
-    maker = _insert_for(session)
-    table = DashboardCartBucket.__table__  # type: ignore[attr-defined]
-    statement = maker(table).values(
-        [{"store_id": store_id, "bucket_start": start} | _CART_ZERO for start in sorted(starts)]
-    )
-    # A no-op update rather than DO NOTHING: it takes the existing row's lock.
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["store_id", "bucket_start"], set_={"abandoned": table.c.abandoned}
-        )
-    )
+        for kind, key in session.info.pop(_DELTAS, {}):
+            mark(session, kind, key[0], key[1])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -589,11 +574,6 @@ def recount_bucket(session: Session, store_id: int, start: datetime, kinds: Iter
         session.execute(statements.messages, bucket)
 
 
-def _insert_for(session: Session) -> Callable[..., Any]:
-    """The dialect's INSERT, which has ON CONFLICT."""
-    return postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
 def _write(session: Session, store_id: int, start: datetime, end: datetime, kinds: set[str]) -> int:
     """Replace the kept figures of [start, end) by a recount (rows already locked); returns how
     many buckets' figures were different."""
@@ -618,11 +598,7 @@ def _write(session: Session, store_id: int, start: datetime, end: datetime, kind
     if MESSAGES in kinds:
         table_m = DashboardMessageBucket
         counted_m = count_messages(session, store_id, start, end)
-        in_range = and_(
-            col(table_m.store_id) == store_id,
-            col(table_m.bucket_start) >= start,
-            col(table_m.bucket_start) < end,
-        )
+        in_range = in_buckets(table_m, store_id, start, end)
         stored_m = stored_messages(session, store_id, start, end)
         differing = {
             key[0] for key in stored_m.keys() | counted_m.keys() if stored_m.get(key) != counted_m.get(key)
@@ -681,13 +657,17 @@ def rebuild(
             counted = count_carts(session, store_id, start, end)
             existing = session.execute(
                 sql_select(col(DashboardCartBucket.bucket_start)).where(
-                    col(DashboardCartBucket.store_id) == store_id,
-                    col(DashboardCartBucket.bucket_start) >= start,
-                    col(DashboardCartBucket.bucket_start) < end,
+                    in_buckets(DashboardCartBucket, store_id, start, end)
                 )
             ).scalars()
             starts = sorted(counted.keys() | set(existing))
-            _lock(session, store_id, starts)
+            if starts:
+                # The live recount's lock, taken on every bucket of the week in key order; the
+                # week is then counted again, so a change committed meanwhile is in it.
+                session.execute(
+                    _recount_statements(session.get_bind().dialect.name).lock,
+                    [{"store_id": store_id, "start": at} for at in starts],
+                )
             result.buckets += len(starts)
             result.changed += _write(session, store_id, start, end, {CARTS, MESSAGES})
         if progress:
