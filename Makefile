@@ -45,6 +45,10 @@ bench: $(INSTALLED) ## Run the benchmarks and rewrite bench/README.md with the f
 	@tools/ensure-test-services
 	@$(BIN)/python -m bench.run
 
+.PHONY: plugin
+plugin: ## Build the WooCommerce companion plugin: dist/cartback-for-woocommerce.zip
+	@tools/build-plugin
+
 .PHONY: web
 web: $(INSTALLED) ## Serve the web app (gunicorn) on PORT
 	@$(BIN)/python -m app.cli db upgrade

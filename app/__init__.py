@@ -51,6 +51,7 @@ def create_app(
         admin_auth,
         admin_pages,
         admin_settings,
+        cartflows_webhook,
         demo_store,
         links,
         ops,
@@ -59,6 +60,7 @@ def create_app(
         webhooks,
         whatsapp_settings,
         whatsapp_webhook,
+        woocommerce_connect,
     )
 
     app.register_blueprint(ops.bp)
@@ -72,6 +74,8 @@ def create_app(
     app.register_blueprint(admin_auth.bp)
     app.register_blueprint(admin_pages.bp)
     app.register_blueprint(admin_settings.bp)
+    app.register_blueprint(woocommerce_connect.bp)
+    app.register_blueprint(cartflows_webhook.bp)
     admin_auth.configure_sessions(app, settings.app_url)
 
     @app.errorhandler(HTTPException)

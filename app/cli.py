@@ -158,18 +158,33 @@ def purge() -> None:
         )
 
 
-@main.command(help="Re-read the orders of recovered carts and mark refunded or cancelled ones.")
-@click.option("--platform", required=True, help="Which platform's stores, e.g. shopify.")
+@main.command(
+    help="Re-read the orders of recovered carts and mark refunded or cancelled ones. For platforms that "
+    "never retry a failed delivery (WooCommerce), also re-activate disabled webhooks and read back every "
+    "order changed since the last sync (the worker runs this every 10 minutes)."
+)
+@click.option("--platform", required=True, help="Which platform's stores, e.g. shopify or woocommerce.")
 @click.option(
-    "--store", "store_ref", default=None, help="Only this store (its platform id, e.g. bazaar.myshopify.com)."
+    "--store",
+    "store_ref",
+    default=None,
+    help="Only this store (its platform id, e.g. bazaar.myshopify.com or https://shop.example).",
 )
 def reconcile(platform: str, store_ref: str | None) -> None:
     from app.wiring import build_runtime
     from sequences import runtime as runtime_module
+    from sequences.platform_sync import sync_platform
     from sequences.reconcile import reconcile_orders
 
     runtime = build_runtime(_settings())
     runtime_module.install(runtime)
+    if runtime.connectors.get(platform) is None:
+        raise click.ClickException(
+            f"platform {platform!r} is not configured here. Configured: {', '.join(runtime.connectors.platforms())}"
+        )
+    synced = sync_platform(runtime, platform, store_ref=store_ref, progress=click.echo)
+    if synced.stores:
+        click.echo(f"Synced: {synced}.")
     try:
         report = reconcile_orders(runtime, platform, store_ref=store_ref, progress=click.echo)
     except ValueError as exc:
@@ -177,7 +192,7 @@ def reconcile(platform: str, store_ref: str | None) -> None:
             f"{exc}. Configured: {', '.join(runtime.connectors.platforms())}"
         ) from None
     click.echo(f"Reconciled: {report}.")
-    if report.failed_stores:
+    if report.failed_stores or synced.failed_stores:
         raise SystemExit(1)
 
 

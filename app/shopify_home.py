@@ -28,7 +28,7 @@ from sequences.models import (
     Store,
     StoreStatus,
 )
-from sequences.platform_access import call_platform, fresh_access, store_token_update
+from sequences.platform_access import fresh_access, refresh_store_details, store_token_update
 from sequences.runtime import Runtime
 
 bp = Blueprint("shopify_home", __name__)
@@ -80,7 +80,7 @@ def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, iss
     else:
         raise RuntimeError(f"could not record the install of {shop_domain}")
     try:
-        refresh_details(runtime, connector, store_id)
+        refresh_store_details(runtime, store_id)
     except PlatformError as exc:
         # The store works without these (defaults: INR, Asia/Kolkata); the next load retries.
         log.warning("shop details not read", extra={"shop": shop_domain, "reason": exc.reason})
@@ -107,18 +107,6 @@ def _save_install(
         session.commit()
         assert store.id is not None
         return store.id
-
-
-def refresh_details(runtime: Runtime, connector: ShopifyConnector, store_id: int) -> None:
-    """Read the shop's name, currency, zone, country and storefront (also proves the token works)."""
-    details = call_platform(runtime, store_id, lambda _, access: connector.shop_details(access))
-    with runtime.database.session() as session:
-        store = session.get(Store, store_id)
-        assert store is not None
-        store.name, store.currency, store.timezone = details.name, details.currency, details.timezone
-        store.default_region = (details.country or store.default_region).upper()[:2]
-        store.storefront_url = details.storefront_url
-        session.commit()
 
 
 def verified_store(
@@ -148,7 +136,7 @@ def verified_store(
     if store_id is not None:
         try:
             if check_token:
-                refresh_details(runtime, connector, store_id)
+                refresh_store_details(runtime, store_id)
             else:
                 fresh_access(runtime, store_id)
             return result, store_id, None

@@ -8,25 +8,31 @@ database and the sweep enqueues it later.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import insert, or_, update
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app import get_runtime
 from connectors.base import (
+    AnswersPings,
     AppUninstalled,
+    Connector,
     HeaderMap,
+    KeysDeliveries,
     MalformedPayload,
     PayloadError,
     PrivacyRequest,
+    WebhookIdentity,
     WebhookRejected,
 )
-from sequences.models import DeliveryStatus, Store, StoreStatus, WebhookDelivery
+from sequences.deliveries import delivery_values, insert_delivery
+from sequences.models import Store, StoreStatus
+from sequences.runtime import Runtime
 from sequences.scheduling import enqueue_delivery
 
 bp = Blueprint("webhooks", __name__)
@@ -35,10 +41,6 @@ log = logging.getLogger("cartback.webhooks")
 
 def _answer(http_status: int, **body: Any) -> Any:
     return jsonify(body), http_status
-
-
-def content_digest(topic: str, raw_body: bytes) -> str:
-    return hashlib.sha256(topic.encode() + b"\n" + raw_body).hexdigest()
 
 
 def read_raw_body(limit: int) -> bytes | None:
@@ -64,6 +66,9 @@ def ingest(platform: str) -> Any:
         return _answer(413, error=f"body larger than {limit} bytes")
 
     headers = HeaderMap(list(request.headers.items()))
+    if isinstance(connector, AnswersPings) and connector.is_ping(raw, headers):
+        # The platform checks a new webhook's URL with an unsigned ping: answer, store nothing.
+        return _answer(200, status="pong")
     app_signed = connector.signs_with_app_secret
     if app_signed and not connector.verify_webhook(raw, headers, ""):
         # Checked before anything else: a forged delivery learns nothing, not even whether
@@ -94,6 +99,20 @@ def ingest(platform: str) -> Any:
             log.warning("webhook signature rejected", extra={"platform": platform, "store_id": store_id})
             return _answer(401, error="signature does not match the body")
 
+    return accept(runtime, connector, store_id, status, region, identity, raw)
+
+
+def accept(
+    runtime: Runtime,
+    connector: Connector,
+    store_id: int,
+    status: str,
+    region: str,
+    identity: WebhookIdentity,
+    raw: bytes,
+) -> Any:
+    """A delivery whose sender is proven: parse, store once, enqueue, answer."""
+    platform = connector.platform
     try:
         event = connector.parse_webhook(identity, raw, default_region=region)
     except MalformedPayload as exc:
@@ -103,30 +122,15 @@ def ingest(platform: str) -> Any:
     # Privacy requests outlive the install (shop/redact arrives 48 h after an uninstall).
     if status != StoreStatus.ACTIVE and not isinstance(event, PrivacyRequest):
         return _answer(200, status="ignored", reason="store uninstalled cartback")
+    if isinstance(connector, KeysDeliveries):
+        identity = replace(identity, delivery_id=connector.delivery_key(identity, raw))
+    values = delivery_values(
+        runtime, platform=platform, store_id=store_id, identity=identity, raw_body=raw, event=event
+    )
 
     try:
         with runtime.database.engine.begin() as connection:
-            delivery_id = connection.execute(
-                insert(WebhookDelivery)
-                .values(
-                    platform=platform,
-                    store_id=store_id,
-                    delivery_id=identity.delivery_id[:255],
-                    event_id=identity.event_id[:255] if identity.event_id else None,
-                    triggered_at=identity.triggered_at,
-                    topic=identity.topic[:64],
-                    # The same privacy request can rightly come twice with the same body (a
-                    # customer asks again): only the platform's ids de-duplicate those.
-                    content_sha256=content_digest(
-                        identity.topic,
-                        raw + identity.delivery_id.encode() if isinstance(event, PrivacyRequest) else raw,
-                    ),
-                    payload=raw.decode("utf-8"),
-                    status=DeliveryStatus.PENDING,
-                    received_at=runtime.now(),
-                )
-                .returning(col(WebhookDelivery.id))
-            ).scalar_one()
+            delivery_id = insert_delivery(connection, values)
             if isinstance(event, AppUninstalled):
                 # Stop everything at once: every send re-checks the store's status under its
                 # lock, so nothing leaves after this commit. The queued job does the rest.
@@ -140,7 +144,6 @@ def ingest(platform: str) -> Any:
                 )
     except IntegrityError:
         return _answer(200, status="duplicate", reason="this delivery was already received")
-    assert delivery_id is not None
     enqueue_delivery(runtime, delivery_id)
     return _answer(200, status="accepted", delivery=delivery_id)
 

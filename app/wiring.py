@@ -13,6 +13,7 @@ from connectors.base import ConnectorRegistry
 from connectors.demo import DemoConnector
 from connectors.shopify import ShopifyConnector
 from connectors.shopify.routing import TemplateError
+from connectors.woocommerce import WooCommerceConnector
 from sequences.db import Database
 from sequences.recovery_links import LinkSigner
 from sequences.runtime import Runtime
@@ -37,7 +38,8 @@ def build_transport(
 
 
 def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:
-    registry = ConnectorRegistry([DemoConnector(http)])
+    # WooCommerce needs no app credentials: each store's keys come from its own connect.
+    registry = ConnectorRegistry([DemoConnector(http), WooCommerceConnector()])
     if settings.shopify_api_key and settings.shopify_api_secret:
         try:
             connector = ShopifyConnector(

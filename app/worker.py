@@ -29,6 +29,10 @@ log = logging.getLogger("cartback.worker")
 # Seconds between sweeps (rebuilding Redis from the database); one runs per interval across
 # all workers thanks to its unique job id.
 SWEEP_INTERVAL_SECONDS = 60
+# Seconds between syncs of the platforms that never retry a failed delivery (WooCommerce):
+# their webhooks re-activated and changed orders read back. A lost order update is caught
+# within this, well inside the 15 minutes before a cart's first message.
+PLATFORM_SYNC_INTERVAL_SECONDS = 600
 # Worker key TTL in Redis; rq derives the blocking dequeue timeout from it (ttl - 15 s), so
 # an idle worker looks at the sweep clock every 15 s instead of rq's default ~7 minutes.
 WORKER_TTL_SECONDS = 30
@@ -55,6 +59,7 @@ class CartbackWorker(SimpleWorker):
         if time.monotonic() >= self._next_sweep_at:
             self._next_sweep_at = time.monotonic() + SWEEP_INTERVAL_SECONDS
             enqueue_sweep(self.connection)
+            enqueue_platform_syncs(self.connection, runtime_module.current())
         if super().should_run_maintenance_tasks:
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
@@ -125,6 +130,35 @@ def _installed() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def enqueue_platform_syncs(connection: Any, runtime: Runtime) -> None:
+    """One sync job per interval and platform, whichever worker gets there first."""
+    from rq import Queue
+
+    from connectors.base import RegistersWebhooks
+    from sequences.jobs import sync_platform_job
+    from sequences.runtime import QUEUE_NAME
+
+    slot = int(time.time()) // PLATFORM_SYNC_INTERVAL_SECONDS
+    for platform in runtime.connectors.platforms():
+        if runtime.connectors.capable(platform, RegistersWebhooks) is None:
+            continue
+        try:
+            Queue(QUEUE_NAME, connection=connection).enqueue(
+                sync_platform_job,
+                platform,
+                job_id=f"sync-{platform}-{slot}",
+                unique=True,
+                # Kept for the slot, so the workers' checks each minute find it and skip.
+                result_ttl=PLATFORM_SYNC_INTERVAL_SECONDS,
+                description=f"sync {platform}",
+                job_timeout=PLATFORM_SYNC_INTERVAL_SECONDS,
+            )
+        except DuplicateJobError:
+            pass
+        except RedisError:
+            log.warning("platform sync not enqueued: Redis unreachable")
 
 
 def enqueue_sweep(connection: Any) -> None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -208,6 +208,8 @@ class CartSnapshot:
     checkout_url: str | None = None
     # The platform says this checkout became an order (its own completed_at).
     completed: bool = False
+    # Billing details as typed, where the platform will need them to build the cart's order.
+    billing: Mapping[str, str] = field(default_factory=dict, repr=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -231,6 +233,7 @@ class OrderEvent:
     cart_token: str | None = None
     discount_codes: tuple[str, ...] = ()
     phone_e164: str | None = None
+    email: str | None = None
     # The total in the store's own currency, when the platform says (the shopper may have
     # paid in another); None: the same as ``total`` if the currencies agree, else unknown.
     store_total: Decimal | None = None
@@ -312,6 +315,8 @@ class StoreAccess:
     api_base_url: str
     access_token: str
     storefront_url: str
+    # The per-store secret (WooCommerce signs webhooks with it, links to the store carry it).
+    webhook_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -359,6 +364,22 @@ class DiscountRequest:
     # turn a capped percentage into the fixed amount it comes to.
     cart_subtotal: Decimal | None = None
     starts_at: datetime | None = None
+    # Only this shopper may use the code, on platforms that restrict codes by email.
+    customer_email: str | None = None
+
+    def amount_off(self) -> Decimal:
+        """The fixed amount the offer comes to on this cart.
+
+        A percentage code would grow with the cart and neither platform caps one, so recovery
+        codes are always the amount the message promised, fixed at the click (rounded as
+        ``sequences.messages.discount_amount`` rounds it) and capped.
+        """
+        if self.kind == DiscountKind.FIXED:
+            return self.value
+        if self.cart_subtotal is None:
+            raise ValueError("a percentage offer needs the cart's subtotal")
+        amount = (self.cart_subtotal * self.value / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return min(amount, self.max_amount) if self.max_amount is not None else amount
 
 
 @dataclass(frozen=True)
@@ -375,6 +396,17 @@ class CheckoutRef:
     cart_token: str | None
     checkout_url: str | None
     lines: Sequence[CartLine]
+    # What the shopper typed at checkout (billing name, email, phone, address), where the
+    # platform builds a new order from it (WooCommerce carts captured before any order).
+    billing: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class RebuiltCheckout:
+    url: str
+    # The cart's new platform token when the rebuild made a new checkout for it (WooCommerce:
+    # the order it created), so that later steps reuse it instead of making another.
+    cart_token: str | None = None
 
 
 @runtime_checkable
@@ -404,9 +436,9 @@ class Connector(Protocol):
         """Create a single-use code on the platform; PlatformError on failure."""
         ...
 
-    def rebuild_checkout_url(
+    def rebuild_checkout(
         self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None
-    ) -> str:
+    ) -> RebuiltCheckout:
         """A URL that opens the shopper's checkout with the code applied, no login needed."""
         ...
 
@@ -451,6 +483,73 @@ class SyncsOptOuts(Protocol):
 @runtime_checkable
 class ReconcilesOrders(Protocol):
     def order_statuses(self, store: StoreAccess, order_ids: Sequence[str]) -> list[OrderStatus]: ...
+
+
+@dataclass(frozen=True)
+class StoreDetails:
+    name: str
+    currency: str
+    timezone: str
+    country: str | None
+    storefront_url: str
+
+
+@runtime_checkable
+class DescribesStore(Protocol):
+    def store_details(self, store: StoreAccess) -> StoreDetails:
+        """The store's name, currency, IANA zone, country and storefront (proves access works)."""
+        ...
+
+
+@runtime_checkable
+class AnswersPings(Protocol):
+    def is_ping(self, raw_body: bytes, headers: Mapping[str, str]) -> bool:
+        """An unsigned test delivery the platform sends when a webhook is created (answer 2xx)."""
+        ...
+
+
+@runtime_checkable
+class KeysDeliveries(Protocol):
+    def delivery_key(self, identity: WebhookIdentity, raw_body: bytes) -> str:
+        """The key that makes two deliveries the same event, for platforms whose delivery ids
+        do not (replaces ``WebhookIdentity.delivery_id``)."""
+        ...
+
+
+@dataclass
+class WebhookSync:
+    """What making sure a store's webhooks exist and deliver found and did (topics)."""
+
+    created: list[str] = field(default_factory=list)
+    reactivated: list[str] = field(default_factory=list)
+    resecreted: list[str] = field(default_factory=list)
+    healthy: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{len(self.healthy)} active",
+            f"{len(self.created)} created",
+            f"{len(self.reactivated)} re-activated",
+        ]
+        if self.resecreted:
+            parts.append(f"{len(self.resecreted)} given the current secret")
+        return "webhooks: " + ", ".join(parts)
+
+
+@runtime_checkable
+class RegistersWebhooks(Protocol):
+    """Platforms that do not retry failed deliveries for ever (WooCommerce disables a webhook
+    after a few) have their webhooks checked and their orders polled by ``cartback reconcile``."""
+
+    def ensure_webhooks(
+        self, store: StoreAccess, delivery_url: str, *, set_secret: bool = False
+    ) -> WebhookSync:
+        """Create missing webhooks, re-activate disabled ones (``set_secret``: re-send ours)."""
+        ...
+
+    def changed_orders(self, store: StoreAccess, since: datetime) -> Iterator[tuple[str, bytes]]:
+        """Each order modified since then: the topic and body of the webhook that says so."""
+        ...
 
 
 C = TypeVar("C")

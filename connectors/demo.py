@@ -31,6 +31,7 @@ from connectors.base import (
     OrderEvent,
     PayloadError,
     PlatformError,
+    RebuiltCheckout,
     StoreAccess,
     WebhookEvent,
     WebhookIdentity,
@@ -41,7 +42,14 @@ from connectors.base import (
     parse_decimal,
     parse_timestamp,
 )
-from connectors.payload_fields import load_json_object, optional_str, platform_id, require
+from connectors.payload_fields import (
+    line_list,
+    line_quantity,
+    load_json_object,
+    optional_str,
+    platform_id,
+    require,
+)
 
 PLATFORM = "demo"
 HEADER_STORE = "X-Demo-Shop"
@@ -54,7 +62,6 @@ CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
 KNOWN_TOPICS = CHECKOUT_TOPICS | ORDER_TOPICS | {"checkouts/delete", "app/uninstalled"}
 # A quantity above this is a typo or an attack, not a cart.
-MAX_LINE_QUANTITY = 10_000
 MAX_LINES = 250
 
 
@@ -108,20 +115,12 @@ class DemoConnector:
 
     def _checkout(self, payload: dict[str, Any], default_region: str) -> CartSnapshot:
         currency = parse_currency(payload.get("currency"))
-        raw_lines = require(payload, "line_items", list)
-        if len(raw_lines) > MAX_LINES:
-            raise PayloadError(f"line_items has more than {MAX_LINES} lines")
+        raw_lines = line_list(payload, "line_items", MAX_LINES)
         lines = []
         for index, raw in enumerate(raw_lines):
             if not isinstance(raw, dict):
                 raise PayloadError(f"line_items[{index}] must be an object")
-            quantity = raw.get("quantity")
-            if (
-                isinstance(quantity, bool)
-                or not isinstance(quantity, int)
-                or not (1 <= quantity <= MAX_LINE_QUANTITY)
-            ):
-                raise PayloadError(f"line_items[{index}].quantity must be an integer 1-{MAX_LINE_QUANTITY}")
+            quantity = line_quantity(raw, f"line_items[{index}]")
             title = raw.get("title")
             if not isinstance(title, str) or not title.strip():
                 raise PayloadError(f"line_items[{index}].title is required")
@@ -221,9 +220,12 @@ class DemoConnector:
         created = self._call(store, "POST", "/api/discounts", body)
         return CreatedDiscount(code=created["code"], platform_discount_id=str(created["id"]))
 
-    def rebuild_checkout_url(
+    def rebuild_checkout(
         self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None
-    ) -> str:
+    ) -> RebuiltCheckout:
+        return RebuiltCheckout(self._checkout_url(store, checkout, discount_code))
+
+    def _checkout_url(self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None) -> str:
         try:
             result = self._call(
                 store,

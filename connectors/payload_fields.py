@@ -10,7 +10,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import MalformedPayload, PayloadError
+from connectors.base import InvalidPhone, MalformedPayload, PayloadError, normalise_phone
+
+# Shopify caps a checkout at 500 lines; more is not a cart from either platform.
+MAX_LINES = 500
+# A quantity above this is a typo or an attack, not a cart.
+MAX_LINE_QUANTITY = 10_000
 
 
 def load_json_object(raw_body: bytes) -> dict[str, Any]:
@@ -57,3 +62,33 @@ def optional_object(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PayloadError(f"{name} must be an object")
     return value
+
+
+def first_valid_phone(candidates: list[tuple[Any, str | None]], default_region: str) -> str | None:
+    """The first candidate that is a valid number, read in its address's country.
+
+    A test number or a typo further up the chain does not make the shopper unreachable when a
+    later field holds a good number; none valid means unreachable, not a rejected delivery.
+    """
+    for raw, region in candidates:
+        if not isinstance(raw, (str, int)) or isinstance(raw, bool) or not str(raw).strip():
+            continue
+        try:
+            return normalise_phone(str(raw), region or default_region)
+        except InvalidPhone:
+            continue
+    return None
+
+
+def line_list(payload: Mapping[str, Any], name: str, limit: int = MAX_LINES) -> list[Any]:
+    lines: list[Any] = require(payload, name, list)
+    if len(lines) > limit:
+        raise PayloadError(f"{name} has more than {limit} lines")
+    return lines
+
+
+def line_quantity(line: Mapping[str, Any], where: str) -> int:
+    quantity = line.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_LINE_QUANTITY:
+        raise PayloadError(f"{where}.quantity must be an integer 1-{MAX_LINE_QUANTITY}")
+    return quantity

@@ -24,6 +24,7 @@ from sequences.models import (
     Cart,
     CartLine,
     CartStatus,
+    Contact,
     Discount,
     LinkClick,
     Message,
@@ -170,11 +171,16 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
                     title=line.title,
                     quantity=line.quantity,
                     unit_price=line.unit_price,
+                    product_id=line.platform_product_id,
                     variant_id=line.platform_variant_id,
                 )
                 for line in lines
             ],
+            billing=dict(cart.buyer_details or {}),
         )
+        contact = session.get(Contact, cart.contact_id) if cart.contact_id else None
+        # A platform that restricts codes by email keeps the code to this shopper.
+        customer_email = contact.email if contact else None
         discount_snapshot = (
             (
                 discount.code,
@@ -213,15 +219,18 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
                     max_amount=max_amount,
                     cart_subtotal=subtotal,
                     starts_at=now,
+                    customer_email=customer_email,
                 )
                 created = call_platform(runtime, store_id, lambda c, a: c.create_discount(a, request))
                 platform_discount_id, created_code = created.platform_discount_id, code
         applied_code = code
-        url = call_platform(runtime, store_id, lambda c, a: c.rebuild_checkout_url(a, checkout, applied_code))
+        rebuilt = call_platform(runtime, store_id, lambda c, a: c.rebuild_checkout(a, checkout, applied_code))
+        url, new_cart_token = rebuilt.url, rebuilt.cart_token
         outcome = "redirected"
     except PlatformError as exc:
         log.warning("checkout rebuild failed", extra={"cart_id": cart_id, "reason": exc.reason})
         url, outcome, notice, code = fallback, "fallback", notice or Notice.OFFER_UNAVAILABLE, None
+        new_cart_token = None
 
     try:
         with runtime.database.locked_session() as session:
@@ -234,6 +243,10 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
                 ).first()
                 if row is not None:
                     row.platform_discount_id = platform_discount_id
+            if new_cart_token is not None:
+                # The platform made a new checkout for this cart (WooCommerce: an order from a
+                # cart captured before any): later steps rebuild that one, not another.
+                cart_row.platform_cart_token = new_cart_token
             if outcome == "redirected":
                 step_row.checkout_url = url
                 timeline.record(

@@ -119,7 +119,13 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
     # Payloads of this contact's carts may quote the number as typed; empty them all, in SQL
     # rather than reading every payload of the store back into Python.
     if cart_ids:
-        platform_ids = session.exec(select(Cart.platform_cart_id).where(col(Cart.id).in_(cart_ids))).all()
+        keys = session.exec(
+            select(Cart.platform_cart_id, Cart.platform_cart_token).where(col(Cart.id).in_(cart_ids))
+        ).all()
+        # A payload names its cart by id or token, or (a WooCommerce order) by the shopper's email.
+        terms = {term for pair in keys for term in pair if term} | (
+            {contact.email} if contact.email else set()
+        )
         report.deliveries += int(
             session.exec(
                 update(WebhookDelivery)
@@ -127,7 +133,10 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
                     col(WebhookDelivery.store_id) == contact.store_id,
                     col(WebhookDelivery.payload) != "",
                     or_(
-                        *(col(WebhookDelivery.payload).contains(pid, autoescape=True) for pid in platform_ids)
+                        *(
+                            col(WebhookDelivery.payload).contains(term, autoescape=True)
+                            for term in sorted(terms)
+                        )
                     ),
                 )
                 .values(payload="")
@@ -136,7 +145,9 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
         )
     if cart_ids:
         # A checkout URL's key opens the checkout prefilled with the shopper's details.
-        session.exec(update(Cart).where(col(Cart.id).in_(cart_ids)).values(checkout_url=None))
+        session.exec(
+            update(Cart).where(col(Cart.id).in_(cart_ids)).values(checkout_url=None, buyer_details=None)
+        )
         session.exec(
             update(RecoveryStep).where(col(RecoveryStep.cart_id).in_(cart_ids)).values(checkout_url=None)
         )

@@ -215,6 +215,9 @@ class Store(SQLModel, table=True):
     scopes: str | None = Field(default=None, sa_column=Column(Text))
     # The latest (re)install: an uninstall event older than this belongs to an earlier install.
     installed_at: datetime | None = _time()
+    # Orders modified up to this time have been read back from the platform (WooCommerce's
+    # reconcile poll, which catches the deliveries it never retries).
+    orders_synced_at: datetime | None = _time()
     sending_paused: bool = Field(default=False)
     pause_reason: str | None = Field(default=None, sa_column=Column(Text))
     # Who paused: "merchant", or the health rule that did ("quality", "whatsapp_error",
@@ -320,6 +323,10 @@ class Cart(SQLModel, table=True):
     recovered_step: int | None = Field(default=None)
     # The shopper wrote back (anything but STOP/START): the sequence waits for a person.
     shopper_replied_at: datetime | None = _time()
+    # The billing details the shopper typed (personal data: erased with the contact), kept
+    # only where the platform builds the cart's order from them at the click (WooCommerce
+    # carts captured before any order).
+    buyer_details: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -643,6 +650,26 @@ class InboundMessage(SQLModel, table=True):
     # The confirmation we sent back (opt-out / opt-in), once.
     confirmation_sent_at: datetime | None = _time()
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class PlatformConnection(SQLModel, table=True):
+    """A store connection under way (WooCommerce's app authorization): the one-time id we
+    give the store as ``user_id``, which its key delivery and the merchant's return name."""
+
+    __tablename__ = "platform_connection"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Random and single-use; only its SHA-256 is kept (whoever reads the table cannot finish
+    # someone's connection).
+    connection_sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    platform: str = Field(sa_column=Column(String(32), nullable=False))
+    store_url: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    keys_received_at: datetime | None = _time()
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    # The merchant came back and was signed in: a second return signs nobody in.
+    returned_at: datetime | None = _time()
 
 
 class AdminLogin(SQLModel, table=True):

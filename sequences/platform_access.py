@@ -18,6 +18,7 @@ from sqlmodel import col, select
 
 from connectors.base import (
     Connector,
+    DescribesStore,
     IssuedToken,
     PlatformError,
     PlatformUnauthorized,
@@ -145,6 +146,23 @@ def renew_lapsing_tokens(runtime: Runtime) -> int:
         except PlatformError as exc:
             log.warning("lapsing token not renewed", extra={"store_id": store_id, "reason": exc.reason})
     return renewed
+
+
+def refresh_store_details(runtime: Runtime, store_id: int) -> None:
+    """Read the store's name, currency, zone, country and storefront from its platform (also
+    proves the access works); PlatformError when it cannot be read."""
+    store = _load(runtime, store_id)
+    describer = runtime.connectors.capable(store.platform, DescribesStore)
+    if describer is None:
+        return
+    details = call_platform(runtime, store_id, lambda _, access: describer.store_details(access))
+    with runtime.database.session() as session:
+        row = session.get(Store, store_id)
+        assert row is not None
+        row.name, row.currency, row.timezone = details.name, details.currency, details.timezone
+        row.default_region = (details.country or row.default_region).upper()[:2]
+        row.storefront_url = details.storefront_url or row.storefront_url
+        session.commit()
 
 
 def call_platform(runtime: Runtime, store_id: int, call: Callable[[Connector, StoreAccess], T]) -> T:

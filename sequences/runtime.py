@@ -60,6 +60,11 @@ class Runtime:
             api_base_url=store.api_base_url,
             access_token=token,
             storefront_url=store.storefront_url,
+            webhook_secret=(
+                self.secrets.decrypt(store.webhook_secret_ciphertext)
+                if store.webhook_secret_ciphertext
+                else ""
+            ),
         )
 
     def link_url(self, token: str) -> str:

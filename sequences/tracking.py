@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import ColumnElement, delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from connectors.base import (
@@ -245,6 +245,8 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
     cart.contact_id = contact.id if contact else cart.contact_id
     cart.currency, cart.subtotal, cart.total = snapshot.currency, snapshot.subtotal, snapshot.total
     cart.checkout_url = snapshot.checkout_url or cart.checkout_url
+    if snapshot.billing:
+        cart.buyer_details = dict(snapshot.billing)
     cart.platform_updated_at = snapshot.updated_at
     cart.last_activity_at = max(cart.last_activity_at, activity_at)
     cart.line_count = len(snapshot.lines)
@@ -379,21 +381,36 @@ def _find_cart_for_order(runtime: Runtime, session: Session, store: Store, order
         cart = session.exec(scoped.where(Cart.platform_cart_token == order.cart_token)).first()
         if cart:
             return cart
+    same_shopper: list[ColumnElement[bool]] = []
     if order.phone_e164:
-        # Phone match: the contact's latest messaged cart inside the attribution window.
-        settings = runtime.store_settings(store)
-        since = order.created_at - policy.attribution_window(settings, runtime.time_scale)
-        return session.exec(
-            scoped.join(Contact, col(Contact.id) == col(Cart.contact_id))
-            .where(
-                Contact.phone_e164 == order.phone_e164,
-                col(Cart.first_message_at).is_not(None),
-                col(Cart.first_message_at) >= since,
-                col(Cart.order_platform_id).is_(None),
-            )
-            .order_by(col(Cart.first_message_at).desc())
-        ).first()
-    return None
+        same_shopper.append(col(Contact.phone_e164) == order.phone_e164)
+    if order.email:
+        same_shopper.append(func.lower(col(Contact.email)) == order.email.lower())
+    if not same_shopper:
+        return None
+    settings = runtime.store_settings(store)
+    since = order.created_at - policy.attribution_window(settings, runtime.time_scale)
+    by_shopper = scoped.join(Contact, col(Contact.id) == col(Cart.contact_id)).where(
+        or_(*same_shopper), col(Cart.order_platform_id).is_(None)
+    )
+    # The shopper's latest messaged cart inside the attribution window.
+    messaged = session.exec(
+        by_shopper.where(
+            col(Cart.first_message_at).is_not(None), col(Cart.first_message_at) >= since
+        ).order_by(col(Cart.first_message_at).desc())
+    ).first()
+    if messaged is not None:
+        return messaged
+    # Not messaged yet: they bought through another checkout (on WooCommerce, a new order
+    # instead of paying the one left pending). Their open cart is done, and must not be chased.
+    return session.exec(
+        by_shopper.where(
+            col(Cart.first_message_at).is_(None),
+            col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)),
+            col(Cart.last_activity_at) >= since,
+            col(Cart.last_activity_at) <= order.created_at,
+        ).order_by(col(Cart.last_activity_at).desc())
+    ).first()
 
 
 def _discount_given(session: Session, cart: Cart, order: OrderEvent) -> Decimal | None:

@@ -1,5 +1,5 @@
 """Shopify: embedded app, checkout webhooks, unique discounts and the rebuilt checkout."""
 
-from connectors.shopify.connector import PLATFORM, ShopDetails, ShopifyConnector, shop_subdomain
+from connectors.shopify.connector import PLATFORM, ShopifyConnector, shop_subdomain
 
-__all__ = ["PLATFORM", "ShopDetails", "ShopifyConnector", "shop_subdomain"]
+__all__ = ["PLATFORM", "ShopifyConnector", "shop_subdomain"]

@@ -12,9 +12,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -24,14 +23,15 @@ from shopify_app import ShopifyApp
 from connectors.base import (
     CheckoutRef,
     CreatedDiscount,
-    DiscountKind,
     DiscountRequest,
     Ignored,
     IssuedToken,
     OrderStatus,
     PlatformError,
     PlatformUnauthorized,
+    RebuiltCheckout,
     StoreAccess,
+    StoreDetails,
     WebhookEvent,
     WebhookIdentity,
     WebhookRejected,
@@ -61,15 +61,6 @@ ADMIN_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 # beyond that the caller's own retry (an RQ retry, the sweep) takes over.
 THROTTLE_RETRIES = 3
 MAX_THROTTLE_WAIT_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class ShopDetails:
-    name: str
-    currency: str
-    timezone: str
-    country: str | None
-    storefront_url: str
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -218,11 +209,11 @@ class ShopifyConnector:
             )
             raise PlatformError(f"Shopify refused to {what}: {detail}")
 
-    def shop_details(self, store: StoreAccess) -> ShopDetails:
+    def store_details(self, store: StoreAccess) -> StoreDetails:
         shop = self.graphql(store, ops.SHOP).get("shop") or {}
         address = shop.get("billingAddress") or {}
         domain = shop.get("primaryDomain") or {}
-        return ShopDetails(
+        return StoreDetails(
             name=str(shop.get("name") or store.platform_store_id),
             currency=str(shop.get("currencyCode") or "INR"),
             timezone=str(shop.get("ianaTimezone") or "UTC"),
@@ -258,9 +249,12 @@ class ShopifyConnector:
             return  # already gone: the merchant deleted it by hand
         self._user_errors(deleted, "delete a discount")
 
-    def rebuild_checkout_url(
+    def rebuild_checkout(
         self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None
-    ) -> str:
+    ) -> RebuiltCheckout:
+        return RebuiltCheckout(self._checkout_url(store, checkout, discount_code))
+
+    def _checkout_url(self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None) -> str:
         """The shopper's own checkout (contact and address kept) with the code applied.
 
         Shopify's abandoned-checkout notification applies a code by appending ``discount=CODE``
@@ -362,19 +356,7 @@ def issued_token(token: Any) -> IssuedToken:
 
 def discount_input(request: DiscountRequest) -> dict[str, Any]:
     """DiscountCodeBasicInput for a single-use recovery code (Admin GraphQL 2026-10)."""
-    amount = request.value
-    if request.kind == DiscountKind.PERCENT:
-        if request.cart_subtotal is None:
-            raise ValueError("a percentage offer needs the cart's subtotal")
-        # Shopify cannot cap a percentage, and a percentage code would grow with the cart:
-        # the code is the amount the offer comes to on this cart, capped, fixed at the click
-        # (rounded as sequences.messages.discount_amount rounds what the message promised).
-        amount = (request.cart_subtotal * request.value / 100).quantize(
-            Decimal("0.01"), rounding=ROUND_HALF_UP
-        )
-        if request.max_amount is not None:
-            amount = min(amount, request.max_amount)
-    value = {"discountAmount": {"amount": str(amount), "appliesOnEachItem": False}}
+    value = {"discountAmount": {"amount": str(request.amount_off()), "appliesOnEachItem": False}}
     basic: dict[str, Any] = {
         "title": f"cartback recovery {request.code}",
         "code": request.code,

@@ -29,17 +29,23 @@ from connectors.base import (
     CustomerRedact,
     CustomerRef,
     Ignored,
-    InvalidPhone,
     OrderEvent,
     PayloadError,
     StoreRedact,
     WebhookEvent,
-    normalise_phone,
     parse_currency,
     parse_decimal,
     parse_timestamp,
 )
-from connectors.payload_fields import optional_object, optional_str, platform_id, require
+from connectors.payload_fields import (
+    first_valid_phone,
+    line_list,
+    line_quantity,
+    optional_object,
+    optional_str,
+    platform_id,
+    require,
+)
 
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
@@ -47,10 +53,6 @@ COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "sh
 # Shopify sends shop/redact this long after the uninstall it follows.
 SHOP_REDACT_DELAY = timedelta(hours=48)
 KNOWN_TOPICS = CHECKOUT_TOPICS | ORDER_TOPICS | COMPLIANCE_TOPICS | {"checkouts/delete", "app/uninstalled"}
-# Shopify caps a checkout at 500 lines; more is not a Shopify body.
-MAX_LINES = 500
-# A quantity above this is a typo or an attack, not a cart.
-MAX_LINE_QUANTITY = 10_000
 # Consent states on Shopify's customer marketing-consent objects.
 SUBSCRIBED = "subscribed"
 REFUSED_STATES = frozenset({"unsubscribed", "redacted", "not_subscribed"})
@@ -128,22 +130,6 @@ def _country(address: Mapping[str, Any]) -> str | None:
     return code.upper() if isinstance(code, str) and len(code) == 2 and code.isalpha() else None
 
 
-def _first_valid_phone(candidates: list[tuple[Any, str | None]], default_region: str) -> str | None:
-    """The first candidate that is a valid number, read in its address's country.
-
-    A test number or a typo further up the chain does not make the shopper unreachable when a
-    later field holds a good number; none valid means unreachable, not a rejected delivery.
-    """
-    for raw, region in candidates:
-        if not isinstance(raw, (str, int)) or isinstance(raw, bool) or not str(raw).strip():
-            continue
-        try:
-            return normalise_phone(str(raw), region or default_region)
-        except InvalidPhone:
-            continue
-    return None
-
-
 def _phone_chain(payload: Mapping[str, Any], default_region: str) -> str | None:
     """DESIGN.md's order: phone, sms_marketing_phone, shipping, billing, customer, its address."""
     shipping = optional_object(payload, "shipping_address")
@@ -151,7 +137,7 @@ def _phone_chain(payload: Mapping[str, Any], default_region: str) -> str | None:
     customer = optional_object(payload, "customer")
     customer_address = optional_object(customer, "default_address")
     region = _country(shipping) or _country(billing) or _country(customer_address)
-    return _first_valid_phone(
+    return first_valid_phone(
         [
             (payload.get("phone"), region),
             (payload.get("sms_marketing_phone"), region),
@@ -195,9 +181,7 @@ def _consent(payload: Mapping[str, Any], customer: Mapping[str, Any]) -> tuple[b
 def _line(raw: Any, index: int) -> CartLine:
     if not isinstance(raw, dict):
         raise PayloadError(f"line_items[{index}] must be an object")
-    quantity = raw.get("quantity")
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_LINE_QUANTITY:
-        raise PayloadError(f"line_items[{index}].quantity must be an integer 1-{MAX_LINE_QUANTITY}")
+    quantity = line_quantity(raw, f"line_items[{index}]")
     title = raw.get("presentment_title") or raw.get("title")
     if not isinstance(title, str) or not title.strip():
         raise PayloadError(f"line_items[{index}].title is required")
@@ -215,9 +199,7 @@ def _line(raw: Any, index: int) -> CartLine:
 
 
 def checkout_snapshot(payload: dict[str, Any], default_region: str) -> CartSnapshot:
-    raw_lines = require(payload, "line_items", list)
-    if len(raw_lines) > MAX_LINES:
-        raise PayloadError(f"line_items has more than {MAX_LINES} lines")
+    raw_lines = line_list(payload, "line_items")
     customer = optional_object(payload, "customer")
     shipping = optional_object(payload, "shipping_address")
     billing = optional_object(payload, "billing_address")
@@ -282,7 +264,7 @@ def _customer_ref(payload: Mapping[str, Any], default_region: str) -> CustomerRe
         customer_id=optional_str(customer, "id"),
         email=optional_str(customer, "email"),
         # An unparseable phone must not block an erasure: the id and email still match.
-        phone_e164=_first_valid_phone([(customer.get("phone"), None)], default_region),
+        phone_e164=first_valid_phone([(customer.get("phone"), None)], default_region),
     )
 
 

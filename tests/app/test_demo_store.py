@@ -429,7 +429,7 @@ def test_the_connector_falls_back_to_a_cart_permalink_the_store_opens(client, ru
     ]
     ref = CheckoutRef(cart_id=checkout.id, cart_token=checkout.token, checkout_url=None, lines=lines)
 
-    url = runtime.connectors["demo"].rebuild_checkout_url(runtime.store_access(store), ref, "CB-HUNDRED")
+    url = runtime.connectors["demo"].rebuild_checkout(runtime.store_access(store), ref, "CB-HUNDRED").url
     page = shown(client.get(url.removeprefix(runtime.settings.app_url), follow_redirects=True))
 
     assert url == f"{runtime.settings.app_url}/demo-store/cart/8001:1,8002:1?discount=CB-HUNDRED"

@@ -251,7 +251,7 @@ def test_the_reconcile_command_reports_progress_and_what_it_found(shopify, monke
     result = CliRunner().invoke(cli.main, ["reconcile", "--platform", "shopify"])
     assert result.exit_code == 0, result.output
     assert "1 of 1 orders checked" in result.output and "1 recovered orders checked" in result.output
-    unknown = CliRunner().invoke(cli.main, ["reconcile", "--platform", "woocommerce"])
+    unknown = CliRunner().invoke(cli.main, ["reconcile", "--platform", "magento"])
     assert unknown.exit_code != 0 and "not configured" in unknown.output
 
 
@@ -326,7 +326,7 @@ def test_several_calls_hitting_a_401_together_refresh_once(shopify):
 
     def worker() -> None:
         barrier.wait()
-        names.append(call_platform(shopify.runtime, store.id, lambda c, a: c.shop_details(a)).name)
+        names.append(call_platform(shopify.runtime, store.id, lambda c, a: c.store_details(a)).name)
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for thread in threads:

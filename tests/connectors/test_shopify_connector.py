@@ -94,13 +94,13 @@ def test_images_come_from_the_variant_else_its_product_in_one_call(connector, ac
 
 def test_the_rebuilt_checkout_keeps_its_key_and_adds_the_code(connector, access, fake):
     url = fake.checkout_url(SHOP, "tok1")
-    rebuilt = connector.rebuild_checkout_url(access, CheckoutRef("tok1", None, url, []), "CB-ABC")
+    rebuilt = connector.rebuild_checkout(access, CheckoutRef("tok1", None, url, []), "CB-ABC").url
     assert rebuilt.startswith(url) and rebuilt.endswith("&discount=CB-ABC")
-    permalink = connector.rebuild_checkout_url(
+    permalink = connector.rebuild_checkout(
         access,
         CheckoutRef("tok1", None, None, [SnapshotLine("Kurta", 2, Decimal("1"), variant_id="11")]),
         "CB-ABC",
-    )
+    ).url
     assert permalink == f"{fake.storefront_url(SHOP)}/cart/11:2?discount=CB-ABC"
 
 

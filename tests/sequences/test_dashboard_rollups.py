@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 from sqlmodel import select
 
-from app.dbmigrate import alembic_config, upgrade
+from app.dbmigrate import alembic_config
 from sequences import rollups
 from sequences.models import (
     Cart,
@@ -144,7 +144,7 @@ def test_the_migration_counts_what_was_held_before_it(runtime: Runtime, database
         )
     command.stamp(alembic_config(database_url), "0007")
 
-    upgrade(database_url)
+    command.upgrade(alembic_config(database_url), "0008")
 
     assert _stored(runtime, store.id) == before
 

@@ -1,0 +1,82 @@
+"""Storing a webhook delivery: one row per event, whichever way it arrived.
+
+A delivery is keyed three ways (``WebhookDelivery``'s unique constraints): the platform's
+delivery id (or the connector's own key where that id is not unique), the platform's event id,
+and a digest of the topic and body. Any match means the event was already received: the
+insert fails, and nothing else is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
+
+from connectors.base import PrivacyRequest, WebhookEvent, WebhookIdentity
+from sequences.models import DeliveryStatus, WebhookDelivery
+from sequences.runtime import Runtime
+
+
+def content_digest(topic: str, raw_body: bytes) -> str:
+    return hashlib.sha256(topic.encode() + b"\n" + raw_body).hexdigest()
+
+
+def delivery_values(
+    runtime: Runtime,
+    *,
+    platform: str,
+    store_id: int,
+    identity: WebhookIdentity,
+    raw_body: bytes,
+    event: WebhookEvent,
+) -> dict[str, Any]:
+    return {
+        "platform": platform,
+        "store_id": store_id,
+        "delivery_id": identity.delivery_id[:255],
+        "event_id": identity.event_id[:255] if identity.event_id else None,
+        "triggered_at": identity.triggered_at,
+        "topic": identity.topic[:64],
+        # The same privacy request can rightly come twice with the same body (a customer asks
+        # again): only the platform's ids de-duplicate those.
+        "content_sha256": content_digest(
+            identity.topic,
+            raw_body + identity.delivery_id.encode() if isinstance(event, PrivacyRequest) else raw_body,
+        ),
+        "payload": raw_body.decode("utf-8"),
+        "status": DeliveryStatus.PENDING,
+        "received_at": runtime.now(),
+    }
+
+
+def insert_delivery(connection: Connection, values: dict[str, Any]) -> int:
+    """The new delivery's id; IntegrityError when the event was already received."""
+    delivery_id = connection.execute(
+        insert(WebhookDelivery).values(**values).returning(col(WebhookDelivery.id))
+    ).scalar_one()
+    assert delivery_id is not None
+    return delivery_id
+
+
+def record_delivery(
+    runtime: Runtime,
+    *,
+    platform: str,
+    store_id: int,
+    identity: WebhookIdentity,
+    raw_body: bytes,
+    event: WebhookEvent,
+) -> int | None:
+    """Store one delivery in its own transaction; None when it was already received."""
+    values = delivery_values(
+        runtime, platform=platform, store_id=store_id, identity=identity, raw_body=raw_body, event=event
+    )
+    try:
+        with runtime.database.engine.begin() as connection:
+            return insert_delivery(connection, values)
+    except IntegrityError:
+        return None

@@ -1,0 +1,187 @@
+"""For platforms that give up on failed deliveries (WooCommerce disables a webhook after a few
+failures and never retries): keep the store's webhooks registered and active, and read back
+every order changed since the last sync, so what a lost delivery would have said still arrives.
+
+Polled orders go through the same door as webhooks: stored as deliveries under the same keys
+(a change the webhook already reported is a duplicate and changes nothing), then processed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from redis.exceptions import RedisError
+from sqlmodel import select
+
+from connectors.base import (
+    KeysDeliveries,
+    PayloadError,
+    PlatformError,
+    RegistersWebhooks,
+    StoreAccess,
+    WebhookIdentity,
+    WebhookSync,
+)
+from sequences.deliveries import record_delivery
+from sequences.models import Store, StoreStatus
+from sequences.platform_access import call_platform, refresh_store_details
+from sequences.runtime import Runtime
+from sequences.scheduling import enqueue_delivery
+
+log = logging.getLogger("cartback.platform_sync")
+
+# Orders modified this long before the last sync are read again: the store's clock and ours
+# may disagree, and a row saved during the last poll may carry an earlier time.
+POLL_OVERLAP = timedelta(minutes=5)
+# A poll looks back this far at most (a worker stopped for longer misses older changes; the
+# orders are long settled by then).
+MAX_POLL_LOOKBACK = timedelta(days=30)
+# Seconds one store's sync may hold its lock (a slow store's pages of orders).
+SYNC_LOCK_SECONDS = 300
+
+
+@dataclass
+class SyncReport:
+    stores: int = 0
+    orders_read: int = 0
+    orders_new: int = 0
+    orders_unreadable: int = 0
+    webhooks_created: int = 0
+    webhooks_reactivated: int = 0
+    failed_stores: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.stores} stores synced: {self.orders_read} changed orders read, {self.orders_new} "
+            f"not delivered before, {self.webhooks_created} webhooks created, {self.webhooks_reactivated} "
+            f"re-activated, {self.failed_stores} stores could not be reached"
+        )
+
+
+def delivery_url(runtime: Runtime, platform: str) -> str:
+    return f"{runtime.settings.app_url}/webhooks/{platform}"
+
+
+def ensure_webhooks(
+    runtime: Runtime, store_id: int, platform: str, *, set_secret: bool = False
+) -> WebhookSync:
+    """Register or re-activate one store's webhooks, one process at a time per store."""
+    registrar = runtime.connectors.capable(platform, RegistersWebhooks)
+    if registrar is None:
+        raise ValueError(f"platform {platform!r} does not register webhooks through cartback")
+    url = delivery_url(runtime, platform)
+    lock = runtime.redis.lock(f"cartback:webhooks:{store_id}", timeout=SYNC_LOCK_SECONDS)
+    try:
+        held = lock.acquire(blocking=True, blocking_timeout=SYNC_LOCK_SECONDS)
+    except RedisError:
+        held = None  # two creates at once make a duplicate webhook at worst; the next sync keeps one
+    if held is False:
+        raise PlatformError("another process is registering this store's webhooks", retryable=True)
+    try:
+        return call_platform(
+            runtime, store_id, lambda _, access: registrar.ensure_webhooks(access, url, set_secret=set_secret)
+        )
+    finally:
+        if held:
+            try:
+                lock.release()
+            except RedisError:
+                log.warning("webhook lock not released", extra={"store_id": store_id})
+
+
+def set_up_store(runtime: Runtime, store_id: int, platform: str) -> tuple[WebhookSync | None, str | None]:
+    """After a connect: the store's details read and our webhooks registered; (what the
+    webhooks look like, the problem in words if they could not be registered)."""
+    try:
+        refresh_store_details(runtime, store_id)
+    except PlatformError as exc:
+        # The defaults (INR, Asia/Kolkata) stand until the next connect; nothing depends on more.
+        log.warning("store details not read", extra={"store_id": store_id, "reason": exc.reason})
+    try:
+        # A connect may follow an earlier install whose webhooks were signed otherwise.
+        return ensure_webhooks(runtime, store_id, platform, set_secret=True), None
+    except PlatformError as exc:
+        log.warning("webhooks not registered", extra={"store_id": store_id, "reason": exc.reason})
+        return None, exc.reason
+
+
+def _poll(
+    runtime: Runtime, registrar: RegistersWebhooks, store: Store, since: datetime, report: SyncReport
+) -> None:
+    assert store.id is not None
+    store_id, platform = store.id, store.platform
+    connector = runtime.connectors[platform]
+
+    def read(_: object, access: StoreAccess) -> None:
+        for topic, raw in registrar.changed_orders(access, since):
+            report.orders_read += 1
+            identity = WebhookIdentity(store_ref=store.platform_store_id, topic=topic, delivery_id="poll")
+            try:
+                event = connector.parse_webhook(identity, raw, default_region=store.default_region)
+            except PayloadError as exc:
+                report.orders_unreadable += 1
+                log.warning("polled order unreadable", extra={"store_id": store_id, "reason": str(exc)})
+                continue
+            if isinstance(connector, KeysDeliveries):
+                identity = WebhookIdentity(
+                    store_ref=identity.store_ref,
+                    topic=topic,
+                    delivery_id=connector.delivery_key(identity, raw),
+                )
+            delivery_id = record_delivery(
+                runtime, platform=platform, store_id=store_id, identity=identity, raw_body=raw, event=event
+            )
+            if delivery_id is not None:
+                report.orders_new += 1
+                enqueue_delivery(runtime, delivery_id)
+
+    call_platform(runtime, store_id, read)
+
+
+def sync_platform(
+    runtime: Runtime,
+    platform: str,
+    *,
+    store_ref: str | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> SyncReport:
+    """Webhooks checked and changed orders read back, for each active store of the platform."""
+    report = SyncReport()
+    registrar = runtime.connectors.capable(platform, RegistersWebhooks)
+    if registrar is None:
+        return report
+    with runtime.database.session() as session:
+        query = select(Store).where(Store.platform == platform, Store.status == StoreStatus.ACTIVE)
+        if store_ref:
+            query = query.where(Store.platform_store_id == store_ref)
+        stores = list(session.exec(query).all())
+        for store in stores:
+            session.expunge(store)
+    for store in stores:
+        assert store.id is not None
+        report.stores += 1
+        started = runtime.now()
+        # The first poll starts at the connect: orders left before it are not cartback's to chase.
+        since = store.orders_synced_at or store.installed_at or started
+        try:
+            webhooks = ensure_webhooks(runtime, store.id, platform)
+            report.webhooks_created += len(webhooks.created)
+            report.webhooks_reactivated += len(webhooks.reactivated)
+            before = report.orders_read
+            _poll(runtime, registrar, store, max(since - POLL_OVERLAP, started - MAX_POLL_LOOKBACK), report)
+        except PlatformError as exc:
+            report.failed_stores += 1
+            progress(f"{store.platform_store_id}: could not sync ({exc.reason}); run again later")
+            log.warning("store not synced", extra={"store_id": store.id, "reason": exc.reason})
+            continue
+        with runtime.database.session() as session:
+            row = session.get(Store, store.id)
+            if row is not None:
+                row.orders_synced_at = started
+                session.commit()
+        progress(f"{store.platform_store_id}: {webhooks}; {report.orders_read - before} changed orders read")
+    log.info("platform synced", extra={"platform": platform, "report": str(report)})
+    return report

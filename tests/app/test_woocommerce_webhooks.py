@@ -1,0 +1,235 @@
+"""POST /webhooks/woocommerce: WooCommerce's order webhooks and the companion plugin's captures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlmodel import func, select
+
+from sequences.models import Cart, CartStatus, StoreStatus, WebhookDelivery
+from tests.woocommerce_support import SITE, WooCommerceDriver, encode, fixture, make_woocommerce_store
+
+MIN = timedelta(minutes=1)
+
+
+@pytest.fixture
+def woo(client, runtime, drain):
+    return WooCommerceDriver(client, runtime, drain, make_woocommerce_store(runtime))
+
+
+def deliveries(woo) -> int:
+    with woo.runtime.database.session() as session:
+        return session.exec(select(func.count()).select_from(WebhookDelivery)).one()
+
+
+def cart(woo, cart_id: str = "order-727") -> Cart:
+    with woo.runtime.database.session() as session:
+        return session.exec(select(Cart).where(Cart.platform_cart_id == cart_id)).one()
+
+
+def test_the_creation_ping_is_answered_and_nothing_is_stored(woo):
+    response = woo.client.post(
+        "/webhooks/woocommerce",
+        data=b"webhook_id=15",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200 and response.get_json()["status"] == "pong"
+    assert deliveries(woo) == 0
+
+
+def test_a_wrong_signature_is_401_and_stores_nothing(woo):
+    response = woo.post("order.created", fixture("order_pending_razorpay"), secret="not-the-secret")
+    assert response.status_code == 401 and "signature" in response.get_json()["error"]
+    assert deliveries(woo) == 0
+
+
+def test_a_delivery_without_its_headers_is_400_with_the_reason(woo):
+    response = woo.client.post("/webhooks/woocommerce", data=encode({"id": 1}), headers={})
+    assert response.status_code == 400 and "X-WC-Webhook-Source" in response.get_json()["error"]
+
+
+def test_a_delivery_for_a_store_that_is_not_connected_is_acknowledged_and_dropped(woo):
+    response = woo.post(
+        "order.created", fixture("order_pending_razorpay"), **{"X-WC-Webhook-Source": "https://gone.example/"}
+    )
+    assert response.status_code == 200 and response.get_json()["status"] == "ignored"
+    assert deliveries(woo) == 0
+
+
+def test_a_signed_body_that_is_not_json_is_400(woo):
+    response = woo.post("order.created", b"{not json")
+    assert response.status_code == 400 and "JSON" in response.get_json()["error"]
+
+
+def test_a_signed_order_with_a_float_total_is_422_naming_the_field(woo):
+    response = woo.post("order.created", fixture("order_pending_razorpay") | {"total": 2098.0})
+    assert response.status_code == 422 and "total" in response.get_json()["error"]
+    assert deliveries(woo) == 0
+
+
+def test_an_oversized_body_is_413(woo):
+    response = woo.post("order.created", b"x" * (woo.runtime.settings.max_webhook_bytes + 1))
+    assert response.status_code == 413
+
+
+def test_the_same_order_state_twice_is_one_delivery_whatever_the_delivery_id(woo):
+    order = fixture("order_pending_razorpay")
+    first = woo.post("order.created", order)
+    # order.updated fired by the same save, or the same webhook retried: another Delivery-ID.
+    again = woo.post("order.updated", order)
+    assert first.get_json()["status"] == "accepted" and again.get_json()["status"] == "duplicate"
+    assert deliveries(woo) == 1
+
+
+def test_two_orders_in_the_same_second_share_a_delivery_id_and_are_both_kept(woo):
+    # WooCommerce's Delivery-ID hashes the webhook id and the second: it repeats.
+    shared = {"X-WC-Webhook-Delivery-ID": "d41d8cd98f00b204e9800998ecf8427e"}
+    first = woo.post("order.created", fixture("order_pending_razorpay"), **shared)
+    second = woo.post("order.created", fixture("order_pending_razorpay") | {"id": 728}, **shared)
+    assert (first.get_json()["status"], second.get_json()["status"]) == ("accepted", "accepted")
+
+
+def test_a_dropped_razorpay_payment_is_messaged_and_recovered_by_its_payment(woo):
+    order = fixture("order_pending_razorpay")
+    assert woo.deliver(0 * MIN, "order.created", order).status_code == 200
+    assert cart(woo).status == CartStatus.ACTIVE
+
+    woo.run(16 * MIN)
+    held = cart(woo)
+    assert held.status == CartStatus.RECOVERING and held.checkout_url == order["payment_url"]
+
+    paid = fixture("order_processing_paid") | {"coupon_lines": []}
+    assert woo.deliver(30 * MIN, "order.updated", paid).status_code == 200
+    recovered = cart(woo)
+    assert recovered.status == CartStatus.RECOVERED
+    assert recovered.order_total == Decimal("1998.00") and recovered.order_platform_id == "727"
+
+
+def test_a_new_paid_order_instead_of_the_pending_one_stops_the_reminder(woo):
+    woo.deliver(0 * MIN, "order.created", fixture("order_pending_razorpay"))
+    # Back at checkout five minutes later, the shopper paid by UPI in a new order.
+    repaid = fixture("order_processing_paid") | {
+        "id": 731,
+        "coupon_lines": [],
+        "date_created_gmt": "2026-11-28T09:05:00",
+        "date_paid_gmt": "2026-11-28T09:05:30",
+    }
+    woo.deliver(5 * MIN, "order.created", repaid)
+    woo.run(20 * MIN)
+    held = cart(woo)
+    assert held.status == CartStatus.CONVERTED_UNASSISTED and held.first_message_at is None
+
+
+def test_a_phone_only_capture_from_the_plugin_is_messaged(woo):
+    capture = fixture("cart_updated_phone_only")
+    assert woo.deliver(0 * MIN, "cart.updated", capture).get_json()["status"] == "accepted"
+    woo.run(16 * MIN)
+    held = cart(woo, capture["cart_id"])
+    assert held.status == CartStatus.RECOVERING
+    assert held.buyer_details and held.buyer_details["phone"] == "98765 43210"
+
+
+def test_the_plugins_cart_and_its_pending_order_are_one_cart(woo):
+    capture = fixture("cart_updated_phone_only")
+    woo.deliver(0 * MIN, "cart.updated", capture)
+    order = fixture("order_pending_razorpay")
+    order["meta_data"].append({"id": 9, "key": "cartback_cart_id", "value": capture["cart_id"]})
+    woo.deliver(1 * MIN, "order.created", order)
+    with woo.runtime.database.session() as session:
+        carts = session.exec(select(Cart)).all()
+    assert [(c.platform_cart_id, c.platform_cart_token) for c in carts] == [(capture["cart_id"], "order-727")]
+
+
+def test_an_emptied_cart_stops_its_sequence(woo):
+    capture = fixture("cart_updated_phone_only")
+    woo.deliver(0 * MIN, "cart.updated", capture)
+    emptied = {"cart_id": capture["cart_id"], "updated_at_gmt": "2026-11-28T09:05:00", "currency": "INR"}
+    woo.deliver(5 * MIN, "cart.emptied", emptied)
+    woo.run(20 * MIN)
+    held = cart(woo, capture["cart_id"])
+    assert held.first_message_at is None and held.line_count == 0
+
+
+def test_deliveries_for_an_uninstalled_store_are_acknowledged_and_dropped(woo):
+    with woo.runtime.database.session() as session:
+        store = session.get(type(woo.store), woo.store.id)
+        store.status = StoreStatus.UNINSTALLED
+        session.commit()
+    response = woo.post("order.created", fixture("order_pending_razorpay"))
+    assert response.status_code == 200 and response.get_json()["status"] == "ignored"
+    assert SITE  # the store is still known by its address; it just is not active
+
+
+# -- CartFlows' abandonment webhook ---------------------------------------------------------
+
+CARTFLOWS_FORM = {
+    "first_name": "Priya",
+    "last_name": "Sharma",
+    "phone_number": "98765 43210",
+    "email": "priya@example.com",
+    "billing_address": "12 MG Road, KA, IN Bengaluru, 560001",
+    "shipping_address": "",
+    # As CartFlows sends it: esc_url() turned & into &#038;.
+    "checkout_url": "https://shop.example/checkout/?wcf_ac_token=d2NmX3Nlc3Npb25faWQ9YWJjMTIzZGVm&#038;utm_source=zapier",
+    "product_names": "Block-print kurta &amp; Cotton dupatta",
+    "coupon_code": "",
+    "order_status": "abandoned",
+    "cart_total": "2098.00",
+    "product_table": "<table><tr><td>Block-print kurta</td></tr></table>",
+}
+
+
+def cartflows_path(woo) -> str:
+    from connectors.woocommerce.cartflows import url_key
+    from tests.woocommerce_support import WEBHOOK_SECRET
+
+    return f"/webhooks/woocommerce/cartflows/{url_key(WEBHOOK_SECRET, woo.store.id)}"
+
+
+def post_form(woo, path: str, form: dict) -> object:
+    from urllib.parse import urlencode
+
+    return woo.client.post(
+        path, data=urlencode(form), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+
+
+def test_a_cartflows_abandonment_becomes_a_cart_with_its_restore_link(woo):
+    with woo.at(0 * MIN):
+        response = post_form(woo, cartflows_path(woo), CARTFLOWS_FORM)
+        woo.run(0 * MIN)
+    assert response.status_code == 200 and response.get_json()["status"] == "accepted"
+    held = cart(woo, "cartflows-abc123def")
+    assert held.total == Decimal("2098.00") and held.currency == "INR"
+    assert (
+        held.checkout_url
+        == "https://shop.example/checkout/?wcf_ac_token=d2NmX3Nlc3Npb25faWQ9YWJjMTIzZGVm&utm_source=zapier"
+    )
+    # CartFlows asks no WhatsApp opt-in: under the default consent policy nobody is messaged.
+    woo.run(20 * MIN)
+    assert cart(woo, "cartflows-abc123def").first_message_at is None
+
+
+def test_a_cartflows_key_for_another_store_or_made_up_is_404(woo):
+    other = make_woocommerce_store(woo.runtime, "https://other.example", secret="other-secret")
+    from connectors.woocommerce.cartflows import url_key
+
+    forged = f"/webhooks/woocommerce/cartflows/{url_key('guess', other.id)}"
+    wrong_store = f"/webhooks/woocommerce/cartflows/{other.id}-{cartflows_path(woo).rsplit('-', 1)[1]}"
+    for path in (forged, wrong_store, "/webhooks/woocommerce/cartflows/nothing"):
+        assert post_form(woo, path, CARTFLOWS_FORM).status_code == 404
+    assert deliveries(woo) == 0
+
+
+def test_cartflows_sending_the_same_abandonment_twice_is_one_delivery(woo):
+    first = post_form(woo, cartflows_path(woo), CARTFLOWS_FORM)
+    again = post_form(woo, cartflows_path(woo), CARTFLOWS_FORM)
+    assert (first.get_json()["status"], again.get_json()["status"]) == ("accepted", "duplicate")
+
+
+def test_a_cartflows_form_without_a_status_is_422(woo):
+    form = {k: v for k, v in CARTFLOWS_FORM.items() if k != "order_status"}
+    response = post_form(woo, cartflows_path(woo), form)
+    assert response.status_code == 422 and "order_status" in response.get_json()["error"]
