@@ -8,6 +8,7 @@ CDN; scripts only add saving, previews and downloads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ from app import charts, get_runtime
 from app.admin_auth import MerchantSession, api_view, page_view
 from app.admin_exports import carts_csv, messages_csv
 from app.admin_settings import history
+from app.cartflows_webhook import cartflows_url
 from sequences import admin_lists, dashboard
 from sequences.models import Contact, DataExport, InboundMessage, Store
 from sequences.money import format_money
@@ -188,6 +190,7 @@ def settings_page(merchant: MerchantSession) -> Any:
         store = session.get(Store, merchant.store_id)
         assert store is not None
         current = as_payload(store, runtime.store_settings(store))
+        woocommerce = _woocommerce_setup(runtime.settings.app_url, store, runtime.secrets.decrypt)
     return render_admin(
         "admin/settings.html",
         merchant,
@@ -199,7 +202,21 @@ def settings_page(merchant: MerchantSession) -> Any:
         default_lines={language: copy_for(language) for language in COPY_LANGUAGES},
         history=history(merchant.store_id, 20),
         timezones=sorted(_common_zones() | {store.timezone}),
+        woocommerce=woocommerce,
     )
+
+
+def _woocommerce_setup(app_url: str, store: Store, decrypt: Callable[[str], str]) -> dict[str, Any] | None:
+    """What a WooCommerce merchant pastes into the companion plugin and CartFlows."""
+    if store.platform != "woocommerce" or not store.webhook_secret_ciphertext or store.id is None:
+        return None
+    secret = decrypt(store.webhook_secret_ciphertext)
+    return {
+        "endpoint": f"{app_url}/webhooks/woocommerce",
+        "secret": secret,
+        "cartflows_url": cartflows_url(app_url, secret, store.id),
+        "synced_at": store.orders_synced_at.isoformat() if store.orders_synced_at else None,
+    }
 
 
 def _common_zones() -> set[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import logging
 import re
@@ -267,15 +268,9 @@ class WooCommerceConnector:
         }
         country = str(values.get("woocommerce_default_country") or "").split(":")[0].upper()
         currency = str(values.get("woocommerce_currency") or "INR").upper()
-        status = rest.call("GET", "system_status", what="read the store's environment").body
-        settings = status.get("settings") if isinstance(status, dict) else None
-        environment = status.get("environment") if isinstance(status, dict) else None
-        timezone = ""
-        if isinstance(environment, dict):
-            timezone = str(environment.get("timezone") or environment.get("default_timezone") or "")
-        name = ""
-        if isinstance(settings, dict):
-            name = str(settings.get("store_name") or "")
+        index = rest.site_index()
+        timezone = str(index.get("timezone_string") or "") or _zone_for_offset(index.get("gmt_offset"))
+        name = html.unescape(str(index.get("name") or ""))
         return StoreDetails(
             storefront_url=store.api_base_url.rstrip("/"),
             name=name or urlsplit(store.api_base_url).hostname or store.platform_store_id,
@@ -410,6 +405,19 @@ class WooCommerceConnector:
             for order in self._pages(rest, "orders", {"include": ",".join(batch)}, "read recovered orders"):
                 found[str(order.get("id"))] = order
         return [_order_status(order_id, found.get(order_id)) for order_id in order_ids]
+
+
+def _zone_for_offset(offset: Any) -> str:
+    """A site set to a bare UTC offset ("UTC+5:30") has no zone name: a fixed-offset zone, or
+    India's for +5:30 (the offset no other country uses)."""
+    try:
+        hours = float(offset)
+    except (TypeError, ValueError):
+        return ""
+    if hours == 5.5:
+        return "Asia/Kolkata"
+    # Etc/GMT zones exist for whole hours only, with the sign inverted (POSIX).
+    return f"Etc/GMT{-int(hours):+d}" if hours.is_integer() and hours else ("UTC" if hours == 0 else "")
 
 
 def _code(body: Any) -> str:

@@ -157,6 +157,18 @@ class WooCommerceRest:
             retryable=retryable,
         )
 
+    def site_index(self) -> dict[str, Any]:
+        """WordPress's public REST index (``/wp-json/``): the site's name and time zone, which
+        WooCommerce's own settings routes do not carry. Empty when it cannot be read."""
+        try:
+            raw = requests.get(
+                f"{self.site}/wp-json/", timeout=self._timeout, headers={"user-agent": USER_AGENT}
+            )
+        except requests.exceptions.RequestException:
+            return {}
+        body = _json_or_none(raw) if raw.status_code == 200 else None
+        return body if isinstance(body, dict) else {}
+
     def _send(
         self,
         method: str,

@@ -233,3 +233,23 @@ def test_a_cartflows_form_without_a_status_is_422(woo):
     form = {k: v for k, v in CARTFLOWS_FORM.items() if k != "order_status"}
     response = post_form(woo, cartflows_path(woo), form)
     assert response.status_code == 422 and "order_status" in response.get_json()["error"]
+
+
+def test_the_settings_page_gives_a_woocommerce_merchant_the_plugin_and_cartflows_setup(woo):
+    from tests.admin_support import sign_in
+    from tests.woocommerce_support import WEBHOOK_SECRET
+
+    sign_in(woo.client, woo.runtime, woo.store.id)
+    page = woo.client.get("/admin/settings").get_data(as_text=True)
+    assert f'value="{WEBHOOK_SECRET}"' in page
+    assert 'value="http://localhost/webhooks/woocommerce"' in page
+    assert f'value="http://localhost{cartflows_path(woo)}"' in page
+
+
+def test_the_settings_page_of_another_platform_shows_no_woocommerce_card(client, runtime):
+    from tests.admin_support import sign_in
+    from tests.factories import make_store
+
+    store = make_store(runtime)
+    sign_in(client, runtime, store.id)
+    assert 'id="woocommerce"' not in client.get("/admin/settings").get_data(as_text=True)
