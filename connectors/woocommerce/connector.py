@@ -80,6 +80,8 @@ def canonical_site_url(raw: str) -> str:
     if parts.username or parts.password:
         raise ValueError("the store's address must not contain a user name or password")
     host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
     port = parts.port
     default_port = 443 if parts.scheme.lower() == "https" else 80
     netloc = host if port in (None, default_port) else f"{host}:{port}"

@@ -1,0 +1,192 @@
+"""Connecting a WooCommerce store: /woocommerce/connect, /callback and /return (no store behind
+it here; tests/app/test_woocommerce_flow.py runs the whole flow against the fake WooCommerce)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import time_machine
+from sqlmodel import select
+
+from app import create_app
+from sequences.models import PlatformConnection, Store, StoreStatus
+
+APP = "https://cartback.test"
+KEY = "ck_" + "a1" * 20
+SECRET = "cs_" + "b2" * 20
+
+
+@pytest.fixture
+def secure(runtime):
+    """The app as deployed: APP_URL over https."""
+    runtime.settings = runtime.settings.with_overrides(app_url=APP)
+    return create_app(runtime=runtime).test_client()
+
+
+def start(client, store_url: str = "https://shop.example") -> str:
+    response = client.get("/woocommerce/connect", query_string={"store_url": store_url})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return response.headers["Location"]
+
+
+def connection_id(location: str) -> str:
+    return parse_qs(urlsplit(location).query)["user_id"][0]
+
+
+def keys(connection: str, **changes: object) -> dict:
+    return {
+        "key_id": 1,
+        "user_id": connection,
+        "consumer_key": KEY,
+        "consumer_secret": SECRET,
+        "key_permissions": "read_write",
+    } | changes
+
+
+def test_without_an_address_the_merchant_is_asked_for_one(secure):
+    page = secure.get("/woocommerce/connect")
+    assert page.status_code == 200 and 'name="store_url"' in page.get_data(as_text=True)
+
+
+def test_the_merchant_is_sent_to_their_stores_authorization_with_a_one_time_id(secure, runtime):
+    location = start(secure, "Shop.Example/")
+    parts = urlsplit(location)
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "https://shop.example/wc-auth/v1/authorize"
+    assert query["app_name"] == "cartback" and query["scope"] == "read_write"
+    assert query["return_url"] == f"{APP}/woocommerce/return"
+    assert query["callback_url"] == f"{APP}/woocommerce/callback"
+    with runtime.database.session() as session:
+        [pending] = session.exec(select(PlatformConnection)).all()
+    # Only a hash of the id is kept.
+    assert pending.connection_sha256 == hashlib.sha256(query["user_id"].encode()).hexdigest()
+    assert pending.store_url == "https://shop.example" and pending.keys_received_at is None
+    assert start(secure) != location  # a new id each time
+
+
+@pytest.mark.parametrize(
+    ("store_url", "reason"),
+    [
+        ("http://shop.example", "https"),
+        ("ftp://shop.example", "address"),
+        ("https://" + "x" * 2100, "too long"),
+    ],
+)
+def test_an_address_that_cannot_be_connected_is_refused_with_the_reason(secure, store_url, reason):
+    response = secure.get("/woocommerce/connect", query_string={"store_url": store_url})
+    assert response.status_code == 400 and reason in response.get_data(as_text=True)
+
+
+def test_private_addresses_are_refused_in_production(secure, runtime):
+    from app.woocommerce_connect import validate_store_url
+
+    production = runtime.settings.with_overrides(environment="production")
+    runtime.settings = production
+    for address in ("https://127.0.0.1:8443", "https://10.0.0.5", "https://localhost", "https://[::1]"):
+        with pytest.raises(ValueError, match="public internet"):
+            validate_store_url(runtime, address)
+    assert validate_store_url(runtime, "https://shop.example") == "https://shop.example"
+
+
+def test_without_an_https_app_url_connecting_explains_what_to_set(client):
+    response = client.get("/woocommerce/connect", query_string={"store_url": "https://shop.example"})
+    assert response.status_code == 503 and "APP_URL" in response.get_data(as_text=True)
+
+
+def test_the_key_delivery_is_answered_exactly_200_and_kept_encrypted(secure, runtime):
+    user_id = connection_id(start(secure))
+    response = secure.post("/woocommerce/callback", json=keys(user_id))
+
+    assert response.status_code == 200
+    with runtime.database.session() as session:
+        store = session.exec(select(Store)).one()
+    assert (store.platform, store.platform_store_id, store.status) == (
+        "woocommerce",
+        "https://shop.example",
+        StoreStatus.ACTIVE,
+    )
+    assert KEY not in (store.access_token_ciphertext or "") and SECRET not in (
+        store.access_token_ciphertext or ""
+    )
+    assert runtime.secrets.decrypt(store.access_token_ciphertext or "") == f"{KEY}:{SECRET}"
+    assert store.webhook_secret_ciphertext and store.installed_at is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        ("not json", 400, "JSON"),
+        (["a list"], 400, "object"),
+        ({"key_permissions": "read"}, 400, "read_write"),
+        ({"consumer_key": "ck_short"}, 400, "consumer_key"),
+        ({"consumer_secret": None}, 400, "consumer_secret"),
+        ({"user_id": "made-up"}, 404, "no connection"),
+    ],
+)
+def test_a_key_delivery_that_is_not_for_a_pending_connection_is_refused(
+    secure, runtime, body, status, reason
+):
+    user_id = connection_id(start(secure))
+    if isinstance(body, dict):
+        response = secure.post("/woocommerce/callback", json=keys(user_id, **body))
+    elif isinstance(body, list):
+        response = secure.post("/woocommerce/callback", json=body)
+    else:
+        response = secure.post("/woocommerce/callback", data=body, content_type="application/json")
+    assert response.status_code == status and reason in response.get_json()["error"]
+    with runtime.database.session() as session:
+        assert session.exec(select(Store)).all() == []
+
+
+def test_a_connection_id_takes_keys_once_and_only_for_an_hour(secure):
+    used = connection_id(start(secure))
+    assert secure.post("/woocommerce/callback", json=keys(used)).status_code == 200
+    replay = secure.post("/woocommerce/callback", json=keys(used))
+    assert replay.status_code == 409
+
+    late = connection_id(start(secure))
+    with time_machine.travel(timedelta(hours=1, minutes=1)):
+        assert secure.post("/woocommerce/callback", json=keys(late)).status_code == 410
+
+
+def test_reconnecting_keeps_the_stores_secret_so_the_plugin_keeps_working(secure, runtime):
+    secure.post("/woocommerce/callback", json=keys(connection_id(start(secure))))
+    with runtime.database.session() as session:
+        first = runtime.secrets.decrypt(session.exec(select(Store)).one().webhook_secret_ciphertext or "")
+    new_key = "ck_" + secrets.token_hex(20)
+    secure.post("/woocommerce/callback", json=keys(connection_id(start(secure)), consumer_key=new_key))
+    with runtime.database.session() as session:
+        [store] = session.exec(select(Store)).all()
+    assert runtime.secrets.decrypt(store.webhook_secret_ciphertext or "") == first
+    assert runtime.secrets.decrypt(store.access_token_ciphertext or "").startswith(new_key)
+
+
+def test_a_merchant_who_denied_access_is_told_how_to_try_again(secure):
+    user_id = connection_id(start(secure))
+    page = secure.get("/woocommerce/return", query_string={"success": "0", "user_id": user_id})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "not approved" in text and "/woocommerce/connect" in text
+
+
+def test_a_return_without_the_keys_says_the_callback_never_arrived(secure):
+    user_id = connection_id(start(secure))
+    page = secure.get("/woocommerce/return", query_string={"success": "1", "user_id": user_id})
+    assert page.status_code == 502 and f"{APP}/woocommerce/callback" in page.get_data(as_text=True)
+
+
+def test_the_return_signs_the_merchant_in_once_even_when_the_store_cannot_be_reached(secure):
+    # shop.example does not answer here: webhooks cannot be registered yet, which the page says.
+    user_id = connection_id(start(secure))
+    secure.post("/woocommerce/callback", json=keys(user_id))
+    page = secure.get("/woocommerce/return", query_string={"success": "1", "user_id": user_id})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "could not register its webhooks" in text
+    assert f"{APP}/admin/login#token=" in text
+
+    again = secure.get("/woocommerce/return", query_string={"success": "1", "user_id": user_id})
+    assert "/admin/login#token=" not in again.get_data(as_text=True)
