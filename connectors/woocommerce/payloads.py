@@ -336,7 +336,10 @@ def plugin_cart(payload: dict[str, Any], default_region: str) -> CartSnapshot:
             customer,
             {},
             consent=opt_in,
-            customer_id=optional_str(customer, "customer_id"),
+            # The plugin sends 0 for a guest, as WooCommerce does.
+            customer_id=None
+            if optional_str(customer, "customer_id") in (None, "0")
+            else optional_str(customer, "customer_id"),
             default_region=default_region,
         ),
         checkout_url=_clean(payload.get("checkout_url")),
