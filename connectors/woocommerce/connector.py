@@ -367,7 +367,23 @@ class WooCommerceConnector:
                 )
             self._discard_draft(rest, created.body)
             log.warning("order not created from the cart", extra={"code": _code(created.body)})
+        if discount_code:
+            self._lift_email_restriction(rest, discount_code)
         return RebuiltCheckout(checkout_link(store, checkout, discount_code))
+
+    def _lift_email_restriction(self, rest: WooCommerceRest, code: str) -> None:
+        """A checkout link applies the code to a new cart before the shopper has typed an
+        email, and WooCommerce refuses an email-restricted code then: it is lifted (the code
+        stays single-use and expiring)."""
+        found = rest.call("GET", "coupons", what="find the recovery coupon", params={"code": code})
+        for coupon in found.body if isinstance(found.body, list) else []:
+            if isinstance(coupon, dict) and coupon.get("id") and coupon.get("email_restrictions"):
+                rest.call(
+                    "PUT",
+                    f"coupons/{coupon['id']}",
+                    what=f"lift coupon {code}'s email restriction",
+                    json={"email_restrictions": []},
+                )
 
     def _discard_draft(self, rest: WooCommerceRest, refused: Any) -> None:
         """A create that failed after its first save (a refused coupon) leaves a checkout-draft
