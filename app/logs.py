@@ -17,7 +17,8 @@ from typing import Any
 # A phone is 10-15 digits, maybe with separators, standing alone (not inside an id or a uuid).
 _PHONE = re.compile(r"(?<![\w.\-])\+?\d(?:[\s\-()]{0,2}\d){9,14}(?![\w\-])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-_TOKEN = re.compile(r"(?i)(bearer\s+|token[=:]\s*|secret[=:]\s*|/r/)[\w.\-~]{12,}")
+# "key=": WooCommerce's consumer_key (and an order's key) in a query string.
+_TOKEN = re.compile(r"(?i)(bearer\s+|token[=:]\s*|secret[=:]\s*|key[=:]\s*|/r/)[\w.\-~]{12,}")
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -81,3 +82,6 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     handler._cartback = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # urllib3 (under the woocommerce client) logs each request line at DEBUG, query string and
+    # all: a host that needs WooCommerce's keys in the query would have them printed.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLevelName(level)))

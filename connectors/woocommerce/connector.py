@@ -509,7 +509,8 @@ def _new_order(checkout: CheckoutRef, discount_code: str | None) -> dict[str, An
 def checkout_link(store: StoreAccess, checkout: CheckoutRef, discount_code: str | None) -> str:
     """``{site}/checkout-link/?products=ID:QTY,…&coupon=CODE``: WooCommerce's shareable checkout
     link, which fills a new cart with these products (a variation by its own id) and applies
-    the code. Without product ids, the store's checkout."""
+    the code. Without product ids, the cart's own link (or the store) with the code for the
+    companion plugin to apply."""
     items = [
         f"{line.variant_id or line.product_id}:{line.quantity}"
         for line in checkout.lines
@@ -517,7 +518,10 @@ def checkout_link(store: StoreAccess, checkout: CheckoutRef, discount_code: str 
     ]
     site = store.storefront_url.rstrip("/") or store.api_base_url.rstrip("/")
     if not items:
-        return checkout.checkout_url or site
+        # A cart known only by another plugin's restore link (CartFlows): the companion plugin
+        # applies the code once that link has refilled the cart.
+        landing = checkout.checkout_url or site
+        return with_query(landing, cartback_coupon=discount_code) if discount_code else landing
     query: dict[str, str] = {"products": ",".join(items)}
     if discount_code:
         query["coupon"] = discount_code

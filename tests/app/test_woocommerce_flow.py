@@ -322,3 +322,25 @@ def test_recovered_revenue_is_checked_against_refunds_and_unused_coupons_are_pur
     # A redeemed code stays (the order refers to it); nothing else expired: nothing is deleted.
     with live.at(5 * 24 * 60 * MIN):
         assert delete_expired_discounts(live.runtime).deleted == 0
+
+
+def test_nothing_personal_or_secret_is_logged_along_the_way(live, caplog):
+    from app.logs import RedactingFilter
+
+    caplog.set_level("DEBUG")
+    live.fake.strip_authorization = True  # the keys travel in query strings too
+    test_a_store_connects_and_a_dropped_razorpay_payment_is_won_back_with_a_fresh_coupon(live)
+    key, secret = live.runtime.secrets.decrypt(live.store().access_token_ciphertext or "").split(":")
+    held = [key, secret, live.secret(), "9876543210", "98765 43210", "priya@example.com", "Sharma"]
+    scrub = RedactingFilter()
+    for record in caplog.records:
+        raw = record.getMessage() + " " + " ".join(str(v) for v in record.__dict__.values())
+        if record.name.startswith("cartback"):
+            # Our own lines carry ids, never people or secrets.
+            assert not [value for value in held if value in raw], f"{record.name}: {record.getMessage()}"
+        scrub.filter(record)
+        # As the log handler writes it ("message" is pytest's own copy, formatted before).
+        shown = (
+            record.getMessage() + " " + " ".join(str(v) for k, v in record.__dict__.items() if k != "message")
+        )
+        assert not [value for value in held if value in shown], f"{record.name}: {record.getMessage()}"

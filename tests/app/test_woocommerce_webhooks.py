@@ -253,3 +253,14 @@ def test_the_settings_page_of_another_platform_shows_no_woocommerce_card(client,
     store = make_store(runtime)
     sign_in(client, runtime, store.id)
     assert 'id="woocommerce"' not in client.get("/admin/settings").get_data(as_text=True)
+
+
+def test_a_cartflows_cart_is_rebuilt_as_its_restore_link_with_the_code_for_the_plugin():
+    from connectors.base import CartLine, CheckoutRef, StoreAccess
+    from connectors.woocommerce.connector import checkout_link
+
+    store = StoreAccess(SITE, SITE, "ck_x:cs_y", SITE)
+    restore = "https://shop.example/checkout/?wcf_ac_token=abc"
+    cart = CheckoutRef("cartflows-abc", None, restore, [CartLine("Kurta & dupatta", 1, Decimal("2098.00"))])
+    assert checkout_link(store, cart, "CB-K7MQ3XZ9") == restore + "&cartback_coupon=CB-K7MQ3XZ9"
+    assert checkout_link(store, cart, None) == restore

@@ -402,6 +402,7 @@ function is_wc_endpoint_url( $endpoint ) { return isset( $GLOBALS['query'][ $end
 function get_query_var( $name ) { return $GLOBALS['query'][ $name ] ?? ''; }
 function wc_get_order( $id ) { return $GLOBALS['orders'][ $id ] ?? false; }
 function woocommerce_register_additional_checkout_field( $field ) { $GLOBALS['fields'][] = $field; }
+function wc_format_coupon_code( $code ) { return strtolower( trim( $code ) ); }
 
 class WooCommerce {}
 class WC_Product {
@@ -431,6 +432,9 @@ class WC_Cart {
 	function get_cart() { return $this->items; }
 	function is_empty() { return ! $this->items; }
 	function get_cart_hash() { return md5( json_encode( array_map( function ( $item ) { return array( $item['product_id'], $item['variation_id'], $item['quantity'] ); }, $this->items ) ) ); }
+	public $coupons = array();
+	function has_discount( $code ) { return in_array( $code, $this->coupons, true ); }
+	function apply_coupon( $code ) { $this->coupons[] = $code; return true; }
 	function display_prices_including_tax() { return true; }
 	function get_displayed_subtotal() { return array_sum( array_map( function ( $item ) { return $item['line_subtotal'] + $item['line_subtotal_tax']; }, $this->items ) ); }
 	function get_total( $context ) { return $this->get_displayed_subtotal() + 50; }
@@ -715,3 +719,34 @@ def test_a_verified_pay_link_skips_the_email_check_for_its_order_only(tmp_path: 
     assert result["verified"] == {"727": False, "728": True, "cookie": True}
     for name in visits.keys() - {"verified"}:
         assert result[name] == {"727": True, "728": True, "cookie": False}, name
+
+
+COUPON_LINK_JOURNEY = (
+    STAND_IN
+    + r"""
+$out = array();
+foreach ( $given['visits'] as $name => $visit ) {
+	WC()->cart->items   = array();
+	WC()->cart->coupons = array();
+	if ( $visit['filled'] ) {
+		WC()->cart->fill( 1 );
+	}
+	$_GET = $visit['get'];
+	do_action( 'template_redirect' );
+	do_action( 'template_redirect' );  // a second page view applies nothing twice
+	$out[ $name ] = WC()->cart->coupons;
+}
+echo json_encode( $out );
+"""
+)
+
+
+@requires_php
+def test_a_coupon_in_the_link_is_applied_to_a_restored_cart_once(tmp_path: Path):
+    visits = {
+        "restored cart": {"filled": True, "get": {"cartback_coupon": "CB-K7MQ3XZ9"}},
+        "empty cart": {"filled": False, "get": {"cartback_coupon": "CB-K7MQ3XZ9"}},
+        "no code": {"filled": True, "get": {}},
+    }
+    result = run_php(tmp_path, COUPON_LINK_JOURNEY, {"secret": SECRET, "visits": visits})
+    assert result == {"restored cart": ["cb-k7mq3xz9"], "empty cart": [], "no code": []}

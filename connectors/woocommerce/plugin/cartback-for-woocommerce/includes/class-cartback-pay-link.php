@@ -15,6 +15,7 @@ defined( 'ABSPATH' ) || exit;
 class Cartback_Pay_Link {
 
 	const PARAMETER = 'cartback_pay';
+	const COUPON    = 'cartback_coupon';
 	const VERIFIED  = 'cartback_verified_orders';
 	const REMEMBER  = 20;
 
@@ -23,6 +24,8 @@ class Cartback_Pay_Link {
 	 */
 	public static function init() {
 		add_action( 'template_redirect', array( __CLASS__, 'check_link' ) );
+		// After a cart-restoring plugin (CartFlows) has refilled the cart on the same visit.
+		add_action( 'template_redirect', array( __CLASS__, 'apply_coupon' ), 30 );
 		add_filter( 'woocommerce_order_email_verification_required', array( __CLASS__, 'skip_verification' ), 10, 3 );
 	}
 
@@ -55,6 +58,21 @@ class Cartback_Pay_Link {
 		if ( $session instanceof WC_Session_Handler && ! $session->has_session() ) {
 			$session->set_customer_session_cookie( true );
 		}
+	}
+
+	/**
+	 * A reminder for a cart restored by another plugin's link carries the shopper's code as
+	 * cartback_coupon: apply it to the refilled cart. A code is no secret (the shopper could
+	 * type it), and WooCommerce still checks its limits and expiry.
+	 */
+	public static function apply_coupon() {
+		// phpcs:ignore WordPress.Security.NonceVerification.Recommended -- a link from a message; WooCommerce validates the code.
+		$code = isset( $_GET[ self::COUPON ] ) ? wc_format_coupon_code( sanitize_text_field( wp_unslash( $_GET[ self::COUPON ] ) ) ) : '';
+		$cart = WC()->cart;
+		if ( '' === $code || ! $cart || $cart->is_empty() || $cart->has_discount( $code ) ) {
+			return;
+		}
+		$cart->apply_coupon( $code );
 	}
 
 	/**
