@@ -344,3 +344,24 @@ def test_nothing_personal_or_secret_is_logged_along_the_way(live, caplog):
             record.getMessage() + " " + " ".join(str(v) for k, v in record.__dict__.items() if k != "message")
         )
         assert not [value for value in held if value in shown], f"{record.name}: {record.getMessage()}"
+
+
+def test_an_expired_unused_coupon_is_deleted_from_the_store_by_purge(live):
+    from sequences.discount_cleanup import delete_expired_discounts
+
+    with live.at(-MIN):
+        live.connect()
+    with live.at(0 * MIN):
+        live.fake.place_order(billing=BILLING, line_items=[(93, 94, 2)], meta_data=OPTED_IN)
+        _drain_queue(live.runtime)
+    live.run(16 * MIN)
+    live.click(live.outbox()[0], 20 * MIN)
+    with live.runtime.database.session() as session:
+        code = session.exec(select(Discount)).one().code
+    assert live.fake.coupon(code) is not None
+
+    with live.at(3 * 24 * 60 * MIN):  # the offer's 48 hours are over, nobody used the code
+        report = delete_expired_discounts(live.runtime)
+    assert report.deleted == 1 and live.fake.coupon(code) is None
+    [deleted] = live.fake.calls("DELETE", "/wp-json/wc/v3/coupons/")
+    assert deleted.query["force"] == "true"

@@ -32,6 +32,19 @@ def test_sweeps_from_many_workers_in_the_same_minute_run_once(runtime):
     assert runtime.queue.count == 1
 
 
+def test_platform_syncs_are_queued_once_per_interval_for_the_platforms_that_need_them(runtime):
+    from rq import Queue
+
+    from app.worker import enqueue_platform_syncs
+
+    enqueue_platform_syncs(runtime.redis, runtime)
+    enqueue_platform_syncs(runtime.redis, runtime)  # another worker, a minute later
+    [job] = Queue(runtime.queue.name, connection=runtime.redis).get_jobs()
+    # Only WooCommerce gives up on failed deliveries; demo (and Shopify) need no sync.
+    assert job.args == ("woocommerce",) and job.id.startswith("sync-woocommerce-")
+    assert runtime.queue.count == 1
+
+
 def test_a_threaded_worker_sends_each_step_once(client, runtime, drain):
     from app.worker import run_workers
 
