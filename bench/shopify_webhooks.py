@@ -1,9 +1,11 @@
-"""(e) Shopify webhooks: what a Shopify delivery costs compared with a demo-platform one.
+"""(e) Platform webhooks: what a Shopify or WooCommerce delivery costs compared with a
+demo-platform one.
 
-Both are measured in this process, on the same SQLite database and Redis, in the same run:
-the demo platform's delivery (a hand-rolled HMAC check and parser) is the baseline, and the
-Shopify delivery goes through ``shopifyapp``'s verification and the Shopify parser. Figures
-are CPU time per delivery (``time.process_time``), steadier than wall time on a shared machine.
+All are measured in this process, on the same SQLite database and Redis, in the same run: the
+demo platform's delivery (a hand-rolled HMAC check and parser) is the baseline; the Shopify
+delivery goes through ``shopifyapp``'s verification and the Shopify parser, the WooCommerce one
+through its per-store signature, order parser and content key. Figures are CPU time per
+delivery (``time.process_time``), steadier than wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -28,19 +30,25 @@ from bench.report import Section, say
 from connectors.base import HeaderMap, WebhookIdentity
 from connectors.demo import DemoConnector
 from connectors.shopify import ShopifyConnector
+from connectors.woocommerce import WooCommerceConnector
+from connectors.woocommerce.connector import sign as woo_sign
 from sequences.models import Store
 from sequences.settings import Settings
 
 ABOUT = """
-CPU time per delivery, in the bench process, demo platform (baseline) against Shopify, in the
-same run. *verify + parse*: the connector alone (signature check over the raw body, JSON to
+CPU time per delivery, in the bench process, demo platform (baseline) against Shopify and
+WooCommerce, in the same run. *verify + parse*: the connector alone (signature check over the raw body, JSON to
 `CartSnapshot`), for a 2-line checkout and for Shopify's 50-line fixture. *ingest*: the whole
 `POST /webhooks/<platform>` through Flask's test client (no network): signature, store lookup,
 validation, the SQLite insert and the RQ enqueue. Shopify's body is the recorded-style fixture
-`tests/fixtures/shopify/checkouts_create.json` (~5 KB; the demo body is ~0.9 KB).
+`tests/fixtures/shopify/checkouts_create.json` (~5 KB; the demo body is ~0.9 KB); WooCommerce's
+is a pending Razorpay order, `tests/fixtures/woocommerce/order_pending_razorpay.json` (~3.5 KB).
 """
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "shopify"
+WOO_FIXTURES = FIXTURES.parent / "woocommerce"
+WOO_SITE = "https://bench-bazaar.example"
+WOO_SECRET = "bench-woocommerce-webhook-secret"
 SHOP = "bench-bazaar.myshopify.com"
 # A client secret as long as Shopify's (pyjwt wants ≥ 32 bytes for HS256 anyway).
 CLIENT_SECRET = "bench-client-secret-0123456789abcdef"
@@ -88,10 +96,31 @@ def _shopify_headers(body: bytes, i: int) -> dict[str, str]:
     }
 
 
+def _woo_body(template: dict[str, Any], i: int) -> bytes:
+    payload = deepcopy(template)
+    payload["id"] = 100_000 + i
+    payload["date_modified_gmt"] = (datetime(2026, 11, 1) + timedelta(seconds=i)).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _woo_headers(body: bytes) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Source": WOO_SITE + "/",
+        "X-WC-Webhook-Topic": "order.updated",
+        "X-WC-Webhook-Signature": woo_sign(WOO_SECRET, body),
+        "X-WC-Webhook-ID": "7",
+        # WooCommerce's repeats within a second; the content key tells deliveries apart.
+        "X-WC-Webhook-Delivery-ID": "d41d8cd98f00b204e9800998ecf8427e",
+    }
+
+
 def run(env: BenchEnv, config: ShopifyConfig | None = None) -> Section:
     config = config or ShopifyConfig()
-    section = Section("shopify", "(e) Shopify webhooks", ABOUT)
-    say(f"(e) Shopify webhooks: {config.parse_rounds:,} parses, {config.ingest_rounds:,} ingests each")
+    section = Section("shopify", "(e) Platform webhooks", ABOUT)
+    say(f"(e) Platform webhooks: {config.parse_rounds:,} parses, {config.ingest_rounds:,} ingests each")
     with env.scenario("shopify") as scenario:
         settings = Settings.from_env(
             scenario.environ | {"SHOPIFY_API_KEY": "bench-client-id", "SHOPIFY_API_SECRET": CLIENT_SECRET}
@@ -147,6 +176,24 @@ def _measure(env: BenchEnv, runtime: Any, config: ShopifyConfig, section: Sectio
         f"{results['checkouts_update_50_lines']:.0f} µs",
         f"{results['checkouts_update_50_lines'] / base:.1f}× the demo",
     )
+    woo = runtime.connectors["woocommerce"]
+    assert isinstance(woo, WooCommerceConnector)
+    woo_template = json.loads((WOO_FIXTURES / "order_pending_razorpay.json").read_text())
+    woo_bodies = [_woo_body(woo_template, i) for i in range(config.parse_rounds + 1)]
+    woo_headers = [HeaderMap(_woo_headers(body)) for body in woo_bodies]
+    woo_identity = WebhookIdentity(WOO_SITE, "order.updated", "x")
+
+    def woo_parse(i: int) -> None:
+        assert woo.verify_webhook(woo_bodies[i], woo_headers[i], WOO_SECRET)
+        woo.parse_webhook(woo_identity, woo_bodies[i], default_region="IN")
+        woo.delivery_key(woo_identity, woo_bodies[i])
+
+    woo_us = _cpu_us(config.parse_rounds, woo_parse)
+    section.add(
+        "verify + parse + key: WooCommerce order, 2 lines",
+        f"{woo_us:.0f} µs",
+        f"{woo_us / base:.1f}× the demo",
+    )
 
     # -- the whole ingest, through Flask ------------------------------------------------------
     make_store(runtime)
@@ -156,6 +203,15 @@ def _measure(env: BenchEnv, runtime: Any, config: ShopifyConfig, section: Sectio
                 platform="shopify",
                 platform_store_id=SHOP,
                 name="Bench Bazaar",
+                installed_at=datetime.now(UTC),
+            )
+        )
+        session.add(
+            Store(
+                platform="woocommerce",
+                platform_store_id=WOO_SITE,
+                name="Bench Bazaar",
+                webhook_secret_ciphertext=runtime.secrets.encrypt(WOO_SECRET),
                 installed_at=datetime.now(UTC),
             )
         )
@@ -183,6 +239,13 @@ def _measure(env: BenchEnv, runtime: Any, config: ShopifyConfig, section: Sectio
         response = client.post("/webhooks/shopify", data=body, headers=_shopify_headers(body, i))
         assert response.status_code == 200, response.get_data(as_text=True)
 
+    woo_ingest_bodies = [_woo_body(woo_template, 10_000_000 + i) for i in range(config.ingest_rounds + 1)]
+
+    def woo_ingest(i: int) -> None:
+        body = woo_ingest_bodies[i + 1 if i >= 0 else 0]
+        response = client.post("/webhooks/woocommerce", data=body, headers=_woo_headers(body))
+        assert response.get_json()["status"] == "accepted", response.get_data(as_text=True)
+
     env.flush_redis()
     rounds = min(config.ingest_rounds, config.parse_rounds)
     demo_us = _cpu_us(rounds, demo_ingest)
@@ -191,6 +254,13 @@ def _measure(env: BenchEnv, runtime: Any, config: ShopifyConfig, section: Sectio
     section.add("ingest: demo (baseline)", f"{demo_us / 1000:.2f} ms")
     section.add(
         "**ingest: Shopify**", f"**{shopify_us / 1000:.2f} ms**", f"{shopify_us / demo_us:.2f}× the demo"
+    )
+    env.flush_redis()
+    woo_ingest_us = _cpu_us(rounds, woo_ingest)
+    section.add(
+        "**ingest: WooCommerce**",
+        f"**{woo_ingest_us / 1000:.2f} ms**",
+        f"{woo_ingest_us / demo_us:.2f}× the demo",
     )
     section.note(
         "shopifyapp's verification copies and redacts the request for its log on every call; the "
