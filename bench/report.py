@@ -144,7 +144,7 @@ ANALYSIS = """
   the whole ingest, where the insert and the enqueue dominate, a typical Shopify checkout
   costs ~1.3× a demo one. What would move it: a verification without the log copy (upstream in
   shopifyapp), or verifying with `hmac` ourselves, which the issue rules out. A WooCommerce
-  order (~3.5 KB) costs ~2× a demo delivery to verify and parse (its body is read twice: once
+  order (~3.5 KB) costs ~1.7× a demo delivery to verify and parse (its body is read twice: once
   for the cart, once for the content key that replaces WooCommerce's repeating delivery id) and
   about the same as a demo one through the whole ingest.
 - **(f) Cloud dispatch: ~30 messages/s, ~37-39% of Meta's default 80/s and ~3% of 1,000/s,
