@@ -115,10 +115,14 @@ def accept(
     platform = connector.platform
     try:
         event = connector.parse_webhook(identity, raw, default_region=region)
-    except MalformedPayload as exc:
-        return _answer(400, error=str(exc))
     except PayloadError as exc:
-        return _answer(422, error=str(exc))
+        acknowledges = getattr(connector, "acknowledges_unreadable", None)
+        if acknowledges is not None and acknowledges(identity):
+            # Authentic but unreadable, from a platform that stops delivering after a few
+            # refusals: acknowledged, dropped and logged, so one odd order stops nothing else.
+            log.warning("signed delivery not readable", extra={"platform": platform, "reason": str(exc)})
+            return _answer(200, status="ignored", reason=str(exc))
+        return _answer(400 if isinstance(exc, MalformedPayload) else 422, error=str(exc))
     # Privacy requests outlive the install (shop/redact arrives 48 h after an uninstall).
     if status != StoreStatus.ACTIVE and not isinstance(event, PrivacyRequest):
         return _answer(200, status="ignored", reason="store uninstalled cartback")

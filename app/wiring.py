@@ -39,7 +39,9 @@ def build_transport(
 
 def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:
     # WooCommerce needs no app credentials: each store's keys come from its own connect.
-    registry = ConnectorRegistry([DemoConnector(http), WooCommerceConnector()])
+    registry = ConnectorRegistry(
+        [DemoConnector(http), WooCommerceConnector(public_only=settings.is_production)]
+    )
     if settings.shopify_api_key and settings.shopify_api_secret:
         try:
             connector = ShopifyConnector(

@@ -1,28 +1,32 @@
 """Connecting a WooCommerce store: WooCommerce's own app authorization (``/wc-auth/v1``).
 
 1. ``GET /woocommerce/connect?store_url=…`` checks the address and sends the merchant to their
-   store's ``/wc-auth/v1/authorize`` with a one-time connection id as ``user_id``.
+   store's ``/wc-auth/v1/authorize`` with a one-time connection id as ``user_id``; this browser
+   gets a cookie naming the connection.
 2. The merchant approves there; the store POSTs REST keys to ``/woocommerce/callback`` naming
-   that id. We keep them encrypted and answer exactly 200 (the store treats anything else as a
-   failure), then register our webhooks on a worker.
-3. The store sends the merchant back to ``/woocommerce/return?success=1&user_id=…``: the
-   webhooks are checked (registered now if the worker has not yet), and the merchant is signed
-   in to the admin, once.
+   that id. The callback is unsigned (anyone who saw the id could post keys), so the keys are
+   only held, encrypted, on the connection, and it answers exactly 200 (the store treats
+   anything else as a failure).
+3. The keys are proven on the store itself (a worker job, or the merchant's return, whichever
+   comes first): WordPress's REST index names the site's own address (what its webhooks carry
+   as their source), and a REST call with the keys must succeed there. Only then do they become
+   the store's, and our webhooks are registered.
+4. The store sends the merchant back to ``/woocommerce/return?success=1&user_id=…``: the
+   browser that started the connection, and only it, is signed in to the admin, once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import re
 import secrets
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-from flask import Blueprint, jsonify, redirect, render_template, request
+from flask import Blueprint, jsonify, make_response, redirect, render_template, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -30,8 +34,11 @@ from sqlmodel import select
 from app import get_runtime
 from app.admin_auth import issue_login_link
 from app.webhooks import read_raw_body
-from connectors.woocommerce import PLATFORM, canonical_site_url
-from connectors.woocommerce.rest import join_key_pair
+from connectors.base import PlatformError
+from connectors.woocommerce import PLATFORM, WooCommerceConnector
+from connectors.woocommerce.rest import join_key_pair, split_key_pair
+from connectors.woocommerce.site import validate_store_url
+from sequences import runtime as runtime_module
 from sequences.models import PlatformConnection, Store, StoreStatus
 from sequences.platform_sync import set_up_store
 from sequences.runtime import Runtime
@@ -47,41 +54,24 @@ MAX_CALLBACK_BYTES = 16_384
 # WooCommerce's key format: "ck_"/"cs_" and 40 hex digits (wc_rand_hash()).
 CONSUMER_KEY = re.compile(r"^ck_[0-9a-f]{40}$")
 CONSUMER_SECRET = re.compile(r"^cs_[0-9a-f]{40}$")
+# The browser that started a connection (only it is signed in at the return).
+BROWSER_COOKIE = "cartback_wc_connect"
+# At the return, how long to wait for a worker already registering the webhooks.
+RETURN_WEBHOOK_WAIT_SECONDS = 10
 
 
-def _hash(connection_id: str) -> str:
-    return hashlib.sha256(connection_id.encode()).hexdigest()
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def _problem(title: str, detail: str, status: int, **context: Any) -> Any:
     return render_template("woocommerce/problem.html", title=title, detail=detail, **context), status
 
 
-def _private_host(host: str) -> bool:
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return not address.is_global
-
-
-def validate_store_url(runtime: Runtime, raw: str) -> str:
-    """The store's canonical address; ValueError with what to fix."""
-    if len(raw) > 2000:
-        raise ValueError("that address is too long to be a store's")
-    site = canonical_site_url(raw if "://" in raw else f"https://{raw}")
-    parts = urlsplit(site)
-    if parts.scheme != "https":
-        raise ValueError(
-            "the store must be served over https: WooCommerce hands out REST keys only to secure sites, "
-            "and cartback sends them nowhere else"
-        )
-    # cartback calls this address from its servers: an internal one would reach them instead.
-    if _private_host(parts.hostname or "") and runtime.settings.is_production:
-        raise ValueError("that address is not on the public internet")
-    return site
+def _connector(runtime: Runtime) -> WooCommerceConnector:
+    connector = runtime.connectors[PLATFORM]
+    assert isinstance(connector, WooCommerceConnector)
+    return connector
 
 
 @bp.get("/woocommerce/connect")
@@ -91,7 +81,7 @@ def connect() -> Any:
     if not raw:
         return render_template("woocommerce/connect.html", store_url="", error=None)
     try:
-        site = validate_store_url(runtime, raw)
+        site = validate_store_url(raw, public_only=runtime.settings.is_production)
     except ValueError as exc:
         return render_template("woocommerce/connect.html", store_url=raw, error=str(exc)), 400
     app_url = runtime.settings.app_url
@@ -102,12 +92,13 @@ def connect() -> Any:
             "to cartback's public https address and try again.",
             503,
         )
-    connection_id = secrets.token_urlsafe(24)
+    connection_id, browser = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     now = runtime.now()
     with runtime.database.session() as session:
         session.add(
             PlatformConnection(
                 connection_sha256=_hash(connection_id),
+                browser_sha256=_hash(browser),
                 platform=PLATFORM,
                 store_url=site,
                 created_at=now,
@@ -125,7 +116,18 @@ def connect() -> Any:
         }
     )
     log.info("woocommerce connect started", extra={"site": site})
-    return redirect(f"{site}/wc-auth/v1/authorize?{query}", code=302)
+    response = make_response(redirect(f"{site}/wc-auth/v1/authorize?{query}", code=302))
+    # Lax: sent on the store's redirect back (a top-level GET), not on cross-site posts.
+    response.set_cookie(
+        BROWSER_COOKIE,
+        browser,
+        max_age=int(CONNECTION_LIFETIME.total_seconds()),
+        path="/woocommerce",
+        secure=app_url.startswith("https://"),
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
 
 
 def _refuse(status: int, reason: str) -> Any:
@@ -156,59 +158,100 @@ def callback() -> Any:
     if not isinstance(secret, str) or not CONSUMER_SECRET.match(secret):
         return _refuse(400, "consumer_secret must be a WooCommerce consumer secret (cs_…)")
     now = runtime.now()
-    try:
-        with runtime.database.locked_session() as session:
-            connection = session.exec(
-                select(PlatformConnection)
-                .where(PlatformConnection.connection_sha256 == _hash(str(connection_id)))
-                .with_for_update()
-            ).first()
-            if connection is None or connection.platform != PLATFORM:
-                return _refuse(404, "no connection is waiting for this user_id; start again from cartback")
-            if connection.keys_received_at is not None:
-                return _refuse(
-                    409, "this connection has already received its keys; start again from cartback"
-                )
-            if connection.expires_at < now:
-                return _refuse(410, "this connection expired; start again from cartback")
-            store = session.exec(
-                select(Store).where(
-                    Store.platform == PLATFORM, Store.platform_store_id == connection.store_url
-                )
-            ).first()
-            if store is None:
-                store = Store(
-                    platform=PLATFORM, platform_store_id=connection.store_url, name=connection.store_url
-                )
-                session.add(store)
-            store.status, store.installed_at = StoreStatus.ACTIVE, now
-            store.api_base_url = store.storefront_url = connection.store_url
-            store.access_token_ciphertext = runtime.secrets.encrypt(join_key_pair(key, secret))
-            if not store.webhook_secret_ciphertext:
-                # Signs our webhooks and the companion plugin's captures; kept across reconnects
-                # so an installed plugin keeps working.
-                store.webhook_secret_ciphertext = runtime.secrets.encrypt(secrets.token_urlsafe(32))
-            store.updated_at = now
-            session.flush()
-            connection.keys_received_at, connection.store_id = now, store.id
-            store_id = store.id
-    except IntegrityError:
-        return _refuse(409, "another connection for this store finished at the same moment; try again")
-    assert store_id is not None
-    log.info("woocommerce keys received", extra={"store_id": store_id})
-    _enqueue_setup(runtime, store_id)
-    return jsonify(status="connected"), 200
-
-
-def _enqueue_setup(runtime: Runtime, store_id: int) -> None:
-    from sequences.jobs import set_up_store_job
-
+    with runtime.database.locked_session() as session:
+        connection = session.exec(
+            select(PlatformConnection)
+            .where(PlatformConnection.connection_sha256 == _hash(str(connection_id)))
+            .with_for_update()
+        ).first()
+        if connection is None or connection.platform != PLATFORM:
+            return _refuse(404, "no connection is waiting for this user_id; start again from cartback")
+        if connection.keys_received_at is not None:
+            return _refuse(409, "this connection has already received its keys; start again from cartback")
+        if connection.expires_at < now:
+            return _refuse(410, "this connection expired; start again from cartback")
+        # Held, not yet the store's: they are proven on the store first (complete_connection).
+        connection.keys_ciphertext = runtime.secrets.encrypt(join_key_pair(key, secret))
+        connection.keys_received_at = now
+        connection_pk = connection.id
+    assert connection_pk is not None
+    log.info("woocommerce keys received", extra={"connection": connection_pk})
     try:
         runtime.queue.enqueue(
-            set_up_store_job, store_id, PLATFORM, job_id=f"set-up-store-{store_id}", result_ttl=0
+            complete_connection_job,
+            connection_pk,
+            job_id=f"connect-woocommerce-{connection_pk}",
+            result_ttl=0,
         )
     except RedisError:
-        log.warning("store setup not queued: Redis unreachable (the merchant's return does it)")
+        log.warning("connection not queued: Redis unreachable (the merchant's return completes it)")
+    return jsonify(status="received"), 200
+
+
+def complete_connection_job(connection_pk: int) -> str:
+    runtime = runtime_module.current()
+    store_id, problem = complete_connection(runtime, connection_pk)
+    if store_id is None:
+        return f"not connected: {problem}"
+    webhooks, problem = set_up_store(runtime, store_id, PLATFORM)
+    return problem or str(webhooks)
+
+
+def complete_connection(runtime: Runtime, connection_pk: int) -> tuple[int | None, str | None]:
+    """Prove the held keys on the store and make them the store's; (store id, problem)."""
+    with runtime.database.session() as session:
+        connection = session.get(PlatformConnection, connection_pk)
+        if connection is None or not connection.keys_ciphertext:
+            return None, "no keys were received for this connection"
+        if connection.store_id is not None:
+            return connection.store_id, None
+        typed = connection.store_url
+        key, secret = split_key_pair(runtime.secrets.decrypt(connection.keys_ciphertext))
+    try:
+        # Outside any lock: the store may be slow. The site's own address names the store.
+        site = _connector(runtime).verify_keys(typed, key, secret)
+    except PlatformError as exc:
+        with runtime.database.session() as session:
+            connection = session.get(PlatformConnection, connection_pk)
+            if connection is not None:
+                connection.problem = exc.reason
+                session.commit()
+        log.warning("woocommerce keys not proven", extra={"connection": connection_pk, "reason": exc.reason})
+        return None, exc.reason
+    now = runtime.now()
+    for _attempt in range(2):
+        try:
+            with runtime.database.locked_session() as session:
+                connection = session.exec(
+                    select(PlatformConnection).where(PlatformConnection.id == connection_pk).with_for_update()
+                ).one()
+                if connection.store_id is not None:  # the job and the return raced: one won
+                    return connection.store_id, None
+                store = session.exec(
+                    select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == site)
+                ).first()
+                if store is None:
+                    store = Store(platform=PLATFORM, platform_store_id=site, name=site)
+                    session.add(store)
+                store.status, store.installed_at = StoreStatus.ACTIVE, now
+                store.api_base_url = store.storefront_url = site
+                store.access_token_ciphertext = connection.keys_ciphertext
+                if not store.webhook_secret_ciphertext:
+                    # Signs our webhooks and the companion plugin's captures; kept across
+                    # reconnects so an installed plugin keeps working.
+                    store.webhook_secret_ciphertext = runtime.secrets.encrypt(secrets.token_urlsafe(32))
+                store.updated_at = now
+                session.flush()
+                connection.store_id, connection.problem = store.id, None
+                # The keys now live on the store only.
+                connection.keys_ciphertext = None
+                store_id = store.id
+            assert store_id is not None
+            log.info("woocommerce store connected", extra={"store_id": store_id})
+            return store_id, None
+        except IntegrityError:
+            continue  # another connection for the same site created the row meanwhile
+    return None, "another connection for this store finished at the same moment; try again"
 
 
 @bp.get("/woocommerce/return")
@@ -224,17 +267,25 @@ def returned() -> Any:
             retry=True,
         )
     now = runtime.now()
-    with runtime.database.locked_session() as session:
+    browser = request.cookies.get(BROWSER_COOKIE, "")
+    with runtime.database.session() as session:
         connection = session.exec(
-            select(PlatformConnection)
-            .where(PlatformConnection.connection_sha256 == _hash(connection_id))
-            .with_for_update()
+            select(PlatformConnection).where(PlatformConnection.connection_sha256 == _hash(connection_id))
         ).first()
         if connection is None:
             return _problem(
                 "This connection is not known", "Start again from the connect page.", 404, retry=True
             )
-        if connection.keys_received_at is None or connection.store_id is None:
+        if not browser or connection.browser_sha256 != _hash(browser):
+            # Only who started the connection is signed in: the id in this address is not proof.
+            return _problem(
+                "Open this from the browser you connected with",
+                "This connection was started in another browser (or its cookie was cleared). Your store "
+                "is connected all the same; start a new connection from this browser to sign in.",
+                403,
+                retry=True,
+            )
+        if connection.keys_received_at is None:
             if connection.expires_at < now:
                 return _problem(
                     "This connection expired", "Start again from the connect page.", 410, retry=True
@@ -249,14 +300,28 @@ def returned() -> Any:
                 502,
                 retry=True,
             )
+        connection_pk = connection.id
+        assert connection_pk is not None
+    store_id, problem = complete_connection(runtime, connection_pk)
+    if store_id is None:
+        return _problem(
+            "The store's keys could not be checked",
+            f"WooCommerce sent keys, but cartback could not use them on the store: {problem}. Reload this "
+            "page to try again, or connect again.",
+            502,
+        )
+    with runtime.database.locked_session() as session:
+        connection = session.exec(
+            select(PlatformConnection).where(PlatformConnection.id == connection_pk).with_for_update()
+        ).one()
         first_return = connection.returned_at is None
         connection.returned_at = connection.returned_at or now
-        store_id = connection.store_id
         store = session.get(Store, store_id)
         assert store is not None
         secret = runtime.secrets.decrypt(store.webhook_secret_ciphertext or "")
-    webhooks, problem = set_up_store(runtime, store_id, PLATFORM)
+    # Signed in before anything slow, so a timeout below cannot lose the merchant their link.
     login_link = issue_login_link(runtime, store_id, "woocommerce connect") if first_return else None
+    webhooks, problem = set_up_store(runtime, store_id, PLATFORM, wait_seconds=RETURN_WEBHOOK_WAIT_SECONDS)
     with runtime.database.session() as session:
         store = session.get(Store, store_id)
         assert store is not None

@@ -210,6 +210,9 @@ class CartSnapshot:
     completed: bool = False
     # Billing details as typed, where the platform will need them to build the cart's order.
     billing: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # When the shopper last did something, where the platform's update time says more than
+    # that (a WooCommerce order is also modified by the merchant, and by cartback's coupon).
+    activity_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -407,6 +410,8 @@ class RebuiltCheckout:
     # The cart's new platform token when the rebuild made a new checkout for it (WooCommerce:
     # the order it created), so that later steps reuse it instead of making another.
     cart_token: str | None = None
+    # The cart's order has gone through meanwhile: ``url`` is the store, with nothing to pay.
+    already_ordered: bool = False
 
 
 @runtime_checkable
@@ -524,6 +529,8 @@ class WebhookSync:
     reactivated: list[str] = field(default_factory=list)
     resecreted: list[str] = field(default_factory=list)
     healthy: list[str] = field(default_factory=list)
+    # Paused by the merchant: left as they are.
+    paused: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         parts = [
@@ -533,6 +540,8 @@ class WebhookSync:
         ]
         if self.resecreted:
             parts.append(f"{len(self.resecreted)} given the current secret")
+        if self.paused:
+            parts.append(f"{len(self.paused)} paused by the merchant (left paused)")
         return "webhooks: " + ", ".join(parts)
 
 

@@ -80,6 +80,11 @@ def first_valid_phone(candidates: list[tuple[Any, str | None]], default_region: 
     return None
 
 
+def clean_text(value: Any) -> str | None:
+    """A string field with its surrounding blanks dropped; None when absent or blank."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
 def line_list(payload: Mapping[str, Any], name: str, limit: int = MAX_LINES) -> list[Any]:
     lines: list[Any] = require(payload, name, list)
     if len(lines) > limit:

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -86,7 +87,32 @@ def _landing(
     return ClickResult(None, outcome, notice)
 
 
+# Seconds a click may hold its link's lock (platform calls time out well within it).
+CLICK_LOCK_SECONDS = 45
+
+
 def handle_click(runtime: Runtime, token: str) -> ClickResult:
+    """One click at a time per link: a double tap waits for the first and reuses its checkout,
+    instead of making a second order or code on the platform."""
+    check = runtime.links.check(token, MAX_LINK_AGE)
+    if check.payload is None:
+        return _handle_click(runtime, token)
+    lock = runtime.redis.lock(f"cartback:click:{check.payload.message_id}", timeout=CLICK_LOCK_SECONDS)
+    try:
+        held = lock.acquire(blocking=True, blocking_timeout=CLICK_LOCK_SECONDS)
+    except RedisError:
+        held = None  # Redis down: the click still works; the database rows keep it single-use
+    try:
+        return _handle_click(runtime, token)
+    finally:
+        if held:
+            try:
+                lock.release()
+            except RedisError:
+                log.warning("click lock not released", extra={"message_id": check.payload.message_id})
+
+
+def _handle_click(runtime: Runtime, token: str) -> ClickResult:
     check = runtime.links.check(token, MAX_LINK_AGE)
     if check.payload is None:
         expired = check.problem == LinkProblem.EXPIRED
@@ -179,8 +205,9 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
             billing=dict(cart.buyer_details or {}),
         )
         contact = session.get(Contact, cart.contact_id) if cart.contact_id else None
-        # A platform that restricts codes by email keeps the code to this shopper.
-        customer_email = contact.email if contact else None
+        # A platform that restricts codes by email keeps the code to this shopper: the email of
+        # the checkout itself (the one its order will be checked against), else the contact's.
+        customer_email = (cart.buyer_details or {}).get("email") or (contact.email if contact else None)
         discount_snapshot = (
             (
                 discount.code,
@@ -227,6 +254,9 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
         rebuilt = call_platform(runtime, store_id, lambda c, a: c.rebuild_checkout(a, checkout, applied_code))
         url, new_cart_token = rebuilt.url, rebuilt.cart_token
         outcome = "redirected"
+        if rebuilt.already_ordered:
+            # The order went through (its webhook is on its way): no checkout to send them to.
+            url, outcome, notice, code = rebuilt.url, "already ordered", Notice.ALREADY_ORDERED, None
     except PlatformError as exc:
         log.warning("checkout rebuild failed", extra={"cart_id": cart_id, "reason": exc.reason})
         url, outcome, notice, code = fallback, "fallback", notice or Notice.OFFER_UNAVAILABLE, None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
+from rq.exceptions import DuplicateJobError
+
 from sequences import runtime as runtime_module
+from sequences.models import Store
 from sequences.opt_out_sync import sync_opt_out
-from sequences.platform_sync import set_up_store, sync_platform
+from sequences.platform_sync import SYNC_LOCK_SECONDS, active_store_ids, set_up_store, sync_store
 from sequences.reconcile import reconcile_orders
 from sequences.sending import advance_cart
 from sequences.settings_update import replan_store
@@ -39,10 +44,33 @@ def set_up_store_job(store_id: int, platform: str) -> str:
 
 
 def sync_platform_job(platform: str) -> str:
+    """One job per store, so a slow store delays nobody else's sync."""
     runtime = runtime_module.current()
-    report = sync_platform(runtime, platform)
+    store_ids = active_store_ids(runtime, platform)
+    for store_id in store_ids:
+        # Still queued or running from the last round: not twice.
+        with suppress(DuplicateJobError):
+            runtime.queue.enqueue(
+                sync_store_job,
+                store_id,
+                job_id=f"sync-store-{store_id}",
+                unique=True,
+                result_ttl=0,
+                job_timeout=SYNC_LOCK_SECONDS,
+            )
+    return f"{len(store_ids)} {platform} store syncs queued"
+
+
+def sync_store_job(store_id: int) -> str:
+    runtime = runtime_module.current()
+    report = sync_store(runtime, store_id)
+    with runtime.database.session() as session:
+        store = session.get(Store, store_id)
+        if store is None:
+            return "store gone"
+        platform, ref = store.platform, store.platform_store_id
     # Recovered revenue checked against refunds and cancellations on the same round.
-    return f"{report}; {reconcile_orders(runtime, platform)}"
+    return f"{report}; {reconcile_orders(runtime, platform, store_ref=ref)}"
 
 
 def replan_store_job(store_id: int) -> int:

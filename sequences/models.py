@@ -662,11 +662,18 @@ class PlatformConnection(SQLModel, table=True):
     # Random and single-use; only its SHA-256 is kept (whoever reads the table cannot finish
     # someone's connection).
     connection_sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    # The browser that started it (a cookie's SHA-256): only it is signed in at the return.
+    browser_sha256: str = Field(sa_column=Column(String(64), nullable=False))
     platform: str = Field(sa_column=Column(String(32), nullable=False))
     store_url: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     keys_received_at: datetime | None = _time()
+    # The keys the store posted, encrypted, until they are proven on the store (then the
+    # store's own; cleared here).
+    keys_ciphertext: str | None = Field(default=None, sa_column=Column(Text))
+    # Why the keys could not be proven yet, in words for the merchant.
+    problem: str | None = Field(default=None, sa_column=Column(Text))
     store_id: int | None = Field(default=None, foreign_key="store.id")
     # The merchant came back and was signed in: a second return signs nobody in.
     returned_at: datetime | None = _time()

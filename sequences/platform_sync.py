@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlmodel import select
+from sqlalchemy import delete
+from sqlmodel import col, select
 
 from connectors.base import (
     KeysDeliveries,
@@ -26,7 +27,7 @@ from connectors.base import (
     WebhookSync,
 )
 from sequences.deliveries import record_delivery
-from sequences.models import Store, StoreStatus
+from sequences.models import PlatformConnection, Store, StoreStatus
 from sequences.platform_access import call_platform, refresh_store_details
 from sequences.runtime import Runtime
 from sequences.scheduling import enqueue_delivery
@@ -41,6 +42,8 @@ POLL_OVERLAP = timedelta(minutes=5)
 MAX_POLL_LOOKBACK = timedelta(days=30)
 # Seconds one store's sync may hold its lock (a slow store's pages of orders).
 SYNC_LOCK_SECONDS = 300
+# A connection row is kept this long after it lapsed (for an operator's look), then deleted.
+LAPSED_CONNECTION_KEPT = timedelta(days=7)
 
 
 @dataclass
@@ -52,6 +55,8 @@ class SyncReport:
     webhooks_created: int = 0
     webhooks_reactivated: int = 0
     failed_stores: int = 0
+    # Per store, in words: what its sync found, or why it could not run (the CLI prints these).
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
@@ -66,7 +71,12 @@ def delivery_url(runtime: Runtime, platform: str) -> str:
 
 
 def ensure_webhooks(
-    runtime: Runtime, store_id: int, platform: str, *, set_secret: bool = False
+    runtime: Runtime,
+    store_id: int,
+    platform: str,
+    *,
+    set_secret: bool = False,
+    wait_seconds: float = SYNC_LOCK_SECONDS,
 ) -> WebhookSync:
     """Register or re-activate one store's webhooks, one process at a time per store."""
     registrar = runtime.connectors.capable(platform, RegistersWebhooks)
@@ -75,11 +85,11 @@ def ensure_webhooks(
     url = delivery_url(runtime, platform)
     lock = runtime.redis.lock(f"cartback:webhooks:{store_id}", timeout=SYNC_LOCK_SECONDS)
     try:
-        held = lock.acquire(blocking=True, blocking_timeout=SYNC_LOCK_SECONDS)
+        held = lock.acquire(blocking=True, blocking_timeout=wait_seconds)
     except RedisError:
         held = None  # two creates at once make a duplicate webhook at worst; the next sync keeps one
     if held is False:
-        raise PlatformError("another process is registering this store's webhooks", retryable=True)
+        raise PlatformError("a worker is registering them right now; reload in a minute", retryable=True)
     try:
         return call_platform(
             runtime, store_id, lambda _, access: registrar.ensure_webhooks(access, url, set_secret=set_secret)
@@ -92,7 +102,9 @@ def ensure_webhooks(
                 log.warning("webhook lock not released", extra={"store_id": store_id})
 
 
-def set_up_store(runtime: Runtime, store_id: int, platform: str) -> tuple[WebhookSync | None, str | None]:
+def set_up_store(
+    runtime: Runtime, store_id: int, platform: str, *, wait_seconds: float = SYNC_LOCK_SECONDS
+) -> tuple[WebhookSync | None, str | None]:
     """After a connect: the store's details read and our webhooks registered; (what the
     webhooks look like, the problem in words if they could not be registered)."""
     try:
@@ -102,7 +114,7 @@ def set_up_store(runtime: Runtime, store_id: int, platform: str) -> tuple[Webhoo
         log.warning("store details not read", extra={"store_id": store_id, "reason": exc.reason})
     try:
         # A connect may follow an earlier install whose webhooks were signed otherwise.
-        return ensure_webhooks(runtime, store_id, platform, set_secret=True), None
+        return ensure_webhooks(runtime, store_id, platform, set_secret=True, wait_seconds=wait_seconds), None
     except PlatformError as exc:
         log.warning("webhooks not registered", extra={"store_id": store_id, "reason": exc.reason})
         return None, exc.reason
@@ -141,6 +153,51 @@ def _poll(
     call_platform(runtime, store_id, read)
 
 
+def active_store_ids(runtime: Runtime, platform: str, store_ref: str | None = None) -> list[int]:
+    with runtime.database.session() as session:
+        query = select(Store.id).where(Store.platform == platform, Store.status == StoreStatus.ACTIVE)
+        if store_ref:
+            query = query.where(Store.platform_store_id == store_ref)
+        return [store_id for store_id in session.exec(query.order_by(col(Store.id))).all() if store_id]
+
+
+def sync_store(runtime: Runtime, store_id: int, report: SyncReport | None = None) -> SyncReport:
+    """One store: webhooks checked, then every order changed since its last sync read back."""
+    report = report or SyncReport()
+    with runtime.database.session() as session:
+        store = session.get(Store, store_id)
+        if store is None or store.status != StoreStatus.ACTIVE:
+            return report
+        session.expunge(store)
+    registrar = runtime.connectors.capable(store.platform, RegistersWebhooks)
+    if registrar is None:
+        return report
+    report.stores += 1
+    started = runtime.now()
+    # The first poll starts at the connect: orders left before it are not cartback's to chase.
+    since = store.orders_synced_at or store.installed_at or started
+    before = report.orders_read
+    try:
+        webhooks = ensure_webhooks(runtime, store_id, store.platform)
+        report.webhooks_created += len(webhooks.created)
+        report.webhooks_reactivated += len(webhooks.reactivated)
+        _poll(runtime, registrar, store, max(since - POLL_OVERLAP, started - MAX_POLL_LOOKBACK), report)
+    except PlatformError as exc:
+        report.failed_stores += 1
+        report.notes.append(f"{store.platform_store_id}: could not sync ({exc.reason}); run again later")
+        log.warning("store not synced", extra={"store_id": store_id, "reason": exc.reason})
+        return report
+    with runtime.database.session() as session:
+        row = session.get(Store, store_id)
+        if row is not None:
+            row.orders_synced_at = started
+            session.commit()
+    report.notes.append(
+        f"{store.platform_store_id}: {webhooks}; {report.orders_read - before} changed orders read"
+    )
+    return report
+
+
 def sync_platform(
     runtime: Runtime,
     platform: str,
@@ -150,38 +207,23 @@ def sync_platform(
 ) -> SyncReport:
     """Webhooks checked and changed orders read back, for each active store of the platform."""
     report = SyncReport()
-    registrar = runtime.connectors.capable(platform, RegistersWebhooks)
-    if registrar is None:
+    if runtime.connectors.capable(platform, RegistersWebhooks) is None:
         return report
-    with runtime.database.session() as session:
-        query = select(Store).where(Store.platform == platform, Store.status == StoreStatus.ACTIVE)
-        if store_ref:
-            query = query.where(Store.platform_store_id == store_ref)
-        stores = list(session.exec(query).all())
-        for store in stores:
-            session.expunge(store)
-    for store in stores:
-        assert store.id is not None
-        report.stores += 1
-        started = runtime.now()
-        # The first poll starts at the connect: orders left before it are not cartback's to chase.
-        since = store.orders_synced_at or store.installed_at or started
-        try:
-            webhooks = ensure_webhooks(runtime, store.id, platform)
-            report.webhooks_created += len(webhooks.created)
-            report.webhooks_reactivated += len(webhooks.reactivated)
-            before = report.orders_read
-            _poll(runtime, registrar, store, max(since - POLL_OVERLAP, started - MAX_POLL_LOOKBACK), report)
-        except PlatformError as exc:
-            report.failed_stores += 1
-            progress(f"{store.platform_store_id}: could not sync ({exc.reason}); run again later")
-            log.warning("store not synced", extra={"store_id": store.id, "reason": exc.reason})
-            continue
-        with runtime.database.session() as session:
-            row = session.get(Store, store.id)
-            if row is not None:
-                row.orders_synced_at = started
-                session.commit()
-        progress(f"{store.platform_store_id}: {webhooks}; {report.orders_read - before} changed orders read")
+    for store_id in active_store_ids(runtime, platform, store_ref):
+        sync_store(runtime, store_id, report)
+        while report.notes:
+            progress(report.notes.pop(0))
     log.info("platform synced", extra={"platform": platform, "report": str(report)})
     return report
+
+
+def forget_lapsed_connections(runtime: Runtime) -> int:
+    """Connections started and never finished (or long finished): their rows go."""
+    with runtime.database.session() as session:
+        result = session.exec(
+            delete(PlatformConnection).where(
+                col(PlatformConnection.expires_at) < runtime.now() - LAPSED_CONNECTION_KEPT
+            )
+        )
+        session.commit()
+        return int(result.rowcount or 0)

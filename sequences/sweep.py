@@ -28,6 +28,7 @@ from sequences.models import (
     WebhookDelivery,
 )
 from sequences.platform_access import renew_lapsing_tokens
+from sequences.platform_sync import forget_lapsed_connections
 from sequences.runtime import Runtime
 from sequences.scheduling import (
     enqueue_delivery,
@@ -131,6 +132,7 @@ def run_sweep(runtime: Runtime) -> SweepReport:
     report.payloads_purged = purge_processed_payloads(runtime, now)
     report.opt_out_syncs_queued = enqueue_opt_out_syncs(runtime)
     report.tokens_renewed = renew_lapsing_tokens(runtime)
+    forget_lapsed_connections(runtime)
     if runtime.transport.needs_whatsapp_account:
         report.numbers_checked = recheck_numbers(runtime)
     log.info("sweep done", extra={"report": str(report)})

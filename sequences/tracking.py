@@ -226,7 +226,7 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
         _apply_buyer(runtime, contact, snapshot.buyer, settings, snapshot.updated_at)
 
     # Activity cannot be in the future: a platform clock ahead of ours would delay sending.
-    activity_at = min(snapshot.updated_at, now)
+    activity_at = min(snapshot.activity_at or snapshot.updated_at, now)
     created = cart is None
     if cart is None:
         cart = Cart(
@@ -361,6 +361,10 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
 
 def _find_cart_for_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Cart | None:
     scoped = select(Cart).where(Cart.store_id == store.id)
+    # Already recorded (a later update of the same order): the same cart, never another one.
+    recorded = session.exec(scoped.where(Cart.order_platform_id == order.order_id)).first()
+    if recorded is not None:
+        return recorded
     # Our own single-use code is the strongest evidence: the shopper came through our link,
     # even when the platform rebuilt the cart as a new checkout (a permalink fallback).
     if order.discount_codes:
@@ -468,6 +472,7 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
         total=str(order.total),
         currency=order.currency,
     )
+    _close_other_carts(runtime, session, cart, order)
     if attributed:
         _close(cart, CartStatus.RECOVERED, None, now)
         sent = select(func.max(Message.step_number)).where(
@@ -489,6 +494,31 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     _close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
     timeline.record(session, cart, "converted_unassisted", reason=reason)
     return Applied("converted unassisted")
+
+
+def _close_other_carts(runtime: Runtime, session: Session, cart: Cart, order: OrderEvent) -> None:
+    """The shopper bought: their other open carts from before the order are done too (on
+    WooCommerce, an order left pending and then paid for with a new one). No reminder about a
+    cart they have just bought."""
+    if cart.contact_id is None:
+        return
+    others = session.exec(
+        select(Cart)
+        .where(
+            Cart.store_id == cart.store_id,
+            Cart.contact_id == cart.contact_id,
+            col(Cart.id) != cart.id,
+            col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)),
+            col(Cart.last_activity_at) <= order.created_at,
+        )
+        .order_by(col(Cart.id))
+        .with_for_update()
+    ).all()
+    for other in others:
+        assert other.id is not None
+        steps.cancel_open(session, other.id, "the shopper ordered in another checkout")
+        _close(other, CartStatus.EXPIRED, f"the shopper ordered (order {order.order_id})", runtime.now())
+        timeline.record(session, other, "closed_by_order", order_id=order.order_id)
 
 
 def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: AppUninstalled) -> Applied:

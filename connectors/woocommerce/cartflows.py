@@ -35,7 +35,7 @@ from connectors.base import (
     parse_currency,
     parse_decimal,
 )
-from connectors.payload_fields import first_valid_phone
+from connectors.payload_fields import clean_text, first_valid_phone
 
 TOPIC_PREFIX = "cartflows."
 # Where the store's currency rides along: the form does not say it.
@@ -64,7 +64,8 @@ def url_key(secret: str, store_id: int) -> str:
 
 def store_id_of(key: str) -> int | None:
     head, _, _ = key.partition("-")
-    return int(head) if head.isdigit() else None
+    # A row id, not any number: a 30-digit one must not reach the database.
+    return int(head) if head.isdigit() and len(head) <= 18 else None
 
 
 def key_matches(secret: str, store_id: int, given: str) -> bool:
@@ -92,29 +93,25 @@ def _session_id(checkout_url: str) -> str | None:
     return session if session and len(session) <= 64 and session.replace("-", "").isalnum() else None
 
 
-def _clean(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
 def parse(
     topic: str, payload: Mapping[str, Any], *, default_region: str, received_at: datetime
 ) -> WebhookEvent:
     status = topic.removeprefix(TOPIC_PREFIX)
     if status not in ("abandoned", "completed"):
         return Ignored(f"CartFlows status {status} is not used by cartback")
-    checkout_url = html.unescape(_clean(payload.get("checkout_url")) or "")
+    checkout_url = html.unescape(clean_text(payload.get("checkout_url")) or "")
     phone = first_valid_phone(
         [(payload.get("phone_number"), None), (payload.get("phone"), None)], default_region
     )
-    email = (_clean(payload.get("email")) or "").lower() or None
+    email = (clean_text(payload.get("email")) or "").lower() or None
     session = _session_id(checkout_url)
     if session is None and not (phone or email):
         raise PayloadError(
             "checkout_url carries no wcf_ac_token and there is no phone or email to know the cart by"
         )
     who = session or hashlib.sha256(f"{phone}|{email}".encode()).hexdigest()[:32]
-    names = html.unescape(_clean(payload.get("product_names")) or "")
-    total = parse_decimal(_clean(payload.get("cart_total")) or "0", "cart_total")
+    names = html.unescape(clean_text(payload.get("product_names")) or "")
+    total = parse_decimal(clean_text(payload.get("cart_total")) or "0", "cart_total")
     lines = (CartLine(title=names[:200], quantity=1, unit_price=total),) if names else ()
     return CartSnapshot(
         cart_id=f"cartflows-{who}",
@@ -127,7 +124,7 @@ def parse(
         buyer=Buyer(
             phone_e164=phone,
             email=email,
-            first_name=_clean(payload.get("first_name")),
+            first_name=clean_text(payload.get("first_name")),
             # CartFlows asks no WhatsApp opt-in: only a store that collects it elsewhere
             # (consent policy "store_collects_optin") has these shoppers messaged.
             marketing_consent=False,

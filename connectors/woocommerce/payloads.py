@@ -39,6 +39,7 @@ from connectors.base import (
     parse_decimal,
 )
 from connectors.payload_fields import (
+    clean_text,
     first_valid_phone,
     line_list,
     line_quantity,
@@ -56,8 +57,9 @@ CART_EMPTIED = "cart.emptied"
 KNOWN_TOPICS = ORDER_TOPICS | {ORDER_DELETED, CART_UPDATED, CART_EMPTIED}
 # The statuses an order waits in for a payment that never came (UPI and card drop-offs).
 UNPAID_STATUSES = frozenset({"pending", "failed"})
-# The order was placed: paid, or (cash on delivery) accepted to be paid at the door.
-PLACED_STATUSES = frozenset({"processing", "completed"})
+# The order was placed: paid, accepted to be paid at the door (cash on delivery), or awaiting
+# the merchant's confirmation of a bank transfer or cheque (on-hold). Any of these ends the cart.
+PLACED_STATUSES = frozenset({"processing", "completed", "on-hold"})
 # Orders the shopper made at the storefront: classic checkout and the block checkout (Store
 # API). Orders made in the admin or over REST (ours included) are nobody's abandoned cart.
 SHOPPER_CHANNELS = frozenset({"checkout", "store-api"})
@@ -139,10 +141,6 @@ def _country(address: Mapping[str, Any]) -> str | None:
     return code.upper() if isinstance(code, str) and len(code) == 2 and code.isalpha() else None
 
 
-def _clean(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
 def _buyer(
     billing: Mapping[str, Any],
     shipping: Mapping[str, Any],
@@ -160,25 +158,29 @@ def _buyer(
             ],
             default_region,
         ),
-        email=(_clean(billing.get("email")) or "").lower() or None,
-        first_name=_clean(billing.get("first_name")) or _clean(shipping.get("first_name")),
+        email=(clean_text(billing.get("email")) or "").lower() or None,
+        first_name=clean_text(billing.get("first_name")) or clean_text(shipping.get("first_name")),
         customer_id=customer_id,
         marketing_consent=consent,
         consent_source=ConsentSource.CHECKOUT_CHECKBOX if consent else ConsentSource.UNKNOWN,
     )
 
 
-def _order_line(raw: Any, index: int) -> CartLine:
+def _order_line(raw: Any, index: int, *, with_tax: bool) -> CartLine:
     where = f"line_items[{index}]"
     if not isinstance(raw, dict):
         raise PayloadError(f"{where} must be an object")
     quantity = line_quantity(raw, where)
-    name = _clean(raw.get("name"))
+    name = clean_text(raw.get("name"))
     if name is None:
         raise PayloadError(f"{where}.name is required")
     # ``price`` is a JSON float in WooCommerce's REST output; ``subtotal`` (before coupons) is
     # the line's exact decimal string.
     subtotal = parse_decimal(require(raw, "subtotal", str), f"{where}.subtotal")
+    if with_tax:
+        # A store whose prices include tax (GST-inclusive, common in India) shows the shopper
+        # the price with it; the REST line keeps the tax apart.
+        subtotal += parse_decimal(raw.get("subtotal_tax") or "0", f"{where}.subtotal_tax")
     variation_id = optional_str(raw, "variation_id")
     image = raw.get("image")
     return CartLine(
@@ -187,7 +189,7 @@ def _order_line(raw: Any, index: int) -> CartLine:
         unit_price=_unit_price(subtotal, quantity),
         product_id=optional_str(raw, "product_id"),
         variant_id=variation_id if variation_id not in (None, "0") else optional_str(raw, "product_id"),
-        image_url=_clean(image.get("src")) if isinstance(image, dict) else None,
+        image_url=clean_text(image.get("src")) if isinstance(image, dict) else None,
     )
 
 
@@ -207,8 +209,9 @@ def _order_cart_id(order_id: str, meta: Mapping[str, Any]) -> str:
 def _placed_at(payload: Mapping[str, Any]) -> datetime:
     if payload.get("date_paid_gmt"):
         return parse_gmt(payload["date_paid_gmt"], "date_paid_gmt")
-    # Placed unpaid (cash on delivery) or marked processing by hand: its last change is when.
-    return parse_gmt(payload.get("date_modified_gmt"), "date_modified_gmt")
+    # Placed unpaid (cash on delivery, a bank transfer on hold): when the shopper placed it, not
+    # when the merchant later confirmed the money.
+    return parse_gmt(payload.get("date_created_gmt"), "date_created_gmt")
 
 
 def _needs_payment(payload: Mapping[str, Any], status: str, total: Decimal) -> bool:
@@ -270,7 +273,8 @@ def order(payload: dict[str, Any], default_region: str) -> WebhookEvent:
     if not _needs_payment(payload, status, total):
         return Ignored(f"order {status} but nothing left to pay")
     raw_lines = line_list(payload, "line_items")
-    lines = tuple(_order_line(raw, index) for index, raw in enumerate(raw_lines))
+    with_tax = payload.get("prices_include_tax") is True
+    lines = tuple(_order_line(raw, index, with_tax=with_tax) for index, raw in enumerate(raw_lines))
     modified = parse_gmt(payload.get("date_modified_gmt"), "date_modified_gmt")
     return CartSnapshot(
         cart_id=_order_cart_id(order_id, meta),
@@ -278,12 +282,17 @@ def order(payload: dict[str, Any], default_region: str) -> WebhookEvent:
         # WooCommerce keeps whole seconds; the plugin's captures of the same cart keep
         # microseconds. The order is the later word on the cart: it counts from its second's end.
         updated_at=modified + timedelta(microseconds=999_999),
+        # The shopper's part ended when they placed it; later changes are the merchant's, the
+        # payment gateway's or cartback's own coupon, none of which should re-time reminders.
+        activity_at=parse_gmt(payload.get("date_created_gmt"), "date_created_gmt"),
         currency=currency,
         subtotal=sum((line.line_total for line in lines), Decimal(0)),
         total=total,
         lines=lines,
         buyer=buyer,
-        checkout_url=_clean(payload.get("payment_url")),
+        checkout_url=clean_text(payload.get("payment_url")),
+        # The order's own email: a coupon restricted to it is one the order accepts.
+        billing={"email": buyer.email} if buyer.email else {},
         raw=payload,
     )
 
@@ -303,7 +312,7 @@ def _plugin_line(raw: Any, index: int) -> CartLine:
     if not isinstance(raw, dict):
         raise PayloadError(f"{where} must be an object")
     quantity = line_quantity(raw, where)
-    name = _clean(raw.get("name"))
+    name = clean_text(raw.get("name"))
     if name is None:
         raise PayloadError(f"{where}.name is required")
     product_id = platform_id(raw, "product_id")
@@ -314,8 +323,8 @@ def _plugin_line(raw: Any, index: int) -> CartLine:
         unit_price=parse_decimal(require(raw, "price", str), f"{where}.price"),
         product_id=product_id,
         variant_id=variation_id if variation_id not in (None, "0") else product_id,
-        variant_title=_clean(raw.get("variation")),
-        image_url=_clean(raw.get("image")),
+        variant_title=clean_text(raw.get("variation")),
+        image_url=clean_text(raw.get("image")),
     )
 
 
@@ -342,7 +351,7 @@ def plugin_cart(payload: dict[str, Any], default_region: str) -> CartSnapshot:
             else optional_str(customer, "customer_id"),
             default_region=default_region,
         ),
-        checkout_url=_clean(payload.get("checkout_url")),
+        checkout_url=clean_text(payload.get("checkout_url")),
         billing=billing_details(payload),
         raw=payload,
     )

@@ -157,17 +157,24 @@ class WooCommerceRest:
             retryable=retryable,
         )
 
-    def site_index(self) -> dict[str, Any]:
-        """WordPress's public REST index (``/wp-json/``): the site's name and time zone, which
-        WooCommerce's own settings routes do not carry. Empty when it cannot be read."""
+    @staticmethod
+    def read_index(site: str, timeout: tuple[float, float] = TIMEOUT) -> tuple[dict[str, Any], str | None]:
+        """WordPress's public REST index (``/wp-json/``): the site's own address, name and time
+        zone, which WooCommerce's routes do not carry. (index, where it redirected to, if it
+        did): redirects are not followed blindly, the caller checks the new address first."""
         try:
             raw = requests.get(
-                f"{self.site}/wp-json/", timeout=self._timeout, headers={"user-agent": USER_AGENT}
+                f"{site.rstrip('/')}/wp-json/",
+                timeout=timeout,
+                headers={"user-agent": USER_AGENT},
+                allow_redirects=False,
             )
         except requests.exceptions.RequestException:
-            return {}
+            return {}, None
+        if raw.is_redirect and raw.headers.get("Location", "").startswith("https://"):
+            return {}, raw.headers["Location"].split("/wp-json", 1)[0]
         body = _json_or_none(raw) if raw.status_code == 200 else None
-        return body if isinstance(body, dict) else {}
+        return (body if isinstance(body, dict) else {}), None
 
     def _send(
         self,
@@ -185,7 +192,9 @@ class WooCommerceRest:
             last = attempt == ATTEMPTS
             try:
                 # The library adds the auth parameters to the dict it is given: a copy each time.
-                options: dict[str, Any] = {"params": dict(params or {})}
+                # Redirects are not followed: a store answering with one to another host (or
+                # a private address) would take the keys, or cartback's requests, there.
+                options: dict[str, Any] = {"params": dict(params or {}), "allow_redirects": False}
                 if method in ("POST", "PUT"):
                     raw = getattr(api, method.lower())(endpoint, body, **options)
                 else:

@@ -58,6 +58,8 @@ class Live:
     def __init__(self, fake: FakeWooCommerce, runtime: Runtime, app: Any) -> None:
         self.fake, self.runtime, self.app = fake, runtime, app
         self.client = app.test_client()
+        # The merchant's browser on cartback's https address (its Secure cookies come back).
+        self.client.environ_base["wsgi.url_scheme"] = "https"
 
     def at(self, moment: timedelta) -> Any:
         return time_machine.travel(T0 + moment, tick=False)
@@ -365,3 +367,94 @@ def test_an_expired_unused_coupon_is_deleted_from_the_store_by_purge(live):
     assert report.deleted == 1 and live.fake.coupon(code) is None
     [deleted] = live.fake.calls("DELETE", "/wp-json/wc/v3/coupons/")
     assert deleted.query["force"] == "true"
+
+
+def test_a_second_steps_coupon_replaces_the_firsts_on_the_order(live):
+    with live.at(-MIN):
+        live.connect()
+    both_offers = OFFER_FIRST.model_copy(
+        update={
+            "steps": [OFFER_FIRST.steps[0], OFFER_FIRST.steps[0].model_copy(update={"delay_minutes": 240})]
+        }
+    )
+    with live.runtime.database.session() as session:
+        row = session.exec(select(Store)).one()
+        row.settings = both_offers.to_stored()
+        session.commit()
+    with live.at(0 * MIN):
+        order = live.fake.place_order(
+            billing=BILLING, line_items=[(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
+        )
+        _drain_queue(live.runtime)
+    live.run(16 * MIN)
+    live.click(live.outbox()[0], 20 * MIN)
+    live.run(4 * 60 * MIN + MIN)
+    second = live.outbox()[1]
+    live.click(second, 4 * 60 * MIN + 5 * MIN)
+    codes = [line["code"] for line in live.fake.order(order["id"])["coupon_lines"]]
+    with live.runtime.database.session() as session:
+        latest = session.exec(select(Discount).where(Discount.step_number == 2)).one().code
+    # The offers do not add up: the order carries the latest step's code only.
+    assert codes == [latest.lower()]
+    assert Decimal(live.fake.order(order["id"])["total"]) == Decimal("1998.00")
+
+
+def test_a_click_after_the_payment_went_through_lands_on_the_store_not_a_new_checkout(live):
+    with live.at(-MIN):
+        live.connect()
+    with live.at(0 * MIN):
+        order = live.fake.place_order(
+            billing=BILLING, line_items=[(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
+        )
+        _drain_queue(live.runtime)
+    live.run(16 * MIN)
+    live.fake.drop_deliveries = True  # the payment's webhook has not arrived yet
+    with live.at(18 * MIN):
+        live.fake.pay(order["id"])
+    landing = live.click(live.outbox()[0], 20 * MIN)
+    assert landing.startswith(live.fake.url) and "cartback_notice=already_ordered" in landing
+    assert "checkout-link" not in landing and live.fake.calls("PUT", "/wp-json/wc/v3/orders") == []
+
+
+def test_a_store_typed_without_its_own_address_is_named_as_its_webhooks_name_it(live):
+    typed = live.fake.url.replace("127.0.0.1", "localhost")  # WordPress's home is 127.0.0.1
+    with live.at(-MIN):
+        location = live.client.get("/woocommerce/connect", query_string={"store_url": typed}).headers[
+            "Location"
+        ]
+        approval = live.fake.approve(location)
+        assert live.client.get(approval.redirect_url.removeprefix(APP)).status_code == 200
+    assert live.store().platform_store_id == live.fake.url
+    with live.at(0 * MIN):
+        order = live.fake.place_order(billing=BILLING, line_items=[(93, 94, 2)], meta_data=OPTED_IN)
+        _drain_queue(live.runtime)
+    assert live.cart(platform_cart_token=f"order-{order['id']}").status == CartStatus.ACTIVE
+
+
+def test_reconnecting_keeps_the_stores_secret_and_a_webhook_the_merchant_paused(live):
+    from sequences.platform_sync import sync_platform
+
+    with live.at(-MIN):
+        live.connect()
+    secret = live.secret()
+    hooks = list(live.fake.site.webhooks.values())
+    hooks[0].status = "paused"
+    with live.at(0 * MIN):
+        live.connect()
+    assert live.secret() == secret and len(live.fake.site.webhooks) == 4
+    with live.at(10 * MIN):
+        report = sync_platform(live.runtime, "woocommerce")
+    assert report.webhooks_reactivated == 0 and hooks[0].status == "paused"
+
+
+def test_the_periodic_sync_runs_one_job_per_store(live):
+    from sequences.jobs import sync_platform_job
+
+    with live.at(-MIN):
+        live.connect()
+    with live.at(10 * MIN):
+        assert sync_platform_job("woocommerce") == "1 woocommerce store syncs queued"
+        queued = [job.id for job in live.runtime.queue.get_jobs() if job.id.startswith("sync-")]
+        assert queued == [f"sync-store-{live.store().id}"]
+        _drain_queue(live.runtime)
+    assert live.store().orders_synced_at is not None

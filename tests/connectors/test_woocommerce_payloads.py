@@ -73,7 +73,6 @@ def test_a_failed_payment_is_abandoned_too():
         ({"created_via": "admin"}, "created via admin"),
         ({"created_via": "rest-api"}, "created via rest-api"),
         ({"status": "cancelled"}, "order cancelled"),
-        ({"status": "on-hold"}, "order on-hold"),
         ({"status": "checkout-draft"}, "order checkout-draft"),
         ({"needs_payment": False}, "nothing left to pay"),
     ],
@@ -81,6 +80,33 @@ def test_a_failed_payment_is_abandoned_too():
 def test_orders_that_are_not_a_dropped_payment_are_acknowledged_and_left(change, reason):
     event = parse("order.updated", fixture("order_pending_razorpay") | change)
     assert isinstance(event, Ignored) and reason in event.reason
+
+
+def test_a_bank_transfer_on_hold_is_a_placed_order_dated_when_the_shopper_placed_it():
+    on_hold = fixture("order_pending_razorpay") | {
+        "status": "on-hold",
+        "payment_method": "bacs",
+        "needs_payment": False,
+    }
+    order = parse("order.updated", on_hold)
+    # Not when the merchant later confirms the money: the shopper bought at 09:00.
+    assert isinstance(order, OrderEvent) and order.created_at == datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def test_prices_include_tax_where_the_store_shows_them_with_it():
+    order = fixture("order_pending_razorpay")
+    order["prices_include_tax"] = True
+    order["line_items"][1] = order["line_items"][1] | {"subtotal": "254.24", "subtotal_tax": "45.76"}
+    snapshot = parse("order.created", order)
+    assert isinstance(snapshot, CartSnapshot) and snapshot.lines[1].unit_price == Decimal("300.00")
+
+
+def test_a_capture_pointing_off_the_store_keeps_no_link():
+    capture = fixture("cart_updated_phone_only") | {"checkout_url": "https://evil.example/checkout/"}
+    snapshot = parse("cart.updated", capture)
+    assert isinstance(snapshot, CartSnapshot) and snapshot.checkout_url is None
+    on_store = parse("cart.updated", fixture("cart_updated_phone_only"))
+    assert isinstance(on_store, CartSnapshot) and on_store.checkout_url == "https://shop.example/checkout/"
 
 
 def test_without_the_plugins_tick_there_is_no_consent():
