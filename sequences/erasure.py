@@ -133,10 +133,11 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
                     col(WebhookDelivery.store_id) == contact.store_id,
                     col(WebhookDelivery.payload) != "",
                     or_(
+                        col(WebhookDelivery.cart_id).in_(cart_ids),
                         *(
                             col(WebhookDelivery.payload).contains(term, autoescape=True)
                             for term in sorted(terms)
-                        )
+                        ),
                     ),
                 )
                 .values(payload="")

@@ -518,6 +518,8 @@ class WebhookDelivery(SQLModel, table=True):
     outcome: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     processed_at: datetime | None = _time()
+    # The cart it was about, once processed (what an erasure empties payloads by).
+    cart_id: int | None = Field(default=None, index=True)
 
 
 class SandboxOutboxMessage(SQLModel, table=True):

@@ -110,6 +110,7 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             return applied.outcome
         delivery.status = DeliveryStatus.IGNORED if isinstance(event, Ignored) else DeliveryStatus.PROCESSED
         delivery.outcome = applied.outcome
+        delivery.cart_id = _cart_named(session, store_id, event)
         delivery.processed_at = runtime.now()
     for cart_id, at in applied.wakes:
         schedule_wake(runtime, cart_id, at)
@@ -120,6 +121,20 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             log.exception("variant images not fetched", extra={"cart_id": applied.images_for_cart})
     log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
     return applied.outcome
+
+
+def _cart_named(session: Session, store_id: int, event: WebhookEvent) -> int | None:
+    """The cart a delivery was about: an erasure empties its payload by this, even where the
+    payload names the shopper in ways no search would find (a phone as typed, an order id)."""
+    scoped = select(Cart.id).where(Cart.store_id == store_id)
+    if isinstance(event, CartSnapshot | CartDeleted):
+        found = session.exec(scoped.where(Cart.platform_cart_id == event.cart_id)).first()
+        if found is None and event.cart_token:
+            found = session.exec(scoped.where(Cart.platform_cart_token == event.cart_token)).first()
+        return found
+    if isinstance(event, OrderEvent):
+        return session.exec(scoped.where(Cart.order_platform_id == event.order_id)).first()
+    return None
 
 
 def apply_event(runtime: Runtime, session: Session, store: Store, event: WebhookEvent) -> Applied:

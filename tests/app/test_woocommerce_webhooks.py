@@ -315,3 +315,20 @@ def test_a_later_update_of_a_recorded_order_stays_with_its_cart(woo):
     with woo.runtime.database.session() as session:
         holders = session.exec(select(Cart).where(Cart.order_platform_id == "731")).all()
     assert [c.platform_cart_id for c in holders] == ["order-727"]
+
+
+def test_erasing_a_shopper_empties_the_payloads_of_their_orders_and_captures(woo):
+    from sequences.erasure import erase_contact
+    from sequences.models import WebhookDelivery
+
+    # A phone-only order (no email, no plugin id): nothing in it a text search would find.
+    order = fixture("order_pending_razorpay")
+    order["billing"] = order["billing"] | {"email": ""}
+    woo.deliver(0 * MIN, "order.created", order)
+    woo.deliver(MIN, "cart.updated", fixture("cart_updated_phone_only"))
+    report = erase_contact(woo.runtime, woo.store.id, "+919876543210")
+    with woo.runtime.database.session() as session:
+        payloads = session.exec(select(WebhookDelivery.payload)).all()
+        held = session.exec(select(Cart)).all()
+    assert report.deliveries == 2 and payloads == ["", ""]
+    assert all(not c.buyer_details and not c.checkout_url for c in held)

@@ -45,9 +45,15 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("cart") as batch:
         batch.add_column(sa.Column("buyer_details", sa.JSON(), nullable=True))
+    with op.batch_alter_table("webhook_delivery") as batch:
+        batch.add_column(sa.Column("cart_id", sa.Integer(), nullable=True))
+        batch.create_index("ix_webhook_delivery_cart_id", ["cart_id"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_delivery") as batch:
+        batch.drop_index("ix_webhook_delivery_cart_id")
+        batch.drop_column("cart_id")
     with op.batch_alter_table("cart") as batch:
         batch.drop_column("buyer_details")
     with op.batch_alter_table("store") as batch:
