@@ -62,19 +62,9 @@ def insert_delivery(connection: Connection, values: dict[str, Any]) -> int:
     return delivery_id
 
 
-def record_delivery(
-    runtime: Runtime,
-    *,
-    platform: str,
-    store_id: int,
-    identity: WebhookIdentity,
-    raw_body: bytes,
-    event: WebhookEvent,
-) -> int | None:
-    """Store one delivery in its own transaction; None when it was already received."""
-    values = delivery_values(
-        runtime, platform=platform, store_id=store_id, identity=identity, raw_body=raw_body, event=event
-    )
+def record_delivery(runtime: Runtime, values: dict[str, Any]) -> int | None:
+    """Store one delivery (``delivery_values``) in its own transaction; None when it was
+    already received."""
     try:
         with runtime.database.engine.begin() as connection:
             return insert_delivery(connection, values)

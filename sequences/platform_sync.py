@@ -26,7 +26,7 @@ from connectors.base import (
     WebhookIdentity,
     WebhookSync,
 )
-from sequences.deliveries import record_delivery
+from sequences.deliveries import delivery_values, record_delivery
 from sequences.models import PlatformConnection, Store, StoreStatus
 from sequences.platform_access import call_platform, refresh_store_details
 from sequences.runtime import Runtime
@@ -144,7 +144,15 @@ def _poll(
                     delivery_id=connector.delivery_key(identity, raw),
                 )
             delivery_id = record_delivery(
-                runtime, platform=platform, store_id=store_id, identity=identity, raw_body=raw, event=event
+                runtime,
+                delivery_values(
+                    runtime,
+                    platform=platform,
+                    store_id=store_id,
+                    identity=identity,
+                    raw_body=raw,
+                    event=event,
+                ),
             )
             if delivery_id is not None:
                 report.orders_new += 1

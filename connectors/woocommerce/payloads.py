@@ -166,14 +166,20 @@ def _buyer(
     )
 
 
-def _order_line(raw: Any, index: int, *, with_tax: bool) -> CartLine:
-    where = f"line_items[{index}]"
+def _named_line(raw: Any, where: str) -> tuple[dict[str, Any], int, str]:
+    """A line's object, quantity and name, or PayloadError naming what is wrong."""
     if not isinstance(raw, dict):
         raise PayloadError(f"{where} must be an object")
     quantity = line_quantity(raw, where)
     name = clean_text(raw.get("name"))
     if name is None:
         raise PayloadError(f"{where}.name is required")
+    return raw, quantity, name
+
+
+def _order_line(item: Any, index: int, *, with_tax: bool) -> CartLine:
+    where = f"line_items[{index}]"
+    raw, quantity, name = _named_line(item, where)
     # ``price`` is a JSON float in WooCommerce's REST output; ``subtotal`` (before coupons) is
     # the line's exact decimal string.
     subtotal = parse_decimal(require(raw, "subtotal", str), f"{where}.subtotal")
@@ -307,14 +313,9 @@ def _plugin_cart_id(payload: Mapping[str, Any]) -> str:
     return cart_id
 
 
-def _plugin_line(raw: Any, index: int) -> CartLine:
+def _plugin_line(item: Any, index: int) -> CartLine:
     where = f"items[{index}]"
-    if not isinstance(raw, dict):
-        raise PayloadError(f"{where} must be an object")
-    quantity = line_quantity(raw, where)
-    name = clean_text(raw.get("name"))
-    if name is None:
-        raise PayloadError(f"{where}.name is required")
+    raw, quantity, name = _named_line(item, where)
     product_id = platform_id(raw, "product_id")
     variation_id = optional_str(raw, "variation_id")
     return CartLine(

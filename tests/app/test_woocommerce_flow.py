@@ -20,24 +20,14 @@ from app import create_app
 from app.wiring import build_runtime
 from sequences.models import Cart, CartStatus, Discount, SandboxOutboxMessage, Store
 from sequences.runtime import Runtime
-from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.conftest import _drain_queue
 from tests.fakes.woocommerce import FakeWooCommerce
 from tests.journey import T0
+from tests.shopify_support import OFFER_FIRST
 from tests.woocommerce_support import fixture
 
 APP = "https://cartback.test"
 MIN = timedelta(minutes=1)
-# The first message already offers ₹100 off (carts of ₹999 or more): a click makes a coupon.
-OFFER_FIRST = StoreSettings(
-    quiet_hours_enabled=False,
-    steps=[
-        StepSetting(
-            delay_minutes=15, offer=Offer(kind="fixed", value=Decimal("100"), min_subtotal=Decimal("999"))
-        ),
-        StepSetting(delay_minutes=240),
-    ],
-)
 BILLING = {
     "first_name": "Priya",
     "last_name": "Sharma",
