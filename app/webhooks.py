@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from app import get_runtime
 from connectors.base import (
+    AcknowledgesUnreadable,
     AnswersPings,
     AppUninstalled,
     Connector,
@@ -116,8 +117,7 @@ def accept(
     try:
         event = connector.parse_webhook(identity, raw, default_region=region)
     except PayloadError as exc:
-        acknowledges = getattr(connector, "acknowledges_unreadable", None)
-        if acknowledges is not None and acknowledges(identity):
+        if isinstance(connector, AcknowledgesUnreadable) and connector.acknowledges_unreadable(identity):
             # Authentic but unreadable, from a platform that stops delivering after a few
             # refusals: acknowledged, dropped and logged, so one odd order stops nothing else.
             log.warning("signed delivery not readable", extra={"platform": platform, "reason": str(exc)})

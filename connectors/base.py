@@ -514,6 +514,14 @@ class AnswersPings(Protocol):
 
 
 @runtime_checkable
+class AcknowledgesUnreadable(Protocol):
+    def acknowledges_unreadable(self, identity: WebhookIdentity) -> bool:
+        """True when an authentic delivery that cannot be read must still get a 2xx: the
+        platform stops delivering anything after a few refusals (WooCommerce's orders)."""
+        ...
+
+
+@runtime_checkable
 class KeysDeliveries(Protocol):
     def delivery_key(self, identity: WebhookIdentity, raw_body: bytes) -> str:
         """The key that makes two deliveries the same event, for platforms whose delivery ids
