@@ -9,7 +9,6 @@ database and the sweep enqueues it later.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -24,7 +23,6 @@ from connectors.base import (
     AppUninstalled,
     Connector,
     HeaderMap,
-    KeysDeliveries,
     MalformedPayload,
     PayloadError,
     PrivacyRequest,
@@ -126,10 +124,8 @@ def accept(
     # Privacy requests outlive the install (shop/redact arrives 48 h after an uninstall).
     if status != StoreStatus.ACTIVE and not isinstance(event, PrivacyRequest):
         return _answer(200, status="ignored", reason="store uninstalled cartback")
-    if isinstance(connector, KeysDeliveries):
-        identity = replace(identity, delivery_id=connector.delivery_key(identity, raw))
     values = delivery_values(
-        runtime, platform=platform, store_id=store_id, identity=identity, raw_body=raw, event=event
+        runtime, connector, store_id=store_id, identity=identity, raw_body=raw, event=event
     )
 
     try:

@@ -523,7 +523,9 @@ class AcknowledgesUnreadable(Protocol):
 
 @runtime_checkable
 class KeysDeliveries(Protocol):
-    def delivery_key(self, identity: WebhookIdentity, raw_body: bytes) -> str:
+    def delivery_key(
+        self, identity: WebhookIdentity, raw_body: bytes, event: WebhookEvent | None = None
+    ) -> str:
         """The key that makes two deliveries the same event, for platforms whose delivery ids
         do not (replaces ``WebhookIdentity.delivery_id``)."""
         ...

@@ -12,7 +12,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -33,7 +32,8 @@ from sequences.models import (
     Store,
 )
 from sequences.platform_access import call_platform
-from sequences.recovery_links import LinkProblem
+from sequences.recovery_links import LinkCheck, LinkProblem
+from sequences.redis_locks import redis_lock
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.clicks")
@@ -96,24 +96,14 @@ def handle_click(runtime: Runtime, token: str) -> ClickResult:
     instead of making a second order or code on the platform."""
     check = runtime.links.check(token, MAX_LINK_AGE)
     if check.payload is None:
-        return _handle_click(runtime, token)
-    lock = runtime.redis.lock(f"cartback:click:{check.payload.message_id}", timeout=CLICK_LOCK_SECONDS)
-    try:
-        held = lock.acquire(blocking=True, blocking_timeout=CLICK_LOCK_SECONDS)
-    except RedisError:
-        held = None  # Redis down: the click still works; the database rows keep it single-use
-    try:
-        return _handle_click(runtime, token)
-    finally:
-        if held:
-            try:
-                lock.release()
-            except RedisError:
-                log.warning("click lock not released", extra={"message_id": check.payload.message_id})
+        return _handle_click(runtime, check)
+    key = f"cartback:click:{check.payload.message_id}"
+    # Redis down: the click still works; the database rows keep its discount single.
+    with redis_lock(runtime.redis, key, timeout=CLICK_LOCK_SECONDS, wait=CLICK_LOCK_SECONDS):
+        return _handle_click(runtime, check)
 
 
-def _handle_click(runtime: Runtime, token: str) -> ClickResult:
-    check = runtime.links.check(token, MAX_LINK_AGE)
+def _handle_click(runtime: Runtime, check: LinkCheck) -> ClickResult:
     if check.payload is None:
         expired = check.problem == LinkProblem.EXPIRED
         problem = Notice.LINK_EXPIRED if expired else Notice.LINK_INVALID

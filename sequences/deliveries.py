@@ -9,6 +9,7 @@ insert fails, and nothing else is written.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import insert
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from connectors.base import PrivacyRequest, WebhookEvent, WebhookIdentity
+from connectors.base import Connector, KeysDeliveries, PrivacyRequest, WebhookEvent, WebhookIdentity
 from sequences.models import DeliveryStatus, WebhookDelivery
 from sequences.runtime import Runtime
 
@@ -27,15 +28,18 @@ def content_digest(topic: str, raw_body: bytes) -> str:
 
 def delivery_values(
     runtime: Runtime,
+    connector: Connector,
     *,
-    platform: str,
     store_id: int,
     identity: WebhookIdentity,
     raw_body: bytes,
     event: WebhookEvent,
 ) -> dict[str, Any]:
+    """The row for a parsed delivery, keyed as its platform tells events apart."""
+    if isinstance(connector, KeysDeliveries):
+        identity = replace(identity, delivery_id=connector.delivery_key(identity, raw_body, event))
     return {
-        "platform": platform,
+        "platform": connector.platform,
         "store_id": store_id,
         "delivery_id": identity.delivery_id[:255],
         "event_id": identity.event_id[:255] if identity.event_id else None,

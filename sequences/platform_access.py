@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from redis.exceptions import RedisError
 from sqlmodel import col, select
 
 from connectors.base import (
@@ -26,6 +25,7 @@ from connectors.base import (
     StoreAccess,
 )
 from sequences.models import Store, StoreStatus
+from sequences.redis_locks import redis_lock
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.platform")
@@ -80,14 +80,11 @@ def _fresh(runtime: Runtime, store: Store, *, force: bool, rejected_token: str |
     expires_at = store.access_token_expires_at
     if not force and expires_at is not None and expires_at > runtime.now() + NO_REFRESH_NEEDED:
         return runtime.store_access(store)
-    lock = runtime.redis.lock(f"cartback:token-refresh:{store_id}", timeout=REFRESH_LOCK_SECONDS)
-    try:
-        held = lock.acquire(blocking=True, blocking_timeout=REFRESH_LOCK_SECONDS)
-    except RedisError:
-        held = None  # Redis is down: refreshing unlocked beats not reaching the platform at all
-    if held is False:
-        raise PlatformError("another process is still refreshing this store's token", retryable=True)
-    try:
+    # Redis down (held None): refreshing unlocked beats not reaching the platform at all.
+    key = f"cartback:token-refresh:{store_id}"
+    with redis_lock(runtime.redis, key, timeout=REFRESH_LOCK_SECONDS, wait=REFRESH_LOCK_SECONDS) as held:
+        if held is False:
+            raise PlatformError("another process is still refreshing this store's token", retryable=True)
         # Re-read under the lock: another process may have refreshed while we waited.
         store = _load(runtime, store_id)
         if not store.refresh_token_ciphertext:
@@ -113,12 +110,6 @@ def _fresh(runtime: Runtime, store: Store, *, force: bool, rejected_token: str |
             session.expunge(row)
         log.info("access token refreshed", extra={"store_id": store_id, "forced": force})
         return runtime.store_access(row)
-    finally:
-        if held:
-            try:
-                lock.release()
-            except RedisError:
-                log.warning("token refresh lock not released", extra={"store_id": store_id})
 
 
 # Refresh tokens (Shopify: 90 days) are replaced on every refresh; a quiet store would let

@@ -13,12 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from redis.exceptions import RedisError
 from sqlalchemy import delete
 from sqlmodel import col, select
 
 from connectors.base import (
-    KeysDeliveries,
     PayloadError,
     PlatformError,
     RegistersWebhooks,
@@ -29,6 +27,7 @@ from connectors.base import (
 from sequences.deliveries import delivery_values, record_delivery
 from sequences.models import PlatformConnection, Store, StoreStatus
 from sequences.platform_access import call_platform, refresh_store_details
+from sequences.redis_locks import redis_lock
 from sequences.runtime import Runtime
 from sequences.scheduling import enqueue_delivery
 
@@ -83,23 +82,15 @@ def ensure_webhooks(
     if registrar is None:
         raise ValueError(f"platform {platform!r} does not register webhooks through cartback")
     url = delivery_url(runtime, platform)
-    lock = runtime.redis.lock(f"cartback:webhooks:{store_id}", timeout=SYNC_LOCK_SECONDS)
-    try:
-        held = lock.acquire(blocking=True, blocking_timeout=wait_seconds)
-    except RedisError:
-        held = None  # two creates at once make a duplicate webhook at worst; the next sync keeps one
-    if held is False:
-        raise PlatformError("a worker is registering them right now; reload in a minute", retryable=True)
-    try:
+    # Redis down (held None): two creates at once make a duplicate webhook at worst, and the
+    # next sync keeps one.
+    key = f"cartback:webhooks:{store_id}"
+    with redis_lock(runtime.redis, key, timeout=SYNC_LOCK_SECONDS, wait=wait_seconds) as held:
+        if held is False:
+            raise PlatformError("a worker is registering them right now; reload in a minute", retryable=True)
         return call_platform(
             runtime, store_id, lambda _, access: registrar.ensure_webhooks(access, url, set_secret=set_secret)
         )
-    finally:
-        if held:
-            try:
-                lock.release()
-            except RedisError:
-                log.warning("webhook lock not released", extra={"store_id": store_id})
 
 
 def set_up_store(
@@ -137,23 +128,10 @@ def _poll(
                 report.orders_unreadable += 1
                 log.warning("polled order unreadable", extra={"store_id": store_id, "reason": str(exc)})
                 continue
-            if isinstance(connector, KeysDeliveries):
-                identity = WebhookIdentity(
-                    store_ref=identity.store_ref,
-                    topic=topic,
-                    delivery_id=connector.delivery_key(identity, raw),
-                )
-            delivery_id = record_delivery(
-                runtime,
-                delivery_values(
-                    runtime,
-                    platform=platform,
-                    store_id=store_id,
-                    identity=identity,
-                    raw_body=raw,
-                    event=event,
-                ),
+            values = delivery_values(
+                runtime, connector, store_id=store_id, identity=identity, raw_body=raw, event=event
             )
+            delivery_id = record_delivery(runtime, values)
             if delivery_id is not None:
                 report.orders_new += 1
                 enqueue_delivery(runtime, delivery_id)

@@ -29,6 +29,7 @@ from connectors.base import (
     CheckoutRef,
     CreatedDiscount,
     DiscountRequest,
+    OrderEvent,
     OrderStatus,
     PayloadError,
     PlatformError,
@@ -72,16 +73,13 @@ def _header(headers: Mapping[str, str], name: str) -> str:
 
 
 def _same_site(url: str, site: str) -> bool:
-    """A link on the store's own host (or a subdomain of it): what a capture may point to."""
-    host, site_host = (urlsplit(url).hostname or "").lower(), (urlsplit(site).hostname or "").lower()
+    """A link on the store's own domain (``www.`` or another subdomain of it included): what a
+    capture may point to."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    domain = (urlsplit(site).hostname or "").lower().removeprefix("www.")
     return (
-        bool(host)
-        and urlsplit(url).scheme in ("https", "http")
-        and (
-            host == site_host
-            or host.endswith("." + site_host.removeprefix("www."))
-            or host == site_host.removeprefix("www.")
-        )
+        parts.scheme in ("https", "http") and bool(host) and (host == domain or host.endswith("." + domain))
     )
 
 
@@ -162,14 +160,21 @@ class WooCommerceConnector:
         odd order never stops the store's deliveries. The plugin's own captures get the 4xx."""
         return identity.topic in payloads.ORDER_TOPICS or identity.topic == payloads.ORDER_DELETED
 
-    def delivery_key(self, identity: WebhookIdentity, raw_body: bytes) -> str:
+    def delivery_key(
+        self, identity: WebhookIdentity, raw_body: bytes, event: WebhookEvent | None = None
+    ) -> str:
         """What makes a delivery the same event: an order in one status at one modification
         time, a captured cart at one moment. Replays and the same change reported twice (a
-        webhook and the reconcile poll) share it."""
-        try:
-            payload = load_json_object(raw_body)
-        except PayloadError:
-            payload = {}
+        webhook and the reconcile poll) share it. ``event``: the body already parsed, when it
+        kept its payload (not read twice on the webhook path)."""
+        payload: Mapping[str, Any]
+        if isinstance(event, CartSnapshot | OrderEvent) and event.raw:
+            payload = event.raw
+        else:
+            try:
+                payload = load_json_object(raw_body)
+            except PayloadError:
+                payload = {}
         topic = identity.topic
         if topic in payloads.ORDER_TOPICS:
             what = f"order|{payload.get('id')}|{payload.get('status')}|{payload.get('date_modified_gmt')}"

@@ -84,6 +84,17 @@ class Live:
         self.fake.plugin_secret = self.secret()
         return store
 
+    def drop_payment(
+        self, moment: timedelta = timedelta(0), items: list[tuple[int, int, int]] | None = None
+    ) -> dict[str, Any]:
+        """A shopper who ticked the opt-in leaves a Razorpay payment unpaid; the app hears of it."""
+        with self.at(moment):
+            order = self.fake.place_order(
+                billing=BILLING, line_items=items or [(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
+            )
+            _drain_queue(self.runtime)
+        return order
+
     def store(self) -> Store:
         with self.runtime.database.session() as session:
             return session.exec(select(Store).where(Store.platform == "woocommerce")).one()
@@ -156,11 +167,7 @@ def test_a_store_connects_and_a_dropped_razorpay_payment_is_won_back_with_a_fres
     )
     assert live.fake.pings and all(ping.status == 200 for ping in live.fake.pings)
 
-    with live.at(0 * MIN):
-        order = live.fake.place_order(
-            billing=BILLING, line_items=[(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
-        )
-        _drain_queue(live.runtime)
+    order = live.drop_payment()
     cart = live.cart(platform_cart_token=f"order-{order['id']}")
     assert cart.status == CartStatus.ACTIVE and cart.total == Decimal("2098.00")
 
@@ -236,11 +243,7 @@ def test_a_phone_only_cart_the_plugin_captured_is_won_back_the_same_way(live):
 def test_an_order_cancelled_before_the_click_falls_back_to_a_checkout_link(live):
     with live.at(-MIN):
         live.connect()
-    with live.at(0 * MIN):
-        order = live.fake.place_order(
-            billing=BILLING, line_items=[(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
-        )
-        _drain_queue(live.runtime)
+    order = live.drop_payment()
     live.run(16 * MIN)
     with live.at(70 * MIN):
         # WooCommerce cancels unpaid orders when their held stock times out (60 minutes).
@@ -343,9 +346,7 @@ def test_an_expired_unused_coupon_is_deleted_from_the_store_by_purge(live):
 
     with live.at(-MIN):
         live.connect()
-    with live.at(0 * MIN):
-        live.fake.place_order(billing=BILLING, line_items=[(93, 94, 2)], meta_data=OPTED_IN)
-        _drain_queue(live.runtime)
+    live.drop_payment(items=[(93, 94, 2)])
     live.run(16 * MIN)
     live.click(live.outbox()[0], 20 * MIN)
     with live.runtime.database.session() as session:
@@ -371,11 +372,7 @@ def test_a_second_steps_coupon_replaces_the_firsts_on_the_order(live):
         row = session.exec(select(Store)).one()
         row.settings = both_offers.to_stored()
         session.commit()
-    with live.at(0 * MIN):
-        order = live.fake.place_order(
-            billing=BILLING, line_items=[(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
-        )
-        _drain_queue(live.runtime)
+    order = live.drop_payment()
     live.run(16 * MIN)
     live.click(live.outbox()[0], 20 * MIN)
     live.run(4 * 60 * MIN + MIN)
@@ -392,11 +389,7 @@ def test_a_second_steps_coupon_replaces_the_firsts_on_the_order(live):
 def test_a_click_after_the_payment_went_through_lands_on_the_store_not_a_new_checkout(live):
     with live.at(-MIN):
         live.connect()
-    with live.at(0 * MIN):
-        order = live.fake.place_order(
-            billing=BILLING, line_items=[(93, 94, 2), (22, 0, 1)], meta_data=OPTED_IN
-        )
-        _drain_queue(live.runtime)
+    order = live.drop_payment()
     live.run(16 * MIN)
     live.fake.drop_deliveries = True  # the payment's webhook has not arrived yet
     with live.at(18 * MIN):
@@ -415,9 +408,7 @@ def test_a_store_typed_without_its_own_address_is_named_as_its_webhooks_name_it(
         approval = live.fake.approve(location)
         assert live.client.get(approval.redirect_url.removeprefix(APP)).status_code == 200
     assert live.store().platform_store_id == live.fake.url
-    with live.at(0 * MIN):
-        order = live.fake.place_order(billing=BILLING, line_items=[(93, 94, 2)], meta_data=OPTED_IN)
-        _drain_queue(live.runtime)
+    order = live.drop_payment(items=[(93, 94, 2)])
     assert live.cart(platform_cart_token=f"order-{order['id']}").status == CartStatus.ACTIVE
 
 
