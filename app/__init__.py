@@ -8,10 +8,12 @@ from typing import Any
 
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.request_bodies import GuardedJSONProvider
 from sequences import runtime as runtime_module
 from sequences.runtime import Runtime
-from sequences.settings import Settings
+from sequences.settings import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSION_KEY = "cartback"
@@ -31,8 +33,13 @@ def create_app(
     field_overrides = {k: v for k, v in overrides.items() if k.islower()}
     if field_overrides:
         settings = settings.with_overrides(**field_overrides)
+    problem = settings.production_problem()
+    if problem:
+        raise ConfigError(problem)
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=None)
+    # request.get_json goes through the untrusted-body checks (depth, UTF-8, surrogates).
+    app.json = GuardedJSONProvider(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SECRET_KEY_FALLBACKS=list(settings.secret_key_fallbacks),
@@ -41,6 +48,11 @@ def create_app(
         TESTING=settings.environment == "test",
     )
     app.config.update({k: v for k, v in overrides.items() if k.isupper()})
+    if settings.forwarded_proxies:
+        # The client's address (rate limits) and scheme come from the proxies' headers, and
+        # only as many hops as there are proxies: a client cannot forge its way past them.
+        proxies = settings.forwarded_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     runtime = runtime or build_runtime(settings)
     app.extensions[EXTENSION_KEY] = runtime
@@ -67,8 +79,11 @@ def create_app(
     app.register_blueprint(whatsapp_webhook.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(links.bp)
-    app.register_blueprint(outbox.bp)
-    app.register_blueprint(demo_store.bp)
+    if not settings.is_production:
+        # Development tools: the sandbox outbox (anyone may read it and reply STOP for any
+        # shopper) and the simulated store. Production never serves them.
+        app.register_blueprint(outbox.bp)
+        app.register_blueprint(demo_store.bp)
     app.register_blueprint(shopify_home.bp)
     app.register_blueprint(whatsapp_settings.bp)
     app.register_blueprint(admin_auth.bp)

@@ -6,7 +6,6 @@ message per field and nothing is saved.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +14,8 @@ from sqlmodel import col, select
 
 from app import get_runtime
 from app.admin_auth import MerchantSession, api_view
+from connectors.base import MalformedPayload
+from connectors.untrusted_json import load_untrusted_json
 from sequences.models import SettingsChange, Store
 from sequences.scheduling import enqueue_replan
 from sequences.settings_preview import PreviewRefused, render_preview, send_test_message
@@ -39,9 +40,12 @@ def _json_body() -> Any:
     if not request.is_json:
         raise SettingsRejected([Problem("body", "send JSON (Content-Type: application/json)")])
     try:
-        return json.loads(request.get_data(cache=True) or b"null", parse_float=_number, parse_int=_integer)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise SettingsRejected([Problem("body", "is not valid JSON")]) from None
+        return load_untrusted_json(
+            request.get_data(cache=True) or b"null", parse_float=_number, parse_int=_integer
+        )
+    except MalformedPayload as exc:
+        # Shown beside the field name: "body: is not valid JSON (...)".
+        raise SettingsRejected([Problem("body", str(exc).removeprefix("body "))]) from None
 
 
 # Longest number we read from JSON: settings are minutes, hours and rupee amounts; a

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from app import get_runtime
-from app.webhooks import accept, read_raw_body
+from app.request_bodies import read_raw_body
+from app.webhooks import accept
 from connectors.base import WebhookIdentity
 from connectors.woocommerce import PLATFORM, cartflows
 from sequences.models import Store

@@ -10,6 +10,7 @@ import contextlib
 import html
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import httpx
 from redis import Redis
 from redis.exceptions import RedisError
 
+from app.gunicorn_config import CONFIG_SPEC
 from app.local_redis import DEBIAN_REDIS_SERVER, find_redis_server, redis_server_argv
 from sequences.runtime import Runtime
 
@@ -161,18 +163,32 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
     from dotenv import load_dotenv
 
     load_dotenv(override=False)
+    if os.environ.get("CARTBACK_ENV", "").strip() == "production":
+        # The demo serves a simulated store and, by default, the sandbox outbox: neither may
+        # face real shoppers (create_app refuses both in production too).
+        print(
+            "cartback demo: refused with CARTBACK_ENV=production. The demo runs a simulated store and a "
+            "sandbox outbox; unset CARTBACK_ENV (or set it to development) to play it.",
+            file=sys.stderr,
+        )
+        return 2
     base_url = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env.setdefault("CARTBACK_TIME_SCALE", DEMO_TIME_SCALE)
     env.setdefault("APP_URL", base_url)
     env.setdefault("WHATSAPP_TRANSPORT", "sandbox")
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    # /metrics names stores and their revenue, so even the demo's needs a token.
+    env.setdefault("METRICS_TOKEN", secrets.token_urlsafe(18))
     env["PYTHONUNBUFFERED"] = "1"
     instance = Path(env.get("CARTBACK_INSTANCE_PATH", "instance")).resolve()
     logs = instance / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     os.environ.update(
-        {k: env[k] for k in ("CARTBACK_TIME_SCALE", "APP_URL", "WHATSAPP_TRANSPORT", "REDIS_URL")}
+        {
+            k: env[k]
+            for k in ("CARTBACK_TIME_SCALE", "APP_URL", "WHATSAPP_TRANSPORT", "REDIS_URL", "METRICS_TOKEN")
+        }
     )
 
     processes = Processes()
@@ -230,8 +246,8 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
                 "4",
                 "--worker-class",
                 "gthread",
-                "--access-logfile",
-                "-",
+                "--config",
+                CONFIG_SPEC,
             ],
             env,
             logs / "web.log",
@@ -245,7 +261,7 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
             print(f"  Outbox     : {base_url}/outbox   (the WhatsApp messages, sandboxed)")
         else:
             print(f"  WhatsApp   : Cloud API at {settings.whatsapp_graph_url}")
-        print(f"  Metrics    : {base_url}/metrics\n")
+        print(f"  Metrics    : curl -H 'Authorization: Bearer {env['METRICS_TOKEN']}' {base_url}/metrics\n")
         print(
             f"  Time runs {env['CARTBACK_TIME_SCALE']}x faster: 15 minutes of quiet take "
             f"{15 * 60 / float(env['CARTBACK_TIME_SCALE']):.0f} seconds.\n",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, text
@@ -48,10 +49,35 @@ def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: lis
         lines.append(f"{name}{labels} {value}")
 
 
+def _metrics_refusal(expected: str) -> Response | None:
+    """None when the request carries the metrics bearer token; else the answer that says how."""
+    if not expected:
+        return Response(
+            "metrics are off: set METRICS_TOKEN and scrape with 'Authorization: Bearer <token>'\n",
+            status=403,
+            mimetype="text/plain",
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        return Response(
+            "send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'\n",
+            status=401,
+            mimetype="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="cartback metrics"'},
+        )
+    return None
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Counts from the database (the source of truth), so every web process agrees."""
+    """Counts from the database (the source of truth), so every web process agrees.
+
+    They name stores and their recovered revenue: only a scraper holding METRICS_TOKEN sees them.
+    """
     runtime = get_runtime()
+    refusal = _metrics_refusal(runtime.settings.metrics_token)
+    if refusal is not None:
+        return refusal
     lines: list[str] = []
     with runtime.database.session() as session:
         carts = session.exec(

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app import get_runtime
+from app.request_bodies import read_raw_body
 from connectors.base import (
     AcknowledgesUnreadable,
     AnswersPings,
@@ -29,6 +30,7 @@ from connectors.base import (
     WebhookIdentity,
     WebhookRejected,
 )
+from connectors.untrusted_json import checked_json_text
 from sequences.deliveries import delivery_values, insert_delivery
 from sequences.models import Store, StoreStatus
 from sequences.runtime import Runtime
@@ -40,15 +42,6 @@ log = logging.getLogger("cartback.webhooks")
 
 def _answer(http_status: int, **body: Any) -> Any:
     return jsonify(body), http_status
-
-
-def read_raw_body(limit: int) -> bytes | None:
-    """The request body exactly as sent (signatures cover these bytes), or None when it is
-    larger than ``limit``: read at most one byte more, whatever Content-Length claims."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    raw = request.stream.read(limit + 1)
-    return None if len(raw) > limit else raw
 
 
 @bp.post("/webhooks/<platform>")
@@ -68,6 +61,14 @@ def ingest(platform: str) -> Any:
     if isinstance(connector, AnswersPings) and connector.is_ping(raw, headers):
         # The platform checks a new webhook's URL with an unsigned ping: answer, store nothing.
         return _answer(200, status="pong")
+    if not isinstance(connector, AcknowledgesUnreadable):
+        # Before the signature check: a library's verification may parse the body first
+        # (shopifyapp decodes it for its own log). A platform that disables webhooks after
+        # refusals gets its signature checked first and an acknowledgement (see accept).
+        try:
+            checked_json_text(raw)
+        except MalformedPayload as exc:
+            return _answer(400, error=str(exc))
     app_signed = connector.signs_with_app_secret
     if app_signed and not connector.verify_webhook(raw, headers, ""):
         # Checked before anything else: a forged delivery learns nothing, not even whether

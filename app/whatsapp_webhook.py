@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from app import get_runtime
-from app.webhooks import read_raw_body
+from app.request_bodies import read_raw_body
 from connectors.base import PayloadError
 from sequences.scheduling import enqueue_confirmation, enqueue_opt_out_syncs
 from sequences.whatsapp.inbound import apply_events

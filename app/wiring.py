@@ -39,9 +39,10 @@ def build_transport(
 
 def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistry:
     # WooCommerce needs no app credentials: each store's keys come from its own connect.
-    registry = ConnectorRegistry(
-        [DemoConnector(http), WooCommerceConnector(public_only=settings.is_production)]
-    )
+    registry = ConnectorRegistry([WooCommerceConnector(public_only=settings.is_production)])
+    if not settings.is_production:
+        # The demo platform is the simulated store under /demo-store/, never served in production.
+        registry.register(DemoConnector(http))
     if settings.shopify_api_key and settings.shopify_api_secret:
         try:
             connector = ShopifyConnector(

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -33,14 +32,16 @@ from sqlmodel import select
 
 from app import get_runtime
 from app.admin_auth import issue_login_link
-from app.webhooks import read_raw_body
-from connectors.base import PlatformError
+from app.request_bodies import read_raw_body
+from connectors.base import MalformedPayload, PlatformError
+from connectors.untrusted_json import load_untrusted_json
 from connectors.woocommerce import PLATFORM, WooCommerceConnector
 from connectors.woocommerce.rest import join_key_pair, split_key_pair
 from connectors.woocommerce.site import validate_store_url
 from sequences import runtime as runtime_module
 from sequences.models import PlatformConnection, Store, StoreStatus
 from sequences.platform_sync import set_up_store
+from sequences.rate_limits import Budget, spend
 from sequences.runtime import Runtime
 
 bp = Blueprint("woocommerce_connect", __name__)
@@ -56,6 +57,8 @@ CONSUMER_KEY = re.compile(r"^ck_[0-9a-f]{40}$")
 CONSUMER_SECRET = re.compile(r"^cs_[0-9a-f]{40}$")
 # The browser that started a connection (only it is signed in at the return).
 BROWSER_COOKIE = "cartback_wc_connect"
+# Connection starts per client address: a merchant retrying a typo stays well inside it.
+CONNECT_BUDGET = Budget("woocommerce-connect", limit=10, window_seconds=600)
 # At the return, how long to wait for a worker already registering the webhooks.
 RETURN_WEBHOOK_WAIT_SECONDS = 10
 
@@ -80,6 +83,21 @@ def connect() -> Any:
     raw = (request.args.get("store_url") or "").strip()
     if not raw:
         return render_template("woocommerce/connect.html", store_url="", error=None)
+    # Each start writes a pending connection (and may resolve the host): a budget per address.
+    budget = spend(runtime.redis, CONNECT_BUDGET, request.remote_addr or "unknown")
+    if not budget.allowed:
+        minutes = max(1, round(budget.retry_after_seconds / 60))
+        response = make_response(
+            _problem(
+                "Too many connection attempts",
+                f"This address started {CONNECT_BUDGET.limit} connections in the last "
+                f"{CONNECT_BUDGET.window_seconds // 60} minutes. Try again in about {minutes} minute(s); "
+                "a connection already started stays valid for an hour.",
+                429,
+            )
+        )
+        response.headers["Retry-After"] = str(budget.retry_after_seconds)
+        return response
     try:
         site = validate_store_url(raw, public_only=runtime.settings.is_production)
     except ValueError as exc:
@@ -143,9 +161,9 @@ def callback() -> Any:
     if raw is None:
         return _refuse(413, f"body larger than {MAX_CALLBACK_BYTES} bytes")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return _refuse(400, "body is not JSON")
+        body = load_untrusted_json(raw)
+    except MalformedPayload as exc:
+        return _refuse(400, str(exc))
     if not isinstance(body, dict):
         return _refuse(400, "body must be a JSON object")
     connection_id, key, secret = body.get("user_id"), body.get("consumer_key"), body.get("consumer_secret")

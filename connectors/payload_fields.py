@@ -6,11 +6,11 @@ what is wrong instead of a 500.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import InvalidPhone, MalformedPayload, PayloadError, normalise_phone
+from connectors.untrusted_json import load_untrusted_json
 
 # Shopify caps a checkout at 500 lines; more is not a cart from either platform.
 MAX_LINES = 500
@@ -19,11 +19,7 @@ MAX_LINE_QUANTITY = 10_000
 
 
 def load_json_object(raw_body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(raw_body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        # RecursionError: a body nested thousands deep is an attack, not a checkout.
-        raise MalformedPayload(f"body is not valid JSON ({exc.__class__.__name__})") from None
+    payload = load_untrusted_json(raw_body)
     if not isinstance(payload, dict):
         raise MalformedPayload("body must be a JSON object")
     return payload

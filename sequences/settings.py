@@ -47,6 +47,11 @@ class Settings:
     whatsapp_transport: str = "sandbox"
     whatsapp_graph_url: str = "https://graph.facebook.com/v25.0"
     shopify_admin_url_template: str = "https://{shop}/admin/api/{version}"
+    # Proxies in front of the web process that append to X-Forwarded-For (Heroku's router, a
+    # load balancer: 1). 0 trusts no forwarded header: the socket's address is the client's.
+    forwarded_proxies: int = 0
+    # Bearer token for GET /metrics (store-level business figures); unset, /metrics is off.
+    metrics_token: str = ""
     # Demo only: 60 makes 15 policy minutes pass in 15 wall-clock seconds.
     time_scale: float = 1.0
     # Largest webhook body we accept, in bytes; platform payloads are far smaller.
@@ -65,6 +70,21 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def production_problem(self) -> str | None:
+        """Why these settings must not serve real shoppers, or None.
+
+        The sandbox transport keeps messages in a local outbox (``/outbox``) with a reply form
+        that opts shoppers out, made for the demo and for development; in production it would
+        show every store's messages to anyone and send nothing to WhatsApp.
+        """
+        if self.is_production and self.whatsapp_transport == "sandbox":
+            return (
+                "WHATSAPP_TRANSPORT=sandbox is for development and the demo: its outbox would show every "
+                "store's messages to anyone and WhatsApp would receive nothing. In production set "
+                "WHATSAPP_TRANSPORT=cloud (or leave it unset) and connect each store's WhatsApp number."
+            )
+        return None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -125,7 +145,17 @@ class Settings:
                     "(32 url-safe base64-encoded bytes); generate one with `cartback keys`."
                 ) from None
 
-        return cls(
+        try:
+            forwarded_proxies = int(env.get("FORWARDED_PROXIES", "0") or "0")
+        except ValueError:
+            forwarded_proxies = -1
+        if not 0 <= forwarded_proxies <= 5:
+            raise ConfigError(
+                "FORWARDED_PROXIES must be the number of proxies in front of cartback (0-5), e.g. 1 behind "
+                "Heroku's router or one load balancer."
+            )
+
+        settings = cls(
             environment=environment,
             database_url=env.get("DATABASE_URL") or f"sqlite:///{instance_path}/cartback.db",
             redis_url=env.get("REDIS_URL") or "redis://localhost:6379/0",
@@ -148,8 +178,14 @@ class Settings:
             shopify_admin_url_template=env.get("SHOPIFY_ADMIN_URL_TEMPLATE")
             or "https://{shop}/admin/api/{version}",
             time_scale=time_scale,
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            forwarded_proxies=forwarded_proxies,
             instance_path=instance_path,
         )
+        problem = settings.production_problem()
+        if problem:
+            raise ConfigError(problem)
+        return settings
 
 
 def generate_secret_key() -> str:

@@ -9,12 +9,16 @@ rebinding, is not covered: the REST client does not follow redirects, which clos
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
 # Names that never lead to the public internet.
 PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 MAX_URL_CHARS = 2000
+# DNS limits (RFC 1035): 253 characters in a name, 1-63 letters, digits or hyphens a label.
+MAX_HOST_CHARS = 253
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 def canonical_site_url(raw: str) -> str:
@@ -23,14 +27,15 @@ def canonical_site_url(raw: str) -> str:
     Scheme and host lower-case, default port and trailing slash dropped, the path kept (a
     WordPress in a subdirectory). ValueError when it is not an http(s) URL with a host.
     """
-    parts = urlsplit(raw.strip())
+    raw = raw.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise ValueError("the store's address must not contain spaces or control characters")
+    parts = urlsplit(raw)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError("give the store's address, like https://shop.example")
-    if parts.username or parts.password:
+    if "@" in parts.netloc:
         raise ValueError("the store's address must not contain a user name or password")
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 literal
+    host = host_name(parts.hostname)
     try:
         port = parts.port
     except ValueError:
@@ -39,6 +44,30 @@ def canonical_site_url(raw: str) -> str:
     netloc = host if port in (None, default_port) else f"{host}:{port}"
     path = parts.path.rstrip("/")
     return urlunsplit((parts.scheme.lower(), netloc, path, "", ""))
+
+
+def host_name(host: str) -> str:
+    """A URL's host as it is written here: an IP literal (IPv6 in brackets) or an ASCII DNS
+    name (IDNA: ``bücher.example`` -> ``xn--bcher-kva.example``); ValueError when it is neither."""
+    host = host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return f"[{address}]" if address.version == 6 else str(address)
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError("the store's address does not have a valid host name") from None
+    labels = ascii_host.split(".")
+    if (
+        len(ascii_host) > MAX_HOST_CHARS
+        or not all(_HOST_LABEL.match(label) for label in labels)
+        or all(label.isdigit() for label in labels)  # 999.1.1.1 is not an address or a name
+    ):
+        raise ValueError("the store's address does not have a valid host name")
+    return ascii_host
 
 
 def is_public_host(host: str) -> bool:

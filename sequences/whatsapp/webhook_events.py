@@ -9,12 +9,12 @@ write, so a bad delivery never half-applies. Fields Meta adds later are ignored;
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import MalformedPayload, PayloadError
+from connectors.untrusted_json import load_untrusted_json
 
 OBJECT = "whatsapp_business_account"
 # A reply longer than WhatsApp allows is cut to this when kept (characters).
@@ -84,10 +84,7 @@ NOT_REPLIES = frozenset({"reaction", "system", "unsupported", "request_welcome",
 
 
 def parse_delivery(raw: bytes) -> list[Event]:
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, absurd numbers or nesting
-        raise MalformedPayload("the body is not JSON") from None
+    body = load_untrusted_json(raw)  # MalformedPayload: not UTF-8 JSON, too deep, lone surrogates
     if not isinstance(body, dict):
         raise MalformedPayload("the body is not a JSON object")
     if body.get("object") != OBJECT:

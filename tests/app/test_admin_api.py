@@ -172,7 +172,7 @@ def test_malformed_json_is_a_400_with_a_reason(journey: Any) -> None:
     )
 
     assert response.status_code == 400
-    assert response.get_json()["fields"] == {"body": "is not valid JSON"}
+    assert response.get_json()["fields"]["body"].startswith("is not valid JSON")
 
 
 def test_a_saved_change_is_audited_with_who_and_what(journey: Any) -> None:

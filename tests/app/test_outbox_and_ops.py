@@ -84,14 +84,42 @@ def test_readyz_says_which_dependency_is_down(client, runtime, redis_url):
     assert response.json["checks"]["redis"].startswith("unreachable")
 
 
-def test_metrics_count_carts_messages_and_recovered_revenue(journey, client):
+METRICS_TOKEN = "metrics-token-for-tests"
+
+
+def test_metrics_count_carts_messages_and_recovered_revenue(journey, client, runtime):
     from tests.factories import order_payload
 
+    runtime.settings = runtime.settings.with_overrides(metrics_token=METRICS_TOKEN)
     journey.webhook(30 * MIN, "orders/create", order_payload(total="2098.00"))
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).get_data(as_text=True)
     assert 'cartback_carts{store="1",status="recovered"} 1' in text
     assert 'cartback_recovered_revenue{store="1",currency="INR"} 2098.0' in text
     assert "# TYPE cartback_messages gauge" in text
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x"]
+)
+def test_metrics_without_the_token_show_no_store_figures(journey, client, runtime, authorization):
+    from tests.factories import order_payload
+
+    runtime.settings = runtime.settings.with_overrides(metrics_token=METRICS_TOKEN)
+    journey.webhook(30 * MIN, "orders/create", order_payload(total="2098.00"))
+
+    response = client.get("/metrics", headers={"Authorization": authorization} if authorization else {})
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "cartback_" not in response.get_data(as_text=True)
+
+
+def test_metrics_are_off_until_a_token_is_configured(journey, client):
+    response = client.get("/metrics", headers={"Authorization": "Bearer anything"})
+
+    assert response.status_code == 403
+    assert "METRICS_TOKEN" in response.get_data(as_text=True)
+    assert "cartback_" not in response.get_data(as_text=True)
 
 
 def test_readyz_says_when_migrations_have_not_run(runtime, tmp_path):

@@ -81,11 +81,89 @@ def test_the_merchant_is_sent_to_their_stores_authorization_with_a_one_time_id(s
         ("http://shop.example", "https"),
         ("ftp://shop.example", "address"),
         ("https://" + "x" * 2100, "too long"),
+        ("https://not a url", "spaces"),
+        ("https://shop.example/\tpath", "spaces"),
+        ("https://admin:pw@shop.example", "user name"),
+        ("https://@shop.example", "user name"),
+        ("https://shop..example", "host name"),
+        ("https://-shop.example", "host name"),
+        ("https://shop_1.example", "host name"),
+        ("https://" + "a" * 64 + ".example", "host name"),
+        ("https://999.1.1.1", "host name"),
     ],
 )
 def test_an_address_that_cannot_be_connected_is_refused_with_the_reason(secure, store_url, reason):
     response = secure.get("/woocommerce/connect", query_string={"store_url": store_url})
     assert response.status_code == 400 and reason in response.get_data(as_text=True)
+
+
+def test_a_refused_address_writes_no_row(secure, runtime):
+    secure.get("/woocommerce/connect", query_string={"store_url": "https://not a url"})
+
+    with runtime.database.session() as session:
+        assert session.exec(select(PlatformConnection)).all() == []
+
+
+def test_an_international_store_name_is_kept_in_its_ascii_form(secure, runtime):
+    location = start(secure, "https://Bücher.example/shop/")
+
+    assert location.startswith("https://xn--bcher-kva.example/shop/wc-auth/v1/authorize?")
+
+
+def test_one_address_may_start_only_so_many_connections(secure, runtime):
+    from app.woocommerce_connect import CONNECT_BUDGET
+
+    for _ in range(CONNECT_BUDGET.limit):
+        start(secure)
+
+    refused = secure.get("/woocommerce/connect", query_string={"store_url": "https://shop.example"})
+
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= CONNECT_BUDGET.window_seconds + 1
+    assert "Try again in about" in refused.get_data(as_text=True)
+    with runtime.database.session() as session:
+        assert len(session.exec(select(PlatformConnection)).all()) == CONNECT_BUDGET.limit
+    # Another address has its own budget; the form itself is never refused.
+    other = secure.get(
+        "/woocommerce/connect",
+        query_string={"store_url": "https://shop.example"},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"},
+    )
+    assert other.status_code == 302
+    assert secure.get("/woocommerce/connect").status_code == 200
+
+
+def test_behind_a_proxy_the_budget_follows_the_forwarded_client(runtime):
+    from app.woocommerce_connect import CONNECT_BUDGET
+
+    runtime.settings = runtime.settings.with_overrides(app_url=APP, forwarded_proxies=1)
+    client = https_client(create_app(runtime=runtime))
+    for _ in range(CONNECT_BUDGET.limit):
+        started = client.get(
+            "/woocommerce/connect",
+            query_string={"store_url": "https://shop.example"},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        assert started.status_code == 302
+
+    spent = client.get(
+        "/woocommerce/connect",
+        query_string={"store_url": "https://shop.example"},
+        headers={"X-Forwarded-For": "198.51.100.7"},
+    )
+    # A client cannot pick a fresh address by prepending one: only the last hop is trusted.
+    forged = client.get(
+        "/woocommerce/connect",
+        query_string={"store_url": "https://shop.example"},
+        headers={"X-Forwarded-For": "192.0.2.1, 198.51.100.7"},
+    )
+    fresh = client.get(
+        "/woocommerce/connect",
+        query_string={"store_url": "https://shop.example"},
+        headers={"X-Forwarded-For": "198.51.100.8"},
+    )
+
+    assert (spent.status_code, forged.status_code, fresh.status_code) == (429, 429, 302)
 
 
 def test_private_addresses_are_refused_in_production():
