@@ -45,6 +45,8 @@ def db_upgrade() -> None:
 @click.option("--workers", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
 def web(bind: str, workers: int, threads: int) -> None:
+    from app.gunicorn_config import CONFIG_SPEC
+
     _settings()  # fail fast on configuration before gunicorn forks
     os.execvp(  # noqa: S606 - replaces this process with gunicorn, arguments are ours
         sys.executable,
@@ -61,8 +63,8 @@ def web(bind: str, workers: int, threads: int) -> None:
             str(threads),
             "--worker-class",
             "gthread",
-            "--access-logfile",
-            "-",
+            "--config",
+            CONFIG_SPEC,
         ],
     )
 

@@ -13,20 +13,43 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-# Phone-like runs of 8+ digits (optionally +, spaces, dashes), emails, bearer/long tokens.
-# A phone is 10-15 digits, maybe with separators, standing alone (not inside an id or a uuid).
-_PHONE = re.compile(r"(?<![\w.\-])\+?\d(?:[\s\-()]{0,2}\d){9,14}(?![\w\-])")
+from app.url_secrets import redact_url_secrets
+
+# Phones, by pattern and by context, so ids and timestamps stay readable:
+# - international form: "+" then 8-15 digits, separators allowed ("+91 98765 43210");
+_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d(?:[\s\-().]{0,2}\d){7,14}(?![\w\-])")
+# - an Indian mobile written nationally: 10 digits starting 6-9, maybe after 0 or 91
+#   ("9876543210", "09876 543210", "919876543210"); a 13-digit id does not fit;
+_PHONE_INDIAN = re.compile(r"(?<![\w.\-+])(?:0|91)?[6-9]\d{4}[\s\-]?\d{5}(?![\w\-])")
+# - digit groups with separators, 10-15 digits in all ("(415) 555-2671"); dates and times have
+#   fewer digits per run, and ids have no separators;
+_PHONE_GROUPED = re.compile(r"(?<![\w.\-+:])\(?\d{2,6}\)?(?:[\s\-]\(?\d{2,6}\)?){1,4}(?![\w\-:])")
+# - any digits right after a name that says they are a phone (Meta's wa_id, from, to).
+_PHONE_CONTEXT = re.compile(
+    r"""(?i)((?:phone|mobile|msisdn|wa_id|whatsapp|recipient|"to"|"from"|\bto|\bfrom)["']?\s*[:=]\s*["']?)\+?\d[\d\s\-()]{5,}\d"""
+)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-# "key=": WooCommerce's consumer_key (and an order's key) in a query string.
-_TOKEN = re.compile(r"(?i)(bearer\s+|token[=:]\s*|secret[=:]\s*|key[=:]\s*|/r/)[\w.\-~]{12,}")
+# Credentials outside URLs (URLs go through app.url_secrets).
+_TOKEN = re.compile(r"(?i)(bearer\s+|token[=:]\s*|secret[=:]\s*|key[=:]\s*)[\w.\-~]{12,}")
+# Extra fields whose value is a person's contact, whatever its type.
+_CONTACT_FIELDS = frozenset({"phone", "to", "from", "wa_id", "email", "recipient", "mobile", "to_phone"})
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def _grouped_phone(match: re.Match[str]) -> str:
+    text = match.group()
+    return "[phone]" if 10 <= sum(ch.isdigit() for ch in text) <= 15 else text
+
+
 def redact(text: str) -> str:
     text = _EMAIL.sub("[email]", text)
+    text = redact_url_secrets(text)
     text = _TOKEN.sub(lambda match: match.group(1) + "[redacted]", text)
-    return _PHONE.sub("[phone]", text)
+    text = _PHONE_CONTEXT.sub(lambda match: match.group(1) + "[phone]", text)
+    text = _PHONE_INTERNATIONAL.sub("[phone]", text)
+    text = _PHONE_INDIAN.sub("[phone]", text)
+    return _PHONE_GROUPED.sub(_grouped_phone, text)
 
 
 def _clean(value: Any) -> Any:
@@ -46,7 +69,9 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(record.getMessage())
         record.args = None
         for key, value in list(vars(record).items()):
-            if key not in _STANDARD_ATTRS:
+            if key in _CONTACT_FIELDS and value is not None:
+                setattr(record, key, "[phone]" if key != "email" else "[email]")
+            elif key not in _STANDARD_ATTRS:
                 setattr(record, key, _clean(value))
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))

@@ -19,13 +19,39 @@ from app.logs import JsonFormatter, RedactingFilter, redact
         ("mail asha@example.in", "mail [email]"),
         ("Authorization: Bearer abcdefghijklmnop123", "Authorization: Bearer [redacted]"),
         ("GET /r/WzEyM10.awoeUg.OuEFxRAh8pIrjgGYI5", "GET /r/[redacted]"),
+        ("reply from 9876543210", "reply from [phone]"),
+        ("reply from 098765 43210", "reply from [phone]"),
+        ("wa id 919876543210", "wa id [phone]"),
+        ("US shopper (415) 555-2671", "US shopper [phone]"),
+        ('{"wa_id": "14155552671"}', '{"wa_id": "[phone]"}'),
+        (
+            "GET /?shop=a.myshopify.com&id_token=eyJ.x.y&host=YQ HTTP/1.1",
+            "GET /?shop=a.myshopify.com&id_token=[redacted]&host=YQ HTTP/1.1",
+        ),
+        (
+            "POST /webhooks/woocommerce/cartflows/k3y-1_x HTTP/1.1",
+            "POST /webhooks/woocommerce/cartflows/[redacted] HTTP/1.1",
+        ),
     ],
 )
 def test_personal_data_and_tokens_are_masked(text, expected):
     assert redact(text) == expected
 
 
-@pytest.mark.parametrize("text", ["wake-12-1795870800", "demo-webhook-e1234567890b2e-4f1a", "cart 12345"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "wake-12-1795870800",
+        "demo-webhook-e1234567890b2e-4f1a",
+        "cart 12345",
+        # Ids and timestamps are long digit runs, not phones: logs must stay searchable by them.
+        "checkout 7891234567890",
+        "gid://shopify/ProductVariant/44123456789012",
+        "triggered at 1733456789 (1733456789123 ms)",
+        "2026-12-06 04:55:52.123456+00:00",
+        "order 123e4567-e89b-12d3-a456-426614174000",
+    ],
+)
 def test_ids_are_left_readable(text):
     assert redact(text) == text
 
@@ -46,3 +72,11 @@ def test_log_lines_are_json_with_their_fields_redacted():
     assert entry["event"] == "reply from [phone]"
     assert entry["cart_id"] == 7 and entry["note"] == "[email]"
     assert entry["level"] == "warning"
+
+
+def test_contact_fields_are_masked_whatever_their_type():
+    record = logging.makeLogRecord({"msg": "inbound", "wa_id": 919876543210, "to": "+919876543210"})
+
+    RedactingFilter().filter(record)
+
+    assert record.wa_id == "[phone]" and record.to == "[phone]"
