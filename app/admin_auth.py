@@ -81,7 +81,7 @@ def find_store(runtime: Runtime, reference: str) -> Store | None:
     """A store by id, platform store id (shop domain, site URL) or demo slug."""
     with runtime.database.session() as db:
         query = select(Store).where(Store.platform_store_id == reference.strip())
-        if reference.strip().isdigit():
+        if reference.strip().isascii() and reference.strip().isdigit():
             query = select(Store).where(Store.id == int(reference))
         return db.exec(query).first()
 
@@ -174,8 +174,9 @@ def login() -> Any:
 
 @bp.post("/admin/logout")
 def logout() -> Any:
+    # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
     if session.get("csrf") and hmac.compare_digest(
-        str(session.get("csrf")), request.form.get("csrf_token", "")
+        str(session.get("csrf")).encode(), request.form.get("csrf_token", "").encode()
     ):
         login_id = session.get("login_id")
         if isinstance(login_id, int):
@@ -261,7 +262,7 @@ def current_session(*, document: bool) -> MerchantSession:
         raise NotSignedIn(_json_401(SIGN_IN_HELP))
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not sent or not hmac.compare_digest(sent, found.csrf_token or ""):
+        if not sent or not hmac.compare_digest(sent.encode(), (found.csrf_token or "").encode()):
             response = jsonify(error=f"missing or wrong {CSRF_HEADER}: reload the page and try again")
             response.status_code = 403
             raise NotSignedIn(response)

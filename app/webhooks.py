@@ -61,6 +61,7 @@ def ingest(platform: str) -> Any:
     if isinstance(connector, AnswersPings) and connector.is_ping(raw, headers):
         # The platform checks a new webhook's URL with an unsigned ping: answer, store nothing.
         return _answer(200, status="pong")
+    app_signed = connector.signs_with_app_secret
     if not isinstance(connector, AcknowledgesUnreadable):
         # Before the signature check: a library's verification may parse the body first
         # (shopifyapp decodes it for its own log). A platform that disables webhooks after
@@ -68,8 +69,11 @@ def ingest(platform: str) -> Any:
         try:
             checked_json_text(raw)
         except MalformedPayload as exc:
+            if app_signed:
+                # The platform signs only JSON it wrote: this body is no signed delivery, and
+                # the answer stays the forged-delivery one (401, nothing about the shop).
+                return _answer(401, error=f"not a signed {platform} delivery: {exc}")
             return _answer(400, error=str(exc))
-    app_signed = connector.signs_with_app_secret
     if app_signed and not connector.verify_webhook(raw, headers, ""):
         # Checked before anything else: a forged delivery learns nothing, not even whether
         # the shop is installed (Shopify's app review expects 401 here).

@@ -92,7 +92,8 @@ class DemoConnector:
 
     def verify_webhook(self, raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
         given = headers.get(HEADER_SIGNATURE, "")
-        return bool(given) and hmac.compare_digest(sign(raw_body, secret), given.strip())
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        return bool(given) and hmac.compare_digest(sign(raw_body, secret).encode(), given.strip().encode())
 
     def parse_webhook(
         self, identity: WebhookIdentity, raw_body: bytes, *, default_region: str

@@ -60,6 +60,11 @@ def optional_object(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def is_numeric_id(text: str) -> bool:
+    """Only ASCII digits: ``"²".isdigit()`` is True, and ``int("²")`` raises."""
+    return text.isascii() and text.isdigit()
+
+
 def first_valid_phone(candidates: list[tuple[Any, str | None]], default_region: str) -> str | None:
     """The first candidate that is a valid number, read in its address's country.
 

@@ -10,6 +10,8 @@ before anything else reads it:
 
 - the bytes must be strict UTF-8 (encoded surrogates such as ``ED A0 80`` are not UTF-8);
 - arrays and objects nest at most ``MAX_JSON_DEPTH`` deep (counted without parsing);
+- no number is longer than ``MAX_NUMBER_DIGITS`` digits (Python refuses to turn more than 4,300
+  into an int, with a ``ValueError`` a library may not expect);
 - no ``\\u`` escape may leave a lone UTF-16 surrogate, and none may be NUL (PostgreSQL cannot
   store NUL in text, and no platform puts one in a name or an address).
 """
@@ -28,19 +30,32 @@ from connectors.base import MalformedPayload
 # recursion limit (1,000), which a library's own parse would otherwise hit first.
 MAX_JSON_DEPTH = 64
 
+# Platform ids are at most 20 digits and amounts far fewer; 100 is generous and far below the
+# 4,300 digits at which int() refuses.
+MAX_NUMBER_DIGITS = 100
+
 # A JSON string (escapes included), replaced by "" so the brackets inside do not count.
 # Unrolled loop: linear, with no backtracking on long strings.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
+_LONG_NUMBER = re.compile(f"[0-9]{{{MAX_NUMBER_DIGITS + 1}}}")
 # Escapes that may decode to a lone surrogate, or to NUL; rare in real bodies (PHP's
 # json_encode writes emoji as surrogate pairs), so only a hit pays for the exact check.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
 
 
+def _without_strings(text: str) -> str:
+    return _STRING.sub('""', text)
+
+
 def nesting_depth(text: str, limit: int = MAX_JSON_DEPTH) -> int:
     """How deep arrays and objects nest in ``text``, counted up to ``limit + 1`` at most."""
+    return _nesting_depth(_without_strings(text), limit)
+
+
+def _nesting_depth(structure: str, limit: int) -> int:
     depth = deepest = 0
-    for bracket in _BRACKET.finditer(_STRING.sub('""', text)):
+    for bracket in _BRACKET.finditer(structure):
         if bracket.group() in "[{":
             depth += 1
             if depth > deepest:
@@ -65,8 +80,11 @@ def checked_json_text(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> s
             raise MalformedPayload("body is not UTF-8 text (it holds a lone surrogate)")
     # A byte-order mark is noise some PHP hosts print first; json.loads(bytes) skipped it too.
     text = text.removeprefix("\ufeff")
-    if nesting_depth(text, max_depth) > max_depth:
+    structure = _without_strings(text)
+    if _nesting_depth(structure, max_depth) > max_depth:
         raise MalformedPayload(f"body nests deeper than {max_depth} levels")
+    if _LONG_NUMBER.search(structure):
+        raise MalformedPayload(f"body holds a number longer than {MAX_NUMBER_DIGITS} digits")
     return text
 
 

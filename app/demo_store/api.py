@@ -129,7 +129,7 @@ def parse_discount_terms(body: dict[str, Any], now: datetime) -> DiscountTerms:
     if not CODE_PATTERN.match(code):
         raise InvalidInput("code must be 1-64 letters, digits, '-' or '_'")
     kind = body.get("kind")
-    if kind not in {k.value for k in DiscountKind}:
+    if not isinstance(kind, str) or kind not in {k.value for k in DiscountKind}:
         raise InvalidInput('kind must be "fixed" or "percent"')
     value = _amount(body, "value", required=True)
     assert value is not None

@@ -126,7 +126,7 @@ def _int_field(name: str, default: int | None = None) -> int | None:
     raw = request.form.get(name, "").strip()
     if not raw:
         return default
-    return int(raw) if raw.isdigit() and len(raw) <= 12 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else None
 
 
 @bp.post("/cart/add")

@@ -141,8 +141,11 @@ class ShopifyConnector:
             body = raw_body.decode("utf-8")
         except UnicodeDecodeError:
             return False  # Shopify signs UTF-8 JSON; anything else cannot be one of its bodies
+        # Shopify's headers are ASCII; shopifyapp compares the HMAC header with
+        # hmac.compare_digest on str, which raises on non-ASCII (a 500 for a forged header).
+        ascii_headers = {name: value for name, value in headers.items() if value.isascii()}
         result = self.app.verify_webhook_req(
-            {"method": "POST", "headers": dict(headers.items()), "url": "", "body": body}
+            {"method": "POST", "headers": ascii_headers, "url": "", "body": body}
         )
         return bool(result.ok)
 

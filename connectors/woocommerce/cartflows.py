@@ -35,7 +35,7 @@ from connectors.base import (
     parse_currency,
     parse_decimal,
 )
-from connectors.payload_fields import clean_text, first_valid_phone
+from connectors.payload_fields import clean_text, first_valid_phone, is_numeric_id
 
 TOPIC_PREFIX = "cartflows."
 # Where the store's currency rides along: the form does not say it.
@@ -65,7 +65,7 @@ def url_key(secret: str, store_id: int) -> str:
 def store_id_of(key: str) -> int | None:
     head, _, _ = key.partition("-")
     # A row id, not any number: a 30-digit one must not reach the database.
-    return int(head) if head.isdigit() and len(head) <= 18 else None
+    return int(head) if is_numeric_id(head) and len(head) <= 18 else None
 
 
 def key_matches(secret: str, store_id: int, given: str) -> bool:

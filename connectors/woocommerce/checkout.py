@@ -31,6 +31,7 @@ from connectors.base import (
     StoreAccess,
     with_query,
 )
+from connectors.payload_fields import is_numeric_id
 from connectors.woocommerce import payloads
 from connectors.woocommerce.rest import WooCommerceRest, error_code, error_message
 from connectors.woocommerce.signing import pay_link_token
@@ -217,10 +218,10 @@ def _has_address(billing: Mapping[str, str]) -> bool:
 def _product_lines(checkout: CheckoutRef) -> list[dict[str, Any]]:
     lines = []
     for line in checkout.lines:
-        if not line.product_id or not line.product_id.isdigit():
+        if not line.product_id or not is_numeric_id(line.product_id):
             return []
         item: dict[str, Any] = {"product_id": int(line.product_id), "quantity": line.quantity}
-        if line.variant_id and line.variant_id.isdigit() and line.variant_id != line.product_id:
+        if line.variant_id and is_numeric_id(line.variant_id) and line.variant_id != line.product_id:
             item["variation_id"] = int(line.variant_id)
         lines.append(item)
     return lines
@@ -253,7 +254,7 @@ def checkout_link(store: StoreAccess, checkout: CheckoutRef, code: str | None) -
     items = [
         f"{line.variant_id or line.product_id}:{line.quantity}"
         for line in checkout.lines
-        if (line.variant_id or line.product_id or "").isdigit()
+        if is_numeric_id(line.variant_id or line.product_id or "")
     ]
     site = store.storefront_url.rstrip("/") or store.api_base_url.rstrip("/")
     if not items:

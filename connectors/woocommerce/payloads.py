@@ -41,6 +41,7 @@ from connectors.base import (
 from connectors.payload_fields import (
     clean_text,
     first_valid_phone,
+    is_numeric_id,
     line_list,
     line_quantity,
     optional_object,
@@ -82,7 +83,7 @@ def order_id_of(cart_token: str | None) -> str | None:
     """``order-123`` -> ``123``: the order a cart was left as, if any."""
     if cart_token and cart_token.startswith(ORDER_CART_PREFIX):
         order_id = cart_token.removeprefix(ORDER_CART_PREFIX)
-        return order_id if order_id.isdigit() else None
+        return order_id if is_numeric_id(order_id) else None
     return None
 
 

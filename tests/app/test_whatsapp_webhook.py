@@ -143,7 +143,7 @@ def test_a_body_changed_after_signing_is_refused(wa):
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b"{not json", "not JSON"),
+        (b"{not json", "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"object": "whatsapp_business_account", "entry": {"id": "1"}}', "entry must be a list"),
         (

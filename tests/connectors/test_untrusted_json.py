@@ -33,12 +33,18 @@ def test_a_byte_order_mark_is_skipped() -> None:
         (b"[" * 20_000 + b"]" * 20_000, "nests deeper"),
         (b'{"a": ' * 65 + b"1" + b"}" * 65, "nests deeper"),
         (b'{"a": 1', "not valid JSON"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "longer than 100 digits"),
+        (b"1" * 101, "longer than 100 digits"),
         (b"", "not valid JSON"),
     ],
 )
 def test_hostile_bodies_are_refused_with_a_reason(body: bytes, reason: str) -> None:
     with pytest.raises(MalformedPayload, match=reason):
         load_untrusted_json(body)
+
+
+def test_long_digit_runs_inside_strings_are_text() -> None:
+    assert load_untrusted_json(b'{"note": "' + b"1" * 500 + b'"}') == {"note": "1" * 500}
 
 
 def test_an_escaped_backslash_before_u_d800_is_text_not_a_surrogate() -> None:
