@@ -15,7 +15,12 @@ import re
 REDACTED = "[redacted]"
 
 # Path prefixes whose next segment is a credential.
-SECRET_PATH_PREFIXES = ("/r/", "/webhooks/woocommerce/cartflows/")
+SECRET_PATH_PREFIXES = (
+    "/r/",
+    "/webhooks/woocommerce/cartflows/",
+    # The demo store's checkout pages play Shopify's checkout links: the token opens a contact.
+    "/demo-store/checkout/",
+)
 # Query parameters that carry a credential (matched case-insensitively, by exact name).
 SECRET_QUERY_PARAMETERS = frozenset(
     {

@@ -32,6 +32,7 @@ from app.logs import JsonFormatter, RedactingFilter, redact
             "POST /webhooks/woocommerce/cartflows/k3y-1_x HTTP/1.1",
             "POST /webhooks/woocommerce/cartflows/[redacted] HTTP/1.1",
         ),
+        ("GET /demo-store/checkout/8aW27lgE-f6D/order", "GET /demo-store/checkout/[redacted]/order"),
     ],
 )
 def test_personal_data_and_tokens_are_masked(text, expected):
