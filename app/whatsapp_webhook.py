@@ -18,6 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 from app import get_runtime
 from app.request_bodies import read_raw_body
 from connectors.base import PayloadError
+from connectors.untrusted_json import load_untrusted_json
 from sequences.scheduling import enqueue_confirmation, enqueue_opt_out_syncs
 from sequences.whatsapp.inbound import apply_events
 from sequences.whatsapp.webhook_events import parse_delivery
@@ -71,7 +72,7 @@ def receive() -> Any:
         log.warning("whatsapp signature rejected")
         return _answer(403, error="signature does not match the body")
     try:
-        events = parse_delivery(raw)
+        events = parse_delivery(load_untrusted_json(raw))
     except PayloadError as exc:
         return _answer(400, error=str(exc))
     applied = apply_events(runtime, events)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import MalformedPayload, PayloadError
-from connectors.untrusted_json import load_untrusted_json
 
 OBJECT = "whatsapp_business_account"
 # A reply longer than WhatsApp allows is cut to this when kept (characters).
@@ -83,8 +82,9 @@ Event = StatusEvent | InboundEvent | PreferenceEvent | TemplateEvent | PhoneQual
 NOT_REPLIES = frozenset({"reaction", "system", "unsupported", "request_welcome", "ephemeral"})
 
 
-def parse_delivery(raw: bytes) -> list[Event]:
-    body = load_untrusted_json(raw)  # MalformedPayload: not UTF-8 JSON, too deep, lone surrogates
+def parse_delivery(body: Any) -> list[Event]:
+    """The events of one delivery, from its JSON (read from the raw bytes by
+    ``connectors.untrusted_json`` at the door); a ``PayloadError`` names what is wrong."""
     if not isinstance(body, dict):
         raise MalformedPayload("the body is not a JSON object")
     if body.get("object") != OBJECT:
