@@ -112,13 +112,16 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
         delivery.outcome = applied.outcome
         delivery.cart_id = _cart_named(session, store_id, event)
         delivery.processed_at = runtime.now()
-    for cart_id, at in applied.wakes:
-        schedule_wake(runtime, cart_id, at)
+    # Images before alarms: a cart already due (a late delivery) must not be sent by another
+    # worker before its photo is stored. The fetch is bounded (line_images' retry budget), and
+    # an alarm lost meanwhile is rebuilt by the sweep from next_wake_at.
     if applied.images_for_cart is not None:
         try:
             fetch_missing_images(runtime, store_id, applied.images_for_cart)
         except Exception:  # the delivery is done: a message without a photo beats a lost alarm
             log.exception("variant images not fetched", extra={"cart_id": applied.images_for_cart})
+    for cart_id, at in applied.wakes:
+        schedule_wake(runtime, cart_id, at)
     log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
     return applied.outcome
 
