@@ -417,6 +417,12 @@ def _record_outcome(
         assert cart is not None and step is not None and message is not None and store is not None
         now = runtime.now()
         message.provider_message_id = outcome.provider_message_id or message.provider_message_id
+        number = step.step_number
+        if step.status == StepStatus.SENT:
+            # Meta's status webhook said it went out before this answer came back, and settled
+            # the step then (record_sent): whatever this answer says, a sent step stays sent.
+            happened.append(f"step {number} sent: confirmed by Meta first")
+            return _decide_locked(runtime, session, store, cart, contact, happened)
         # A status webhook can beat this commit (it maps by our message id): what Meta said
         # there (delivered, read, or failed with its code) stands.
         heard_from_meta = message.status in (
@@ -426,32 +432,50 @@ def _record_outcome(
         )
         if not heard_from_meta:
             message.error_code, message.error_detail = outcome.error_code, outcome.error_detail
-        number = step.step_number
         if message.status == MessageStatus.FAILED and outcome.kind in (OutcomeKind.SENT, OutcomeKind.UNKNOWN):
             # Meta's failed status came first (the webhook acted on it): the step failed.
             step.status, step.reason = StepStatus.FAILED, message.error_detail or "Meta reported it failed"
             happened.append(f"step {number} failed: reported by Meta")
-        elif outcome.kind in (OutcomeKind.SENT, OutcomeKind.UNKNOWN):
-            sent = outcome.kind == OutcomeKind.SENT or heard_from_meta
-            step.status = StepStatus.SENT if sent else StepStatus.UNCERTAIN
-            step.sent_at = now if sent else None
-            if message.status in (MessageStatus.QUEUED, MessageStatus.UNCERTAIN):
-                message.status = MessageStatus.SENT if sent else MessageStatus.UNCERTAIN
-            message.sent_at = message.sent_at or (now if sent else None)
-            cart.first_message_at = cart.first_message_at or now
-            if cart.status in (CartStatus.ABANDONED, CartStatus.ACTIVE):
-                cart.status = CartStatus.RECOVERING
-            timeline.record(
-                session,
-                cart,
-                "message_sent" if sent else "message_uncertain",
-                step=number,
-                message_id=message.id,
-            )
-            happened.append(f"step {number} {'sent' if sent else 'uncertain'}")
+        elif outcome.kind == OutcomeKind.SENT or (outcome.kind == OutcomeKind.UNKNOWN and heard_from_meta):
+            record_sent(session, cart, step, message, now)
+            happened.append(f"step {number} sent")
+        elif outcome.kind == OutcomeKind.UNKNOWN:
+            step.status, step.sent_at = StepStatus.UNCERTAIN, None
+            if message.status == MessageStatus.QUEUED:
+                message.status = MessageStatus.UNCERTAIN
+            _reached_shopper(cart, now)
+            timeline.record(session, cart, "message_uncertain", step=number, message_id=message.id)
+            happened.append(f"step {number} uncertain")
         else:
             _record_failure(runtime, session, store, cart, contact, step, message, outcome, happened)
         return _decide_locked(runtime, session, store, cart, contact, happened)
+
+
+def record_sent(
+    session: Session,
+    cart: Cart,
+    step: RecoveryStep,
+    message: Message,
+    at: datetime,
+    *,
+    event: str = "message_sent",
+) -> None:
+    """The step's message went out: the step, its message and the cart say so, with the
+    timeline and (through the ORM) the dashboard's kept figures. Called under the cart lock by
+    whichever hears first: the transport's answer here, or Meta's status webhook (inbound)."""
+    step.status, step.sent_at = StepStatus.SENT, at
+    if message.status in (MessageStatus.QUEUED, MessageStatus.UNCERTAIN):
+        message.status = MessageStatus.SENT
+    message.sent_at = message.sent_at or at
+    _reached_shopper(cart, at)
+    timeline.record(session, cart, event, step=step.step_number, message_id=message.id)
+
+
+def _reached_shopper(cart: Cart, at: datetime) -> None:
+    """A message went out (or may have): attribution starts, and an open cart is recovering."""
+    cart.first_message_at = cart.first_message_at or at
+    if cart.status in (CartStatus.ABANDONED, CartStatus.ACTIVE):
+        cart.status = CartStatus.RECOVERING
 
 
 def _record_failure(

@@ -1,8 +1,9 @@
 """Rebuild everything Redis should hold from the database (invariant 4).
 
 Run every minute by the worker (and by `cartback sweep`): re-enqueues deliveries nobody
-processed, resolves steps whose sender died mid-send (UNCERTAIN, never resent), and re-sets
-every cart alarm that is missing from Redis. Safe to run at any time, any number of times.
+processed, resolves steps whose sender died mid-send (UNCERTAIN, never resent; FAILED when Meta
+has reported the message failed meanwhile), and re-sets every cart alarm that is missing from
+Redis. Safe to run at any time, any number of times.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ BATCH = 500
 class SweepReport:
     deliveries_requeued: int = 0
     steps_uncertain: int = 0
+    steps_failed: int = 0
     alarms_restored: int = 0
     carts_checked: int = 0
     payloads_purged: int = 0
@@ -63,6 +65,7 @@ class SweepReport:
         return (
             f"{self.carts_checked} open carts checked, {self.alarms_restored} alarms restored, "
             f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain, "
+            f"{self.steps_failed} steps failed as Meta reported, "
             f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued, "
             f"{self.tokens_renewed} lapsing platform tokens renewed, {self.numbers_checked} WhatsApp numbers checked"
         )
@@ -96,14 +99,24 @@ def run_sweep(runtime: Runtime) -> SweepReport:
             step = session.get(RecoveryStep, step_id)
             if cart is None or step is None or step.status != StepStatus.SENDING:
                 continue
+            message = session.exec(select(Message).where(Message.step_id == step.id)).first()
+            cart.next_wake_at = now
+            if message is not None and message.status == MessageStatus.FAILED:
+                # Meta's failed status came while the sender was gone (the webhook applied what
+                # it means, and put it on the timeline): the step failed, as the sender would
+                # have recorded. Not uncertain: no message reached the shopper.
+                step.status, step.reason = (
+                    StepStatus.FAILED,
+                    message.error_detail or "Meta reported it failed",
+                )
+                report.steps_failed += 1
+                continue
             # The worker died between the ledger and the outcome: maybe sent. Never resend.
             step.status, step.reason = StepStatus.UNCERTAIN, "sender stopped before recording the outcome"
-            message = session.exec(select(Message).where(Message.step_id == step.id)).first()
             if message is not None and message.status == MessageStatus.QUEUED:
                 message.status = MessageStatus.UNCERTAIN
             cart.first_message_at = cart.first_message_at or step.attempted_at
             timeline.record(session, cart, "message_uncertain", step=step.step_number)
-            cart.next_wake_at = now
             report.steps_uncertain += 1
 
     last_id = 0

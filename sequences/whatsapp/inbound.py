@@ -3,6 +3,10 @@ number health. Each event is applied in its own transaction, idempotently, so a 
 retries (for up to 7 days) or a replayed event changes nothing:
 
 - a status only moves a message forward (sent < delivered < read; failed is terminal);
+- a sent, delivered or read status settles a step its sender never recorded (SENDING: the worker
+  died, or still waits, after Meta took the message; UNCERTAIN: the answer was lost) as SENT, once,
+  as the sender would have (``sending.record_sent``), and the cart's alarm rings now for what
+  comes next; a step already SENT is never touched again;
 - a shopper's message or preference change is recorded once under its Meta id;
 - template and number updates carry Meta's time and never overwrite a newer word.
 
@@ -48,6 +52,8 @@ from sequences.models import (
     WhatsAppTemplate,
 )
 from sequences.runtime import Runtime
+from sequences.scheduling import schedule_wake
+from sequences.sending import record_sent
 from sequences.transports import OutcomeKind, message_id_from_callback
 from sequences.whatsapp import health
 from sequences.whatsapp.errors import action_for
@@ -101,6 +107,8 @@ class Applied:
     ignored: int = 0
     opted_out_contacts: set[int] = field(default_factory=set)
     confirmations: list[int] = field(default_factory=list)
+    # Carts whose alarm is set to now (a step settled by Meta's status), rung after the commits.
+    wakes: list[tuple[int, datetime]] = field(default_factory=list)
 
 
 def apply_events(runtime: Runtime, events: list[Event]) -> Applied:
@@ -127,6 +135,8 @@ def apply_events(runtime: Runtime, events: list[Event]) -> Applied:
             result.applied += 1
         else:
             result.ignored += 1
+    for cart_id, at in result.wakes:
+        schedule_wake(runtime, cart_id, at)
     return result
 
 
@@ -201,12 +211,6 @@ def _apply_status(runtime: Runtime, store_id: int, event: StatusEvent, result: A
         }.get(event.status)
         if new is None or message.status == MessageStatus.FAILED:
             return False
-        if message.status == MessageStatus.UNCERTAIN:
-            # We never heard back from the send; Meta's status says it went out.
-            step = session.get(RecoveryStep, message.step_id)
-            if step is not None and step.status == StepStatus.UNCERTAIN:
-                step.status, step.sent_at = StepStatus.SENT, event.at
-            timeline.record(session, cart, "message_confirmed", message_id=message.id)
         moved = _RANK.get(MessageStatus(message.status), 0) < _RANK[new]
         if moved:
             message.status = new
@@ -216,7 +220,52 @@ def _apply_status(runtime: Runtime, store_id: int, event: StatusEvent, result: A
             message.delivered_at = message.delivered_at or event.at
         if new == MessageStatus.READ:
             message.read_at = message.read_at or event.at
+        step = session.get(RecoveryStep, message.step_id)
+        if step is not None and step.status in (StepStatus.SENDING, StepStatus.UNCERTAIN):
+            _settle_step(runtime, session, cart, step, message, result)
+            return True
         return moved
+
+
+def _settle_step(
+    runtime: Runtime, session: Session, cart: Cart, step: RecoveryStep, message: Message, result: Applied
+) -> None:
+    """Meta says the message went out, and its step never recorded it: settle it as sent.
+
+    Under the contact and cart locks the senders take (the caller's), so a sender whose answer
+    comes later finds the step SENT and leaves it so (``sending._record_outcome``), and the
+    sweep, which only looks at SENDING steps, no longer calls it uncertain.
+
+    A SENDING step held the sequence back (``_decide_locked`` waits on it) with the cart's alarm
+    at the end of the grace period: the alarm is set to now, and the cart's own clock
+    (``advance_cart``) decides what comes next, as after any send. It is not decided here: the
+    next step may be due already, and a webhook request sends nothing. An UNCERTAIN step held
+    nothing back (the sequence went on already), so the alarm stays as it is.
+
+    A "failed" status never comes here (``_apply_failure``): it marks the message failed at once
+    and applies what its code means (opt-out, unreachable, pauses), but leaves a SENDING step to
+    its sender, which records it FAILED when its answer comes, or to the sweep after the grace
+    period, which records it FAILED too on seeing the message failed. Deliberately: the
+    dashboard counts the message as failed from now on (its figures read the message), a failed
+    message neither starts attribution nor makes the cart recovering, and the next step, hours
+    away, is delayed by the grace period at most; settling it here would make the webhook a
+    second writer of the sender's own failure outcome for nothing a merchant would see.
+    """
+    assert cart.id is not None and message.sent_at is not None
+    was_sending = step.status == StepStatus.SENDING
+    # Meta's time of the first status we heard: when the message went out, or just after.
+    record_sent(
+        session,
+        cart,
+        step,
+        message,
+        message.sent_at,
+        event="message_sent" if was_sending else "message_confirmed",
+    )
+    if was_sending and cart.status not in TERMINAL_CART_STATUSES:
+        now = runtime.now()
+        cart.next_wake_at = now
+        result.wakes.append((cart.id, now))
 
 
 def _record_pricing(message: Message, event: StatusEvent, contact: Contact | None) -> None:
