@@ -145,6 +145,12 @@ def test_a_body_changed_after_signing_is_refused(wa):
     [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
+        # A lone surrogate as the WABA id once reached the account lookup as a str no encoder takes.
+        (
+            b'{"object": "whatsapp_business_account", "entry": [{"id": "\\ud800", "changes": [{"field":'
+            b' "messages", "value": {"metadata": {"phone_number_id": "106540352242922"}}}]}]}',
+            "lone UTF-16 surrogate",
+        ),
         (b'{"object": "whatsapp_business_account", "entry": {"id": "1"}}', "entry must be a list"),
         (
             b'{"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -70,6 +71,39 @@ def test_a_signed_order_that_cannot_be_read_is_acknowledged_so_the_webhook_stays
     # WooCommerce disables a webhook after a few refusals: one odd order must not stop them all.
     response = woo.post("order.created", fixture("order_pending_razorpay") | {"total": 2098.0})
     assert response.status_code == 200 and "total" in response.get_json()["reason"]
+    assert deliveries(woo) == 0
+
+
+def _order_with(**fields: str) -> bytes:
+    """The recorded order with fields replaced, escaped as PHP's json_encode writes them."""
+    return json.dumps(fixture("order_pending_razorpay") | fields).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A lone surrogate escaped in the order's id, status or date (the delivery key's parts),
+        _order_with(id="\ud800"),
+        _order_with(status="\udc00"),
+        _order_with(date_modified_gmt="\ud800"),
+        # and raw surrogate bytes, which json.loads would accept and a UTF-8 decode refuses.
+        _order_with(customer_note="SURROGATE").replace(b"SURROGATE", b"\xed\xa0\x80"),
+    ],
+    ids=["id", "status", "date_modified_gmt", "raw bytes"],
+)
+def test_a_signed_order_with_surrogates_is_acknowledged_and_stores_nothing(woo, body):
+    response = woo.post("order.created", body)
+
+    assert response.status_code == 200 and response.get_json()["status"] == "ignored"
+    assert deliveries(woo) == 0
+
+
+def test_a_signed_capture_with_a_lone_surrogate_is_400_and_stores_nothing(woo):
+    # Escaped as PHP's json_encode would write it (the plugin signs what it sends).
+    body = json.dumps(fixture("cart_updated_phone_only") | {"cart_id": "\ud800"}).encode()
+    response = woo.post("cart.updated", body)
+
+    assert response.status_code == 400 and "surrogate" in response.get_json()["error"]
     assert deliveries(woo) == 0
 
 
