@@ -42,6 +42,24 @@ def signed_headers(
     }
 
 
+# CartFlows' abandonment webhook as its Zapier integration posts it (a form).
+CARTFLOWS_FORM = {
+    "first_name": "Priya",
+    "last_name": "Sharma",
+    "phone_number": "98765 43210",
+    "email": "priya@example.com",
+    "billing_address": "12 MG Road, KA, IN Bengaluru, 560001",
+    "shipping_address": "",
+    # As CartFlows sends it: esc_url() turned & into &#038;.
+    "checkout_url": "https://shop.example/checkout/?wcf_ac_token=d2NmX3Nlc3Npb25faWQ9YWJjMTIzZGVm&#038;utm_source=zapier",
+    "product_names": "Block-print kurta &amp; Cotton dupatta",
+    "coupon_code": "",
+    "order_status": "abandoned",
+    "cart_total": "2098.00",
+    "product_table": "<table><tr><td>Block-print kurta</td></tr></table>",
+}
+
+
 def encode(payload: Any) -> bytes:
     # WordPress's wp_json_encode: compact, unicode kept.
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

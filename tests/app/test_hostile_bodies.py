@@ -47,7 +47,7 @@ from tests.hostile_support import (
     to_json,
 )
 from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
-from tests.woocommerce_support import SITE, WEBHOOK_SECRET, make_woocommerce_store
+from tests.woocommerce_support import CARTFLOWS_FORM, SITE, WEBHOOK_SECRET, make_woocommerce_store
 
 pytestmark = pytest.mark.slow
 
@@ -113,20 +113,6 @@ WHATSAPP_RECORDED = [
     path.stem
     for path in sorted((Path(__file__).resolve().parents[1] / "fixtures" / "whatsapp").glob("*.json"))
 ]
-CARTFLOWS_FORM = {
-    "first_name": "Priya",
-    "last_name": "Sharma",
-    "phone_number": "98765 43210",
-    "email": "priya@example.com",
-    "billing_address": "12 MG Road, KA, IN Bengaluru, 560001",
-    "shipping_address": "",
-    "checkout_url": "https://shop.example/checkout/?wcf_ac_token=d2NmX3Nlc3Npb25faWQ9YWJjMTIzZGVm&#038;utm_source=zapier",
-    "product_names": "Block-print kurta &amp; Cotton dupatta",
-    "coupon_code": "",
-    "order_status": "abandoned",
-    "cart_total": "2098.00",
-    "product_table": "<table><tr><td>Block-print kurta</td></tr></table>",
-}
 
 
 @pytest.fixture

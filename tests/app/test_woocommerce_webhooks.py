@@ -10,7 +10,14 @@ import pytest
 from sqlmodel import func, select
 
 from sequences.models import Cart, CartStatus, StoreStatus, WebhookDelivery
-from tests.woocommerce_support import SITE, WooCommerceDriver, encode, fixture, make_woocommerce_store
+from tests.woocommerce_support import (
+    CARTFLOWS_FORM,
+    SITE,
+    WooCommerceDriver,
+    encode,
+    fixture,
+    make_woocommerce_store,
+)
 
 MIN = timedelta(minutes=1)
 
@@ -206,22 +213,6 @@ def test_deliveries_for_an_uninstalled_store_are_acknowledged_and_dropped(woo):
 
 
 # -- CartFlows' abandonment webhook ---------------------------------------------------------
-
-CARTFLOWS_FORM = {
-    "first_name": "Priya",
-    "last_name": "Sharma",
-    "phone_number": "98765 43210",
-    "email": "priya@example.com",
-    "billing_address": "12 MG Road, KA, IN Bengaluru, 560001",
-    "shipping_address": "",
-    # As CartFlows sends it: esc_url() turned & into &#038;.
-    "checkout_url": "https://shop.example/checkout/?wcf_ac_token=d2NmX3Nlc3Npb25faWQ9YWJjMTIzZGVm&#038;utm_source=zapier",
-    "product_names": "Block-print kurta &amp; Cotton dupatta",
-    "coupon_code": "",
-    "order_status": "abandoned",
-    "cart_total": "2098.00",
-    "product_table": "<table><tr><td>Block-print kurta</td></tr></table>",
-}
 
 
 def cartflows_path(woo) -> str:
