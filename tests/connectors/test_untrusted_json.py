@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.base import MalformedPayload
 from connectors.untrusted_json import MAX_JSON_DEPTH, checked_json_text, load_untrusted_json, nesting_depth
@@ -78,3 +80,30 @@ def test_numbers_refused_by_a_caller_are_a_malformed_payload() -> None:
 
     with pytest.raises(MalformedPayload, match="number too large"):
         load_untrusted_json(b'{"a": 123456}', parse_int=small)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\\n\u00e9\U0001f600'),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet='k[]{}"\\', max_size=4), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(derandomize=True, max_examples=300, database=None)
+@given(JSON_VALUES, st.booleans())
+def test_the_depth_counted_without_parsing_is_the_parsed_depth(value: object, ascii_only: bool) -> None:
+    # Strings full of brackets, quotes and backslashes, escaped as json.dumps (or PHP) writes them.
+    text = json.dumps(value, ensure_ascii=ascii_only)
+
+    assert nesting_depth(text) == _depth(value)
