@@ -30,6 +30,7 @@ from bench.report import Section, say
 from connectors.base import HeaderMap, WebhookIdentity
 from connectors.demo import DemoConnector
 from connectors.shopify import ShopifyConnector
+from connectors.untrusted_json import checked_json_text
 from connectors.woocommerce import WooCommerceConnector
 from connectors.woocommerce.connector import sign as woo_sign
 from sequences.models import Store
@@ -38,7 +39,8 @@ from sequences.settings import Settings
 ABOUT = """
 CPU time per delivery, in the bench process, demo platform (baseline) against Shopify and
 WooCommerce, in the same run. *verify + parse*: the connector alone (signature check over the raw body, JSON to
-`CartSnapshot`), for a 2-line checkout and for Shopify's 50-line fixture. *ingest*: the whole
+`CartSnapshot`), for a 2-line checkout and for Shopify's 50-line fixture. *body checks*: the
+UTF-8, depth, number and surrogate checks every body passes first, beside `json.loads` of it. *ingest*: the whole
 `POST /webhooks/<platform>` through Flask's test client (no network): signature, store lookup,
 validation, the SQLite insert and the RQ enqueue. Shopify's body is the recorded-style fixture
 `tests/fixtures/shopify/checkouts_create.json` (~5 KB; the demo body is ~0.9 KB); WooCommerce's
@@ -193,6 +195,17 @@ def _measure(env: BenchEnv, runtime: Any, config: ShopifyConfig, section: Sectio
         "verify + parse + key: WooCommerce order, 2 lines",
         f"{woo_us:.0f} µs",
         f"{woo_us / base:.1f}× the demo",
+    )
+
+    # The hostile-body checks every body passes before any parser (connectors.untrusted_json),
+    # against json.loads of the same bytes: what the guard adds to each delivery.
+    largest = _shopify_body(_fixture("checkouts_update_50_lines"), 0)
+    loads_us = _cpu_us(config.parse_rounds, lambda _i: json.loads(largest))
+    checks_us = _cpu_us(config.parse_rounds, lambda _i: checked_json_text(largest))
+    section.add(
+        f"body checks: Shopify, 50 lines ({len(largest) // 1024} KB)",
+        f"{checks_us:.0f} µs",
+        f"{checks_us / loads_us:.2f}× json.loads of it",
     )
 
     # -- the whole ingest, through Flask ------------------------------------------------------
