@@ -150,10 +150,18 @@ def login_page() -> Any:
     return render_template("admin/login.html", help=SIGN_IN_HELP, problem=None)
 
 
+def _origin_host(origin: str) -> str | None:
+    """The host:port an Origin header names; None when it names none (``http://[`` included)."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
+
+
 @bp.post("/admin/login")
 def login() -> Any:
     origin = request.headers.get("Origin")
-    if origin and urlsplit(origin).netloc != request.host:
+    if origin and _origin_host(origin) != request.host:
         # Another site posting someone's sign-in link would sign this browser in to that store.
         return render_template(
             "admin/login.html", help=SIGN_IN_HELP, problem="Sign in from the link itself."

@@ -73,7 +73,7 @@ def as_json() -> Any:
     return jsonify(messages=_rows())
 
 
-@bp.post("/outbox/<int:outbox_id>/reply")
+@bp.post("/outbox/<int(max=2147483647):outbox_id>/reply")
 def reply(outbox_id: int) -> Any:
     _sandbox_only()
     text = (request.form.get("text") or "").strip()

@@ -390,7 +390,7 @@ def place_order(token: str) -> Any:
     return response
 
 
-@bp.get("/orders/<int:order_id>")
+@bp.get("/orders/<int(max=2147483647):order_id>")
 def order(order_id: int) -> Any:
     with get_runtime().database.session() as session:
         found = session.get(DemoOrder, order_id)

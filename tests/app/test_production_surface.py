@@ -96,3 +96,9 @@ def test_cartback_demo_refuses_to_run_in_production(tmp_path):
 
     assert result.returncode == 2
     assert "refused with CARTBACK_ENV=production" in result.stderr
+
+
+def test_outside_production_a_reply_to_an_absurd_outbox_id_is_404(client):
+    response = client.post("/outbox/99999999999999999999/reply", data={"text": "STOP"})
+
+    assert response.status_code == 404
