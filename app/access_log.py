@@ -13,18 +13,23 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from gunicorn.glogging import Logger
 
 from app.logs import RedactingFilter, redact
+
+# Enough to tell a browser from a platform's client; the rest of a user agent is noise.
+MAX_USER_AGENT_CHARS = 200
 
 
 def access_entry(
     environ: dict[str, Any], status: str, sent: int | None, duration_ms: float
 ) -> dict[str, Any]:
     """The logged fields of one request; every URL-bearing field is redacted."""
-    path = environ.get("RAW_URI") or environ.get("PATH_INFO") or ""
-    referer = environ.get("HTTP_REFERER")
+    # Percent-decoded before redaction: /%72/<token> opens /r/<token>, id%5Ftoken is id_token.
+    path = unquote(environ.get("RAW_URI") or environ.get("PATH_INFO") or "")
+    referer = unquote(environ.get("HTTP_REFERER") or "") or None
     return {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "level": "info",
@@ -37,7 +42,7 @@ def access_entry(
         "bytes": sent,
         "duration_ms": round(duration_ms, 1),
         "referer": redact(referer) if referer else None,
-        "user_agent": (environ.get("HTTP_USER_AGENT") or "")[:200] or None,
+        "user_agent": (environ.get("HTTP_USER_AGENT") or "")[:MAX_USER_AGENT_CHARS] or None,
     }
 
 

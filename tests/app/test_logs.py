@@ -81,3 +81,22 @@ def test_contact_fields_are_masked_whatever_their_type():
     RedactingFilter().filter(record)
 
     assert record.wa_id == "[phone]" and record.to == "[phone]"
+
+
+def test_the_access_log_redacts_percent_encoded_secrets_too():
+    from app.access_log import access_entry
+
+    entry = access_entry(
+        {
+            "RAW_URI": "/%72/WzEyM10.awoeUg.OuEFxRAh8pIrjgGYI5?x=1&id%5Ftoken=eyJhbGc.e30.sig",
+            "REQUEST_METHOD": "GET",
+            "HTTP_REFERER": "https://admin.shopify.com/?id_token=eyJhbGc.e30.sig&phone=%2B919876543210",
+        },
+        "303 See Other",
+        481,
+        3.2,
+    )
+
+    assert entry["path"] == "/r/[redacted]?x=1&id_token=[redacted]"
+    assert entry["referer"] == "https://admin.shopify.com/?id_token=[redacted]&phone=[phone]"
+    assert entry["status"] == 303
