@@ -77,6 +77,22 @@ def _connector(runtime: Runtime) -> WooCommerceConnector:
     return connector
 
 
+_proxy_warning_given = False
+
+
+def _warn_if_proxied_unawares(runtime: Runtime) -> None:
+    """Say so (once per process) when requests come through a proxy cartback does not count:
+    every client then has the proxy's address, and one budget is shared by all merchants."""
+    global _proxy_warning_given
+    if _proxy_warning_given or runtime.settings.forwarded_proxies or "X-Forwarded-For" not in request.headers:
+        return
+    _proxy_warning_given = True
+    log.warning(
+        "requests arrive through a proxy (X-Forwarded-For) but FORWARDED_PROXIES is 0: every client "
+        "shares the proxy's connect budget; set FORWARDED_PROXIES to the number of proxies in front"
+    )
+
+
 @bp.get("/woocommerce/connect")
 def connect() -> Any:
     runtime = get_runtime()
@@ -84,6 +100,7 @@ def connect() -> Any:
     if not raw:
         return render_template("woocommerce/connect.html", store_url="", error=None)
     # Each start writes a pending connection (and may resolve the host): a budget per address.
+    _warn_if_proxied_unawares(runtime)
     budget = spend(runtime.redis, CONNECT_BUDGET, request.remote_addr or "unknown")
     if not budget.allowed:
         minutes = max(1, round(budget.retry_after_seconds / 60))

@@ -10,6 +10,7 @@ a guard against abuse, and refusing every merchant during a Redis outage would b
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("cartback.rate_limits")
 
+# The prefix length an ISP hands one IPv6 subscriber (RFC 6177: at least a /64).
+IPV6_SUBSCRIBER_PREFIX = 64
+# Redis keys: cartback:budget:<budget>:<hash of the client>:<window number>.
 KEY_PREFIX = "cartback:budget"
 
 
@@ -35,11 +39,24 @@ class BudgetCheck:
     retry_after_seconds: int  # 0 when allowed
 
 
+def client_key(address: str) -> str:
+    """Whom a budget counts: an IPv4 address, or an IPv6 address's /64 (one subscriber's
+    network: every address in it is theirs to use, so each must not get a budget of its own)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_SUBSCRIBER_PREFIX}", strict=False))
+    return str(ip)
+
+
 def spend(redis: Redis, budget: Budget, client: str, *, now: float | None = None) -> BudgetCheck:
-    """Count one request of ``client`` against ``budget``; refused once the window's is spent."""
+    """Count one request of ``client`` (an address) against ``budget``; refused once the
+    window's is spent."""
     moment = time.time() if now is None else now
     window = int(moment // budget.window_seconds)
-    client_hash = hashlib.sha256(client.encode("utf-8", "replace")).hexdigest()[:24]
+    client_hash = hashlib.sha256(client_key(client).encode("utf-8", "replace")).hexdigest()[:24]
     key = f"{KEY_PREFIX}:{budget.name}:{client_hash}:{window}"
     try:
         pipeline = redis.pipeline()

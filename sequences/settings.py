@@ -16,6 +16,9 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 ENVIRONMENTS = ("development", "test", "production")
+# More proxies than this in front of a web process is a typo: each one counted lets a client
+# write one more X-Forwarded-For hop that is believed.
+MAX_FORWARDED_PROXIES = 5
 TRANSPORTS = ("sandbox", "cloud")
 # Where development secrets are kept so the web and worker processes agree on them.
 DEV_SECRETS_FILE = "dev-secrets.env"
@@ -149,9 +152,9 @@ class Settings:
             forwarded_proxies = int(env.get("FORWARDED_PROXIES", "0") or "0")
         except ValueError:
             forwarded_proxies = -1
-        if not 0 <= forwarded_proxies <= 5:
+        if not 0 <= forwarded_proxies <= MAX_FORWARDED_PROXIES:
             raise ConfigError(
-                "FORWARDED_PROXIES must be the number of proxies in front of cartback (0-5), e.g. 1 behind "
+                f"FORWARDED_PROXIES must be the number of proxies in front of cartback (0-{MAX_FORWARDED_PROXIES}), e.g. 1 behind "
                 "Heroku's router or one load balancer."
             )
 
