@@ -16,9 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 # Names that never lead to the public internet.
 PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 MAX_URL_CHARS = 2000
-# DNS limits (RFC 1035): 253 characters in a name, 1-63 letters, digits or hyphens a label.
+# DNS limits (RFC 1035): 253 characters in a name, 1-63 letters, digits or hyphens a label
+# (and underscores, which DNS carries and some hosts' names use).
 MAX_HOST_CHARS = 253
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
 def canonical_site_url(raw: str) -> str:
@@ -47,8 +48,10 @@ def canonical_site_url(raw: str) -> str:
 
 
 def host_name(host: str) -> str:
-    """A URL's host as it is written here: an IP literal (IPv6 in brackets) or an ASCII DNS
-    name (IDNA: ``bücher.example`` -> ``xn--bcher-kva.example``); ValueError when it is neither."""
+    """A URL's host as it is written here (lower case; IPv6 in brackets); ValueError unless it
+    is an IP address or a DNS name once IDNA-encoded (``bücher.example`` is
+    ``xn--bcher-kva.example``). Kept as written: stores are known by it, and their webhooks
+    name it the same way."""
     host = host.strip("[]").lower()
     try:
         address = ipaddress.ip_address(host)
@@ -67,7 +70,7 @@ def host_name(host: str) -> str:
         or all(label.isdigit() for label in labels)  # 999.1.1.1 is not an address or a name
     ):
         raise ValueError("the store's address does not have a valid host name")
-    return ascii_host
+    return host.rstrip(".")
 
 
 def is_public_host(host: str) -> bool:
