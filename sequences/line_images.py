@@ -5,11 +5,13 @@ first line's product photo, so lines are filled from ``VariantImage`` when a sna
 applied, and whatever the cache lacks is fetched after the commit (outside every lock) with
 one batched call. A missing image never blocks a message.
 
-That fetch runs while other workers write, so a transient failure is tried again within a short
-budget rather than costing the reminder its photo: SQLite busy under a burst of writers, a
-PostgreSQL deadlock, or a platform answer marked ``retryable`` (Shopify still throttling after
-the connector's own waits). The budget stays short because a worker runs one job at a time:
-the jobs queued behind this delivery, sends included, wait as long as it does.
+That fetch runs while other workers write. The cache write takes SQLite's write lock up front
+(it would otherwise fail at once, "database is locked", under a burst of writers), and a
+transient failure is tried again within a short budget rather than costing the reminder its
+photo: a PostgreSQL deadlock, another worker inserting the same cache row, or a platform answer
+marked ``retryable`` (Shopify still throttling after the connector's own waits). The budget
+stays short because a worker runs one job at a time: the jobs queued behind this delivery,
+sends included, wait for it.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ T = TypeVar("T")
 IMAGE_TTL = timedelta(days=7)
 NO_IMAGE_TTL = timedelta(days=1)
 # Waits before each retry of a transient failure, in seconds, shared by the whole fetch: a
-# writer holds SQLite's lock for milliseconds, and Shopify's bucket restores the few points this
-# query costs within a second (50 points/s or more, by plan), so these ride out a burst.
+# PostgreSQL deadlock or a concurrent insert of the same cache row clears at once, and Shopify's
+# bucket restores the few points this query costs within a second (50 points/s or more, by
+# plan), so these ride out a burst. (SQLite's own busy timeout, 15 s, waits out its lock before
+# any "locked" error, so on SQLite it is the BEGIN IMMEDIATE in _store that does the work.)
 RETRY_WAITS_SECONDS = (0.25, 0.5, 1.0)
 # No retry starts a wait that would end later than this after the fetch began, in seconds: the
-# jobs queued behind this delivery (the cart's own sends among them) wait as long as it does,
+# jobs queued behind this delivery (the cart's own sends among them) wait for the retries too,
 # and a message without a photo beats a worker sitting on them.
 RETRY_BUDGET_SECONDS = 2.0
 # PostgreSQL's "try again" answers: serialization failure, deadlock, lock not available.
@@ -101,7 +105,7 @@ def fetch_missing_images(runtime: Runtime, store_id: int, cart_id: int) -> int:
     except PlatformError as exc:
         log.warning("variant images not fetched", extra={"store_id": store_id, "reason": exc.reason})
         return 0
-    except OperationalError as exc:
+    except (OperationalError, IntegrityError) as exc:
         if not _transient(exc):
             raise
         log.warning("variant images not fetched", extra={"store_id": store_id, "reason": "database busy"})
@@ -172,17 +176,17 @@ def _store(
                     ).rowcount
                     or 0
                 )
-        try:
-            session.commit()
-        except IntegrityError:
-            # Another worker cached the same variant a moment ago: its row is as good as ours.
-            session.rollback()
+        # An IntegrityError here (or at an autoflush above): another worker cached the same
+        # variant a moment ago. It is transient: the retry finds that row and updates it.
+        session.commit()
     return filled
 
 
 def _transient(exc: Exception) -> bool:
     if isinstance(exc, PlatformError):
         return exc.retryable
+    if isinstance(exc, IntegrityError):
+        return True  # a concurrent insert of the same cache row (see _store)
     if isinstance(exc, OperationalError):
         # SQLite: "database is locked" (or "database table is locked") once its busy timeout ran out.
         return "is locked" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES
@@ -200,7 +204,7 @@ class _Retrying:
         while True:
             try:
                 return step()
-            except (OperationalError, PlatformError) as exc:
+            except (OperationalError, IntegrityError, PlatformError) as exc:
                 wait = next(self._waits, None) if _transient(exc) else None
                 if wait is None or time.monotonic() + wait > self._deadline:
                     raise

@@ -189,3 +189,45 @@ def test_a_late_delivery_stores_the_photo_before_its_alarm_can_fire(shopify, mon
     shopify.run(0 * MIN)
     [message] = shopify.outbox()
     assert message.image_url
+
+
+@pytest.mark.postgres(only=True)
+def test_another_worker_caching_the_same_variant_meanwhile_costs_no_image(shopify, monkeypatch):
+    # Given another worker inserts the same variant's cache row between our read and our write
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session as OrmSession
+
+    from sequences.models import Store, VariantImage
+
+    store = shopify.install(OFFER_FIRST)
+    rival_done: list[str] = []
+
+    def rival_insert(session: OrmSession, _context: object, _instances: object) -> None:
+        pending = [item for item in session.new if isinstance(item, VariantImage)]
+        if rival_done or not pending:
+            return
+        rival_done.append(pending[0].platform_variant_id)
+        with shopify.runtime.database.session() as other:
+            other.add(
+                VariantImage(
+                    store_id=pending[0].store_id,
+                    platform_variant_id=pending[0].platform_variant_id,
+                    image_url=pending[0].image_url,
+                    fetched_at=datetime.now(UTC),
+                )
+            )
+            other.commit()
+
+    event.listen(OrmSession, "before_flush", rival_insert)
+    try:
+        # When the shopper's checkout is processed and they go quiet
+        checkout = shopify.checkout()
+    finally:
+        event.remove(OrmSession, "before_flush", rival_insert)
+    shopify.run(15 * MIN)
+    # Then the rival's row was met, and the reminder carries the photo all the same
+    assert rival_done and isinstance(store, Store)
+    [message] = shopify.outbox()
+    assert message.image_url == first_line_image(checkout)
