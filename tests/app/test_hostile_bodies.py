@@ -637,3 +637,63 @@ def _check_exercised(probe: Probe, endpoint: str, *, signed: bool = True, minimu
     if signed:
         unsigned = probe.count(endpoint, lambda kind: not kind.startswith("signed:"))
         assert unsigned >= 50, f"{endpoint}: {unsigned} unsigned or forged bodies\n{probe.report()}"
+
+
+# -- forms and query strings: sign-in, connect, return ---------------------------------------------
+
+ORIGINS = ("http://[", "null", "https://evil.example", "http://localhost", "//", "http://[::1")
+FORM_TEXT = ODD_STRINGS | HEADER_TEXT | st.sampled_from(("", *ORIGINS))
+
+
+def test_sign_in_and_connect_pages_answer_hostile_forms_and_queries_below_500(
+    probe: Probe, runtime: Runtime
+) -> None:
+    make_store(runtime)
+    runtime.settings = runtime.settings.with_overrides(app_url="https://cartback.test")
+
+    @fuzz_settings(examples=400)
+    @given(st.data())
+    def post(data: st.DataObject) -> None:
+        target = data.draw(
+            st.sampled_from(
+                (
+                    "POST /admin/login",
+                    "POST /admin/logout",
+                    "GET /woocommerce/connect",
+                    "GET /woocommerce/return",
+                )
+            ),
+            label="target",
+        )
+        method, path = target.split(" ")
+        fields = {
+            name: data.draw(FORM_TEXT, label=name)
+            for name in ("token", "csrf_token", "store_url", "user_id", "success")
+            if data.draw(st.booleans(), label=f"send {name}?")
+        }
+        headers = _headers(
+            Origin=data.draw(st.none() | HEADER_TEXT | st.sampled_from(ORIGINS), label="origin")
+        )
+        # Surrogates go out as their raw bytes (%ED%A0%80): not UTF-8, as an attacker may send.
+        encoded = "&".join(
+            f"{name}={quote(value.encode('utf-8', 'surrogatepass'), safe='')}"
+            for name, value in fields.items()
+        )
+        if method == "GET":
+            probe.send(
+                "forms", "query", method, path, query_string=encoded, headers=headers, content_type=None
+            )
+        else:
+            probe.send(
+                "forms",
+                "form",
+                method,
+                path,
+                data=to_bytes(encoded),
+                headers=headers,
+                content_type="application/x-www-form-urlencoded",
+            )
+
+    post()
+
+    assert probe.count("forms") >= 400, probe.report()
