@@ -42,6 +42,19 @@ def test_a_missing_hmac_header_is_401_too(shopify, path):
     assert shopify.client.post(path, data=body, headers=headers).status_code == 401
 
 
+@pytest.mark.postgres
+def test_a_signed_checkout_with_a_nul_in_a_name_is_400_and_stores_nothing(shopify):
+    # PostgreSQL cannot store NUL in text: accepted, it would fail in the worker, every retry.
+    shopify.install()
+    checkout = fixture("checkouts_update") | {"email": "asha\u0000@example.com"}
+
+    response = shopify.post("checkouts/update", checkout)
+
+    assert response.status_code == 400 and "NUL" in response.get_json()["error"]
+    with shopify.runtime.database.session() as session:
+        assert session.exec(select(func.count()).select_from(WebhookDelivery)).one() == 0
+
+
 def test_a_body_that_is_not_utf8_cannot_be_verified(shopify):
     body, headers = shopify.fake.signed_webhook(SHOP, "checkouts/update", {})
     assert (
