@@ -17,7 +17,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from connectors.base import Connector, KeysDeliveries, PrivacyRequest, WebhookEvent, WebhookIdentity
+from connectors.base import (
+    Connector,
+    KeysDeliveries,
+    MalformedPayload,
+    PrivacyRequest,
+    WebhookEvent,
+    WebhookIdentity,
+)
 from sequences.models import DeliveryStatus, WebhookDelivery
 from sequences.runtime import Runtime
 
@@ -35,7 +42,15 @@ def delivery_values(
     raw_body: bytes,
     event: WebhookEvent,
 ) -> dict[str, Any]:
-    """The row for a parsed delivery, keyed as its platform tells events apart."""
+    """The row for a parsed delivery, keyed as its platform tells events apart.
+
+    ``MalformedPayload`` when the body is not UTF-8: the row keeps it as text, and a connector
+    may ignore a topic without ever reading its body.
+    """
+    try:
+        payload = raw_body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedPayload(f"body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     if isinstance(connector, KeysDeliveries):
         identity = replace(identity, delivery_id=connector.delivery_key(identity, raw_body, event))
     return {
@@ -51,7 +66,7 @@ def delivery_values(
             identity.topic,
             raw_body + identity.delivery_id.encode() if isinstance(event, PrivacyRequest) else raw_body,
         ),
-        "payload": raw_body.decode("utf-8"),
+        "payload": payload,
         "status": DeliveryStatus.PENDING,
         "received_at": runtime.now(),
     }

@@ -124,13 +124,13 @@ def _poll(
             identity = WebhookIdentity(store_ref=store.platform_store_id, topic=topic, delivery_id="poll")
             try:
                 event = connector.parse_webhook(identity, raw, default_region=store.default_region)
+                values = delivery_values(
+                    runtime, connector, store_id=store_id, identity=identity, raw_body=raw, event=event
+                )
             except PayloadError as exc:
                 report.orders_unreadable += 1
                 log.warning("polled order unreadable", extra={"store_id": store_id, "reason": str(exc)})
                 continue
-            values = delivery_values(
-                runtime, connector, store_id=store_id, identity=identity, raw_body=raw, event=event
-            )
             delivery_id = record_delivery(runtime, values)
             if delivery_id is not None:
                 report.orders_new += 1

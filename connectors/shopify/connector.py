@@ -26,6 +26,7 @@ from connectors.base import (
     DiscountRequest,
     Ignored,
     IssuedToken,
+    MalformedPayload,
     OrderStatus,
     PlatformError,
     PlatformUnauthorized,
@@ -44,6 +45,7 @@ from connectors.payload_fields import load_json_object
 from connectors.shopify import operations as ops
 from connectors.shopify import payloads
 from connectors.shopify.routing import DEFAULT_ADMIN_URL_TEMPLATE, ShopifyRoutingTransport
+from connectors.untrusted_json import checked_json_text
 
 log = logging.getLogger("cartback.shopify")
 
@@ -138,9 +140,13 @@ class ShopifyConnector:
     def verify_webhook(self, raw_body: bytes, headers: Mapping[str, str], secret: str) -> bool:
         """HMAC over the raw body with the app secret (or the old one during a rotation)."""
         try:
-            body = raw_body.decode("utf-8")
-        except UnicodeDecodeError:
-            return False  # Shopify signs UTF-8 JSON; anything else cannot be one of its bodies
+            # shopifyapp parses the body for its own log before it checks the HMAC, and lets a
+            # RecursionError (deep nesting) or ValueError (a 5,000-digit number) escape: the
+            # body must pass the untrusted-body checks first. Shopify signs only JSON it wrote,
+            # so a body that fails them cannot be one of its deliveries.
+            body = checked_json_text(raw_body)
+        except MalformedPayload:
+            return False
         # Shopify's headers are ASCII; shopifyapp compares the HMAC header with
         # hmac.compare_digest on str, which raises on non-ASCII (a 500 for a forged header).
         ascii_headers = {name: value for name, value in headers.items() if value.isascii()}
