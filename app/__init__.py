@@ -12,11 +12,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.request_bodies import GuardedJSONProvider
 from sequences import runtime as runtime_module
+from sequences.config import ConfigError, Settings
 from sequences.runtime import Runtime
-from sequences.settings import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTENSION_KEY = "cartback"
+EXTENSION_KEY = runtime_module.FLASK_EXTENSION
 
 
 def create_app(
@@ -59,39 +59,36 @@ def create_app(
     # Jobs run in this process too (SimpleWorker in tests, `cartback sweep`).
     runtime_module.install(runtime)
 
-    from app import (
-        admin_auth,
-        admin_pages,
-        admin_settings,
-        cartflows_webhook,
-        demo_store,
-        links,
-        ops,
-        outbox,
-        shopify_home,
-        webhooks,
-        whatsapp_settings,
-        whatsapp_webhook,
-        woocommerce_connect,
-    )
+    from app import links, ops, outbox
+    from app.admin import pages as admin_pages
+    from app.admin import session as admin_session
+    from app.admin import settings as admin_settings
+    from app.admin import whatsapp as whatsapp_settings
+    from app.shopify import home as shopify_home
+    from app.webhooks import cartflows as cartflows_webhook
+    from app.webhooks import platforms as platform_webhooks
+    from app.webhooks import whatsapp as whatsapp_webhook
+    from app.woocommerce import connect as woocommerce_connect
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(whatsapp_webhook.bp)
-    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(platform_webhooks.bp)
     app.register_blueprint(links.bp)
     if not settings.is_production:
         # Development tools: the sandbox outbox (anyone may read it and reply STOP for any
         # shopper) and the simulated store. Production never serves them.
         app.register_blueprint(outbox.bp)
-        app.register_blueprint(demo_store.bp)
+        from demo.store import demo_store_bp
+
+        app.register_blueprint(demo_store_bp)
     app.register_blueprint(shopify_home.bp)
     app.register_blueprint(whatsapp_settings.bp)
-    app.register_blueprint(admin_auth.bp)
+    app.register_blueprint(admin_session.bp)
     app.register_blueprint(admin_pages.bp)
     app.register_blueprint(admin_settings.bp)
     app.register_blueprint(woocommerce_connect.bp)
     app.register_blueprint(cartflows_webhook.bp)
-    admin_auth.configure_sessions(app, settings.app_url)
+    admin_session.configure_sessions(app, settings.app_url)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, redirect, render_template
 
 from app import get_runtime
-from sequences.checkout_rebuild import handle_click
-from sequences.settings_preview import TEST_MESSAGE_TOKEN
+from sequences.clicks.rebuild import handle_click
+from sequences.merchant.preview import TEST_MESSAGE_TOKEN
 
 bp = Blueprint("links", __name__)
 log = logging.getLogger("cartback.links")

@@ -12,7 +12,7 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from sqlmodel import col, select
 
 from app import get_runtime
-from sequences.consent import handle_reply
+from sequences.engine.consent import handle_reply
 from sequences.models import Message, SandboxOutboxMessage, Store
 
 bp = Blueprint("outbox", __name__)

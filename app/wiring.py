@@ -9,19 +9,19 @@ from __future__ import annotations
 import httpx
 from redis import Redis
 
+from channels.transport import MessageTransport
+from channels.whatsapp.cloud import CloudTransport, new_http_client
+from channels.whatsapp.throttle import SendThrottle
 from connectors.base import ConnectorRegistry
-from connectors.demo import DemoConnector
 from connectors.shopify import ShopifyConnector
 from connectors.shopify.routing import TemplateError
 from connectors.woocommerce import WooCommerceConnector
+from sequences.clicks.links import LinkSigner
+from sequences.config import ConfigError, Settings
 from sequences.db import Database
-from sequences.recovery_links import LinkSigner
 from sequences.runtime import Runtime
+from sequences.sandbox import SandboxTransport
 from sequences.secrets import SecretBox
-from sequences.settings import ConfigError, Settings
-from sequences.transports import MessageTransport, SandboxTransport
-from sequences.whatsapp.cloud import CloudTransport, new_http_client
-from sequences.whatsapp.throttle import SendThrottle
 
 # Platform API calls: fail fast, the click handler falls back to the plain checkout.
 PLATFORM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -41,7 +41,10 @@ def build_connectors(settings: Settings, http: httpx.Client) -> ConnectorRegistr
     # WooCommerce needs no app credentials: each store's keys come from its own connect.
     registry = ConnectorRegistry([WooCommerceConnector(public_only=settings.is_production)])
     if not settings.is_production:
-        # The demo platform is the simulated store under /demo-store/, never served in production.
+        # The demo platform is the simulated store under /demo-store/, never served in
+        # production: imported here so a production process never loads ``demo`` at all.
+        from demo.connector import DemoConnector
+
         registry.register(DemoConnector(http))
     if settings.shopify_api_key and settings.shopify_api_secret:
         try:

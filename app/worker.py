@@ -20,9 +20,9 @@ from rq.timeouts import TimerDeathPenalty
 from app.logs import configure_logging
 from app.wiring import build_runtime
 from sequences import runtime as runtime_module
+from sequences.config import ConfigError, Settings
 from sequences.jobs import sweep_job
 from sequences.runtime import Runtime
-from sequences.settings import ConfigError, Settings
 
 log = logging.getLogger("cartback.worker")
 

@@ -26,19 +26,19 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 
 from app import create_app
-from app.admin_auth import issue_login_link
+from app.admin.session import issue_login_link
 from app.dbmigrate import upgrade
 from app.wiring import build_runtime
 from bench.admin_seed import AdminConfig, libpq_url, seed
 from bench.admin_seed import quick as quick  # bench.run asks each benchmark for quick()
 from bench.environment import BenchEnv, make_store
 from bench.report import Section, percentile, say
+from sequences.config import Settings
+from sequences.merchant.rollups import rebuild
 from sequences.models import (
     Store,
 )
-from sequences.rollups import rebuild
 from sequences.runtime import Runtime
-from sequences.settings import Settings
 from tests.servers import create_database, find_postgres_binaries, postgres_url
 
 ABOUT = """
@@ -52,7 +52,7 @@ abandoned carts without one are unreachable (~27%). Of the reachable: ~13% recov
 with a discount, a few refunded or cancelled, half verified), 3% opted out (consent event, contact
 marked), 8% converted without help, the rest expired (or still recovering in the last 2 days).
 1.4 messages per reachable cart (1, 2 or 3 steps), each with its ledger step and the components and
-preview sequences/messages.py renders (~1.5 KB a row), failed, sent, delivered, read and clicked in
+preview sequences/engine/messages.py renders (~1.5 KB a row), failed, sent, delivered, read and clicked in
 realistic shares, 0.86 INR per delivered one; one line per cart; timeline events. Then VACUUM
 ANALYZE. The app runs in the bench process (Flask's test client, signed in to the big store with a
 cookie session): a warm-up, then sequential requests per view, lookups cycling through different

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from bench.environment import STORE_SLUG
 from bench.report import say
-from sequences.messages import render_step_message
+from sequences.engine.messages import render_step_message
 from sequences.models import (
     Cart,
     CartEvent,
@@ -95,7 +95,7 @@ def quick() -> AdminConfig:
 
 
 def _message_json() -> tuple[str, str, str]:
-    """A message's template, components and preview as sequences/messages.py renders them (~1 KB
+    """A message's template, components and preview as sequences/engine/messages.py renders them (~1 KB
     of JSON), with placeholders for what differs from one message to the next."""
     now = datetime.now(UTC)
     rendered = render_step_message(

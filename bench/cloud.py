@@ -31,11 +31,11 @@ from bench.workers import (
     stop_workers,
     wait_for_sent,
 )
+from channels.whatsapp.templates import DEFINITIONS
 from sequences.models import Contact, Store, TemplateStatus, WhatsAppAccount
 from sequences.runtime import Runtime
 from sequences.whatsapp import health
 from sequences.whatsapp.accounts import connect
-from sequences.whatsapp.templates import DEFINITIONS
 from tests.fakes import whatsapp_webhooks as hooks
 from tests.fakes.whatsapp_graph import FakeGraphAPI
 

@@ -18,10 +18,10 @@ from cryptography.fernet import Fernet
 from app.dbmigrate import upgrade
 from app.wiring import build_runtime
 from bench.processes import HOST, RedisServer
+from sequences.config import Settings, generate_secret_key
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.runtime import Runtime
-from sequences.settings import Settings, generate_secret_key
-from sequences.store_settings import StoreSettings
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

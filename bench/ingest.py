@@ -34,7 +34,7 @@ from bench.processes import (
 from bench.profiling import Profiler
 from bench.report import Section, millis, say
 from bench.wrk import POOL_SCRIPT, STATIC_SCRIPT, WrkResult, ensure_wrk, run_wrk, write_script, wrk_version
-from connectors.demo import sign
+from demo.connector import sign
 from sequences.models import WebhookDelivery
 from sequences.runtime import QUEUE_NAME
 

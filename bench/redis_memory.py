@@ -13,8 +13,8 @@ from typing import Any
 
 from bench.environment import BenchEnv
 from bench.report import Section, say
+from sequences.engine.scheduling import schedule_wake, wake_job_id
 from sequences.runtime import QUEUE_NAME
-from sequences.scheduling import schedule_wake, wake_job_id
 
 ABOUT = """
 Redis memory per pending cart: on an emptied Redis, one alarm is set first (so the Lua script,

@@ -166,7 +166,7 @@ ANALYSIS = """
 - **(g) met at 1,000,000 carts in PostgreSQL** (target ≤ 300 ms). *The dashboard* (default 30
   days: ~70,000 abandoned carts, ~66,000 messages) answers in ~40-55 ms p50 (~60-70×
   `/healthz`; from ~460 ms when it summed those rows per request): it sums the 15-minute buckets
-  `sequences/rollups.py` keeps in the transactions that change carts and messages (~2,900 cart
+  `sequences/merchant/rollups.py` keeps in the transactions that change carts and messages (~2,900 cart
   and ~8,000 message rows for 30 days), grouped by store day. *A whole year* (reported, not
   targeted): ~260-290 ms. The carts list, its pages, search by checkout id or a phone's last 4
   digits, and a cart's or a contact's view: ~8-24 ms (2-5 ms of it SQL). The price is paid on

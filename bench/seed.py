@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Table
 
 from bench.report import say
-from sequences import policy
+from sequences.engine import policy
+from sequences.engine.scheduling import schedule_wake
 from sequences.models import Cart, CartLine, CartStatus, Contact, RecoveryStep, StepStatus, Store
 from sequences.runtime import Runtime
-from sequences.scheduling import schedule_wake
 
 PRICE = Decimal("1499.00")
 # Rows per INSERT round: large enough to be fast, small enough to stay under SQLite's limits.

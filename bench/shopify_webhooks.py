@@ -28,13 +28,13 @@ from bench.environment import STORE_SECRET, STORE_SLUG, BenchEnv, make_store
 from bench.ingest import generate_deliveries
 from bench.report import Section, say
 from connectors.base import HeaderMap, WebhookIdentity
-from connectors.demo import DemoConnector
 from connectors.shopify import ShopifyConnector
 from connectors.untrusted_json import checked_json_text
 from connectors.woocommerce import WooCommerceConnector
 from connectors.woocommerce.connector import sign as woo_sign
+from demo.connector import DemoConnector
+from sequences.config import Settings
 from sequences.models import Store
-from sequences.settings import Settings
 
 ABOUT = """
 CPU time per delivery, in the bench process, demo platform (baseline) against Shopify and

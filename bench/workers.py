@@ -1,6 +1,6 @@
 """Worker processes as production runs them, and watching the ledger until the steps are sent.
 
-Workers are `python -m app.cli worker` (CartbackWorker, a SimpleWorker, with the rq scheduler
+Workers are `python -m app.cli.main worker` (CartbackWorker, a SimpleWorker, with the rq scheduler
 and the periodic sweep), the sandbox transport, and the scenario's database and Redis. The
 bench only reads the database while they work: the ledger is the truth of what was sent.
 """
@@ -30,7 +30,7 @@ def start_workers(scenario: Scenario, count: int, *, threads: int = 1) -> list[C
     return [
         REGISTRY.spawn(
             f"worker {n}",
-            [PYTHON, "-m", "app.cli", "worker", "--threads", str(threads)],
+            [PYTHON, "-m", "app.cli.main", "worker", "--threads", str(threads)],
             env=scenario.environ,
             cwd=REPO,
             log_path=scenario.path / f"worker-{n}.log",

@@ -375,7 +375,7 @@ class DiscountRequest:
 
         A percentage code would grow with the cart and neither platform caps one, so recovery
         codes are always the amount the message promised, fixed at the click (rounded as
-        ``sequences.messages.discount_amount`` rounds it) and capped.
+        ``sequences.engine.messages.discount_amount`` rounds it) and capped.
         """
         if self.kind == DiscountKind.FIXED:
             return self.value

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
-import sequences.rollups  # noqa: F401  (every session keeps the dashboard's figures as it commits)
+import sequences.merchant.rollups  # noqa: F401  (every session keeps the dashboard's figures as it commits)
 from sequences.models import Cart, Contact
 
 # How long SQLite waits for a lock before giving up, in milliseconds. Web and worker share

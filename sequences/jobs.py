@@ -7,14 +7,14 @@ from contextlib import suppress
 from rq.exceptions import DuplicateJobError
 
 from sequences import runtime as runtime_module
+from sequences.engine.sending import advance_cart
+from sequences.engine.sweep import run_sweep
+from sequences.engine.tracking import process_delivery
+from sequences.merchant.settings_changes import replan_store
 from sequences.models import Store
-from sequences.opt_out_sync import sync_opt_out
-from sequences.platform_sync import SYNC_LOCK_SECONDS, active_store_ids, set_up_store, sync_store
-from sequences.reconcile import reconcile_orders
-from sequences.sending import advance_cart
-from sequences.settings_update import replan_store
-from sequences.sweep import run_sweep
-from sequences.tracking import process_delivery
+from sequences.stores.opt_out_sync import sync_opt_out
+from sequences.stores.reconcile import reconcile_orders
+from sequences.stores.sync import SYNC_LOCK_SECONDS, active_store_ids, set_up_store, sync_store
 from sequences.whatsapp.confirmations import send_confirmation
 
 

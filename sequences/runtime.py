@@ -13,16 +13,18 @@ import httpx
 from redis import Redis
 from rq import Queue
 
+from channels.transport import MessageTransport
 from connectors.base import ConnectorRegistry, StoreAccess
+from sequences.clicks.links import LinkSigner
+from sequences.config import Settings
 from sequences.db import Database
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
-from sequences.recovery_links import LinkSigner
 from sequences.secrets import SecretBox
-from sequences.settings import Settings
-from sequences.store_settings import StoreSettings
-from sequences.transports import MessageTransport
 
 QUEUE_NAME = "default"
+# The key under which the web app keeps its Runtime in ``Flask.extensions`` (app and demo read it).
+FLASK_EXTENSION = "cartback"
 
 
 @dataclass

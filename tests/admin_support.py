@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 from flask.testing import FlaskClient
 from sqlmodel import select
 
-from app.admin_auth import issue_login_link
+from app.admin.session import issue_login_link
 from sequences.models import (
     AdminLogin,
     Cart,

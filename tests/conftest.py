@@ -17,11 +17,11 @@ from sqlmodel import SQLModel, select
 
 from app import create_app
 from app.wiring import build_runtime
-from sequences import rollups
+from sequences.config import Settings
 from sequences.db import Database
+from sequences.merchant import rollups
 from sequences.models import Store
 from sequences.runtime import Runtime
-from sequences.settings import Settings
 
 pytest_plugins = ["tests.servers"]
 
@@ -30,7 +30,7 @@ TEST_APP_URL = "http://localhost"
 
 
 def all_tables_metadata() -> SQLModel:
-    import app.demo_store.models  # noqa: F401 - registers the demo platform's tables
+    import demo.store.models  # noqa: F401 - registers the demo platform's tables
     import sequences.models  # noqa: F401
 
     return SQLModel  # type: ignore[return-value]
@@ -86,7 +86,7 @@ def database(settings: Settings) -> Iterator[Database]:
     database = Database(settings.database_url)
     all_tables_metadata().metadata.create_all(database.engine)
     yield database
-    # Whatever the test did, the dashboard's kept figures equal a recount (sequences.rollups).
+    # Whatever the test did, the dashboard's kept figures equal a recount (sequences.merchant.rollups).
     with database.session() as session:
         kept_wrong = {
             store_id: problems
@@ -238,10 +238,10 @@ def fake_graph() -> Iterator[Any]:
 def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph: Any) -> Iterator[Any]:
     """The app sending through the cloud transport to the fake Graph API; one demo store with
     its WhatsApp number connected and the templates pushed and approved."""
+    from channels.whatsapp.cloud import CloudTransport
+    from channels.whatsapp.throttle import SendThrottle
     from sequences.whatsapp.accounts import connect
-    from sequences.whatsapp.cloud import CloudTransport
     from sequences.whatsapp.template_push import push_templates
-    from sequences.whatsapp.throttle import SendThrottle
     from tests.cloud_support import CloudJourney
     from tests.factories import make_store
     from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID

@@ -1,4 +1,4 @@
-"""Factories for stores and demo-platform payloads (shaped as connectors/demo.py documents)."""
+"""Factories for stores and demo-platform payloads (shaped as demo/connector.py documents)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from connectors.demo import sign
+from demo.connector import sign
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.runtime import Runtime
-from sequences.store_settings import StoreSettings
 
 PHONE = "+919876543210"
 _ids = itertools.count(1)

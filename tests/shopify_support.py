@@ -17,9 +17,9 @@ from sqlmodel import col, select
 from werkzeug.test import TestResponse
 
 from connectors.shopify.routing import ShopifyRoutingTransport
+from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import Cart, SandboxOutboxMessage, Store
 from sequences.runtime import Runtime
-from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.fakes.shopify import FakeShopify
 
 SHOP = "bazaar.myshopify.com"

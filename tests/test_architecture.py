@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sequences.settings import ConfigError, Settings
+from sequences.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,8 +56,8 @@ def test_importing_the_packages_opens_no_connection_and_touches_no_file(tmp_path
         "import socket, builtins\n"
         "def refuse(*a, **k): raise SystemExit('network at import')\n"
         "socket.socket.connect = refuse\n"
-        "import app, app.webhooks, app.links, app.outbox, app.ops, app.cli, app.worker, app.wiring\n"
-        "import sequences.jobs, sequences.sending, connectors.demo\n"
+        "import app, app.webhooks.platforms, app.links, app.outbox, app.ops, app.cli.main, app.worker, app.wiring\n"
+        "import sequences.jobs, sequences.engine.sending, demo.connector\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -10,9 +10,9 @@ from typing import Any
 
 from connectors.woocommerce.connector import sign
 from connectors.woocommerce.rest import join_key_pair
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.runtime import Runtime
-from sequences.store_settings import StoreSettings
 
 SITE = "https://shop.example"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "woocommerce"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import app.demo_store.models  # noqa: F401 - the demo platform's tables
+import demo.store.models  # noqa: F401 - the demo platform's tables
 import sequences.models  # noqa: F401 - registers the tables on SQLModel.metadata
+from sequences.config import Settings
 from sequences.db import Database
-from sequences.settings import Settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

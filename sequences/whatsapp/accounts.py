@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import col, select
 
+from channels.transport import Sender
+from channels.whatsapp.graph import GraphClient, GraphError, GraphUnreachable
+from channels.whatsapp.templates import LANGUAGES
 from sequences.models import Store, StoreStatus, WhatsAppAccount
 from sequences.runtime import Runtime
-from sequences.transports import Sender
 from sequences.whatsapp import health
-from sequences.whatsapp.graph import GraphClient, GraphError, GraphUnreachable
-from sequences.whatsapp.templates import LANGUAGES
 
 # The sweep re-reads each number's quality this often: Meta's quality webhooks for numbers are
 # being retired (2026), so cartback asks rather than waits to be told.

@@ -11,12 +11,12 @@ import logging
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from channels.transport import OutboundText, OutcomeKind
+from channels.whatsapp.templates import copy_for
 from sequences.models import Contact, InboundMessage, Store, WhatsAppAccount
 from sequences.runtime import Runtime
-from sequences.transports import OutboundText, OutcomeKind
 from sequences.whatsapp.accounts import sender_for
 from sequences.whatsapp.inbound import REPLY_WINDOW
-from sequences.whatsapp.templates import copy_for
 
 log = logging.getLogger("cartback.whatsapp.confirmations")
 

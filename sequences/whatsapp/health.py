@@ -14,8 +14,8 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from channels.whatsapp.errors import NOT_HEALTH_SIGNALS, TEMPLATE_DISABLED, TEMPLATE_PAUSED
 from sequences.models import Message, MessageStatus, Store, TemplateStatus, WhatsAppTemplate
-from sequences.whatsapp.errors import NOT_HEALTH_SIGNALS, TEMPLATE_DISABLED, TEMPLATE_PAUSED
 
 log = logging.getLogger("cartback.whatsapp.health")
 

@@ -25,16 +25,28 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from sequences import steps, timeline
-from sequences.consent import (
+from channels.transport import OutcomeKind, message_id_from_callback
+from channels.whatsapp.errors import action_for
+from channels.whatsapp.templates import STOP_PAYLOAD, TEMPLATE_NAMES
+from channels.whatsapp.webhook_events import (
+    Event,
+    InboundEvent,
+    PhoneQualityEvent,
+    PreferenceEvent,
+    StatusEvent,
+    TemplateEvent,
+)
+from sequences.db import lock_cart_with_contact, lock_contact
+from sequences.engine import steps, timeline
+from sequences.engine.consent import (
     ReplyIntent,
     ReplyResult,
     apply_intent_locked,
     classify_reply,
     opt_out_contact_locked,
 )
-from sequences.db import lock_cart_with_contact, lock_contact
-from sequences.erasure import event_key, is_suppressed
+from sequences.engine.scheduling import schedule_wake
+from sequences.engine.sending import record_sent
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -51,21 +63,9 @@ from sequences.models import (
     WhatsAppAccount,
     WhatsAppTemplate,
 )
+from sequences.privacy.erasure import event_key, is_suppressed
 from sequences.runtime import Runtime
-from sequences.scheduling import schedule_wake
-from sequences.sending import record_sent
-from sequences.transports import OutcomeKind, message_id_from_callback
 from sequences.whatsapp import health
-from sequences.whatsapp.errors import action_for
-from sequences.whatsapp.templates import STOP_PAYLOAD, TEMPLATE_NAMES
-from sequences.whatsapp.webhook_events import (
-    Event,
-    InboundEvent,
-    PhoneQualityEvent,
-    PreferenceEvent,
-    StatusEvent,
-    TemplateEvent,
-)
 
 log = logging.getLogger("cartback.whatsapp.inbound")
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from sqlmodel import select
 
+from channels.whatsapp.graph import GraphClient, GraphError, GraphUnreachable
+from channels.whatsapp.templates import DEFINITIONS, TemplateDefinition
+from sequences.config import ConfigError
 from sequences.models import Store, TemplateStatus, WhatsAppAccount
 from sequences.runtime import Runtime
-from sequences.settings import ConfigError
 from sequences.whatsapp import health
 from sequences.whatsapp.accounts import graph_for
-from sequences.whatsapp.graph import GraphClient, GraphError, GraphUnreachable
-from sequences.whatsapp.templates import DEFINITIONS, TemplateDefinition
 
 # Meta's "content in this language already exists" (code 100 with this subcode).
 ALREADY_EXISTS_SUBCODE = 2388024

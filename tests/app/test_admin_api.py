@@ -12,9 +12,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlmodel import col, select
 
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Cart, SandboxOutboxMessage, SettingsChange, Store
 from sequences.runtime import Runtime
-from sequences.store_settings import StoreSettings
 from tests.admin_support import DAY, PERIOD, login_token, seed_dashboard, sign_in
 from tests.factories import make_store
 
@@ -539,15 +539,15 @@ def test_carts_are_found_by_checkout_id_order_id_or_the_phones_last_4_digits(jou
 
 
 def test_the_carts_list_pages_newest_first(journey: Any) -> None:
-    from sequences import admin_lists
+    from sequences.merchant import lists
 
     store = _store(journey.runtime)
     seed_dashboard(journey.runtime, store)
 
     with journey.runtime.database.session() as session:
-        first, cursor = admin_lists.search_carts(session, store.id, limit=4)
-        second, cursor2 = admin_lists.search_carts(session, store.id, before=cursor, limit=4)
-        third, cursor3 = admin_lists.search_carts(session, store.id, before=cursor2, limit=4)
+        first, cursor = lists.search_carts(session, store.id, limit=4)
+        second, cursor2 = lists.search_carts(session, store.id, before=cursor, limit=4)
+        third, cursor3 = lists.search_carts(session, store.id, before=cursor2, limit=4)
 
     rows = first + second + third
     assert len({row.id for row in rows}) == 9 and cursor3 is None
@@ -575,7 +575,7 @@ def test_a_carts_timeline_shows_its_steps_messages_clicks_and_order(messaged_jou
 
 
 def test_a_contacts_consent_history_lists_each_change_with_its_evidence(messaged_journey: Any) -> None:
-    from sequences.consent import handle_reply
+    from sequences.engine.consent import handle_reply
 
     journey = messaged_journey
     store = _store(journey.runtime)
@@ -722,7 +722,7 @@ def test_switching_the_consent_policy_back_stops_shoppers_who_never_ticked_the_b
 
 
 def test_a_test_message_is_refused_while_paused_or_to_a_number_that_opted_out(messaged_journey: Any) -> None:
-    from sequences.consent import handle_reply
+    from sequences.engine.consent import handle_reply
 
     journey = messaged_journey
     store = _store(journey.runtime)

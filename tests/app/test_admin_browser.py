@@ -14,7 +14,7 @@ import time_machine
 from sqlmodel import select
 
 from app import create_app
-from app.admin_auth import issue_login_link
+from app.admin.session import issue_login_link
 from app.wiring import build_runtime
 from sequences.models import SettingsChange, Store
 from sequences.runtime import Runtime

@@ -11,8 +11,8 @@ import pytest
 import time_machine
 
 from app import create_app
-from app.demo_store.seed import seed_demo_store
 from app.wiring import build_runtime
+from demo.store.seed import seed_demo_store
 from sequences.models import CartStatus
 from tests.browser_support import chromium_page, serving
 from tests.servers import free_port

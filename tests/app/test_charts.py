@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.charts import Series, daily_chart, funnel_chart, nice_max
+from app.admin.charts import Series, daily_chart, funnel_chart, nice_max
 
 SVG = "{http://www.w3.org/2000/svg}"
 DAYS = [date(2026, 11, 1) + timedelta(days=n) for n in range(5)]

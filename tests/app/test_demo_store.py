@@ -12,10 +12,6 @@ import httpx
 import pytest
 from sqlmodel import func, select
 
-from app.demo_store.checkouts import touch
-from app.demo_store.models import DemoCheckout, DemoDiscount, DemoOrder
-from app.demo_store.seed import seed_demo_store
-from app.demo_store.webhooks import checkout_payload, deliver_webhook
 from connectors.base import (
     CartLine,
     CartSnapshot,
@@ -24,6 +20,10 @@ from connectors.base import (
     DiscountRequest,
     OrderEvent,
 )
+from demo.store.checkouts import touch
+from demo.store.models import DemoCheckout, DemoDiscount, DemoOrder
+from demo.store.seed import seed_demo_store
+from demo.store.webhooks import checkout_payload, deliver_webhook
 from sequences.models import Store
 
 KURTA, DUPATTA = 8001, 8002

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from connectors.woocommerce.cartflows import url_key
+from sequences.config import Settings
 from sequences.models import PlatformConnection, Store
 from sequences.runtime import Runtime
-from sequences.settings import Settings
 from tests.admin_support import sign_in
 from tests.factories import checkout_payload, make_store, order_payload
 from tests.hostile_support import (

@@ -27,11 +27,11 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from app.cartflows_webhook import cartflows_url
+from app.webhooks.cartflows import cartflows_url
 from app.wiring import build_runtime
 from sequences import runtime as runtime_module
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Message, SandboxOutboxMessage, Store
-from sequences.store_settings import StoreSettings
 from tests.conftest import TEST_ENCRYPTION_KEY, _drain_queue
 from tests.servers import free_port
 from tests.shopify_support import SHOP

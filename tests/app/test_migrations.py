@@ -13,7 +13,7 @@ from sequences.db import Database
 
 @pytest.mark.postgres
 def test_migrations_match_the_models(database_url):
-    import app.demo_store.models  # noqa: F401
+    import demo.store.models  # noqa: F401
     import sequences.models  # noqa: F401
 
     upgrade(database_url)

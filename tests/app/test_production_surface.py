@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 
 from app import create_app
 from app.wiring import build_runtime
-from sequences.settings import ConfigError, Settings
+from sequences.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_ENV = {
@@ -73,7 +73,7 @@ def test_production_knows_no_demo_platform(production_client):
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "app.cli.main", *args],
         cwd=ROOT,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), **env},
         capture_output=True,

@@ -8,9 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlmodel import select
 
+from sequences.clicks.links import LinkSigner
+from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import Discount, LinkClick
-from sequences.recovery_links import LinkSigner
-from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.factories import make_store
 from tests.journey import Journey
 
@@ -23,7 +23,7 @@ OFFER_NOW = StoreSettings(
 
 def platform_checkout(runtime) -> None:
     """The checkout as the demo platform holds it (what the webhook payload described)."""
-    from app.demo_store.models import DemoCheckout
+    from demo.store.models import DemoCheckout
 
     with runtime.database.session() as session:
         session.add(
@@ -127,7 +127,7 @@ def test_a_link_past_its_signed_lifetime_also_lands_on_the_cart(journey, client)
 
 
 def test_a_checkout_the_platform_no_longer_has_is_rebuilt_from_a_cart_permalink(journey, client, runtime):
-    from app.demo_store.models import DemoCheckout
+    from demo.store.models import DemoCheckout
 
     with runtime.database.session() as session:
         session.delete(session.get(DemoCheckout, "chk_1"))

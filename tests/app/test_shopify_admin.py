@@ -12,9 +12,9 @@ from sqlmodel import select
 
 from connectors.base import DiscountKind, DiscountRequest
 from connectors.shopify.connector import discount_input
-from sequences.discount_cleanup import delete_expired_discounts
 from sequences.models import Cart, CartStatus, ConsentEvent, Contact, Discount, OptOutSync, Store
-from sequences.reconcile import reconcile_orders
+from sequences.stores.discount_cleanup import delete_expired_discounts
+from sequences.stores.reconcile import reconcile_orders
 from tests.shopify_support import MIN, OFFER_FIRST, SHOP, fixture
 
 # -- app home and tokens ---------------------------------------------------------------------
@@ -244,7 +244,7 @@ def test_reconcile_records_refunds_and_cancellations_so_revenue_is_verified(shop
 
 def test_the_reconcile_command_reports_progress_and_what_it_found(shopify, monkeypatch):
     _recovered(shopify)
-    from app import cli
+    from app.cli import main as cli
 
     monkeypatch.setattr("app.wiring.build_runtime", lambda settings: shopify.runtime)
     monkeypatch.setattr(cli, "_settings", lambda: shopify.runtime.settings)
@@ -258,7 +258,7 @@ def test_the_reconcile_command_reports_progress_and_what_it_found(shopify, monke
 def test_two_processes_needing_a_refresh_at_once_refresh_only_once(shopify):
     import threading
 
-    from sequences.platform_access import fresh_access
+    from sequences.stores.access import fresh_access
 
     store = shopify.install()
     with shopify.runtime.database.session() as session:
@@ -282,7 +282,7 @@ def test_two_processes_needing_a_refresh_at_once_refresh_only_once(shopify):
 
 
 def test_an_opt_out_sync_whose_retries_ran_out_is_retried_by_the_sweep(shopify):
-    from sequences.sweep import run_sweep
+    from sequences.engine.sweep import run_sweep
 
     _known_customer(shopify)
     shopify.checkout()
@@ -317,7 +317,7 @@ def test_opening_the_app_after_a_lost_uninstall_webhook_gets_a_new_token(shopify
 def test_several_calls_hitting_a_401_together_refresh_once(shopify):
     import threading
 
-    from sequences.platform_access import call_platform
+    from sequences.stores.access import call_platform
 
     store = shopify.install()
     shopify.fake.expire_access_tokens(SHOP)
@@ -338,7 +338,7 @@ def test_several_calls_hitting_a_401_together_refresh_once(shopify):
 
 
 def test_the_sweep_renews_a_quiet_shops_token_before_its_refresh_token_lapses(shopify):
-    from sequences.sweep import run_sweep
+    from sequences.engine.sweep import run_sweep
 
     store = shopify.install()
     with shopify.at(0 * MIN):

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlmodel import select
 
+from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import (
     CartLine,
     CartStatus,
@@ -18,7 +19,6 @@ from sequences.models import (
     StoreStatus,
     VariantImage,
 )
-from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.shopify_support import MIN, OFFER_FIRST, fixture
 
 

@@ -180,7 +180,7 @@ def test_customers_redact_erases_the_customer_and_their_exports(shopify):
 
 @pytest.mark.postgres
 def test_shop_redact_after_uninstall_deletes_everything_held_for_the_shop(shopify):
-    from app.admin_auth import issue_login_link
+    from app.admin.session import issue_login_link
     from sequences.models import AdminLogin, SettingsChange
 
     store = shopify.install()

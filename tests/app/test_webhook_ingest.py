@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlmodel import func, select
 
-from connectors.demo import sign
+from demo.connector import sign
 from sequences.models import Cart, WebhookDelivery
 from tests.factories import checkout_payload, make_store, send_webhook
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
+from sequences.config import Settings
 from sequences.models import (
     CartStatus,
     ConsentEvent,
@@ -24,7 +25,6 @@ from sequences.models import (
     WhatsAppAccount,
     WhatsAppTemplate,
 )
-from sequences.settings import Settings
 from sequences.whatsapp.accounts import connect
 from tests.journey import T0
 from tests.whatsapp_support import (
@@ -484,7 +484,7 @@ def test_stored_event_keys_hold_no_phone_number(wa):
 
 
 def test_a_stop_after_erasure_still_protects_the_number(wa):
-    from sequences.erasure import erase_contact, is_suppressed
+    from sequences.privacy.erasure import erase_contact, is_suppressed
 
     ids = _ids(wa)
     with wa.runtime.database.session() as session:

@@ -114,7 +114,7 @@ def test_an_international_store_name_is_accepted_as_written(secure, runtime):
 
 
 def test_one_address_may_start_only_so_many_connections(secure, runtime):
-    from app.woocommerce_connect import CONNECT_BUDGET
+    from app.woocommerce.connect import CONNECT_BUDGET
 
     for _ in range(CONNECT_BUDGET.limit):
         start(secure)
@@ -137,7 +137,7 @@ def test_one_address_may_start_only_so_many_connections(secure, runtime):
 
 
 def test_behind_a_proxy_the_budget_follows_the_forwarded_client(runtime):
-    from app.woocommerce_connect import CONNECT_BUDGET
+    from app.woocommerce.connect import CONNECT_BUDGET
 
     runtime.settings = runtime.settings.with_overrides(app_url=APP, forwarded_proxies=1)
     client = https_client(create_app(runtime=runtime))

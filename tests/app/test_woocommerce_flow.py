@@ -258,7 +258,7 @@ def test_an_order_cancelled_before_the_click_falls_back_to_a_checkout_link(live)
 
 
 def test_the_sync_catches_a_missed_delivery_and_switches_a_disabled_webhook_back_on(live):
-    from sequences.platform_sync import sync_platform
+    from sequences.stores.sync import sync_platform
 
     with live.at(-MIN):
         live.connect()
@@ -302,8 +302,8 @@ def test_a_host_that_strips_the_authorization_header_gets_the_keys_in_the_query(
 
 
 def test_recovered_revenue_is_checked_against_refunds_and_unused_coupons_are_purged(live):
-    from sequences.discount_cleanup import delete_expired_discounts
-    from sequences.reconcile import reconcile_orders
+    from sequences.stores.discount_cleanup import delete_expired_discounts
+    from sequences.stores.reconcile import reconcile_orders
 
     test_a_store_connects_and_a_dropped_razorpay_payment_is_won_back_with_a_fresh_coupon(live)
     order_id = int(live.cart(status=CartStatus.RECOVERED).order_platform_id or 0)
@@ -342,7 +342,7 @@ def test_nothing_personal_or_secret_is_logged_along_the_way(live, caplog):
 
 
 def test_an_expired_unused_coupon_is_deleted_from_the_store_by_purge(live):
-    from sequences.discount_cleanup import delete_expired_discounts
+    from sequences.stores.discount_cleanup import delete_expired_discounts
 
     with live.at(-MIN):
         live.connect()
@@ -413,7 +413,7 @@ def test_a_store_typed_without_its_own_address_is_named_as_its_webhooks_name_it(
 
 
 def test_reconnecting_keeps_the_stores_secret_and_a_webhook_the_merchant_paused(live):
-    from sequences.platform_sync import sync_platform
+    from sequences.stores.sync import sync_platform
 
     with live.at(-MIN):
         live.connect()

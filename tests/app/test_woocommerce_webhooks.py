@@ -343,8 +343,8 @@ def test_a_later_update_of_a_recorded_order_stays_with_its_cart(woo):
 
 
 def test_erasing_a_shopper_empties_the_payloads_of_their_orders_and_captures(woo):
-    from sequences.erasure import erase_contact
     from sequences.models import WebhookDelivery
+    from sequences.privacy.erasure import erase_contact
 
     # A phone-only order (no email, no plugin id): nothing in it a text search would find.
     order = fixture("order_pending_razorpay")

@@ -19,7 +19,7 @@ from connectors.base import (
     WebhookIdentity,
     WebhookRejected,
 )
-from connectors.demo import DemoConnector, sign
+from demo.connector import DemoConnector, sign
 from tests.factories import checkout_payload, order_payload
 
 SECRET = "whsec-test"

@@ -1,4 +1,4 @@
-"""The dashboard's kept figures (sequences.rollups) stay equal to a recount of the carts and
+"""The dashboard's kept figures (sequences.merchant.rollups) stay equal to a recount of the carts and
 messages: as the engine changes them (every test checks this as it ends, in conftest), when two
 transactions change the same 15 minutes at once, after a migration, and after a rebuild."""
 
@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from app.dbmigrate import alembic_config
-from sequences import rollups
+from sequences.merchant import rollups
 from sequences.models import (
     Cart,
     CartStatus,
@@ -151,7 +151,7 @@ def test_the_migration_counts_what_was_held_before_it(runtime: Runtime, database
 
 @pytest.mark.postgres
 def test_rebuild_puts_right_what_was_changed_behind_the_orms_back(runtime: Runtime, monkeypatch: Any) -> None:
-    from app import cli
+    from app.cli import main as cli
 
     store = make_store(runtime)
     assert store.id is not None

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from sequences.consent import handle_reply
-from sequences.erasure import erase_contact, purge_processed_payloads
+from sequences.engine.consent import handle_reply
 from sequences.models import CartStatus, Contact, WebhookDelivery
+from sequences.privacy.erasure import erase_contact, purge_processed_payloads
 from tests.factories import PHONE
 from tests.journey import Journey
 

@@ -16,9 +16,12 @@ from sqlalchemy import text
 from sqlmodel import func, select
 
 from app.wiring import build_runtime
+from channels.transport import OutboundMessage, SendOutcome
 from sequences import runtime as runtime_module
-from sequences.consent import handle_reply
 from sequences.db import Database
+from sequences.engine.consent import handle_reply
+from sequences.engine.sending import SENDING_GRACE, advance_cart
+from sequences.engine.sweep import run_sweep
 from sequences.models import (
     Cart,
     CartStatus,
@@ -30,9 +33,7 @@ from sequences.models import (
     StepStatus,
     Store,
 )
-from sequences.sending import SENDING_GRACE, advance_cart
-from sequences.sweep import run_sweep
-from sequences.transports import OutboundMessage, SandboxTransport, SendOutcome
+from sequences.sandbox import SandboxTransport
 from tests.factories import PHONE, make_store, order_payload
 from tests.journey import T0, Journey
 
@@ -219,7 +220,7 @@ def test_stop_or_purchase_racing_a_due_step_never_sends_after_it_was_recorded(
                 )
             else:
                 from connectors.base import OrderEvent
-                from sequences.tracking import apply_order
+                from sequences.engine.tracking import apply_order
 
                 with runtime.database.locked_session() as session:
                     store = session.get(Store, cart.store_id)
@@ -311,8 +312,8 @@ def test_redis_flushed_mid_sequence_loses_no_step(journey, runtime):
 def test_an_alarm_whose_job_failed_for_good_is_set_again_by_the_sweep(journey, runtime):
     from rq.job import Job
 
+    from sequences.engine.scheduling import wake_job_id
     from sequences.models import Cart
-    from sequences.scheduling import wake_job_id
 
     journey.checkout()
     with runtime.database.session() as session:

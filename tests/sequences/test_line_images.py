@@ -1,4 +1,4 @@
-"""Product images for a cart's lines survive what a burst throws at their fetch (sequences.line_images).
+"""Product images for a cart's lines survive what a burst throws at their fetch (sequences.stores.line_images).
 
 The fetch runs after the delivery's commit, while other workers write: a write lock held by
 another connection, or a platform answer worth retrying, must not cost the reminder its photo.
@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from connectors.base import StoreAccess
 from connectors.shopify.connector import THROTTLE_RETRIES
 from sequences import db as db_module
-from sequences.line_images import RETRY_BUDGET_SECONDS
+from sequences.stores.line_images import RETRY_BUDGET_SECONDS
 from tests.shopify_support import MIN, OFFER_FIRST
 
 # How long the rival writer keeps SQLite's write lock: a burst's writer, slowed down so the

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from pydantic import ValidationError
 
-from sequences import policy
-from sequences.store_settings import Offer, StepSetting, StoreSettings
+from sequences.engine import policy
+from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 
 IST = "Asia/Kolkata"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import CartStatus, StepStatus
-from sequences.store_settings import Offer, StepSetting, StoreSettings
 from tests.factories import make_store, order_payload
 from tests.journey import Journey
 

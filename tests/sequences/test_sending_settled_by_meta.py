@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from sequences import rollups
+from channels.transport import OutboundMessage, OutboundText, OutcomeKind, SendOutcome
+from sequences.engine.scheduling import existing_job_ids, wake_job_id
+from sequences.engine.sending import SENDING_GRACE, advance_cart
+from sequences.engine.sweep import run_sweep
+from sequences.merchant import rollups
 from sequences.models import CartStatus, MessageStatus, StepStatus
-from sequences.scheduling import existing_job_ids, wake_job_id
-from sequences.sending import SENDING_GRACE, advance_cart
-from sequences.sweep import run_sweep
-from sequences.transports import OutboundMessage, OutboundText, OutcomeKind, SendOutcome
 from tests.fakes.whatsapp_webhooks import status_error
 
 MIN = timedelta(minutes=1)

@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from sequences.dashboard import PeriodError, period_for
-from sequences.messages import step_line
-from sequences.settings_update import SettingsRejected, diff, validate
-from sequences.store_settings import Offer, StoreSettings
-from sequences.whatsapp.templates import copy_for
+from channels.whatsapp.templates import copy_for
+from sequences.engine.messages import step_line
+from sequences.merchant.dashboard import PeriodError, period_for
+from sequences.merchant.settings_changes import SettingsRejected, diff, validate
+from sequences.merchant.store_settings import Offer, StoreSettings
 
 
 def _problems(payload: dict[str, object]) -> dict[str, str]:

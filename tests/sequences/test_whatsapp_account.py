@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import select
 
+from channels.whatsapp.templates import DEFINITIONS
+from channels.whatsapp.throttle import SendThrottle
 from sequences.models import (
     Message,
     MessageStatus,
@@ -21,8 +23,6 @@ from sequences.models import (
 from sequences.whatsapp.accounts import AccountError, check, connect
 from sequences.whatsapp.health import FAILURE_RATE_WINDOW, check_failure_rate
 from sequences.whatsapp.template_push import push_templates
-from sequences.whatsapp.templates import DEFINITIONS
-from sequences.whatsapp.throttle import SendThrottle
 from tests.whatsapp_support import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
 
 
@@ -121,9 +121,9 @@ def test_new_templates_wait_for_review(cloud):
 
 
 def test_the_cli_checks_a_store(cloud, monkeypatch):
-    from app.cli import main
+    from app.cli.main import main
 
-    monkeypatch.setattr("app.cli_whatsapp.build_runtime", lambda _settings: cloud.runtime)
+    monkeypatch.setattr("app.cli.whatsapp.build_runtime", lambda _settings: cloud.runtime)
     result = CliRunner().invoke(main, ["whatsapp", "check", "--store", "demo-bazaar"])
     assert result.exit_code == 0, result.output
     assert "All good" in result.output
@@ -198,7 +198,7 @@ def test_a_high_failure_rate_pauses_sending(cloud):
 
 
 def test_the_sweep_rereads_stale_numbers_and_pauses_a_red_one(cloud):
-    from sequences.sweep import run_sweep
+    from sequences.engine.sweep import run_sweep
 
     cloud.graph.set_quality(PHONE_NUMBER_ID, "RED")
     assert run_sweep(cloud.runtime).numbers_checked == 1

@@ -189,8 +189,8 @@ def test_steps_wait_for_a_template_meta_has_not_approved(cloud):
 def test_a_timeout_after_sending_is_never_retried_and_a_status_resolves_it(cloud):
     import httpx
 
-    from sequences.whatsapp.cloud import CloudTransport
-    from sequences.whatsapp.throttle import SendThrottle
+    from channels.whatsapp.cloud import CloudTransport
+    from channels.whatsapp.throttle import SendThrottle
 
     impatient = httpx.Client(timeout=httpx.Timeout(0.3, connect=2.0))
     cloud.runtime.transport = CloudTransport(
@@ -282,7 +282,7 @@ def test_being_told_to_slow_down_does_not_count_towards_the_failure_pause(cloud)
 
 
 def test_a_step_waiting_to_retry_does_not_count_against_its_own_frequency_cap(cloud):
-    from sequences.store_settings import StoreSettings
+    from sequences.merchant.store_settings import StoreSettings
 
     with cloud.runtime.database.locked_session() as session:
         store = session.exec(select(Store)).one()

@@ -19,7 +19,7 @@ down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Written out rather than imported from sequences.rollups: a migration keeps meaning what it
+# Written out rather than imported from sequences.merchant.rollups: a migration keeps meaning what it
 # meant when it was written. `cartback dashboard rebuild` recounts with the current code.
 BUCKET_SECONDS = 900
 RECOVERED = "status = 'recovered' AND order_cancelled_at IS NULL"
@@ -68,7 +68,7 @@ def upgrade() -> None:
 
 
 def _backfill() -> None:
-    """The buckets of the carts and messages already held, counted as sequences.rollups does."""
+    """The buckets of the carts and messages already held, counted as sequences.merchant.rollups does."""
     if op.get_bind().dialect.name == "postgresql":
 
         def bucket(column: str) -> str:

@@ -1,0 +1,1 @@
+"""WooCommerce's app authorization: connecting a store from its own admin."""
