@@ -1,4 +1,9 @@
-"""The Flask application (factory pattern: nothing runs at import)."""
+"""The Flask application (factory pattern: nothing runs at import).
+
+``create_app`` is the composition root: it builds the runtime and registers the blueprints
+(each view module reads the runtime through the leaf ``app.current``, never through this
+package, so the views and the factory do not import each other).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.current import EXTENSION_KEY
 from app.request_bodies import GuardedJSONProvider
 from sequences import runtime as runtime_module
 from sequences.config import ConfigError, Settings
 from sequences.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTENSION_KEY = runtime_module.FLASK_EXTENSION
 
 
 def create_app(
@@ -97,8 +102,3 @@ def create_app(
         return error
 
     return app
-
-
-def get_runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions[EXTENSION_KEY]
-    return runtime

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template
 
-from app import get_runtime
+from app.current import get_runtime
 from sequences.clicks.rebuild import handle_click
 from sequences.merchant.preview import TEST_MESSAGE_TOKEN
 

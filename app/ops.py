@@ -12,7 +12,7 @@ from sqlalchemy import func, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
-from app import get_runtime
+from app.current import get_runtime
 from sequences.models import Cart, DeliveryStatus, Message, WebhookDelivery
 
 bp = Blueprint("ops", __name__)

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
 from sqlmodel import col, select
 
-from app import get_runtime
+from app.current import get_runtime
 from sequences.engine.consent import handle_reply
 from sequences.models import Message, SandboxOutboxMessage, Store
 

@@ -19,11 +19,11 @@ from flask import Blueprint, Response, g, jsonify, render_template, request
 from markupsafe import Markup
 from sqlmodel import col, select
 
-from app import get_runtime
 from app.admin import charts
 from app.admin.exports import carts_csv, messages_csv
 from app.admin.session import MerchantSession, api_view, page_view
 from app.admin.settings import history
+from app.current import get_runtime
 from app.webhooks.cartflows import cartflows_url
 from channels.whatsapp.templates import copy_for
 from sequences.merchant import dashboard, lists

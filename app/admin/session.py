@@ -30,7 +30,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from app import get_runtime
+from app.current import get_runtime
 from sequences.models import AdminLogin, Store, StoreStatus
 from sequences.runtime import Runtime
 

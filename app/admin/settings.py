@@ -12,8 +12,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template, request
 from sqlmodel import col, select
 
-from app import get_runtime
 from app.admin.session import MerchantSession, api_view
+from app.current import get_runtime
 from connectors.base import MalformedPayload
 from connectors.untrusted_json import load_untrusted_json
 from sequences.engine.scheduling import enqueue_replan

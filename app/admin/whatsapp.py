@@ -12,8 +12,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlmodel import col, select
 
-from app import get_runtime
 from app.admin.session import MerchantSession, api_view
+from app.current import get_runtime
 from sequences.models import Store, WhatsAppAccount, WhatsAppTemplate
 from sequences.whatsapp.accounts import AccountError, check, connect
 from sequences.whatsapp.health import MERCHANT, pause_store, resume_store

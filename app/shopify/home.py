@@ -18,8 +18,8 @@ from shopify_app import RequestInput
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from app import get_runtime
 from app.admin.session import MerchantSession, api_view
+from app.current import get_runtime
 from connectors.base import IssuedToken, PlatformError, PlatformUnauthorized
 from connectors.shopify import PLATFORM, ShopifyConnector
 from connectors.shopify.connector import issued_token

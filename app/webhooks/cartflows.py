@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import select
 from sqlmodel import col
 
-from app import get_runtime
+from app.current import get_runtime
 from app.request_bodies import read_raw_body
 from app.webhooks.platforms import accept
 from connectors.base import WebhookIdentity

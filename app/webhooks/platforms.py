@@ -16,7 +16,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from app import get_runtime
+from app.current import get_runtime
 from app.request_bodies import read_raw_body
 from connectors.base import (
     AcknowledgesUnreadable,

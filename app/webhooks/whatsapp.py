@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import get_runtime
+from app.current import get_runtime
 from app.request_bodies import read_raw_body
 from channels.whatsapp.webhook_events import parse_delivery
 from connectors.base import PayloadError

@@ -30,8 +30,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from app import get_runtime
 from app.admin.session import issue_login_link
+from app.current import get_runtime
 from app.request_bodies import read_raw_body
 from connectors.base import MalformedPayload, PlatformError
 from connectors.untrusted_json import load_untrusted_json
