@@ -13,16 +13,18 @@ import time
 from typing import Any
 
 from redis.exceptions import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import DuplicateJobError
 from rq.timeouts import TimerDeathPenalty
 
 from app.logs import configure_logging
 from app.wiring import build_runtime
+from connectors.base import RegistersWebhooks
+from sequences import queue
 from sequences import runtime as runtime_module
 from sequences.config import ConfigError, Settings
-from sequences.jobs import sweep_job
-from sequences.runtime import Runtime
+from sequences.queue import CartbackJob, JobOptions
+from sequences.runtime import QUEUE_NAME, Runtime
 
 log = logging.getLogger("cartback.worker")
 
@@ -43,6 +45,9 @@ RQ_LOG_LEVEL = "WARNING"
 
 
 class CartbackWorker(SimpleWorker):
+    # Runs jobs enqueued under a name their entry point has since left (sequences.queue).
+    job_class = CartbackJob
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL_SECONDS)
         super().__init__(*args, **kwargs)
@@ -132,29 +137,27 @@ def _installed() -> bool:
     return True
 
 
+def _queue(connection: Any) -> Queue:
+    return Queue(QUEUE_NAME, connection=connection, job_class=CartbackJob)
+
+
 def enqueue_platform_syncs(connection: Any, runtime: Runtime) -> None:
     """One sync job per interval and platform, whichever worker gets there first."""
-    from rq import Queue
-
-    from connectors.base import RegistersWebhooks
-    from sequences.jobs import sync_platform_job
-    from sequences.runtime import QUEUE_NAME
-
     slot = int(time.time()) // PLATFORM_SYNC_INTERVAL_SECONDS
     for platform in runtime.connectors.platforms():
         if runtime.connectors.capable(platform, RegistersWebhooks) is None:
             continue
         try:
-            Queue(QUEUE_NAME, connection=connection).enqueue(
-                sync_platform_job,
-                platform,
-                job_id=f"sync-{platform}-{slot}",
-                unique=True,
+            options = JobOptions(
+                f"sync-{platform}-{slot}",
+                f"sync {platform}",
                 # Kept for the slot, so the workers' checks each minute find it and skip.
                 result_ttl=PLATFORM_SYNC_INTERVAL_SECONDS,
-                description=f"sync {platform}",
+                failure_ttl=None,
                 job_timeout=PLATFORM_SYNC_INTERVAL_SECONDS,
+                retry_intervals=(),
             )
+            queue.enqueue(_queue(connection), queue.SYNC_PLATFORM, platform, options=options)
         except DuplicateJobError:
             pass
         except RedisError:
@@ -162,15 +165,10 @@ def enqueue_platform_syncs(connection: Any, runtime: Runtime) -> None:
 
 
 def enqueue_sweep(connection: Any) -> None:
-    from rq import Queue
-
-    from sequences.runtime import QUEUE_NAME
-
     slot = int(time.time()) // SWEEP_INTERVAL_SECONDS
+    options = JobOptions(f"sweep-{slot}", "sweep", failure_ttl=None, job_timeout=None, retry_intervals=())
     try:
-        Queue(QUEUE_NAME, connection=connection).enqueue(
-            sweep_job, job_id=f"sweep-{slot}", unique=True, result_ttl=0, description="sweep"
-        )
+        queue.enqueue(_queue(connection), queue.SWEEP, options=options)
     except DuplicateJobError:
         pass
     except RedisError:

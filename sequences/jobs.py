@@ -6,6 +6,7 @@ from contextlib import suppress
 
 from rq.exceptions import DuplicateJobError
 
+from sequences import queue
 from sequences import runtime as runtime_module
 from sequences.engine.sending import advance_cart
 from sequences.engine.sweep import run_sweep
@@ -50,13 +51,17 @@ def sync_platform_job(platform: str) -> str:
     for store_id in store_ids:
         # Still queued or running from the last round: not twice.
         with suppress(DuplicateJobError):
-            runtime.queue.enqueue(
-                sync_store_job,
+            queue.enqueue(
+                runtime.queue,
+                queue.SYNC_STORE,
                 store_id,
-                job_id=f"sync-store-{store_id}",
-                unique=True,
-                result_ttl=0,
-                job_timeout=SYNC_LOCK_SECONDS,
+                options=queue.JobOptions(
+                    f"sync-store-{store_id}",
+                    None,
+                    failure_ttl=None,
+                    job_timeout=SYNC_LOCK_SECONDS,
+                    retry_intervals=(),
+                ),
             )
     return f"{len(store_ids)} {platform} store syncs queued"
 

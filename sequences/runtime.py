@@ -20,6 +20,7 @@ from sequences.config import Settings
 from sequences.db import Database
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
+from sequences.queue import CartbackJob
 from sequences.secrets import SecretBox
 
 QUEUE_NAME = "default"
@@ -43,7 +44,7 @@ class Runtime:
 
     @property
     def queue(self) -> Queue:
-        return Queue(QUEUE_NAME, connection=self.redis)
+        return Queue(QUEUE_NAME, connection=self.redis, job_class=CartbackJob)
 
     @property
     def time_scale(self) -> float:

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 from redis.exceptions import RedisError
-from rq import Retry
 
 from demo.connector import (
     HEADER_DELIVERY,
@@ -31,6 +30,7 @@ from demo.connector import (
 from demo.store.catalogue import CURRENCY
 from demo.store.checkouts import lines_of, subtotal_of
 from demo.store.models import DemoCheckout, DemoOrder
+from sequences import queue
 from sequences import runtime as runtime_module
 from sequences.models import Store, StoreStatus
 from sequences.runtime import Runtime
@@ -40,7 +40,7 @@ log = logging.getLogger("cartback.demo_store.webhooks")
 # Seconds to wait for cartback to answer (Shopify allows 5 s).
 DELIVERY_TIMEOUT_SECONDS = 5.0
 # Like a platform: a few quick retries, then give up (rq's Retry intervals, seconds).
-RETRY_INTERVALS_SECONDS = [1, 2, 5, 10, 30]
+RETRY_INTERVALS_SECONDS = (1, 2, 5, 10, 30)
 
 
 class WebhookDeliveryFailed(RuntimeError):
@@ -169,16 +169,21 @@ def emit(runtime: Runtime, store: Store, topic: str, payload: Mapping[str, Any])
         now=runtime.now(),
     )
     try:
-        runtime.queue.enqueue(
-            deliver_webhook,
+        queue.enqueue(
+            runtime.queue,
+            queue.DELIVER_DEMO_WEBHOOK,
             delivery.url,
             delivery.headers,
             delivery.body.decode("utf-8"),
-            job_id=f"demo-webhook-{delivery.webhook_id}",
             # The default description repeats the arguments, and the body holds a phone.
-            description=f"demo webhook {topic}",
-            retry=Retry(max=len(RETRY_INTERVALS_SECONDS), interval=RETRY_INTERVALS_SECONDS),
-            result_ttl=0,
+            options=queue.JobOptions(
+                f"demo-webhook-{delivery.webhook_id}",
+                f"demo webhook {topic}",
+                unique=False,
+                failure_ttl=None,
+                job_timeout=None,
+                retry_intervals=RETRY_INTERVALS_SECONDS,
+            ),
         )
     except RedisError as exc:
         log.warning("demo webhook not enqueued", extra={"topic": topic, "error": type(exc).__name__})

@@ -10,42 +10,19 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from redis.exceptions import RedisError
-from rq import Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlmodel import col, select
 
+from sequences import queue
+from sequences.merchant.settings_changes import replan_store
 from sequences.models import ConsentEvent, OptOutSync
+from sequences.queue import JobOptions
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.scheduling")
-
-# Finished alarms leave nothing behind (unique ids must be reusable, Redis stays small).
-RESULT_TTL_SECONDS = 0
-# Failed jobs are kept a week for operators to inspect.
-FAILURE_TTL_SECONDS = 7 * 24 * 3600
-JOB_TIMEOUT_SECONDS = 120
-# Transient failures (a locked database, a restarted Redis) retry; the ledger makes it safe.
-RETRY_INTERVALS_SECONDS = [2, 10, 30]
-
-
-def _job_options(job_id: str, description: str) -> dict[str, Any]:
-    """Every engine job: a unique id, nothing kept after success, retried when transient.
-
-    The description is fixed: rq's default repeats the arguments, and ids are all we pass.
-    """
-    return {
-        "job_id": job_id,
-        "unique": True,
-        "result_ttl": RESULT_TTL_SECONDS,
-        "failure_ttl": FAILURE_TTL_SECONDS,
-        "job_timeout": JOB_TIMEOUT_SECONDS,
-        "retry": Retry(max=len(RETRY_INTERVALS_SECONDS), interval=RETRY_INTERVALS_SECONDS),
-        "description": description,
-    }
 
 
 def wake_epoch(at: datetime) -> int:
@@ -60,16 +37,11 @@ def wake_job_id(cart_id: int, at: datetime) -> str:
 
 def schedule_wake(runtime: Runtime, cart_id: int, at: datetime) -> bool:
     """Set an alarm for the cart; False if Redis is unreachable (the sweep will set it)."""
-    from sequences.jobs import advance_cart_job  # jobs import this module
-
-    job_id = wake_job_id(cart_id, at)
     epoch = wake_epoch(at)
-    options = _job_options(job_id, "wake")
+    options = JobOptions(wake_job_id(cart_id, at), "wake")
+    due = None if epoch <= runtime.now().timestamp() else datetime.fromtimestamp(epoch, UTC)
     try:
-        if epoch <= runtime.now().timestamp():
-            runtime.queue.enqueue(advance_cart_job, cart_id, **options)
-        else:
-            runtime.queue.enqueue_at(datetime.fromtimestamp(epoch, UTC), advance_cart_job, cart_id, **options)
+        queue.enqueue(runtime.queue, queue.ADVANCE_CART, cart_id, options=options, at=due)
     except DuplicateJobError:
         return True
     except RedisError as exc:
@@ -81,13 +53,11 @@ def schedule_wake(runtime: Runtime, cart_id: int, at: datetime) -> bool:
 
 
 def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
-    from sequences.jobs import process_delivery_job
-
+    # Delivery ids are primary keys, unique by construction: skip rq's uniqueness script. A
+    # second enqueue by the sweep at worst runs a job that finds the delivery processed.
+    options = JobOptions(f"delivery-{delivery_id}", "delivery", unique=False)
     try:
-        # Delivery ids are primary keys, unique by construction: skip rq's uniqueness script. A
-        # second enqueue by the sweep at worst runs a job that finds the delivery processed.
-        options = _job_options(f"delivery-{delivery_id}", "delivery") | {"unique": False}
-        runtime.queue.enqueue(process_delivery_job, delivery_id, **options)
+        queue.enqueue(runtime.queue, queue.PROCESS_DELIVERY, delivery_id, options=options)
     except DuplicateJobError:
         return True
     except RedisError as exc:
@@ -105,7 +75,7 @@ DEAD_JOB_STATUSES = (b"failed", b"stopped", b"canceled")
 
 def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
     """The ids whose job will still run. A job that failed for good keeps its key for
-    FAILURE_TTL_SECONDS; it is deleted here so the sweep can set the alarm again."""
+    queue.FAILURE_TTL_SECONDS; it is deleted here so the sweep can set the alarm again."""
     pipeline = runtime.redis.pipeline(transaction=False)
     for job_id in job_ids:
         pipeline.hget(Job.key_for(job_id), "status")
@@ -123,8 +93,6 @@ def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
 def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:
     """Queue platform syncs for pending opt-outs: one contact's now, or (the sweep) any older
     than a minute, including those whose RQ retries ran out."""
-    from sequences.jobs import sync_opt_out_job  # jobs import this module
-
     query = select(ConsentEvent.id).where(col(ConsentEvent.platform_sync) == OptOutSync.PENDING)
     if contact_id is not None:
         query = query.where(ConsentEvent.contact_id == contact_id)
@@ -138,7 +106,9 @@ def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, li
         try:
             if _still_in_hand(runtime, job_id):
                 continue
-            runtime.queue.enqueue(sync_opt_out_job, event_id, **_job_options(job_id, "opt-out sync"))
+            queue.enqueue(
+                runtime.queue, queue.SYNC_OPT_OUT, event_id, options=JobOptions(job_id, "opt-out sync")
+            )
             queued += 1
         except DuplicateJobError:
             continue
@@ -150,11 +120,9 @@ def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, li
 
 def enqueue_confirmation(runtime: Runtime, inbound_id: int) -> bool:
     """The STOP/START confirmation, after the commit; the database claim makes it at most once."""
-    from sequences.jobs import send_confirmation_job
-
-    options = _job_options(f"confirm-{inbound_id}", "reply confirmation") | {"retry": None}
+    options = JobOptions(f"confirm-{inbound_id}", "reply confirmation", retry_intervals=())
     try:
-        runtime.queue.enqueue(send_confirmation_job, inbound_id, **options)
+        queue.enqueue(runtime.queue, queue.SEND_CONFIRMATION, inbound_id, options=options)
     except DuplicateJobError:
         return False
     except RedisError as exc:
@@ -194,12 +162,9 @@ def _still_in_hand(runtime: Runtime, job_id: str) -> bool:
 def enqueue_replan(runtime: Runtime, store_id: int) -> bool:
     """Re-time the store's open carts after a settings change; inline when Redis is down
     (then no worker is sending either, and the new timing must not be lost)."""
-    from sequences.jobs import replan_store_job
-    from sequences.merchant.settings_changes import replan_store
-
-    options = _job_options(f"replan-{store_id}-{wake_epoch(runtime.now())}", "settings replan")
+    options = JobOptions(f"replan-{store_id}-{wake_epoch(runtime.now())}", "settings replan")
     try:
-        runtime.queue.enqueue(replan_store_job, store_id, **options)
+        queue.enqueue(runtime.queue, queue.REPLAN_STORE, store_id, options=options)
     except DuplicateJobError:
         return True
     except RedisError as exc:
