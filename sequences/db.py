@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col, select
 
-import sequences.merchant.rollups  # noqa: F401  (every session keeps the dashboard's figures as it commits)
 from sequences.models import Cart, Contact
 
 # How long SQLite waits for a lock before giving up, in milliseconds. Web and worker share
@@ -81,14 +81,18 @@ class Database:
         else:
             self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
             self.lock_engine = self.engine
+        # Every unit of work comes from here, so session hooks (the dashboard's kept figures,
+        # sequences.merchant.rollups.keep_figures) are installed on it, explicitly, by whoever
+        # builds the runtime: importing a module changes no session.
+        self.sessions: sessionmaker[Session] = sessionmaker(class_=Session, expire_on_commit=False)
 
     def session(self) -> AbstractContextManager[Session]:
         """A unit of work: committed on success, rolled back on error."""
-        return _unit_of_work(self.engine)
+        return _unit_of_work(self.sessions, self.engine)
 
     def locked_session(self) -> AbstractContextManager[Session]:
         """A unit of work that may take cart locks (``lock_cart``); committed on success."""
-        return _unit_of_work(self.lock_engine)
+        return _unit_of_work(self.sessions, self.lock_engine)
 
     def schema_problem(self) -> str | None:
         """None when cartback's tables exist; otherwise what to do about it."""
@@ -103,8 +107,8 @@ class Database:
 
 
 @contextmanager
-def _unit_of_work(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session:
+def _unit_of_work(sessions: sessionmaker[Session], engine: Engine) -> Iterator[Session]:
+    with sessions(bind=engine) as session:
         try:
             yield session
             session.commit()

@@ -16,6 +16,9 @@ How they stay exact, in the transaction that changes the rows:
 - Changes the ORM does not see (bulk ``UPDATE`` statements) call ``mark``: that bucket is
   recounted from its rows instead, under the same lock, an absolute count.
 
+The hooks are installed on a ``Database``'s sessions by ``keep_figures``, which the runtime's
+builder calls (app.wiring.build_runtime): importing this module changes no session.
+
 ``rebuild`` recounts a whole store (``cartback dashboard rebuild``); every test ends by checking
 that the kept figures equal a recount (tests/conftest.py).
 """
@@ -53,6 +56,7 @@ from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.sql.expression import FunctionElement
 from sqlmodel import Session, col
 
+from sequences.db import Database
 from sequences.merchant.store_settings import MAX_STEPS
 from sequences.models import (
     DASHBOARD_CART_COLUMNS,
@@ -679,7 +683,23 @@ def rebuild(
     return result
 
 
-event.listen(OrmSession, "before_flush", _collect_changes)
-event.listen(OrmSession, "before_commit", _apply_noted)
-event.listen(OrmSession, "after_transaction_end", _forget_noted)
-event.listen(OrmSession, "after_soft_rollback", _savepoint_undone)
+_LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
+    ("before_flush", _collect_changes),
+    ("before_commit", _apply_noted),
+    ("after_transaction_end", _forget_noted),
+    ("after_soft_rollback", _savepoint_undone),
+)
+
+
+def keep_figures(database: Database) -> None:
+    """Keep the dashboard's figures in every transaction of ``database``'s sessions.
+
+    Called where the runtime is built (app.wiring.build_runtime); safe to call again.
+    """
+    for name, listener in _LISTENERS:
+        if not event.contains(database.sessions, name, listener):
+            event.listen(database.sessions, name, listener)
+
+
+def keeps_figures(database: Database) -> bool:
+    return all(event.contains(database.sessions, name, listener) for name, listener in _LISTENERS)
