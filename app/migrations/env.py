@@ -1,4 +1,9 @@
-"""Alembic environment: migrations for SQLite (embedded default) and PostgreSQL."""
+"""Alembic environment: migrations for SQLite (embedded default) and PostgreSQL.
+
+The migrations themselves import no model: their column types are frozen in
+``column_types.py``. This environment does import the models, for ``target_metadata``:
+autogenerate compares them with the database to write a new migration.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from sqlmodel import SQLModel
 
 import demo.store.models  # noqa: F401 - the demo platform's tables
 import sequences.models  # noqa: F401 - registers the tables on SQLModel.metadata
+from app.migrations.column_types import render_item
 from sequences.config import Settings
 from sequences.db import Database
 
@@ -30,6 +36,8 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
             render_as_batch=database.sqlite,
             compare_type=True,
+            # New migrations name the frozen column types, never the live models'.
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()
