@@ -7,14 +7,23 @@ autogenerate compares them with the database to write a new migration.
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 from sqlmodel import SQLModel
 
-import demo.store.models  # noqa: F401 - the demo platform's tables
 import sequences.models  # noqa: F401 - registers the tables on SQLModel.metadata
 from app.migrations.column_types import render_item
 from sequences.config import Settings
 from sequences.db import Database
+
+# The demo platform's tables: their models are never loaded in production, where nothing of
+# ``demo`` is (app.wiring, app.create_app). Migration 0001 creates the tables everywhere all
+# the same; the models are needed only by autogenerate, run in development, which would
+# otherwise write a migration dropping them. CARTBACK_ENV is read as Settings.from_env reads
+# it; building the settings here would write development secrets as a side effect.
+if os.environ.get("CARTBACK_ENV", "").strip() != "production":
+    import demo.store.models  # noqa: F401
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.migration import MigrationContext
+from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from app.dbmigrate import MIGRATIONS_DIR, alembic_config, upgrade
 from app.migrations.column_types import render_item
 from sequences.db import Database
 
+ROOT = Path(__file__).resolve().parents[2]
 # What a migration may not import: the live code, which moves and changes after it is written.
 LIVE_PACKAGES = ("sequences", "demo", "channels", "connectors")
 
@@ -123,3 +128,30 @@ def test_autogenerate_finds_nothing_to_do_after_the_migrations(database_url):
     # migration written in development must not drop them.
     upgrade(database_url)
     command.check(alembic_config(database_url))
+
+
+def test_upgrading_in_production_imports_nothing_of_the_demo(tmp_path):
+    url = f"sqlite:///{tmp_path}/cartback.db"
+    code = (
+        "import sys\n"
+        "from app.dbmigrate import upgrade\n"
+        f"upgrade({url!r})\n"
+        "print(sorted(m for m in sys.modules if m == 'demo' or m.startswith('demo.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "CARTBACK_ENV": "production"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    database = Database(url)
+    try:
+        tables = set(inspect(database.engine).get_table_names())
+    finally:
+        database.dispose()
+    # The demo's tables are still made by migration 0001, as before: only its code stays out.
+    assert {"store", "cart", "demo_checkout"} <= tables
