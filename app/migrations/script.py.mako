@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

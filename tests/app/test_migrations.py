@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from alembic.autogenerate import compare_metadata
+from alembic import command
+from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
 from alembic.migration import MigrationContext
+from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from app.dbmigrate import upgrade
+from app.dbmigrate import MIGRATIONS_DIR, alembic_config, upgrade
+from app.migrations.column_types import render_item
 from sequences.db import Database
+
+ROOT = Path(__file__).resolve().parents[2]
+# What a migration may not import: the live code, which moves and changes after it is written.
+LIVE_PACKAGES = ("sequences", "demo", "channels", "connectors")
 
 
 @pytest.mark.postgres
@@ -68,3 +80,78 @@ def test_carts_recovered_before_store_totals_existed_get_them_from_their_own_cur
     finally:
         database.dispose()
     assert str(totals[1]).startswith("2098.5") and totals[2] is None
+
+
+def test_no_migration_imports_the_live_code():
+    """A migration means the same for ever: moving or changing a model must not change it."""
+    offenders = []
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""] if node.level == 0 else ["(relative)"]
+            else:
+                continue
+            offenders += [
+                f"{path.name} imports {module}"
+                for module in modules
+                if module.split(".")[0] in LIVE_PACKAGES
+                or (module.split(".")[0] == "app" and module != "app.migrations")
+                or module == "(relative)"
+            ]
+    assert offenders == []
+
+
+def test_new_migrations_are_written_with_the_frozen_column_types(database_url):
+    import demo.store.models  # noqa: F401
+    import sequences.models  # noqa: F401
+
+    database = Database(database_url)
+    try:
+        with database.engine.connect() as connection:
+            script = produce_migrations(MigrationContext.configure(connection), SQLModel.metadata)
+    finally:
+        database.dispose()
+    code = render_python_code(script.upgrade_ops, render_item=render_item)
+    assert "column_types.UTCDateTime(timezone=True)" in code
+    assert "column_types.MoneyAmount(" in code
+    assert "sequences" not in code
+    template = (MIGRATIONS_DIR / "script.py.mako").read_text()
+    assert "from app.migrations import column_types" in template
+    assert "sequences" not in template
+
+
+@pytest.mark.postgres
+def test_autogenerate_finds_nothing_to_do_after_the_migrations(database_url):
+    # The environment's models include the demo platform's tables outside production: a new
+    # migration written in development must not drop them.
+    upgrade(database_url)
+    command.check(alembic_config(database_url))
+
+
+def test_upgrading_in_production_imports_nothing_of_the_demo(tmp_path):
+    url = f"sqlite:///{tmp_path}/cartback.db"
+    code = (
+        "import sys\n"
+        "from app.dbmigrate import upgrade\n"
+        f"upgrade({url!r})\n"
+        "print(sorted(m for m in sys.modules if m == 'demo' or m.startswith('demo.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "CARTBACK_ENV": "production"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+    database = Database(url)
+    try:
+        tables = set(inspect(database.engine).get_table_names())
+    finally:
+        database.dispose()
+    # The demo's tables are still made by migration 0001, as before: only its code stays out.
+    assert {"store", "cart", "demo_checkout"} <= tables

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -28,7 +28,7 @@ def upgrade() -> None:
         sa.Column("request_ref", sa.String(length=255), nullable=True),
         sa.Column("customer_ref", sa.String(length=255), nullable=True),
         sa.Column("content", sa.JSON(), nullable=False),
-        sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("store_id", sa.Integer(), nullable=False),
         sa.Column("platform_variant_id", sa.String(length=255), nullable=False),
         sa.Column("image_url", sa.Text(), nullable=True),
-        sa.Column("fetched_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("fetched_at", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
@@ -55,13 +55,13 @@ def upgrade() -> None:
     with op.batch_alter_table("cart", schema=None) as batch_op:
         batch_op.add_column(sa.Column("order_financial_status", sa.String(length=32), nullable=True))
         batch_op.add_column(
-            sa.Column("order_refunded", sequences.models.MoneyAmount(precision=18, scale=4), nullable=True)
+            sa.Column("order_refunded", column_types.MoneyAmount(precision=18, scale=4), nullable=True)
         )
         batch_op.add_column(
-            sa.Column("order_cancelled_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("order_cancelled_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(
-            sa.Column("order_verified_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("order_verified_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
 
     with op.batch_alter_table("consent_event", schema=None) as batch_op:
@@ -69,25 +69,21 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("platform_sync_detail", sa.Text(), nullable=True))
 
     with op.batch_alter_table("discount", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("redeemed_at", column_types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(
-            sa.Column("redeemed_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
-        )
-        batch_op.add_column(
-            sa.Column("platform_deleted_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("platform_deleted_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
 
     with op.batch_alter_table("store", schema=None) as batch_op:
         batch_op.add_column(sa.Column("refresh_token_ciphertext", sa.Text(), nullable=True))
         batch_op.add_column(
-            sa.Column("access_token_expires_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("access_token_expires_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(
-            sa.Column("refresh_token_expires_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("refresh_token_expires_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("scopes", sa.Text(), nullable=True))
-        batch_op.add_column(
-            sa.Column("installed_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("installed_at", column_types.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
         batch_op.add_column(sa.Column("event_id", sa.String(length=255), nullable=True))

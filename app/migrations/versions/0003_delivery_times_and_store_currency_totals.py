@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -23,13 +23,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("cart", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("order_total_store", sequences.models.MoneyAmount(precision=18, scale=4), nullable=True)
+            sa.Column("order_total_store", column_types.MoneyAmount(precision=18, scale=4), nullable=True)
         )
 
     with op.batch_alter_table("webhook_delivery", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("triggered_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("triggered_at", column_types.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("consent_observed_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("consent_observed_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
 
     # Carts recovered before 0003 had no store-currency total: where the order was paid in the

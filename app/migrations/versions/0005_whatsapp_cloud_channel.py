@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -33,10 +33,10 @@ def upgrade() -> None:
         sa.Column("default_language", sa.String(length=16), nullable=False),
         sa.Column("quality_rating", sa.String(length=16), nullable=False),
         sa.Column("messages_per_second", sa.Integer(), nullable=False),
-        sa.Column("checked_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("checked_at", column_types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("check_problem", sa.Text(), nullable=True),
-        sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
@@ -59,9 +59,9 @@ def upgrade() -> None:
         sa.Column("platform_template_id", sa.String(length=64), nullable=True),
         sa.Column("quality_score", sa.String(length=16), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
-        sa.Column("status_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("pushed_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status_at", column_types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("pushed_at", column_types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
@@ -85,9 +85,9 @@ def upgrade() -> None:
         sa.Column("intent", sa.String(length=16), nullable=False),
         sa.Column("text", sa.Text(), nullable=True),
         sa.Column("reply_to_message_id", sa.Integer(), nullable=True),
-        sa.Column("sent_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("confirmation_sent_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("confirmation_sent_at", column_types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["contact_id"],
             ["contact.id"],
@@ -109,15 +109,13 @@ def upgrade() -> None:
 
     with op.batch_alter_table("cart", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("shopper_replied_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("shopper_replied_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
 
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pricing_category", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("billable", sa.Boolean(), nullable=True))
-        batch_op.add_column(
-            sa.Column("cost", sequences.models.MoneyAmount(precision=18, scale=4), nullable=True)
-        )
+        batch_op.add_column(sa.Column("cost", column_types.MoneyAmount(precision=18, scale=4), nullable=True))
         batch_op.add_column(sa.Column("cost_currency", sa.String(length=3), nullable=True))
 
     with op.batch_alter_table("sandbox_outbox_message", schema=None) as batch_op:
@@ -125,9 +123,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("store", schema=None) as batch_op:
         batch_op.add_column(sa.Column("pause_source", sa.String(length=32), nullable=True))
-        batch_op.add_column(
-            sa.Column("paused_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("paused_at", column_types.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:

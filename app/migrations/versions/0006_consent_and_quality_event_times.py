@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -23,13 +23,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("contact", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("consent_changed_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("consent_changed_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
 
     with op.batch_alter_table("whatsapp_account", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("quality_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("quality_at", column_types.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -51,10 +51,10 @@ def upgrade() -> None:
         sa.Column("store_id", sa.Integer(), nullable=False),
         sa.Column("nonce_sha256", sa.String(length=64), nullable=False),
         sa.Column("issued_by", sa.String(length=64), nullable=False),
-        sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("signed_out_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", column_types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("signed_out_at", column_types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
@@ -70,7 +70,7 @@ def upgrade() -> None:
         sa.Column("store_id", sa.Integer(), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False),
         sa.Column("changes", sa.JSON(), nullable=False),
-        sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["store_id"],
             ["store.id"],
@@ -82,7 +82,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("cart", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("discount_given", sequences.models.MoneyAmount(precision=18, scale=4), nullable=True)
+            sa.Column("discount_given", column_types.MoneyAmount(precision=18, scale=4), nullable=True)
         )
         batch_op.add_column(sa.Column("recovered_step", sa.Integer(), nullable=True))
         batch_op.create_index(
@@ -111,11 +111,9 @@ def upgrade() -> None:
     with op.batch_alter_table("message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("step_number", sa.Integer(), nullable=False, server_default="1"))
         batch_op.add_column(
-            sa.Column("cart_abandoned_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("cart_abandoned_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
-        batch_op.add_column(
-            sa.Column("clicked_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
-        )
+        batch_op.add_column(sa.Column("clicked_at", column_types.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index(
             "ix_message_store_abandoned",
             ["store_id", "cart_abandoned_at"],

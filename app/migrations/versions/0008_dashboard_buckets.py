@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -30,7 +30,7 @@ def upgrade() -> None:
     op.create_table(
         "dashboard_cart_bucket",
         sa.Column("store_id", sa.Integer(), nullable=False),
-        sa.Column("bucket_start", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("bucket_start", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("abandoned", sa.Integer(), nullable=False),
         sa.Column("reachable", sa.Integer(), nullable=False),
         sa.Column("recovered", sa.Integer(), nullable=False),
@@ -39,16 +39,16 @@ def upgrade() -> None:
         sa.Column("recovered_step_1", sa.Integer(), nullable=False),
         sa.Column("recovered_step_2", sa.Integer(), nullable=False),
         sa.Column("recovered_step_3", sa.Integer(), nullable=False),
-        sa.Column("revenue", sequences.models.MoneyAmount(), nullable=False),
-        sa.Column("revenue_verified", sequences.models.MoneyAmount(), nullable=False),
-        sa.Column("discounts", sequences.models.MoneyAmount(), nullable=False),
+        sa.Column("revenue", column_types.MoneyAmount(), nullable=False),
+        sa.Column("revenue_verified", column_types.MoneyAmount(), nullable=False),
+        sa.Column("discounts", column_types.MoneyAmount(), nullable=False),
         sa.ForeignKeyConstraint(["store_id"], ["store.id"]),
         sa.PrimaryKeyConstraint("store_id", "bucket_start"),
     )
     op.create_table(
         "dashboard_message_bucket",
         sa.Column("store_id", sa.Integer(), nullable=False),
-        sa.Column("bucket_start", sequences.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("bucket_start", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("step_number", sa.Integer(), nullable=False),
         sa.Column("cost_currency", sa.String(length=3), nullable=False),
         sa.Column("sent", sa.Integer(), nullable=False),
@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("clicked", sa.Integer(), nullable=False),
         sa.Column("failed", sa.Integer(), nullable=False),
         sa.Column("priced", sa.Integer(), nullable=False),
-        sa.Column("cost", sequences.models.MoneyAmount(), nullable=False),
+        sa.Column("cost", column_types.MoneyAmount(), nullable=False),
         sa.ForeignKeyConstraint(["store_id"], ["store.id"]),
         sa.PrimaryKeyConstraint("store_id", "bucket_start", "step_number", "cost_currency"),
     )

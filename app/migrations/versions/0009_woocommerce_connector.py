@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import sequences.models
+from app.migrations import column_types
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -28,20 +28,20 @@ def upgrade() -> None:
         sa.Column("browser_sha256", sa.String(length=64), nullable=False),
         sa.Column("platform", sa.String(length=32), nullable=False),
         sa.Column("store_url", sa.Text(), nullable=False),
-        sa.Column("created_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sequences.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("keys_received_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("keys_received_at", column_types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("keys_ciphertext", sa.Text(), nullable=True),
         sa.Column("problem", sa.Text(), nullable=True),
         sa.Column("store_id", sa.Integer(), nullable=True),
-        sa.Column("returned_at", sequences.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("returned_at", column_types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["store_id"], ["store.id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("connection_sha256"),
     )
     with op.batch_alter_table("store") as batch:
         batch.add_column(
-            sa.Column("orders_synced_at", sequences.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("orders_synced_at", column_types.UTCDateTime(timezone=True), nullable=True)
         )
     with op.batch_alter_table("cart") as batch:
         batch.add_column(sa.Column("buyer_details", sa.JSON(), nullable=True))
