@@ -22,12 +22,11 @@ from sqlmodel import col, select
 from app.admin import charts
 from app.admin.exports import carts_csv, messages_csv
 from app.admin.session import MerchantSession, api_view, page_view
-from app.admin.settings import history
 from app.current import get_runtime
 from app.webhooks.cartflows import cartflows_url
 from channels.whatsapp.templates import copy_for
 from sequences.merchant import dashboard, lists
-from sequences.merchant.settings_changes import as_payload
+from sequences.merchant.settings_changes import as_payload, history
 from sequences.merchant.store_settings import COPY_LANGUAGES, MAX_COPY_CHARS, MAX_STEPS
 from sequences.models import Contact, DataExport, InboundMessage, Store
 from sequences.money import format_money
@@ -201,7 +200,7 @@ def settings_page(merchant: MerchantSession) -> Any:
         languages=COPY_LANGUAGES,
         max_copy_chars=MAX_COPY_CHARS,
         default_lines={language: copy_for(language) for language in COPY_LANGUAGES},
-        history=history(merchant.store_id, 20),
+        history=[entry.as_json() for entry in history(runtime, merchant.store_id, 20)],
         timezones=sorted(_common_zones() | {store.timezone}),
         woocommerce=woocommerce,
     )
