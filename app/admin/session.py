@@ -25,6 +25,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from flask import Response, g, jsonify, render_template, request, session
 
 from app.current import get_runtime
+from app.shopify.home import verified_store
+from app.shopify.session_token import shopify_connector
 
 # Re-exported: callers that issue a sign-in link (the CLI, the WooCommerce connection, tests)
 # import them from here; the service is ``sequences.merchant.sign_in``.
@@ -70,8 +72,6 @@ def _json_401(reason: str, headers: dict[str, str] | None = None) -> Response:
 
 
 def _shopify_session(*, document: bool) -> MerchantSession:
-    from app.shopify.home import shopify_connector, verified_store
-
     connector = shopify_connector()
     if connector is None:
         if document:
