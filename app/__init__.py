@@ -65,6 +65,7 @@ def create_app(
     runtime_module.install(runtime)
 
     from app import links, ops, outbox
+    from app.admin import login as admin_login
     from app.admin import pages as admin_pages
     from app.admin import session as admin_session
     from app.admin import settings as admin_settings
@@ -88,7 +89,7 @@ def create_app(
         app.register_blueprint(demo_store_bp)
     app.register_blueprint(shopify_home.bp)
     app.register_blueprint(whatsapp_settings.bp)
-    app.register_blueprint(admin_session.bp)
+    app.register_blueprint(admin_login.bp)
     app.register_blueprint(admin_pages.bp)
     app.register_blueprint(admin_settings.bp)
     app.register_blueprint(woocommerce_connect.bp)

@@ -1,9 +1,10 @@
 """The merchant's pages (dashboard, settings) and the dashboard's JSON and CSV exports.
 
 One set of pages serves both admins: inside Shopify (App Bridge session token; the app home
-``/`` is the dashboard) and standalone at ``/admin`` (sign-in link, session cookie). Pages are
-rendered on the server, charts included (inline SVG), so they read without any script from a
-CDN; scripts only add saving, previews and downloads.
+``/`` is the dashboard, and installs the app on first load through ``app.shopify.home``) and
+standalone at ``/admin`` (sign-in link, session cookie). Pages are rendered on the server,
+charts included (inline SVG), so they read without any script from a CDN; scripts only add
+saving, previews and downloads.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from sqlmodel import col, select
 from app.admin import charts
 from app.admin.exports import carts_csv, messages_csv
 from app.admin.session import MerchantSession, api_view, page_view
-from app.admin.settings import history
 from app.current import get_runtime
+from app.shopify.home import verified_store
+from app.shopify.session_token import shopify_connector
 from app.webhooks.cartflows import cartflows_url
 from channels.whatsapp.templates import copy_for
 from sequences.merchant import dashboard, lists
-from sequences.merchant.settings_changes import as_payload
+from sequences.merchant.settings_changes import as_payload, history
 from sequences.merchant.store_settings import COPY_LANGUAGES, MAX_COPY_CHARS, MAX_STEPS
 from sequences.models import Contact, DataExport, InboundMessage, Store
 from sequences.money import format_money
@@ -56,8 +58,6 @@ def render_admin(template: str, merchant: MerchantSession, page: str, **context:
         session.expunge(store)
     api_key = ""
     if merchant.via == "shopify":
-        from app.shopify.home import shopify_connector
-
         connector = shopify_connector()
         api_key = connector.api_key if connector else ""
     body = render_template(
@@ -172,6 +172,23 @@ def _dashboard_context(merchant: MerchantSession) -> dict[str, Any]:
         }
 
 
+@bp.get("/")
+def app_home() -> Any:
+    """Shopify's embedded app home: verified (installing on first load), then the dashboard."""
+    connector = shopify_connector()
+    if connector is None or ("shop" not in request.args and "Authorization" not in request.headers):
+        # Not opened from a Shopify admin: nothing of any merchant's is shown here.
+        return render_template("shopify/landing.html", shopify_configured=connector is not None)
+    result, store_id, failure = verified_store(connector, check_token=True)
+    if failure is not None:
+        return failure
+    assert store_id is not None
+    # frame-ancestors and App Bridge preload headers, exactly as shopifyapp built them.
+    g.shopify_headers = dict(result.response.headers)
+    merchant = MerchantSession(store_id, f"Shopify user {result.user_id or 'unknown'}", "shopify")
+    return shopify_app_home(merchant)
+
+
 @bp.get("/admin")
 @page_view
 def dashboard_page(merchant: MerchantSession) -> Any:
@@ -201,7 +218,7 @@ def settings_page(merchant: MerchantSession) -> Any:
         languages=COPY_LANGUAGES,
         max_copy_chars=MAX_COPY_CHARS,
         default_lines={language: copy_for(language) for language in COPY_LANGUAGES},
-        history=history(merchant.store_id, 20),
+        history=[entry.as_json() for entry in history(runtime, merchant.store_id, 20)],
         timezones=sorted(_common_zones() | {store.timezone}),
         woocommerce=woocommerce,
     )
@@ -266,6 +283,20 @@ def _export(merchant: MerchantSession, kind: str) -> Any:
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/api/data-exports/<int(max=2147483647):export_id>")
+@api_view
+def data_export(merchant: MerchantSession, export_id: int) -> Any:
+    """A privacy export, for the merchant's own shop only."""
+    store_id = merchant.store_id
+    with get_runtime().database.session() as session:
+        export = session.exec(
+            select(DataExport).where(DataExport.id == export_id, DataExport.store_id == store_id)
+        ).first()
+        if export is None:
+            return jsonify(error="no such export for this shop"), 404
+        return jsonify(id=export.id, created_at=export.created_at.isoformat(), content=export.content)
 
 
 @bp.get("/api/exports/carts.csv")

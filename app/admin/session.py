@@ -5,8 +5,9 @@ Two ways in, one result (``MerchantSession``: a store id and who it is, for the 
 - Shopify, embedded: App Bridge's session token, in ``Authorization: Bearer`` on API calls and
   as ``id_token`` in the query of a page load, verified by ``shopifyapp`` for the shop it names.
 - Standalone (WooCommerce, and any store without an embedding admin): a one-time sign-in link
-  (``cartback admin-link STORE``) opens a cookie session. Cookies travel by themselves, so
-  every state-changing call must also carry the session's CSRF token in ``X-CSRF-Token``.
+  (``cartback admin-link STORE``, redeemed by ``app.admin.login``) opens a cookie session.
+  Cookies travel by themselves, so every state-changing call must also carry the session's
+  CSRF token in ``X-CSRF-Token``.
 
 A request with neither gets 401 under ``/api/`` and the sign-in explanation on pages; nothing
 of any store is shown. Every query below a session is scoped by its store id (invariant 9).
@@ -14,32 +15,26 @@ of any store is shown. Every query below a session is scoped by its store id (in
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, session
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import update
-from sqlmodel import col, select
+from flask import Response, g, jsonify, render_template, request, session
 
 from app.current import get_runtime
-from sequences.models import AdminLogin, Store, StoreStatus
-from sequences.runtime import Runtime
+from app.shopify.home import verified_store
+from app.shopify.session_token import shopify_connector
 
-bp = Blueprint("admin_auth", __name__)
-log = logging.getLogger("cartback.admin.auth")
+# Re-exported: callers that issue a sign-in link (the CLI, the WooCommerce connection, tests)
+# import them from here; the service is ``sequences.merchant.sign_in``.
+from sequences.merchant.sign_in import LOGIN_LINK_LIFETIME as LOGIN_LINK_LIFETIME
+from sequences.merchant.sign_in import find_store as find_store
+from sequences.merchant.sign_in import issue_login_link as issue_login_link
+from sequences.merchant.sign_in import still_signed_in
 
-LOGIN_SALT = "cartback.admin-login.v1"
-# A sign-in link is for now, not for later: long enough to copy from a terminal and open.
-LOGIN_LINK_LIFETIME = timedelta(minutes=30)
 # A signed-in browser stays signed in for a working day.
 SESSION_LIFETIME = timedelta(hours=12)
 CSRF_HEADER = "X-CSRF-Token"
@@ -66,140 +61,6 @@ class NotSignedIn(Exception):
         self.response = response
 
 
-# --- sign-in links ------------------------------------------------------------------------
-
-
-def _serializer(runtime: Runtime) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(runtime.settings.link_keys, salt=LOGIN_SALT)
-
-
-def _nonce_hash(nonce: str) -> str:
-    return hashlib.sha256(nonce.encode()).hexdigest()
-
-
-def find_store(runtime: Runtime, reference: str) -> Store | None:
-    """A store by id, platform store id (shop domain, site URL) or demo slug."""
-    with runtime.database.session() as db:
-        query = select(Store).where(Store.platform_store_id == reference.strip())
-        if reference.strip().isascii() and reference.strip().isdigit():
-            query = select(Store).where(Store.id == int(reference))
-        return db.exec(query).first()
-
-
-def issue_login_link(runtime: Runtime, store_id: int, issued_by: str) -> str:
-    """A one-time sign-in URL for the store's admin."""
-    nonce = secrets.token_urlsafe(24)
-    now = runtime.now()
-    with runtime.database.session() as db:
-        login = AdminLogin(
-            store_id=store_id,
-            nonce_sha256=_nonce_hash(nonce),
-            issued_by=issued_by,
-            created_at=now,
-            expires_at=now + LOGIN_LINK_LIFETIME,
-        )
-        db.add(login)
-        db.commit()
-        assert login.id is not None
-        login_id = login.id
-    token = _serializer(runtime).dumps([login_id, nonce])
-    log.info("admin sign-in link issued", extra={"store_id": store_id, "login_id": login_id})
-    # In the fragment: browsers never send it, so the token stays out of every access log and
-    # proxy; the sign-in page hands it over in a POST body.
-    return f"{runtime.settings.app_url}/admin/login#token={token}"
-
-
-def _redeem(runtime: Runtime, token: str) -> tuple[AdminLogin | None, str]:
-    """Use a sign-in token once; the login row, or None and the reason in words."""
-    try:
-        login_id, nonce = _serializer(runtime).loads(token, max_age=int(LOGIN_LINK_LIFETIME.total_seconds()))
-    except SignatureExpired:
-        return None, "This sign-in link has expired. Ask for a new one with `cartback admin-link STORE`."
-    except (BadSignature, ValueError, TypeError):
-        return None, "This sign-in link is not valid. Copy the whole link, or ask for a new one."
-    now = runtime.now()
-    with runtime.database.session() as db:
-        login = db.get(AdminLogin, login_id) if isinstance(login_id, int) else None
-        if (
-            login is None
-            or not isinstance(nonce, str)
-            or not hmac.compare_digest(login.nonce_sha256, _nonce_hash(nonce))
-        ):
-            return None, "This sign-in link is not valid. Ask for a new one with `cartback admin-link STORE`."
-        # Conditional: two tabs opening the same link race, and only one may win.
-        used = db.exec(
-            update(AdminLogin)
-            .where(col(AdminLogin.id) == login.id, col(AdminLogin.used_at).is_(None))
-            .values(used_at=now)
-        ).rowcount
-        db.commit()
-        if not used:
-            return None, "This sign-in link was already used. Each link signs in once: ask for a new one."
-        if login.expires_at <= now:
-            return None, "This sign-in link has expired. Ask for a new one with `cartback admin-link STORE`."
-        store = db.get(Store, login.store_id)
-        if store is None or store.status != StoreStatus.ACTIVE:
-            return None, "This store is no longer connected to cartback."
-        db.expunge(login)
-        return login, ""
-
-
-@bp.get("/admin/login")
-def login_page() -> Any:
-    # Shown, not used: link previews in chat apps fetch URLs, and must not spend the link.
-    return render_template("admin/login.html", help=SIGN_IN_HELP, problem=None)
-
-
-def _origin_host(origin: str) -> str | None:
-    """The host:port an Origin header names; None when it names none (``http://[`` included)."""
-    try:
-        return urlsplit(origin).netloc
-    except ValueError:
-        return None
-
-
-@bp.post("/admin/login")
-def login() -> Any:
-    origin = request.headers.get("Origin")
-    if origin and _origin_host(origin) != request.host:
-        # Another site posting someone's sign-in link would sign this browser in to that store.
-        return render_template(
-            "admin/login.html", help=SIGN_IN_HELP, problem="Sign in from the link itself."
-        ), 403
-    runtime = get_runtime()
-    login_row, problem = _redeem(runtime, request.form.get("token", ""))
-    if login_row is None:
-        return render_template("admin/login.html", help=SIGN_IN_HELP, problem=problem), 400
-    session.clear()
-    session.permanent = True
-    session["store_id"] = login_row.store_id
-    session["login_id"] = login_row.id
-    session["actor"] = f"admin link {login_row.id} ({login_row.issued_by})"
-    session["csrf"] = secrets.token_urlsafe(24)
-    log.info("admin signed in", extra={"store_id": login_row.store_id, "login_id": login_row.id})
-    return redirect("/admin", code=303)
-
-
-@bp.post("/admin/logout")
-def logout() -> Any:
-    # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    if session.get("csrf") and hmac.compare_digest(
-        str(session.get("csrf")).encode(), request.form.get("csrf_token", "").encode()
-    ):
-        login_id = session.get("login_id")
-        if isinstance(login_id, int):
-            runtime = get_runtime()
-            with runtime.database.session() as db:
-                db.exec(
-                    update(AdminLogin)
-                    .where(col(AdminLogin.id) == login_id)
-                    .values(signed_out_at=runtime.now())
-                )
-                db.commit()
-        session.clear()
-    return redirect("/admin", code=303)
-
-
 # --- resolving the session -----------------------------------------------------------------
 
 
@@ -211,8 +72,6 @@ def _json_401(reason: str, headers: dict[str, str] | None = None) -> Response:
 
 
 def _shopify_session(*, document: bool) -> MerchantSession:
-    from app.shopify.home import shopify_connector, verified_store
-
     connector = shopify_connector()
     if connector is None:
         if document:
@@ -242,13 +101,9 @@ def _cookie_session() -> MerchantSession | None:
     login_id = session.get("login_id")
     if not isinstance(store_id, int) or not isinstance(csrf, str) or not isinstance(login_id, int):
         return None
-    with get_runtime().database.session() as db:
-        store = db.get(Store, store_id)
-        login = db.get(AdminLogin, login_id)
-        signed_out = login is None or login.store_id != store_id or login.signed_out_at is not None
-        if store is None or store.status != StoreStatus.ACTIVE or signed_out:
-            session.clear()
-            return None
+    if not still_signed_in(get_runtime(), store_id, login_id):
+        session.clear()
+        return None
     return MerchantSession(store_id=store_id, actor=str(actor or "admin link"), via="cookie", csrf_token=csrf)
 
 

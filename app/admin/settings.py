@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
-from sqlmodel import col, select
 
 from app.admin.session import MerchantSession, api_view
 from app.current import get_runtime
@@ -18,12 +17,18 @@ from connectors.base import MalformedPayload
 from connectors.untrusted_json import load_untrusted_json
 from sequences.engine.scheduling import enqueue_replan
 from sequences.merchant.preview import PreviewRefused, render_preview, send_test_message
-from sequences.merchant.settings_changes import SettingsRejected, as_payload, save, validate
+from sequences.merchant.settings_changes import (
+    HISTORY_LIMIT,
+    SettingsRejected,
+    as_payload,
+    history,
+    save,
+    validate,
+)
 from sequences.merchant.store_settings import Problem
-from sequences.models import SettingsChange, Store
+from sequences.models import Store
 
 bp = Blueprint("admin_settings", __name__)
-HISTORY_LIMIT = 50
 
 
 def _rejected(problems: list[Problem], status: int = 422) -> Response:
@@ -75,15 +80,9 @@ def _store(merchant: MerchantSession) -> Store:
         return store
 
 
-def history(store_id: int, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
-    with get_runtime().database.session() as session:
-        rows = session.exec(
-            select(SettingsChange)
-            .where(SettingsChange.store_id == store_id)
-            .order_by(col(SettingsChange.id).desc())
-            .limit(limit)
-        ).all()
-        return [{"at": row.created_at.isoformat(), "by": row.actor, "changes": row.changes} for row in rows]
+def _history_json(store_id: int, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+    """The settings history as the API and the settings page show it."""
+    return [entry.as_json() for entry in history(get_runtime(), store_id, limit)]
 
 
 @bp.get("/api/settings")
@@ -93,7 +92,7 @@ def show(merchant: MerchantSession) -> Any:
     return jsonify(
         settings=as_payload(store, get_runtime().store_settings(store)),
         sending={"paused": store.sending_paused, "reason": store.pause_reason, "by": store.pause_source},
-        history=history(merchant.store_id, 10),
+        history=_history_json(merchant.store_id, 10),
     )
 
 
@@ -120,7 +119,7 @@ def update(merchant: MerchantSession) -> Any:
 @bp.get("/api/settings/history")
 @api_view
 def show_history(merchant: MerchantSession) -> Any:
-    return jsonify(history=history(merchant.store_id))
+    return jsonify(history=_history_json(merchant.store_id))
 
 
 def _preview_request() -> tuple[Any, int, str | None]:

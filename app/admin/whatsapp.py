@@ -1,8 +1,9 @@
 """The WhatsApp part of the merchant's settings, as JSON under ``/api/whatsapp`` (the settings
 page calls these; the CLI's `cartback whatsapp …` does the same from a terminal).
 
-Authenticated like every ``/api/`` call (``admin_auth``: App Bridge's session token or the
-standalone admin's cookie); a store only ever sees and changes its own number.
+Authenticated like every ``/api/`` call (``app.admin.session``: App Bridge's session token or
+the standalone admin's cookie); a store only ever sees and changes its own number. Every write
+is a service's (``sequences.whatsapp.accounts`` and ``health``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from app.admin.session import MerchantSession, api_view
 from app.current import get_runtime
 from sequences.models import Store, WhatsAppAccount, WhatsAppTemplate
 from sequences.whatsapp.accounts import AccountError, check, connect
-from sequences.whatsapp.health import MERCHANT, pause_store, resume_store
+from sequences.whatsapp.health import switch_sending
 
 bp = Blueprint("whatsapp_settings", __name__)
 CONNECT_FIELDS = ("waba_id", "phone_number_id", "access_token")
@@ -121,12 +122,5 @@ def resume(merchant: MerchantSession) -> Any:
 
 def _set_sending(merchant: MerchantSession, *, paused: bool) -> Any:
     store_id = merchant.store_id
-    runtime = get_runtime()
-    with runtime.database.locked_session() as session:
-        store = session.get(Store, store_id)
-        assert store is not None
-        if paused:
-            pause_store(store, MERCHANT, "paused by the merchant", runtime.now())
-        else:
-            resume_store(store, runtime.now())
+    switch_sending(get_runtime(), store_id, paused=paused)
     return jsonify(_state(store_id)["sending"])

@@ -1,11 +1,15 @@
-"""Shopify's embedded app home (``GET /``) and the JSON it reads under ``/api/``.
+"""Shopify's embedded app: installing on first load and keeping the shop's token working.
 
 Managed install: Shopify installs the app with the scopes from ``shopify.app.toml`` and opens
-``/`` inside the admin with an App Bridge session token. We verify that token with
-``shopifyapp``, exchange it for an expiring offline token the first time (or after a
-reinstall, or when the stored one is refused), and from then on keep it fresh. The merchant
-never sees a setup page. Every verify failure is answered with the response ``shopifyapp``
-builds (it carries the headers App Bridge needs to retry).
+``/`` inside the admin with an App Bridge session token. We verify that token
+(``app.shopify.session_token``), exchange it for an expiring offline token the first time (or
+after a reinstall, or when the stored one is refused), and from then on keep it fresh. The
+merchant never sees a setup page. Every verify failure is answered with the response
+``shopifyapp`` builds (it carries the headers App Bridge needs to retry).
+
+The app home itself (``GET /``, the dashboard) is a page of the merchant's admin
+(``app.admin.pages``); the admin's session guards call ``verified_store`` here, so nothing
+here imports the admin.
 """
 
 from __future__ import annotations
@@ -13,18 +17,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, jsonify, render_template, request
-from shopify_app import RequestInput
+from flask import Blueprint, Response, abort
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from app.admin.session import MerchantSession, api_view
 from app.current import get_runtime
+from app.shopify.session_token import (
+    PATCH_ID_TOKEN_PATH,
+    myshopify_domain,
+    refusal,
+    shopify_connector,
+    shopify_request,
+    verify_session_token,
+)
 from connectors.base import IssuedToken, PlatformError, PlatformUnauthorized
 from connectors.shopify import PLATFORM, ShopifyConnector
 from connectors.shopify.connector import issued_token
 from sequences.models import (
-    DataExport,
     Store,
     StoreStatus,
 )
@@ -34,7 +43,6 @@ from sequences.stores.access import fresh_access, refresh_store_details, store_t
 bp = Blueprint("shopify_home", __name__)
 log = logging.getLogger("cartback.shopify.home")
 
-PATCH_ID_TOKEN_PATH = "/auth/patch-id-token"  # noqa: S105 - a route, not a secret
 BOUNCE_FALLBACK = (
     "<style>@keyframes cartback-late{to{opacity:1}}"
     "p.cartback-late{opacity:0;animation:cartback-late 0s 4s forwards;"
@@ -42,30 +50,6 @@ BOUNCE_FALLBACK = (
     '<p class="cartback-late">Opening cartback… If this page stays like this, Shopify\'s admin '
     "scripts could not load: reload cartback from your Shopify admin (Apps → cartback).</p>"
 )
-
-
-def shopify_connector() -> ShopifyConnector | None:
-    connector = get_runtime().connectors.get(PLATFORM)
-    return connector if isinstance(connector, ShopifyConnector) else None
-
-
-def _shopify_request() -> RequestInput:
-    # The raw request, unchanged: verification depends on the exact URL and headers.
-    return {
-        "method": request.method,
-        "headers": dict(request.headers.items()),
-        "url": request.url,
-        "body": request.get_data(as_text=True),
-    }
-
-
-def _respond(result: Any) -> Response:
-    log.info("shopify request not verified", extra={"code": result.log.code})
-    return Response(result.response.body, status=result.response.status, headers=result.response.headers)
-
-
-def _domain(shop: str) -> str:
-    return f"{shop}.myshopify.com"
 
 
 def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, issued: IssuedToken) -> int:
@@ -118,12 +102,10 @@ def verified_store(
     uninstall we never heard of; else a token within its lifetime is trusted.
     """
     runtime = get_runtime()
-    result = connector.app.verify_app_home_req(
-        _shopify_request(), app_home_patch_id_token_path=PATCH_ID_TOKEN_PATH
-    )
+    result = verify_session_token(connector)
     if not result.ok:
-        return result, None, _respond(result)
-    shop_domain = _domain(result.shop or "")
+        return result, None, refusal(result)
+    shop_domain = myshopify_domain(result.shop or "")
     with runtime.database.session() as session:
         store = session.exec(
             select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == shop_domain)
@@ -156,27 +138,8 @@ def verified_store(
         http_client=connector.http,
     )
     if not exchange.ok or exchange.access_token is None:
-        return result, None, _respond(exchange)
+        return result, None, refusal(exchange)
     return result, install(runtime, connector, shop_domain, issued_token(exchange.access_token)), None
-
-
-@bp.get("/")
-def app_home() -> Any:
-    connector = shopify_connector()
-    if connector is None or ("shop" not in request.args and "Authorization" not in request.headers):
-        # Not opened from a Shopify admin: nothing of any merchant's is shown here.
-        return render_template("shopify/landing.html", shopify_configured=connector is not None)
-    result, store_id, failure = verified_store(connector, check_token=True)
-    if failure is not None:
-        return failure
-    assert store_id is not None
-    from app.admin.pages import shopify_app_home
-    from app.admin.session import MerchantSession
-
-    # frame-ancestors and App Bridge preload headers, exactly as shopifyapp built them.
-    g.shopify_headers = dict(result.response.headers)
-    merchant = MerchantSession(store_id, f"Shopify user {result.user_id or 'unknown'}", "shopify")
-    return shopify_app_home(merchant)
 
 
 @bp.get(PATCH_ID_TOKEN_PATH)
@@ -184,24 +147,10 @@ def patch_id_token() -> Any:
     connector = shopify_connector()
     if connector is None:
         abort(404)
-    result = connector.app.app_home_patch_id_token(_shopify_request())
+    result = connector.app.app_home_patch_id_token(shopify_request())
     body = result.response.body
     if result.ok:
         # App Bridge fetches a fresh session token and reloads the page at once; if Shopify's
         # CDN cannot be reached the page would stay blank, so after a few seconds it says so.
         body += BOUNCE_FALLBACK
     return Response(body, status=result.response.status, headers=result.response.headers)
-
-
-@bp.get("/api/data-exports/<int(max=2147483647):export_id>")
-@api_view
-def data_export(merchant: MerchantSession, export_id: int) -> Any:
-    """A privacy export, for the merchant's own shop only."""
-    store_id = merchant.store_id
-    with get_runtime().database.session() as session:
-        export = session.exec(
-            select(DataExport).where(DataExport.id == export_id, DataExport.store_id == store_id)
-        ).first()
-        if export is None:
-            return jsonify(error="no such export for this shop"), 404
-        return jsonify(id=export.id, created_at=export.created_at.isoformat(), content=export.content)

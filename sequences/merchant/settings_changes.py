@@ -4,13 +4,15 @@ Validation answers field by field (dotted paths such as ``steps.1.offer.value``)
 merchant understands, and nothing is written unless everything is valid. A save writes the
 settings and its ``SettingsChange`` row in one transaction; then every cart with steps still
 to send is re-planned under the new timing by a job (the send itself always takes the offer
-and copy configured at that moment, so nothing waits on the job to be right).
+and copy configured at that moment, so nothing waits on the job to be right). ``history``
+reads those rows back, newest first: who changed what, and when.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
@@ -29,6 +31,8 @@ log = logging.getLogger("cartback.settings")
 
 # Carts re-planned per transaction: short transactions keep the worker's sends flowing.
 REPLAN_BATCH = 200
+# Entries the settings history shows unless asked for fewer.
+HISTORY_LIMIT = 50
 MERCHANT_PAUSE_REASON = "paused by the merchant in settings"
 # Pydantic's error types, in the merchant's words ({…} from the error's context).
 _MESSAGES = {
@@ -198,6 +202,31 @@ def save(runtime: Runtime, store_id: int, payload: Any, actor: str) -> Saved:
     log.info("settings saved", extra={"store_id": store_id, "fields": [c["field"] for c in changes]})
     replan = any(change["field"].startswith(_TIMING) for change in changes)
     return Saved(changes, replan_needed=replan)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One save of the settings: when, by whom (an id for the audit trail), what changed."""
+
+    at: datetime
+    by: str
+    # As ``diff`` made them: {"field": dotted path, "from": old value, "to": new value}.
+    changes: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "by": self.by, "changes": self.changes}
+
+
+def history(runtime: Runtime, store_id: int, limit: int = HISTORY_LIMIT) -> list[HistoryEntry]:
+    """The store's latest settings changes, newest first."""
+    with runtime.database.session() as session:
+        rows = session.exec(
+            select(SettingsChange)
+            .where(SettingsChange.store_id == store_id)
+            .order_by(col(SettingsChange.id).desc())
+            .limit(limit)
+        ).all()
+        return [HistoryEntry(at=row.created_at, by=row.actor, changes=row.changes) for row in rows]
 
 
 def replan_store(runtime: Runtime, store_id: int) -> int:

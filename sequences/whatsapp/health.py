@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from channels.whatsapp.errors import NOT_HEALTH_SIGNALS, TEMPLATE_DISABLED, TEMPLATE_PAUSED
 from sequences.models import Message, MessageStatus, Store, TemplateStatus, WhatsAppTemplate
+from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.whatsapp.health")
 
@@ -49,6 +50,17 @@ def resume_store(store: Store, now: datetime) -> bool:
     store.updated_at = now
     log.info("store sending resumed", extra={"store_id": store.id})
     return True
+
+
+def switch_sending(runtime: Runtime, store_id: int, *, paused: bool) -> None:
+    """The merchant's pause switch (``/api/whatsapp/pause`` and ``resume``), in one locked write."""
+    with runtime.database.locked_session() as session:
+        store = session.get(Store, store_id)
+        assert store is not None
+        if paused:
+            pause_store(store, MERCHANT, "paused by the merchant", runtime.now())
+        else:
+            resume_store(store, runtime.now())
 
 
 def quality_changed(store: Store, rating: str, now: datetime) -> None:
