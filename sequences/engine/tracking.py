@@ -30,7 +30,7 @@ from connectors.base import (
     WebhookIdentity,
 )
 from sequences.db import lock_cart_with_contact
-from sequences.engine import policy, steps, timeline
+from sequences.engine import cart_states, policy, steps, timeline
 from sequences.engine.messages import discount_amount
 from sequences.engine.scheduling import schedule_wake
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, Offer, StoreSettings
@@ -301,7 +301,7 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
         if not (cart.status == CartStatus.UNREACHABLE and cart.first_message_at is None):
             return Applied(f"updated; cart already {cart.status}")
         # Unreachable means "nobody to message"; a later snapshot can bring a phone.
-        cart.status, cart.status_reason, cart.closed_at = CartStatus.ACTIVE, None, None
+        cart_states.reopen(cart)
 
     if snapshot.completed:
         return _checkout_completed(runtime, session, cart)
@@ -309,11 +309,11 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
         steps.cancel_open(session, cart.id, "cart emptied")
         cart.next_wake_at = None
         if cart.status == CartStatus.ABANDONED:
-            cart.status = CartStatus.ACTIVE
+            cart_states.reopen(cart)
         return Applied("updated; cart is empty")
 
     if cart.status == CartStatus.ABANDONED:
-        cart.status = CartStatus.ACTIVE  # the shopper is back
+        cart_states.reopen(cart)  # the shopper is back
     if steps.steps_of(session, cart.id):
         steps.plan(session, cart, store, settings, runtime.time_scale)
     return Applied(
@@ -336,16 +336,14 @@ def _checkout_completed(runtime: Runtime, session: Session, cart: Cart) -> Appli
     assert cart.id is not None
     steps.cancel_open(session, cart.id, "checkout completed")
     if cart.first_message_at is None:
-        _close(cart, CartStatus.CONVERTED_UNASSISTED, "checkout completed before any message", runtime.now())
+        cart_states.close(
+            cart, CartStatus.CONVERTED_UNASSISTED, "checkout completed before any message", runtime.now()
+        )
         timeline.record(session, cart, "converted_unassisted")
         return Applied("checkout completed")
     # A message went out: the order webhook decides attribution; expire if none comes.
     settings_window = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
     return Applied("checkout completed; awaiting the order", _arm(cart, settings_window))
-
-
-def _close(cart: Cart, status: CartStatus, reason: str | None, now: datetime) -> None:
-    cart.status, cart.status_reason, cart.closed_at, cart.next_wake_at = status, reason, now, None
 
 
 def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartDeleted) -> Applied:
@@ -370,7 +368,7 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
     if cart.status in TERMINAL_CART_STATUSES:
         return Applied(f"deleted; cart already {cart.status}")
     steps.cancel_open(session, cart.id, "checkout deleted on the platform")
-    _close(cart, CartStatus.EXPIRED, "checkout deleted on the platform", runtime.now())
+    cart_states.close(cart, CartStatus.EXPIRED, "checkout deleted on the platform", runtime.now())
     timeline.record(session, cart, "cart_deleted")
     return Applied("deleted")
 
@@ -493,7 +491,7 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     )
     _close_other_carts(runtime, session, cart, order)
     if attributed:
-        _close(cart, CartStatus.RECOVERED, None, now)
+        cart_states.close(cart, CartStatus.RECOVERED, None, now)
         sent = select(func.max(Message.step_number)).where(
             Message.cart_id == cart.id, col(Message.sent_at).is_not(None)
         )
@@ -510,7 +508,7 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     reason = (
         "bought before any message" if cart.first_message_at is None else "outside the attribution window"
     )
-    _close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
+    cart_states.close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
     timeline.record(session, cart, "converted_unassisted", reason=reason)
     return Applied("converted unassisted")
 
@@ -536,7 +534,9 @@ def _close_other_carts(runtime: Runtime, session: Session, cart: Cart, order: Or
     for other in others:
         assert other.id is not None
         steps.cancel_open(session, other.id, "the shopper ordered in another checkout")
-        _close(other, CartStatus.EXPIRED, f"the shopper ordered (order {order.order_id})", runtime.now())
+        cart_states.close(
+            other, CartStatus.EXPIRED, f"the shopper ordered (order {order.order_id})", runtime.now()
+        )
         timeline.record(session, other, "closed_by_order", order_id=order.order_id)
 
 
@@ -556,8 +556,11 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: App
     )
     # Open to expired changes none of the dashboard's figures: no recount needed (rollups.mark).
     session.exec(
-        update(Cart)
-        .where(col(Cart.store_id) == store.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
-        .values(status=CartStatus.EXPIRED, status_reason="store uninstalled cartback", next_wake_at=None)
+        cart_states.close_all(
+            update(Cart).where(col(Cart.store_id) == store.id),
+            CartStatus.EXPIRED,
+            "store uninstalled cartback",
+            now=None,
+        )
     )
     return Applied("store uninstalled")

@@ -37,7 +37,7 @@ from channels.whatsapp.webhook_events import (
     TemplateEvent,
 )
 from sequences.db import lock_cart_with_contact, lock_contact
-from sequences.engine import steps, timeline
+from sequences.engine import cart_states, steps, timeline
 from sequences.engine.consent import (
     ReplyIntent,
     ReplyResult,
@@ -316,11 +316,7 @@ def _apply_failure(
     elif action.kind == OutcomeKind.STOP_CART:
         steps.cancel_open(session, cart.id, "number cannot receive messages")
         if cart.status not in TERMINAL_CART_STATUSES:
-            cart.status, cart.status_reason = (
-                CartStatus.UNREACHABLE,
-                "number cannot receive WhatsApp messages",
-            )
-            cart.closed_at, cart.next_wake_at = now, None
+            cart_states.close(cart, CartStatus.UNREACHABLE, "number cannot receive WhatsApp messages", now)
     elif action.kind == OutcomeKind.PAUSE_TEMPLATE:
         health.set_template_status(
             session,
