@@ -7,8 +7,10 @@ re-run after a crash either finds it processed or applies it from scratch (invar
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
@@ -139,28 +141,37 @@ def _cart_named(session: Session, store_id: int, event: WebhookEvent) -> int | N
 
 
 def apply_event(runtime: Runtime, session: Session, store: Store, event: WebhookEvent) -> Applied:
-    if isinstance(event, CartSnapshot):
-        return apply_snapshot(runtime, session, store, event)
-    if isinstance(event, OrderEvent):
-        return apply_order(runtime, session, store, event)
-    if isinstance(event, CartDeleted):
-        return apply_deleted(runtime, session, store, event)
-    if isinstance(event, AppUninstalled):
-        return apply_uninstall(runtime, session, store, event)
-    if isinstance(event, CustomerDataRequest):
-        export = privacy_requests.export_customer(session, store, event)
-        session.flush()
-        found = "found" if export.content.get("found") else "nothing held"
-        return Applied(f"data export {export.id} ready ({found})")
-    if isinstance(event, CustomerRedact):
-        report = privacy_requests.redact_customer(session, runtime, store, event)
-        return Applied(f"customer erased ({report.contacts} contacts)")
-    if isinstance(event, StoreRedact):
-        if _reinstalled_since_redact_was_due(store, event):
-            return Applied("ignored: the shop has installed cartback again")
-        privacy_requests.redact_store(session, store)
-        return Applied("store data deleted", delivery_deleted=True)
+    """Route the event to its handler (``_HANDLERS``, after the handlers below); a type with
+    none is applied as ``Ignored``."""
+    return _HANDLERS.get(type(event), apply_ignored)(runtime, session, store, event)
+
+
+def apply_ignored(runtime: Runtime, session: Session, store: Store, event: Ignored) -> Applied:
     return Applied(f"ignored: {event.reason}")
+
+
+# -- privacy requests -----------------------------------------------------------------------
+
+
+def apply_data_request(
+    runtime: Runtime, session: Session, store: Store, event: CustomerDataRequest
+) -> Applied:
+    export = privacy_requests.export_customer(session, store, event)
+    session.flush()
+    found = "found" if export.content.get("found") else "nothing held"
+    return Applied(f"data export {export.id} ready ({found})")
+
+
+def apply_customer_redact(runtime: Runtime, session: Session, store: Store, event: CustomerRedact) -> Applied:
+    report = privacy_requests.redact_customer(session, runtime, store, event)
+    return Applied(f"customer erased ({report.contacts} contacts)")
+
+
+def apply_store_redact(runtime: Runtime, session: Session, store: Store, event: StoreRedact) -> Applied:
+    if _reinstalled_since_redact_was_due(store, event):
+        return Applied("ignored: the shop has installed cartback again")
+    privacy_requests.redact_store(session, store)
+    return Applied("store data deleted", delivery_deleted=True)
 
 
 def _reinstalled_since_redact_was_due(store: Store, event: StoreRedact) -> bool:
@@ -479,3 +490,17 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: App
         )
     )
     return Applied("store uninstalled")
+
+
+# The connector's event type -> what applies it (one handler per type of the WebhookEvent union).
+EventHandler = Callable[[Runtime, Session, Store, Any], Applied]
+_HANDLERS: dict[type[Any], EventHandler] = {
+    CartSnapshot: apply_snapshot,
+    OrderEvent: apply_order,
+    CartDeleted: apply_deleted,
+    AppUninstalled: apply_uninstall,
+    CustomerDataRequest: apply_data_request,
+    CustomerRedact: apply_customer_redact,
+    StoreRedact: apply_store_redact,
+    Ignored: apply_ignored,
+}
