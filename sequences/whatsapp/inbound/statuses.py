@@ -1,73 +1,42 @@
-"""Applying Meta's webhook events: statuses, shopper replies, preferences, template and
-number health. Each event is applied in its own transaction, idempotently, so a delivery Meta
-retries (for up to 7 days) or a replayed event changes nothing:
+"""Meta's message statuses: each moves one of our messages forward, once.
 
 - a status only moves a message forward (sent < delivered < read; failed is terminal);
 - a sent, delivered or read status settles a step its sender never recorded (SENDING: the worker
   died, or still waits, after Meta took the message; UNCERTAIN: the answer was lost) as SENT, once,
   as the sender would have (``sending.record_sent``), and the cart's alarm rings now for what
   comes next; a step already SENT is never touched again;
-- a shopper's message or preference change is recorded once under its Meta id;
-- template and number updates carry Meta's time and never overwrite a newer word.
-
-Opt-outs happen here, inside the webhook request, under the contact lock the senders take,
-so a step that is due a second later re-checks and does not go out (invariant 2).
+- a failed status applies what its code means (opt-out, unreachable, pauses) under the contact
+  and cart locks the senders take (invariant 2);
+- a delivered marketing template gets its cost from the rate card (Meta sends no amount).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from channels.transport import OutcomeKind, message_id_from_callback
 from channels.whatsapp.errors import action_for
-from channels.whatsapp.templates import STOP_PAYLOAD, TEMPLATE_NAMES
-from channels.whatsapp.webhook_events import (
-    Event,
-    InboundEvent,
-    PhoneQualityEvent,
-    PreferenceEvent,
-    StatusEvent,
-    TemplateEvent,
-)
-from sequences.db import lock_cart_with_contact, lock_contact
+from channels.whatsapp.webhook_events import StatusEvent
+from sequences.db import lock_cart_with_contact
 from sequences.engine import cart_states, steps, timeline
-from sequences.engine.consent import (
-    ReplyIntent,
-    ReplyResult,
-    apply_intent_locked,
-    classify_reply,
-    opt_out_contact_locked,
-)
-from sequences.engine.scheduling import schedule_wake
+from sequences.engine.consent import opt_out_contact_locked
 from sequences.engine.sending import record_sent
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
     CartStatus,
     Contact,
-    InboundMessage,
     Message,
     MessageStatus,
     RecoveryStep,
     StepStatus,
     Store,
-    StoreStatus,
-    TemplateStatus,
-    WhatsAppAccount,
-    WhatsAppTemplate,
 )
-from sequences.privacy.erasure import event_key, is_suppressed
 from sequences.runtime import Runtime
 from sequences.whatsapp import health
-
-log = logging.getLogger("cartback.whatsapp.inbound")
+from sequences.whatsapp.inbound.applied import Applied
 
 _RANK = {
     MessageStatus.QUEUED: 0,
@@ -79,94 +48,6 @@ _RANK = {
 # Meta charges per delivered marketing template and sends no amount: the rate card, per
 # recipient calling code, in that market's currency (India, 2026: about ₹0.86 before GST).
 MARKETING_RATES: dict[str, tuple[Decimal, str]] = {"91": (Decimal("0.86"), "INR")}
-# Meta's template events mapped to what we store; FLAGGED templates still send.
-_TEMPLATE_EVENTS = {
-    "APPROVED": TemplateStatus.APPROVED,
-    "REINSTATED": TemplateStatus.APPROVED,
-    "REJECTED": TemplateStatus.REJECTED,
-    "PAUSED": TemplateStatus.PAUSED,
-    "DISABLED": TemplateStatus.DISABLED,
-    "PENDING_DELETION": TemplateStatus.DISABLED,
-    "DELETED": TemplateStatus.DISABLED,
-    "PENDING": TemplateStatus.PENDING,
-}
-# A confirmation can only go inside the shopper's 24-hour customer-service window.
-REPLY_WINDOW = timedelta(hours=24)
-
-
-def _has_number(session: Session, contact_id: int | None) -> bool:
-    phone = session.exec(select(Contact.phone_e164).where(Contact.id == contact_id)).first()
-    return bool(phone and phone.startswith("+"))
-
-
-@dataclass
-class Applied:
-    """What a delivery did, for the response log and for work after the commit."""
-
-    applied: int = 0
-    ignored: int = 0
-    opted_out_contacts: set[int] = field(default_factory=set)
-    confirmations: list[int] = field(default_factory=list)
-    # Carts whose alarm is set to now (a step settled by Meta's status), rung after the commits.
-    wakes: list[tuple[int, datetime]] = field(default_factory=list)
-
-
-def apply_events(runtime: Runtime, events: list[Event]) -> Applied:
-    result = Applied()
-    accounts = _Accounts(runtime)
-    for event in events:
-        if isinstance(event, StatusEvent | InboundEvent | PreferenceEvent):
-            store_id = accounts.store_for_number(event.phone_number_id)
-            if store_id is None:
-                # A number no installed store owns: acknowledged and dropped.
-                result.ignored += 1
-                continue
-            if isinstance(event, StatusEvent):
-                done = _apply_status(runtime, store_id, event, result)
-            elif isinstance(event, InboundEvent):
-                done = _apply_inbound(runtime, store_id, event, result)
-            else:
-                done = _apply_preference(runtime, store_id, event, result)
-        elif isinstance(event, TemplateEvent):
-            done = _apply_template(runtime, accounts.stores_for_waba(event.waba_id), event)
-        else:
-            done = _apply_phone_quality(runtime, event)
-        if done:
-            result.applied += 1
-        else:
-            result.ignored += 1
-    for cart_id, at in result.wakes:
-        schedule_wake(runtime, cart_id, at)
-    return result
-
-
-class _Accounts:
-    """Number -> store lookups, cached for one delivery (a delivery names few numbers)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        self._numbers: dict[str, int | None] = {}
-
-    def store_for_number(self, phone_number_id: str) -> int | None:
-        if phone_number_id not in self._numbers:
-            with self._runtime.database.session() as session:
-                self._numbers[phone_number_id] = session.exec(
-                    select(WhatsAppAccount.store_id)
-                    .join(Store, col(Store.id) == col(WhatsAppAccount.store_id))
-                    .where(
-                        WhatsAppAccount.phone_number_id == phone_number_id, Store.status == StoreStatus.ACTIVE
-                    )
-                ).first()
-        return self._numbers[phone_number_id]
-
-    def stores_for_waba(self, waba_id: str) -> list[int]:
-        with self._runtime.database.session() as session:
-            return list(
-                session.exec(select(WhatsAppAccount.store_id).where(WhatsAppAccount.waba_id == waba_id)).all()
-            )
-
-
-# -- statuses -------------------------------------------------------------------------------
 
 
 def _find_message(session: Session, store_id: int, event: StatusEvent) -> Message | None:
@@ -191,7 +72,7 @@ def _find_message(session: Session, store_id: int, event: StatusEvent) -> Messag
     return row[0]
 
 
-def _apply_status(runtime: Runtime, store_id: int, event: StatusEvent, result: Applied) -> bool:
+def apply_status(runtime: Runtime, store_id: int, event: StatusEvent, result: Applied) -> bool:
     with runtime.database.locked_session() as session:
         peek = _find_message(session, store_id, event)
         if peek is None or peek.id is None:
@@ -333,223 +214,3 @@ def _apply_failure(
         )
     health.check_failure_rate(session, store, now)
     return True
-
-
-# -- shopper messages and preferences -------------------------------------------------------
-
-
-def _intent(event: InboundEvent) -> ReplyIntent:
-    if event.payload == STOP_PAYLOAD:
-        return ReplyIntent.STOP
-    return classify_reply(event.text) if event.text else ReplyIntent.OTHER
-
-
-def _contact_for(
-    session: Session, runtime: Runtime, store_id: int, wa_id: str | None, context_wamid: str | None
-) -> tuple[int | None, int | None]:
-    """(contact id, our message id): by the message answered, else by the sender's number."""
-    if context_wamid:
-        row = session.exec(
-            select(Message.contact_id, Message.id).where(
-                Message.store_id == store_id, Message.provider_message_id == context_wamid
-            )
-        ).first()
-        # An erased contact's number is gone: a reply to its old message is matched by the
-        # sender's number like any other, so a STOP still protects that number.
-        if row is not None and _has_number(session, row[0]):
-            return row[0], row[1]
-    if wa_id:
-        phone = f"+{wa_id}"
-        contact_id = session.exec(
-            select(Contact.id).where(Contact.store_id == store_id, Contact.phone_e164 == phone)
-        ).first()
-        if contact_id is None:
-            erased = is_suppressed(session, runtime, store_id, phone)
-            contact_id = erased.id if erased is not None else None
-        return contact_id, None
-    return None, None
-
-
-def _apply_inbound(runtime: Runtime, store_id: int, event: InboundEvent, result: Applied) -> bool:
-    intent = _intent(event)
-    source = "whatsapp_button" if event.payload == STOP_PAYLOAD else "whatsapp_reply"
-    key = event_key(runtime, event.wamid)
-    try:
-        with runtime.database.locked_session() as session:
-            if _seen(session, store_id, key):
-                return False
-            contact_id, reply_to = _contact_for(
-                session, runtime, store_id, event.from_wa_id, event.context_wamid
-            )
-            contact = lock_contact(session, contact_id) if contact_id is not None else None
-            if contact is None and intent == ReplyIntent.STOP and event.from_wa_id:
-                # STOP from a number we hold nothing for: remember it, so no cart ever messages it.
-                contact = _new_opted_out_contact(session, store_id, f"+{event.from_wa_id}", event.at)
-            if contact is None:
-                log.info("message from an unknown shopper", extra={"store_id": store_id, "kind": event.kind})
-                return False
-            inbound = InboundMessage(
-                store_id=store_id,
-                contact_id=contact.id,
-                provider_event_id=key,
-                kind=event.kind,
-                intent=intent.value,
-                text=event.text,
-                reply_to_message_id=reply_to,
-                sent_at=event.at,
-            )
-            session.add(inbound)
-            session.flush()
-            evidence: dict[str, Any] = {
-                "wamid": event.wamid,
-                "text": (event.text or "")[:160],
-                "at": event.at.isoformat(),
-                "inbound_id": inbound.id,
-            }
-            if reply_to is not None:
-                evidence["message_id"] = reply_to
-            outcome = apply_intent_locked(
-                session, contact, intent, runtime.now(), source=source, evidence=evidence, said_at=event.at
-            )
-    except IntegrityError:
-        return False  # the same message applied by a concurrent delivery
-    _after(result, outcome, inbound.id if outcome.changed and intent != ReplyIntent.OTHER else None)
-    return True
-
-
-def _apply_preference(runtime: Runtime, store_id: int, event: PreferenceEvent, result: Applied) -> bool:
-    if event.category != "marketing_messages" or event.value not in ("stop", "resume"):
-        return False
-    intent = ReplyIntent.STOP if event.value == "stop" else ReplyIntent.START
-    key = event_key(runtime, f"user_preferences:{event.wa_id}:{int(event.at.timestamp())}:{event.value}")
-    try:
-        with runtime.database.locked_session() as session:
-            if _seen(session, store_id, key):
-                return False
-            contact_id, _ = _contact_for(session, runtime, store_id, event.wa_id, None)
-            contact = lock_contact(session, contact_id) if contact_id is not None else None
-            if contact is None and intent == ReplyIntent.STOP:
-                contact = _new_opted_out_contact(session, store_id, f"+{event.wa_id}", event.at)
-            if contact is None:
-                return False
-            session.add(
-                InboundMessage(
-                    store_id=store_id,
-                    contact_id=contact.id,
-                    provider_event_id=key,
-                    kind="user_preferences",
-                    intent=intent.value,
-                    sent_at=event.at,
-                )
-            )
-            evidence = {"preference": event.value, "at": event.at.isoformat()}
-            outcome = apply_intent_locked(
-                session,
-                contact,
-                intent,
-                runtime.now(),
-                source="whatsapp_user_preferences",
-                evidence=evidence,
-                said_at=event.at,
-            )
-    except IntegrityError:
-        return False
-    # WhatsApp itself confirmed this choice to the shopper: no reply of ours.
-    _after(result, outcome, None)
-    return True
-
-
-def _seen(session: Session, store_id: int, key: str) -> bool:
-    return (
-        session.exec(
-            select(InboundMessage.id).where(
-                InboundMessage.store_id == store_id, InboundMessage.provider_event_id == key
-            )
-        ).first()
-        is not None
-    )
-
-
-def _new_opted_out_contact(session: Session, store_id: int, phone: str, at: datetime) -> Contact:
-    contact = Contact(
-        store_id=store_id, phone_e164=phone, marketing_consent=False, created_at=at, updated_at=at
-    )
-    session.add(contact)
-    session.flush()
-    return contact
-
-
-def _after(result: Applied, outcome: ReplyResult, confirm_inbound_id: int | None) -> None:
-    if outcome.intent == ReplyIntent.STOP and outcome.contact_id is not None:
-        result.opted_out_contacts.add(outcome.contact_id)
-    if confirm_inbound_id is not None:
-        result.confirmations.append(confirm_inbound_id)
-
-
-# -- templates and number health ------------------------------------------------------------
-
-
-def _apply_template(runtime: Runtime, store_ids: list[int], event: TemplateEvent) -> bool:
-    """Status and quality of our templates; the merchant's other templates are not ours to track."""
-    if not store_ids or event.name not in TEMPLATE_NAMES:
-        return False
-    language = event.language.split("_")[0]
-    with runtime.database.locked_session() as session:
-        for store_id in store_ids:
-            if event.quality is not None:
-                # Quality is a separate word from status: it does not move the status's clock.
-                template = session.exec(
-                    select(WhatsAppTemplate).where(
-                        WhatsAppTemplate.store_id == store_id,
-                        WhatsAppTemplate.name == event.name,
-                        WhatsAppTemplate.language == language,
-                    )
-                ).first()
-                if template is not None:
-                    template.quality_score = event.quality[:16]
-                continue
-            status = _TEMPLATE_EVENTS.get((event.event or "").upper())
-            if status is None:
-                continue  # FLAGGED and other notices: the template still sends
-            reason = event.reason if event.reason and event.reason != "NONE" else None
-            health.set_template_status(
-                session,
-                store_id,
-                event.name,
-                language,
-                status,
-                reason=reason,
-                at=event.at,
-                platform_template_id=event.template_id,
-            )
-    return True
-
-
-def _apply_phone_quality(runtime: Runtime, event: PhoneQualityEvent) -> bool:
-    """FLAGGED (quality turned RED) pauses, UNFLAGGED lifts a quality pause; an older event
-    arriving late, or one naming another number of the same account, changes nothing."""
-    digits = "".join(ch for ch in event.display_phone_number if ch.isdigit())
-    applied = False
-    with runtime.database.locked_session() as session:
-        accounts = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.waba_id == event.waba_id)).all()
-        for account in accounts:
-            ours = "".join(ch for ch in (account.display_phone_number or "") if ch.isdigit())
-            if ours and ours != digits:
-                continue
-            if not ours and len(accounts) != 1:
-                continue  # cannot tell which number it names
-            if account.quality_at is not None and event.at <= account.quality_at:
-                continue
-            if event.event == "THROUGHPUT_UPGRADE":
-                account.messages_per_second = max(account.messages_per_second, 1000)
-            elif event.event in ("FLAGGED", "UNFLAGGED"):
-                account.quality_rating = "RED" if event.event == "FLAGGED" else "GREEN"
-                account.quality_at = event.at
-                store = session.get(Store, account.store_id)
-                assert store is not None
-                health.quality_changed(store, account.quality_rating, runtime.now())
-            else:
-                continue
-            account.updated_at = runtime.now()
-            applied = True
-    return applied
