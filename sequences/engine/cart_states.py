@@ -13,8 +13,8 @@ meanwhile. Callers keep their own guards (why a move happens); this module says 
 exist and writes them, and a move the table does not hold raises ``IllegalCartTransition``.
 
 Invariant: an open cart (active, abandoned, recovering) carries no ``status_reason`` and no
-``closed_at``; a closed one has its reason and, except after an uninstall, its close time, and
-no alarm (``next_wake_at``).
+``closed_at``; a closed one has no alarm (``next_wake_at``), its close time (except after an
+uninstall, which never wrote one) and its reason (none for a recovered cart).
 """
 
 from __future__ import annotations
