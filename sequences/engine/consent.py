@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from sequences.db import lock_cart, lock_contact
-from sequences.engine import steps, timeline
+from sequences.engine import cart_states, steps, timeline
 from sequences.engine.scheduling import enqueue_opt_out_syncs
 from sequences.models import TERMINAL_CART_STATUSES, Cart, CartStatus, ConsentEvent, Contact, OptOutSync
 from sequences.runtime import Runtime
@@ -117,12 +117,7 @@ def opt_out_locked(
         assert cart.id is not None
         steps.cancel_open(session, cart.id, "shopper opted out")
         if cart.status not in TERMINAL_CART_STATUSES:
-            cart.status, cart.status_reason, cart.closed_at, cart.next_wake_at = (
-                CartStatus.OPTED_OUT,
-                f"opted out ({source})",
-                now,
-                None,
-            )
+            cart_states.close(cart, CartStatus.OPTED_OUT, f"opted out ({source})", now)
             timeline.record(session, cart, "opted_out", source=source)
 
 

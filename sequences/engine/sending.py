@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from channels.transport import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
 from channels.whatsapp.templates import TEMPLATE_TEXT_ONLY, TEMPLATE_WITH_IMAGE
 from sequences.db import lock_cart_with_contact
-from sequences.engine import policy, steps, timeline
+from sequences.engine import cart_states, policy, steps, timeline
 from sequences.engine.consent import opt_out_locked
 from sequences.engine.messages import render_step_message
 from sequences.engine.scheduling import schedule_wake
@@ -117,7 +117,7 @@ def _decide_locked(
         return Decision()
     if store.status != StoreStatus.ACTIVE:
         steps.cancel_open(session, cart.id, "store uninstalled cartback")
-        _close(cart, CartStatus.EXPIRED, "store uninstalled cartback", now)
+        cart_states.close(cart, CartStatus.EXPIRED, "store uninstalled cartback", now)
         return Decision()
 
     inactive_at = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
@@ -139,11 +139,11 @@ def _decide_locked(
         if reason is not None:
             # Abandoned all the same: the dashboard counts it, as not reachable.
             cart.abandoned_at = inactive_at
-            _close(cart, CartStatus.UNREACHABLE, reason, now)
+            cart_states.close(cart, CartStatus.UNREACHABLE, reason, now)
             timeline.record(session, cart, "cart_unreachable", reason=reason)
             happened.append("unreachable")
             return Decision()
-        cart.status, cart.abandoned_at = CartStatus.ABANDONED, inactive_at
+        cart_states.abandon(cart, inactive_at)
         timeline.record(session, cart, "cart_abandoned")
         happened.append("abandoned")
         steps.plan(session, cart, store, settings, runtime.time_scale)
@@ -180,7 +180,7 @@ def _decide_locked(
 
     if now >= window_end:
         if cart.status in (CartStatus.ABANDONED, CartStatus.RECOVERING):
-            _close(cart, CartStatus.EXPIRED, "sequence over without an order", now)
+            cart_states.close(cart, CartStatus.EXPIRED, "sequence over without an order", now)
             timeline.record(session, cart, "cart_expired")
             happened.append("expired")
         return Decision()
@@ -205,10 +205,6 @@ def _skip_superseded(
 def _wait(cart: Cart, at: datetime | None) -> Decision:
     cart.next_wake_at = at
     return Decision(wake_at=at)
-
-
-def _close(cart: Cart, status: CartStatus, reason: str | None, now: datetime) -> None:
-    cart.status, cart.status_reason, cart.closed_at, cart.next_wake_at = status, reason, now, None
 
 
 def _guard(
@@ -320,13 +316,11 @@ def _replace_older_sequences(session: Session, cart: Cart, now: datetime) -> Non
         # Conditional: a racing order or opt-out on the older cart wins. (A bulk update the
         # dashboard's recount does not see: open to expired changes none of its figures.)
         session.exec(
-            update(Cart)
-            .where(col(Cart.id) == other.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
-            .values(
-                status=CartStatus.EXPIRED,
-                status_reason=f"replaced by newer cart {cart.id}",
-                closed_at=now,
-                next_wake_at=None,
+            cart_states.close_all(
+                update(Cart).where(col(Cart.id) == other.id),
+                CartStatus.EXPIRED,
+                f"replaced by newer cart {cart.id}",
+                now,
             )
         )
         timeline.record(session, other, "sequence_replaced", by_cart=cart.id)
@@ -475,7 +469,7 @@ def _reached_shopper(cart: Cart, at: datetime) -> None:
     """A message went out (or may have): attribution starts, and an open cart is recovering."""
     cart.first_message_at = cart.first_message_at or at
     if cart.status in (CartStatus.ABANDONED, CartStatus.ACTIVE):
-        cart.status = CartStatus.RECOVERING
+        cart_states.start_recovering(cart)
 
 
 def _record_failure(
@@ -527,7 +521,7 @@ def _record_failure(
     happened.append(f"step {number} failed: {outcome.kind.value}")
     if outcome.kind == OutcomeKind.STOP_CART:
         steps.cancel_open(session, cart.id, "number cannot receive messages")
-        _close(cart, CartStatus.UNREACHABLE, "number cannot receive messages", now)
+        cart_states.close(cart, CartStatus.UNREACHABLE, "number cannot receive messages", now)
     elif outcome.kind == OutcomeKind.OPT_OUT and contact is not None:
         opt_out_locked(
             session, contact, [cart], now, source="whatsapp_error", evidence={"code": outcome.error_code}

@@ -7,11 +7,12 @@ re-run after a crash either finds it processed or applies it from scratch (invar
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, update
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from connectors.base import (
@@ -30,10 +31,9 @@ from connectors.base import (
     WebhookIdentity,
 )
 from sequences.db import lock_cart_with_contact
-from sequences.engine import policy, steps, timeline
-from sequences.engine.messages import discount_amount
+from sequences.engine import attribution, cart_states, policy, steps, timeline
 from sequences.engine.scheduling import schedule_wake
-from sequences.merchant.store_settings import STORE_POLICY_CONSENT, Offer, StoreSettings
+from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.models import (
     TERMINAL_CART_STATUSES,
     Cart,
@@ -41,7 +41,6 @@ from sequences.models import (
     CartStatus,
     Contact,
     DeliveryStatus,
-    Discount,
     Message,
     RecoveryStep,
     StepStatus,
@@ -142,28 +141,37 @@ def _cart_named(session: Session, store_id: int, event: WebhookEvent) -> int | N
 
 
 def apply_event(runtime: Runtime, session: Session, store: Store, event: WebhookEvent) -> Applied:
-    if isinstance(event, CartSnapshot):
-        return apply_snapshot(runtime, session, store, event)
-    if isinstance(event, OrderEvent):
-        return apply_order(runtime, session, store, event)
-    if isinstance(event, CartDeleted):
-        return apply_deleted(runtime, session, store, event)
-    if isinstance(event, AppUninstalled):
-        return apply_uninstall(runtime, session, store, event)
-    if isinstance(event, CustomerDataRequest):
-        export = privacy_requests.export_customer(session, store, event)
-        session.flush()
-        found = "found" if export.content.get("found") else "nothing held"
-        return Applied(f"data export {export.id} ready ({found})")
-    if isinstance(event, CustomerRedact):
-        report = privacy_requests.redact_customer(session, runtime, store, event)
-        return Applied(f"customer erased ({report.contacts} contacts)")
-    if isinstance(event, StoreRedact):
-        if _reinstalled_since_redact_was_due(store, event):
-            return Applied("ignored: the shop has installed cartback again")
-        privacy_requests.redact_store(session, store)
-        return Applied("store data deleted", delivery_deleted=True)
+    """Route the event to its handler (``_HANDLERS``, after the handlers below); a type with
+    none is applied as ``Ignored``."""
+    return _HANDLERS.get(type(event), apply_ignored)(runtime, session, store, event)
+
+
+def apply_ignored(runtime: Runtime, session: Session, store: Store, event: Ignored) -> Applied:
     return Applied(f"ignored: {event.reason}")
+
+
+# -- privacy requests -----------------------------------------------------------------------
+
+
+def apply_data_request(
+    runtime: Runtime, session: Session, store: Store, event: CustomerDataRequest
+) -> Applied:
+    export = privacy_requests.export_customer(session, store, event)
+    session.flush()
+    found = "found" if export.content.get("found") else "nothing held"
+    return Applied(f"data export {export.id} ready ({found})")
+
+
+def apply_customer_redact(runtime: Runtime, session: Session, store: Store, event: CustomerRedact) -> Applied:
+    report = privacy_requests.redact_customer(session, runtime, store, event)
+    return Applied(f"customer erased ({report.contacts} contacts)")
+
+
+def apply_store_redact(runtime: Runtime, session: Session, store: Store, event: StoreRedact) -> Applied:
+    if _reinstalled_since_redact_was_due(store, event):
+        return Applied("ignored: the shop has installed cartback again")
+    privacy_requests.redact_store(session, store)
+    return Applied("store data deleted", delivery_deleted=True)
 
 
 def _reinstalled_since_redact_was_due(store: Store, event: StoreRedact) -> bool:
@@ -301,7 +309,7 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
         if not (cart.status == CartStatus.UNREACHABLE and cart.first_message_at is None):
             return Applied(f"updated; cart already {cart.status}")
         # Unreachable means "nobody to message"; a later snapshot can bring a phone.
-        cart.status, cart.status_reason, cart.closed_at = CartStatus.ACTIVE, None, None
+        cart_states.reopen(cart)
 
     if snapshot.completed:
         return _checkout_completed(runtime, session, cart)
@@ -309,11 +317,11 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
         steps.cancel_open(session, cart.id, "cart emptied")
         cart.next_wake_at = None
         if cart.status == CartStatus.ABANDONED:
-            cart.status = CartStatus.ACTIVE
+            cart_states.reopen(cart)
         return Applied("updated; cart is empty")
 
     if cart.status == CartStatus.ABANDONED:
-        cart.status = CartStatus.ACTIVE  # the shopper is back
+        cart_states.reopen(cart)  # the shopper is back
     if steps.steps_of(session, cart.id):
         steps.plan(session, cart, store, settings, runtime.time_scale)
     return Applied(
@@ -336,16 +344,14 @@ def _checkout_completed(runtime: Runtime, session: Session, cart: Cart) -> Appli
     assert cart.id is not None
     steps.cancel_open(session, cart.id, "checkout completed")
     if cart.first_message_at is None:
-        _close(cart, CartStatus.CONVERTED_UNASSISTED, "checkout completed before any message", runtime.now())
+        cart_states.close(
+            cart, CartStatus.CONVERTED_UNASSISTED, "checkout completed before any message", runtime.now()
+        )
         timeline.record(session, cart, "converted_unassisted")
         return Applied("checkout completed")
     # A message went out: the order webhook decides attribution; expire if none comes.
     settings_window = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
     return Applied("checkout completed; awaiting the order", _arm(cart, settings_window))
-
-
-def _close(cart: Cart, status: CartStatus, reason: str | None, now: datetime) -> None:
-    cart.status, cart.status_reason, cart.closed_at, cart.next_wake_at = status, reason, now, None
 
 
 def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartDeleted) -> Applied:
@@ -370,7 +376,7 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
     if cart.status in TERMINAL_CART_STATUSES:
         return Applied(f"deleted; cart already {cart.status}")
     steps.cancel_open(session, cart.id, "checkout deleted on the platform")
-    _close(cart, CartStatus.EXPIRED, "checkout deleted on the platform", runtime.now())
+    cart_states.close(cart, CartStatus.EXPIRED, "checkout deleted on the platform", runtime.now())
     timeline.record(session, cart, "cart_deleted")
     return Applied("deleted")
 
@@ -378,87 +384,8 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
 # -- orders ---------------------------------------------------------------------------------
 
 
-def _find_cart_for_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Cart | None:
-    scoped = select(Cart).where(Cart.store_id == store.id)
-    # Already recorded (a later update of the same order): the same cart, never another one.
-    recorded = session.exec(scoped.where(Cart.order_platform_id == order.order_id)).first()
-    if recorded is not None:
-        return recorded
-    # Our own single-use code is the strongest evidence: the shopper came through our link,
-    # even when the platform rebuilt the cart as a new checkout (a permalink fallback).
-    if order.discount_codes:
-        discount = session.exec(
-            select(Discount).where(
-                Discount.store_id == store.id, col(Discount.code).in_(list(order.discount_codes))
-            )
-        ).first()
-        if discount:
-            # Used: `cartback purge` leaves redeemed codes on the platform (orders refer to them).
-            discount.redeemed_at = discount.redeemed_at or order.created_at
-            return session.get(Cart, discount.cart_id)
-    if order.cart_id:
-        cart = session.exec(scoped.where(Cart.platform_cart_id == order.cart_id)).first()
-        if cart:
-            return cart
-    if order.cart_token:
-        cart = session.exec(scoped.where(Cart.platform_cart_token == order.cart_token)).first()
-        if cart:
-            return cart
-    same_shopper: list[ColumnElement[bool]] = []
-    if order.phone_e164:
-        same_shopper.append(col(Contact.phone_e164) == order.phone_e164)
-    if order.email:
-        same_shopper.append(func.lower(col(Contact.email)) == order.email.lower())
-    if not same_shopper:
-        return None
-    settings = runtime.store_settings(store)
-    since = order.created_at - policy.attribution_window(settings, runtime.time_scale)
-    by_shopper = scoped.join(Contact, col(Contact.id) == col(Cart.contact_id)).where(
-        or_(*same_shopper), col(Cart.order_platform_id).is_(None)
-    )
-    # The shopper's latest messaged cart inside the attribution window.
-    messaged = session.exec(
-        by_shopper.where(
-            col(Cart.first_message_at).is_not(None), col(Cart.first_message_at) >= since
-        ).order_by(col(Cart.first_message_at).desc())
-    ).first()
-    if messaged is not None:
-        return messaged
-    # Not messaged yet: they bought through another checkout (on WooCommerce, a new order
-    # instead of paying the one left pending). Their open cart is done, and must not be chased.
-    return session.exec(
-        by_shopper.where(
-            col(Cart.first_message_at).is_(None),
-            col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)),
-            col(Cart.last_activity_at) >= since,
-            col(Cart.last_activity_at) <= order.created_at,
-        ).order_by(col(Cart.last_activity_at).desc())
-    ).first()
-
-
-def _discount_given(session: Session, cart: Cart, order: OrderEvent) -> Decimal | None:
-    """What our code took off this order: the offer applied to the cart as it was ordered."""
-    if not order.discount_codes:
-        return None
-    discount = session.exec(
-        select(Discount).where(
-            Discount.cart_id == cart.id, col(Discount.code).in_(list(order.discount_codes))
-        )
-    ).first()
-    if discount is None or discount.currency != cart.currency:
-        return None
-    # Not validated: this runs inside recording the order, which must never fail on it.
-    offer = Offer.model_construct(
-        kind="percent" if discount.kind == "percent" else "fixed",
-        value=discount.value,
-        max_amount=discount.max_amount,
-        min_subtotal=discount.min_subtotal,
-    )
-    return discount_amount(offer, cart.subtotal)
-
-
 def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Applied:
-    found = _find_cart_for_order(runtime, session, store, order)
+    found = attribution.find_cart_for_order(runtime, session, store, order)
     if found is None or found.id is None:
         return Applied("order matches no tracked cart")
     cart, _contact = lock_cart_with_contact(session, found.id)
@@ -471,17 +398,14 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     steps.cancel_open(session, cart.id, "order placed")
     cart.order_platform_id, cart.order_total = order.order_id, order.total
     cart.order_currency, cart.ordered_at = order.currency, order.created_at
-    cart.discount_given = _discount_given(session, cart, order)
+    cart.discount_given = attribution.discount_given(session, cart, order)
     cart.order_total_store = (
         order.store_total
         if order.store_total is not None
         else (order.total if order.currency == store.currency else None)
     )
-    window = policy.attribution_window(settings, runtime.time_scale)
-    attributed = (
-        cart.first_message_at is not None
-        and cart.status != CartStatus.OPTED_OUT
-        and cart.first_message_at <= order.created_at <= cart.first_message_at + window
+    attributed = attribution.is_attributed(
+        cart, order, policy.attribution_window(settings, runtime.time_scale)
     )
     timeline.record(
         session,
@@ -493,7 +417,7 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     )
     _close_other_carts(runtime, session, cart, order)
     if attributed:
-        _close(cart, CartStatus.RECOVERED, None, now)
+        cart_states.close(cart, CartStatus.RECOVERED, None, now)
         sent = select(func.max(Message.step_number)).where(
             Message.cart_id == cart.id, col(Message.sent_at).is_not(None)
         )
@@ -510,7 +434,7 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     reason = (
         "bought before any message" if cart.first_message_at is None else "outside the attribution window"
     )
-    _close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
+    cart_states.close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
     timeline.record(session, cart, "converted_unassisted", reason=reason)
     return Applied("converted unassisted")
 
@@ -536,7 +460,9 @@ def _close_other_carts(runtime: Runtime, session: Session, cart: Cart, order: Or
     for other in others:
         assert other.id is not None
         steps.cancel_open(session, other.id, "the shopper ordered in another checkout")
-        _close(other, CartStatus.EXPIRED, f"the shopper ordered (order {order.order_id})", runtime.now())
+        cart_states.close(
+            other, CartStatus.EXPIRED, f"the shopper ordered (order {order.order_id})", runtime.now()
+        )
         timeline.record(session, other, "closed_by_order", order_id=order.order_id)
 
 
@@ -556,8 +482,25 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: App
     )
     # Open to expired changes none of the dashboard's figures: no recount needed (rollups.mark).
     session.exec(
-        update(Cart)
-        .where(col(Cart.store_id) == store.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
-        .values(status=CartStatus.EXPIRED, status_reason="store uninstalled cartback", next_wake_at=None)
+        cart_states.close_all(
+            update(Cart).where(col(Cart.store_id) == store.id),
+            CartStatus.EXPIRED,
+            "store uninstalled cartback",
+            now=None,
+        )
     )
     return Applied("store uninstalled")
+
+
+# The connector's event type -> what applies it (one handler per type of the WebhookEvent union).
+EventHandler = Callable[[Runtime, Session, Store, Any], Applied]
+_HANDLERS: dict[type[Any], EventHandler] = {
+    CartSnapshot: apply_snapshot,
+    OrderEvent: apply_order,
+    CartDeleted: apply_deleted,
+    AppUninstalled: apply_uninstall,
+    CustomerDataRequest: apply_data_request,
+    CustomerRedact: apply_customer_redact,
+    StoreRedact: apply_store_redact,
+    Ignored: apply_ignored,
+}

@@ -7,6 +7,7 @@ never sends two: a lost confirmation is better than a repeated one.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -16,9 +17,11 @@ from channels.whatsapp.templates import copy_for
 from sequences.models import Contact, InboundMessage, Store, WhatsAppAccount
 from sequences.runtime import Runtime
 from sequences.whatsapp.accounts import sender_for
-from sequences.whatsapp.inbound import REPLY_WINDOW
 
 log = logging.getLogger("cartback.whatsapp.confirmations")
+
+# A confirmation can only go inside the shopper's 24-hour customer-service window.
+REPLY_WINDOW = timedelta(hours=24)
 
 
 def send_confirmation(runtime: Runtime, inbound_id: int) -> str:

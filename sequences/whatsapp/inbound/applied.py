@@ -1,0 +1,18 @@
+"""What applying one Meta webhook delivery did: shared by the router and its handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class Applied:
+    """What a delivery did, for the response log and for work after the commit."""
+
+    applied: int = 0
+    ignored: int = 0
+    opted_out_contacts: set[int] = field(default_factory=set)
+    confirmations: list[int] = field(default_factory=list)
+    # Carts whose alarm is set to now (a step settled by Meta's status), rung after the commits.
+    wakes: list[tuple[int, datetime]] = field(default_factory=list)
