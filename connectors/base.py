@@ -507,6 +507,14 @@ class DescribesStore(Protocol):
 
 
 @runtime_checkable
+class VerifiesKeys(Protocol):
+    def verify_keys(self, typed_site: str, access_token: str) -> str:
+        """The site's own address, once a call there with keys the merchant handed us (held as
+        ``StoreAccess.access_token`` holds them) succeeded; PlatformError when it did not."""
+        ...
+
+
+@runtime_checkable
 class AnswersPings(Protocol):
     def is_ping(self, raw_body: bytes, headers: Mapping[str, str]) -> bool:
         """An unsigned test delivery the platform sends when a webhook is created (answer 2xx)."""

@@ -13,6 +13,7 @@ from sequences.engine.sweep import run_sweep
 from sequences.engine.tracking import process_delivery
 from sequences.merchant.settings_changes import replan_store
 from sequences.models import Store
+from sequences.stores.connections import complete_connection
 from sequences.stores.opt_out_sync import sync_opt_out
 from sequences.stores.reconcile import reconcile_orders
 from sequences.stores.sync import SYNC_LOCK_SECONDS, active_store_ids, set_up_store, sync_store
@@ -41,6 +42,16 @@ def send_confirmation_job(inbound_id: int) -> str:
 
 def set_up_store_job(store_id: int, platform: str) -> str:
     webhooks, problem = set_up_store(runtime_module.current(), store_id, platform)
+    return problem or str(webhooks)
+
+
+def complete_connection_job(connection_pk: int) -> str:
+    """A connection whose keys arrived (WooCommerce's): prove them, then register the webhooks."""
+    runtime = runtime_module.current()
+    completion = complete_connection(runtime, connection_pk)
+    if completion.store_id is None:
+        return f"not connected: {completion.problem}"
+    webhooks, problem = set_up_store(runtime, completion.store_id, completion.platform)
     return problem or str(webhooks)
 
 

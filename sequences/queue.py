@@ -31,7 +31,7 @@ SET_UP_STORE = "sequences.jobs.set_up_store_job"
 SYNC_PLATFORM = "sequences.jobs.sync_platform_job"
 SYNC_STORE = "sequences.jobs.sync_store_job"
 REPLAN_STORE = "sequences.jobs.replan_store_job"
-COMPLETE_WOOCOMMERCE_CONNECTION = "app.woocommerce.connect.complete_connection_job"
+COMPLETE_WOOCOMMERCE_CONNECTION = "sequences.jobs.complete_connection_job"
 # The demo platform's webhook sender: development only (demo/ is never loaded in production).
 DELIVER_DEMO_WEBHOOK = "demo.store.webhooks.deliver_webhook"
 
@@ -54,6 +54,7 @@ JOB_NAMES = (
 # a wake-up, a week for a failed job an operator may requeue).
 FORMER_NAMES = {
     "app.woocommerce_connect.complete_connection_job": COMPLETE_WOOCOMMERCE_CONNECTION,
+    "app.woocommerce.connect.complete_connection_job": COMPLETE_WOOCOMMERCE_CONNECTION,
     "app.demo_store.webhooks.deliver_webhook": DELIVER_DEMO_WEBHOOK,
 }
 

@@ -18,7 +18,6 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, abort
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from app.current import get_runtime
@@ -38,7 +37,8 @@ from sequences.models import (
     StoreStatus,
 )
 from sequences.runtime import Runtime
-from sequences.stores.access import fresh_access, refresh_store_details, store_token_update
+from sequences.stores.access import fresh_access, refresh_store_details
+from sequences.stores.installs import TokenInstall, record_token_install
 
 bp = Blueprint("shopify_home", __name__)
 log = logging.getLogger("cartback.shopify.home")
@@ -54,43 +54,17 @@ BOUNCE_FALLBACK = (
 
 def install(runtime: Runtime, connector: ShopifyConnector, shop_domain: str, issued: IssuedToken) -> int:
     """Create or reactivate the shop's store row with a new token, then fill in its details."""
-    for _attempt in range(2):
-        try:
-            store_id = _save_install(runtime, connector, shop_domain, issued)
-            break
-        except IntegrityError:
-            # The admin loaded two app pages at once: the other request created the row.
-            continue
-    else:
-        raise RuntimeError(f"could not record the install of {shop_domain}")
+    # Two app pages loaded at once both install: the service finds the row the other created.
+    store_id = record_token_install(
+        runtime, TokenInstall(PLATFORM, shop_domain, connector.api_base_url(shop_domain), issued)
+    )
+    log.info("shop installed", extra={"shop": shop_domain})
     try:
         refresh_store_details(runtime, store_id)
     except PlatformError as exc:
         # The store works without these (defaults: INR, Asia/Kolkata); the next load retries.
         log.warning("shop details not read", extra={"shop": shop_domain, "reason": exc.reason})
     return store_id
-
-
-def _save_install(
-    runtime: Runtime, connector: ShopifyConnector, shop_domain: str, issued: IssuedToken
-) -> int:
-    with runtime.database.session() as session:
-        store = session.exec(
-            select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == shop_domain)
-        ).first()
-        if store is None:
-            store = Store(platform=PLATFORM, platform_store_id=shop_domain, name=shop_domain)
-            session.add(store)
-        # A token exchange only succeeds while the app is installed, so this is the install
-        # (or a reinstall whose uninstall webhook we may not have received yet: a late one
-        # must not stop it, and is judged against this time).
-        store.status, store.installed_at = StoreStatus.ACTIVE, runtime.now()
-        log.info("shop installed", extra={"shop": shop_domain})
-        store.api_base_url = connector.api_base_url(shop_domain)
-        store_token_update(runtime, store, issued)
-        session.commit()
-        assert store.id is not None
-        return store.id
 
 
 def verified_store(

@@ -12,9 +12,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import or_, update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import select
 
 from app.current import get_runtime
 from app.request_bodies import read_raw_body
@@ -33,7 +31,8 @@ from connectors.base import (
 from sequences.engine.scheduling import enqueue_delivery
 from sequences.models import Store, StoreStatus
 from sequences.runtime import Runtime
-from sequences.stores.deliveries import delivery_values, insert_delivery
+from sequences.stores.deliveries import delivery_values, record_delivery
+from sequences.stores.installs import record_uninstall
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("cartback.webhooks")
@@ -121,21 +120,12 @@ def accept(
     if status != StoreStatus.ACTIVE and not isinstance(event, PrivacyRequest):
         return _answer(200, status="ignored", reason="store uninstalled cartback")
 
-    try:
-        with runtime.database.engine.begin() as connection:
-            delivery_id = insert_delivery(connection, values)
-            if isinstance(event, AppUninstalled):
-                # Stop everything at once: every send re-checks the store's status under its
-                # lock, so nothing leaves after this commit. The queued job does the rest.
-                connection.execute(
-                    update(Store)
-                    .where(
-                        col(Store.id) == store_id,
-                        or_(col(Store.installed_at).is_(None), col(Store.installed_at) <= event.occurred_at),
-                    )
-                    .values(status=StoreStatus.UNINSTALLED, updated_at=runtime.now())
-                )
-    except IntegrityError:
+    if isinstance(event, AppUninstalled):
+        # The store stops with the delivery's commit; the queued job does the rest.
+        delivery_id = record_uninstall(runtime, values, store_id=store_id, occurred_at=event.occurred_at)
+    else:
+        delivery_id = record_delivery(runtime, values)
+    if delivery_id is None:
         return _answer(200, status="duplicate", reason="this delivery was already received")
     enqueue_delivery(runtime, delivery_id)
     return _answer(200, status="accepted", delivery=delivery_id)

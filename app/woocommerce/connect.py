@@ -17,39 +17,42 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import secrets
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, jsonify, make_response, redirect, render_template, request
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from app.admin.session import issue_login_link
 from app.current import get_runtime
 from app.request_bodies import read_raw_body
-from connectors.base import MalformedPayload, PlatformError
+from connectors.base import MalformedPayload
 from connectors.untrusted_json import load_untrusted_json
-from connectors.woocommerce import PLATFORM, WooCommerceConnector
-from connectors.woocommerce.rest import join_key_pair, split_key_pair
+from connectors.woocommerce import PLATFORM
+from connectors.woocommerce.rest import join_key_pair
 from connectors.woocommerce.site import validate_store_url
-from sequences import runtime as runtime_module
-from sequences.models import PlatformConnection, Store, StoreStatus
+from sequences import queue
+from sequences.models import PlatformConnection, Store
 from sequences.rate_limits import Budget, spend
 from sequences.runtime import Runtime
+from sequences.stores.connections import (
+    CONNECTION_LIFETIME,
+    KeysRefused,
+    complete_connection,
+    digest,
+    hold_keys,
+    mark_returned,
+    start_connection,
+)
 from sequences.stores.sync import set_up_store
 
 bp = Blueprint("woocommerce_connect", __name__)
 log = logging.getLogger("cartback.woocommerce.connect")
 
 APP_NAME = "cartback"
-# How long a merchant has to approve at their store before the connection id lapses.
-CONNECTION_LIFETIME = timedelta(hours=1)
 # The key delivery is a small JSON object; anything bigger is not WooCommerce's.
 MAX_CALLBACK_BYTES = 16_384
 # WooCommerce's key format: "ck_"/"cs_" and 40 hex digits (wc_rand_hash()).
@@ -61,20 +64,19 @@ BROWSER_COOKIE = "cartback_wc_connect"
 CONNECT_BUDGET = Budget("woocommerce-connect", limit=10, window_seconds=600)
 # At the return, how long to wait for a worker already registering the webhooks.
 RETURN_WEBHOOK_WAIT_SECONDS = 10
-
-
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+# Why a key delivery is refused, in the words WooCommerce shows the merchant.
+KEYS_REFUSED = {
+    KeysRefused.UNKNOWN: (404, "no connection is waiting for this user_id; start again from cartback"),
+    KeysRefused.ALREADY_RECEIVED: (
+        409,
+        "this connection has already received its keys; start again from cartback",
+    ),
+    KeysRefused.EXPIRED: (410, "this connection expired; start again from cartback"),
+}
 
 
 def _problem(title: str, detail: str, status: int, **context: Any) -> Any:
     return render_template("woocommerce/problem.html", title=title, detail=detail, **context), status
-
-
-def _connector(runtime: Runtime) -> WooCommerceConnector:
-    connector = runtime.connectors[PLATFORM]
-    assert isinstance(connector, WooCommerceConnector)
-    return connector
 
 
 _proxy_warning_given = False
@@ -127,25 +129,12 @@ def connect() -> Any:
             "to cartback's public https address and try again.",
             503,
         )
-    connection_id, browser = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    now = runtime.now()
-    with runtime.database.session() as session:
-        session.add(
-            PlatformConnection(
-                connection_sha256=_hash(connection_id),
-                browser_sha256=_hash(browser),
-                platform=PLATFORM,
-                store_url=site,
-                created_at=now,
-                expires_at=now + CONNECTION_LIFETIME,
-            )
-        )
-        session.commit()
+    started = start_connection(runtime, PLATFORM, site)
     query = urlencode(
         {
             "app_name": APP_NAME,
             "scope": "read_write",
-            "user_id": connection_id,
+            "user_id": started.connection_id,
             "return_url": f"{app_url}/woocommerce/return",
             "callback_url": f"{app_url}/woocommerce/callback",
         }
@@ -155,7 +144,7 @@ def connect() -> Any:
     # Lax: sent on the store's redirect back (a top-level GET), not on cross-site posts.
     response.set_cookie(
         BROWSER_COOKIE,
-        browser,
+        started.browser,
         max_age=int(CONNECTION_LIFETIME.total_seconds()),
         path="/woocommerce",
         secure=app_url.startswith("https://"),
@@ -192,101 +181,29 @@ def callback() -> Any:
         return _refuse(400, "consumer_key must be a WooCommerce consumer key (ck_…)")
     if not isinstance(secret, str) or not CONSUMER_SECRET.match(secret):
         return _refuse(400, "consumer_secret must be a WooCommerce consumer secret (cs_…)")
-    now = runtime.now()
-    with runtime.database.locked_session() as session:
-        connection = session.exec(
-            select(PlatformConnection)
-            .where(PlatformConnection.connection_sha256 == _hash(str(connection_id)))
-            .with_for_update()
-        ).first()
-        if connection is None or connection.platform != PLATFORM:
-            return _refuse(404, "no connection is waiting for this user_id; start again from cartback")
-        if connection.keys_received_at is not None:
-            return _refuse(409, "this connection has already received its keys; start again from cartback")
-        if connection.expires_at < now:
-            return _refuse(410, "this connection expired; start again from cartback")
-        # Held, not yet the store's: they are proven on the store first (complete_connection).
-        connection.keys_ciphertext = runtime.secrets.encrypt(join_key_pair(key, secret))
-        connection.keys_received_at = now
-        connection_pk = connection.id
-    assert connection_pk is not None
+    # Held, not yet the store's: they are proven on the store first (complete_connection).
+    connection_pk = hold_keys(runtime, PLATFORM, str(connection_id), join_key_pair(key, secret))
+    if isinstance(connection_pk, KeysRefused):
+        return _refuse(*KEYS_REFUSED[connection_pk])
     log.info("woocommerce keys received", extra={"connection": connection_pk})
     try:
-        runtime.queue.enqueue(
-            complete_connection_job,
+        queue.enqueue(
+            runtime.queue,
+            queue.COMPLETE_WOOCOMMERCE_CONNECTION,
             connection_pk,
-            job_id=f"connect-woocommerce-{connection_pk}",
-            result_ttl=0,
+            # Not unique, rq's own timeout, no retry: the merchant's return completes it anyway.
+            options=queue.JobOptions(
+                f"connect-woocommerce-{connection_pk}",
+                None,
+                unique=False,
+                failure_ttl=None,
+                job_timeout=None,
+                retry_intervals=(),
+            ),
         )
     except RedisError:
         log.warning("connection not queued: Redis unreachable (the merchant's return completes it)")
     return jsonify(status="received"), 200
-
-
-def complete_connection_job(connection_pk: int) -> str:
-    runtime = runtime_module.current()
-    store_id, problem = complete_connection(runtime, connection_pk)
-    if store_id is None:
-        return f"not connected: {problem}"
-    webhooks, problem = set_up_store(runtime, store_id, PLATFORM)
-    return problem or str(webhooks)
-
-
-def complete_connection(runtime: Runtime, connection_pk: int) -> tuple[int | None, str | None]:
-    """Prove the held keys on the store and make them the store's; (store id, problem)."""
-    with runtime.database.session() as session:
-        connection = session.get(PlatformConnection, connection_pk)
-        if connection is None or not connection.keys_ciphertext:
-            return None, "no keys were received for this connection"
-        if connection.store_id is not None:
-            return connection.store_id, None
-        typed = connection.store_url
-        key, secret = split_key_pair(runtime.secrets.decrypt(connection.keys_ciphertext))
-    try:
-        # Outside any lock: the store may be slow. The site's own address names the store.
-        site = _connector(runtime).verify_keys(typed, key, secret)
-    except PlatformError as exc:
-        with runtime.database.session() as session:
-            connection = session.get(PlatformConnection, connection_pk)
-            if connection is not None:
-                connection.problem = exc.reason
-                session.commit()
-        log.warning("woocommerce keys not proven", extra={"connection": connection_pk, "reason": exc.reason})
-        return None, exc.reason
-    now = runtime.now()
-    for _attempt in range(2):
-        try:
-            with runtime.database.locked_session() as session:
-                connection = session.exec(
-                    select(PlatformConnection).where(PlatformConnection.id == connection_pk).with_for_update()
-                ).one()
-                if connection.store_id is not None:  # the job and the return raced: one won
-                    return connection.store_id, None
-                store = session.exec(
-                    select(Store).where(Store.platform == PLATFORM, Store.platform_store_id == site)
-                ).first()
-                if store is None:
-                    store = Store(platform=PLATFORM, platform_store_id=site, name=site)
-                    session.add(store)
-                store.status, store.installed_at = StoreStatus.ACTIVE, now
-                store.api_base_url = store.storefront_url = site
-                store.access_token_ciphertext = connection.keys_ciphertext
-                if not store.webhook_secret_ciphertext:
-                    # Signs our webhooks and the companion plugin's captures; kept across
-                    # reconnects so an installed plugin keeps working.
-                    store.webhook_secret_ciphertext = runtime.secrets.encrypt(secrets.token_urlsafe(32))
-                store.updated_at = now
-                session.flush()
-                connection.store_id, connection.problem = store.id, None
-                # The keys now live on the store only.
-                connection.keys_ciphertext = None
-                store_id = store.id
-            assert store_id is not None
-            log.info("woocommerce store connected", extra={"store_id": store_id})
-            return store_id, None
-        except IntegrityError:
-            continue  # another connection for the same site created the row meanwhile
-    return None, "another connection for this store finished at the same moment; try again"
 
 
 @bp.get("/woocommerce/return")
@@ -305,13 +222,13 @@ def returned() -> Any:
     browser = request.cookies.get(BROWSER_COOKIE, "")
     with runtime.database.session() as session:
         connection = session.exec(
-            select(PlatformConnection).where(PlatformConnection.connection_sha256 == _hash(connection_id))
+            select(PlatformConnection).where(PlatformConnection.connection_sha256 == digest(connection_id))
         ).first()
         if connection is None:
             return _problem(
                 "This connection is not known", "Start again from the connect page.", 404, retry=True
             )
-        if not browser or connection.browser_sha256 != _hash(browser):
+        if not browser or connection.browser_sha256 != digest(browser):
             # Only who started the connection is signed in: the id in this address is not proof.
             return _problem(
                 "Open this from the browser you connected with",
@@ -337,25 +254,18 @@ def returned() -> Any:
             )
         connection_pk = connection.id
         assert connection_pk is not None
-    store_id, problem = complete_connection(runtime, connection_pk)
+    completion = complete_connection(runtime, connection_pk)
+    store_id = completion.store_id
     if store_id is None:
         return _problem(
             "The store's keys could not be checked",
-            f"WooCommerce sent keys, but cartback could not use them on the store: {problem}. Reload this "
-            "page to try again, or connect again.",
+            f"WooCommerce sent keys, but cartback could not use them on the store: {completion.problem}. "
+            "Reload this page to try again, or connect again.",
             502,
         )
-    with runtime.database.locked_session() as session:
-        connection = session.exec(
-            select(PlatformConnection).where(PlatformConnection.id == connection_pk).with_for_update()
-        ).one()
-        first_return = connection.returned_at is None
-        connection.returned_at = connection.returned_at or now
-        store = session.get(Store, store_id)
-        assert store is not None
-        secret = runtime.secrets.decrypt(store.webhook_secret_ciphertext or "")
+    back = mark_returned(runtime, connection_pk, store_id, now)
     # Signed in before anything slow, so a timeout below cannot lose the merchant their link.
-    login_link = issue_login_link(runtime, store_id, "woocommerce connect") if first_return else None
+    login_link = issue_login_link(runtime, store_id, "woocommerce connect") if back.first_return else None
     webhooks, problem = set_up_store(runtime, store_id, PLATFORM, wait_seconds=RETURN_WEBHOOK_WAIT_SECONDS)
     with runtime.database.session() as session:
         store = session.get(Store, store_id)
@@ -368,5 +278,5 @@ def returned() -> Any:
         problem=problem,
         login_link=login_link,
         plugin_endpoint=f"{runtime.settings.app_url}/webhooks/woocommerce",
-        plugin_secret=secret if first_return else None,
+        plugin_secret=back.webhook_secret if back.first_return else None,
     )

@@ -44,7 +44,7 @@ from connectors.base import (
 )
 from connectors.payload_fields import load_json_object
 from connectors.woocommerce import checkout, payloads
-from connectors.woocommerce.rest import WooCommerceRest, join_key_pair
+from connectors.woocommerce.rest import WooCommerceRest
 from connectors.woocommerce.signing import pay_link_token, sign
 from connectors.woocommerce.site import canonical_site_url, is_public_host
 
@@ -241,15 +241,16 @@ class WooCommerceConnector:
                 sync.paused.append(topic)
         return sync
 
-    def verify_keys(self, typed_site: str, consumer_key: str, consumer_secret: str) -> str:
-        """The site's own address, once a REST call with these keys has succeeded there.
+    def verify_keys(self, typed_site: str, access_token: str) -> str:
+        """The site's own address, once a REST call with these keys (``join_key_pair``) has
+        succeeded there.
 
         WordPress's index names the address the site calls itself (``home``, what its webhooks
         carry as their source): a merchant who typed ``shop.example`` for ``www.shop.example``
         is named as their webhooks will name them. PlatformError when the keys do not work.
         """
         home = self.discover_home(typed_site)
-        access = StoreAccess(home, home, join_key_pair(consumer_key, consumer_secret), home)
+        access = StoreAccess(home, home, access_token, home)
         self.rest(access).call("GET", "settings/general", what="accept cartback's new keys")
         return home
 
