@@ -15,8 +15,8 @@ from sqlmodel import col, select
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Cart, SandboxOutboxMessage, SettingsChange, Store
 from sequences.runtime import Runtime
-from tests.admin_support import DAY, PERIOD, login_token, seed_dashboard, sign_in
-from tests.factories import make_store
+from tests.support.admin import DAY, PERIOD, login_token, seed_dashboard, sign_in
+from tests.support.factories import make_store
 
 MIN = timedelta(minutes=1)
 

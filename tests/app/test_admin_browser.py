@@ -18,10 +18,10 @@ from app.admin.session import issue_login_link
 from app.wiring import build_runtime
 from sequences.models import SettingsChange, Store
 from sequences.runtime import Runtime
-from tests.admin_support import PERIOD, seed_dashboard
-from tests.browser_support import chromium_page, screenshot, serving
-from tests.factories import checkout_payload, make_store, send_webhook
 from tests.servers import free_port
+from tests.support.admin import PERIOD, seed_dashboard
+from tests.support.browser import chromium_page, screenshot, serving
+from tests.support.factories import checkout_payload, make_store, send_webhook
 
 pytestmark = pytest.mark.browser
 HOUR = timedelta(hours=1)
@@ -258,14 +258,14 @@ def shopify_admin(
 
 
 def _embedded_url(base_url: str, fake: Any, path: str = "/") -> str:
-    from tests.shopify_support import SHOP
+    from tests.support.shopify import SHOP
 
     token = fake.session_token(SHOP)
     return f"{base_url}{path}?embedded=1&shop={SHOP}&host=YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvYmF6YWFy&id_token={token}"
 
 
 def test_inside_shopify_the_pages_use_app_bridge_session_tokens(shopify_admin: Any, page: Any) -> None:
-    from tests.shopify_support import SHOP
+    from tests.support.shopify import SHOP
 
     base_url, runtime, fake = shopify_admin
     page.route(
@@ -310,7 +310,7 @@ def test_inside_shopify_the_page_still_reads_when_the_cdn_cannot_load(shopify_ad
 def test_an_embedded_page_without_its_token_says_what_to_do_when_the_cdn_is_down(
     shopify_admin: Any, page: Any
 ) -> None:
-    from tests.shopify_support import SHOP
+    from tests.support.shopify import SHOP
 
     base_url, _runtime, _fake = shopify_admin
     page.route("https://cdn.shopify.com/**", lambda route: route.abort())

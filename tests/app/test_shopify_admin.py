@@ -15,7 +15,7 @@ from connectors.shopify.connector import discount_input
 from sequences.models import Cart, CartStatus, ConsentEvent, Contact, Discount, OptOutSync, Store
 from sequences.stores.discount_cleanup import delete_expired_discounts
 from sequences.stores.reconcile import reconcile_orders
-from tests.shopify_support import MIN, OFFER_FIRST, SHOP, fixture
+from tests.support.shopify import MIN, OFFER_FIRST, SHOP, fixture
 
 # -- app home and tokens ---------------------------------------------------------------------
 

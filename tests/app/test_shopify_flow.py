@@ -19,7 +19,7 @@ from sequences.models import (
     StoreStatus,
     VariantImage,
 )
-from tests.shopify_support import MIN, OFFER_FIRST, fixture
+from tests.support.shopify import MIN, OFFER_FIRST, fixture
 
 
 def test_a_shop_installs_gets_a_message_clicks_a_rebuilt_checkout_and_is_recovered(shopify):

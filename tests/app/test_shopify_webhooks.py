@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import func, select
 
 from sequences.models import Cart, CartStatus, Contact, DataExport, Message, Store, WebhookDelivery
-from tests.shopify_support import SHOP, fixture
+from tests.support.shopify import SHOP, fixture
 
 MIN = timedelta(minutes=1)
 PATHS = ["/webhooks/shopify", "/webhooks/shopify/compliance"]

@@ -9,7 +9,7 @@ from sqlmodel import func, select
 
 from demo.connector import sign
 from sequences.models import Cart, WebhookDelivery
-from tests.factories import checkout_payload, make_store, send_webhook
+from tests.support.factories import checkout_payload, make_store, send_webhook
 
 
 def deliveries(runtime) -> int:
@@ -182,7 +182,7 @@ ODD_VALUES = [None, 0, -1, 1.5, True, "", "x" * 5000, [], {}, [1, 2], {"a": 1}, 
 
 @pytest.mark.parametrize("topic", ["checkouts/update", "orders/create"])
 def test_no_field_of_any_odd_type_makes_ingest_fail_with_a_500(client, runtime, store, topic):
-    from tests.factories import order_payload
+    from tests.support.factories import order_payload
 
     valid = (
         checkout_payload()

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.shopify_support import SHOP
-from tests.whatsapp_support import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
+from tests.support.shopify import SHOP
+from tests.support.whatsapp import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
 
 NUMBER = {"waba_id": WABA_ID, "phone_number_id": PHONE_NUMBER_ID, "access_token": ACCESS_TOKEN}
 

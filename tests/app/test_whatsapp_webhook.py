@@ -26,8 +26,8 @@ from sequences.models import (
     WhatsAppTemplate,
 )
 from sequences.whatsapp.accounts import connect
-from tests.journey import T0
-from tests.whatsapp_support import (
+from tests.support.journey import T0
+from tests.support.whatsapp import (
     ACCESS_TOKEN,
     APP_SECRET,
     FIXTURE_OPAQUE,
@@ -129,7 +129,7 @@ def test_a_delivery_signed_with_another_secret_is_refused_and_changes_nothing(wa
 
 def test_a_body_changed_after_signing_is_refused(wa):
     raw = json.dumps(fixture("status_read", **_ids(wa))).encode()
-    from tests.whatsapp_support import sign
+    from tests.support.whatsapp import sign
 
     response = wa.client.post(
         "/webhooks/whatsapp",

@@ -22,9 +22,9 @@ from sequences.models import Cart, CartStatus, Discount, SandboxOutboxMessage, S
 from sequences.runtime import Runtime
 from tests.conftest import _drain_queue
 from tests.fakes.woocommerce import FakeWooCommerce
-from tests.journey import T0
-from tests.shopify_support import OFFER_FIRST
-from tests.woocommerce_support import fixture
+from tests.support.journey import T0
+from tests.support.shopify import OFFER_FIRST
+from tests.support.woocommerce import fixture
 
 APP = "https://cartback.test"
 MIN = timedelta(minutes=1)

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import func, select
 
 from sequences.models import Cart, CartStatus, StoreStatus, WebhookDelivery
-from tests.woocommerce_support import (
+from tests.support.woocommerce import (
     CARTFLOWS_FORM,
     SITE,
     WooCommerceDriver,
@@ -217,7 +217,7 @@ def test_deliveries_for_an_uninstalled_store_are_acknowledged_and_dropped(woo):
 
 def cartflows_path(woo) -> str:
     from connectors.woocommerce.cartflows import url_key
-    from tests.woocommerce_support import WEBHOOK_SECRET
+    from tests.support.woocommerce import WEBHOOK_SECRET
 
     return f"/webhooks/woocommerce/cartflows/{url_key(WEBHOOK_SECRET, woo.store.id)}"
 
@@ -275,8 +275,8 @@ def test_a_cartflows_form_without_a_status_is_422(woo):
 
 
 def test_the_settings_page_gives_a_woocommerce_merchant_the_plugin_and_cartflows_setup(woo):
-    from tests.admin_support import sign_in
-    from tests.woocommerce_support import WEBHOOK_SECRET
+    from tests.support.admin import sign_in
+    from tests.support.woocommerce import WEBHOOK_SECRET
 
     sign_in(woo.client, woo.runtime, woo.store.id)
     page = woo.client.get("/admin/settings").get_data(as_text=True)
@@ -286,8 +286,8 @@ def test_the_settings_page_gives_a_woocommerce_merchant_the_plugin_and_cartflows
 
 
 def test_the_settings_page_of_another_platform_shows_no_woocommerce_card(client, runtime):
-    from tests.admin_support import sign_in
-    from tests.factories import make_store
+    from tests.support.admin import sign_in
+    from tests.support.factories import make_store
 
     store = make_store(runtime)
     sign_in(client, runtime, store.id)

@@ -20,7 +20,7 @@ from connectors.base import (
     WebhookRejected,
 )
 from demo.connector import DemoConnector, sign
-from tests.factories import checkout_payload, order_payload
+from tests.support.factories import checkout_payload, order_payload
 
 SECRET = "whsec-test"
 

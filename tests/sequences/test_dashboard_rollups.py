@@ -24,8 +24,8 @@ from sequences.models import (
     Store,
 )
 from sequences.runtime import Runtime
-from tests.admin_support import DAY, seed_dashboard
-from tests.factories import make_store
+from tests.support.admin import DAY, seed_dashboard
+from tests.support.factories import make_store
 
 
 def _stored(runtime: Runtime, store_id: int) -> tuple[dict[Any, Any], dict[Any, Any]]:

@@ -11,8 +11,8 @@ from sqlmodel import select
 from sequences.engine.consent import handle_reply
 from sequences.models import CartStatus, Contact, WebhookDelivery
 from sequences.privacy.erasure import erase_contact, purge_processed_payloads
-from tests.factories import PHONE
-from tests.journey import Journey
+from tests.support.factories import PHONE
+from tests.support.journey import Journey
 
 MIN = timedelta(minutes=1)
 

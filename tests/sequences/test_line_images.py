@@ -22,7 +22,7 @@ from connectors.base import StoreAccess
 from connectors.shopify.connector import THROTTLE_RETRIES
 from sequences import db as db_module
 from sequences.stores.line_images import RETRY_BUDGET_SECONDS
-from tests.shopify_support import MIN, OFFER_FIRST
+from tests.support.shopify import MIN, OFFER_FIRST
 
 # How long the rival writer keeps SQLite's write lock: a burst's writer, slowed down so the
 # fetch certainly meets it.

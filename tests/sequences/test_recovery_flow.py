@@ -7,8 +7,8 @@ from decimal import Decimal
 
 from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import CartStatus, StepStatus
-from tests.factories import make_store, order_payload
-from tests.journey import Journey
+from tests.support.factories import make_store, order_payload
+from tests.support.journey import Journey
 
 MIN = timedelta(minutes=1)
 H = timedelta(hours=1)
@@ -147,7 +147,7 @@ def test_an_order_matched_by_phone_within_the_window_is_attributed(journey):
 def test_an_order_after_the_attribution_window_is_not_credited(journey):
     journey.checkout()
     journey.run(15 * MIN)
-    from tests.journey import T0
+    from tests.support.journey import T0
 
     journey.webhook(8 * 24 * H, "orders/create", order_payload(created_at=T0 + 8 * 24 * H))
     cart = journey.cart()

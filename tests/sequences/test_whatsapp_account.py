@@ -23,7 +23,7 @@ from sequences.models import (
 from sequences.whatsapp.accounts import AccountError, check, connect
 from sequences.whatsapp.health import FAILURE_RATE_WINDOW, check_failure_rate
 from sequences.whatsapp.template_push import push_templates
-from tests.whatsapp_support import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
+from tests.support.whatsapp import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
 
 
 def test_the_token_is_stored_encrypted(cloud):
@@ -43,7 +43,7 @@ def test_the_token_is_stored_encrypted(cloud):
     ],
 )
 def test_connecting_with_wrong_details_says_which_and_saves_nothing(runtime, fields, words):
-    from tests.factories import make_store
+    from tests.support.factories import make_store
 
     store = make_store(runtime)
     details = {"waba_id": WABA_ID, "phone_number_id": PHONE_NUMBER_ID, "access_token": ACCESS_TOKEN} | fields

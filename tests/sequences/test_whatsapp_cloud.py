@@ -18,10 +18,10 @@ from sequences.models import (
     TemplateStatus,
     WhatsAppTemplate,
 )
-from tests.cloud_support import SHOPPER
 from tests.fakes import whatsapp_webhooks as hooks
 from tests.fakes.whatsapp_webhooks import status_error
-from tests.whatsapp_support import ACCESS_TOKEN, WABA_ID
+from tests.support.cloud import SHOPPER
+from tests.support.whatsapp import ACCESS_TOKEN, WABA_ID
 
 
 @pytest.mark.postgres

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 # Python's json accepts these tokens; 1e400 is a float overflow, a 5,000-digit integer exceeds
 # int's default 4,300-digit conversion limit (a ValueError, not a JSONDecodeError).

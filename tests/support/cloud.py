@@ -11,8 +11,8 @@ from sqlmodel import select
 
 from sequences.models import Store
 from sequences.runtime import Runtime
-from tests.journey import Journey
-from tests.whatsapp_support import APP_SECRET, sign
+from tests.support.journey import Journey
+from tests.support.whatsapp import APP_SECRET, sign
 
 SHOPPER = "919876543210"
 

@@ -15,7 +15,7 @@ from sequences.models import Store
 from sequences.runtime import Runtime
 
 SITE = "https://shop.example"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "woocommerce"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "woocommerce"
 WEBHOOK_SECRET = "whsec-woocommerce-test"
 
 
@@ -101,7 +101,7 @@ class WooCommerceDriver:
     def at(self, moment: Any) -> Any:
         import time_machine
 
-        from tests.journey import T0
+        from tests.support.journey import T0
 
         return time_machine.travel(T0 + moment if not hasattr(moment, "tzinfo") else moment, tick=False)
 

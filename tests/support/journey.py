@@ -12,7 +12,7 @@ from sqlmodel import col, select
 
 from sequences.models import Cart, CartEvent, ConsentEvent, Message, RecoveryStep, SandboxOutboxMessage
 from sequences.runtime import Runtime
-from tests.factories import checkout_payload, send_webhook
+from tests.support.factories import checkout_payload, send_webhook
 
 # A Saturday 14:30 IST: far from quiet hours for the first steps.
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from sequences.runtime import Runtime
 from tests.fakes.shopify import FakeShopify
 
 SHOP = "bazaar.myshopify.com"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "shopify"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "shopify"
 # A Saturday 14:30 IST, far from quiet hours.
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)

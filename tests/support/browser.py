@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # Where page screenshots are kept for people to look at (CI uploads the folder).
 SCREENSHOTS = Path(os.environ.get("CARTBACK_ARTIFACTS", ROOT / "artifacts")) / "screenshots"
 

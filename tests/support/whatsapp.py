@@ -11,7 +11,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-FIXTURES = Path(__file__).parent / "fixtures" / "whatsapp"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "whatsapp"
 APP_SECRET = "meta-app-secret-for-tests-0123456789"
 VERIFY_TOKEN = "verify-me-please"
 # The ids the recorded fixtures use (tests/fixtures/whatsapp/README.md).
