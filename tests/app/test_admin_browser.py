@@ -20,8 +20,9 @@ from sequences.models import SettingsChange, Store
 from sequences.runtime import Runtime
 from tests.servers import free_port
 from tests.support.admin import PERIOD, seed_dashboard
-from tests.support.browser import chromium_page, screenshot, serving
+from tests.support.browser import chromium_page, screenshot
 from tests.support.factories import checkout_payload, make_store, send_webhook
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.browser
 HOUR = timedelta(hours=1)

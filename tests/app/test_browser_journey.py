@@ -15,7 +15,8 @@ from app.wiring import build_runtime
 from demo.store.seed import seed_demo_store
 from sequences.models import CartStatus
 from tests.servers import free_port
-from tests.support.browser import chromium_page, serving
+from tests.support.browser import chromium_page
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.browser
 

@@ -17,12 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes import whatsapp_webhooks as webhooks
-from tests.fakes.shopify_http import QuietHandler
 from tests.fakes.whatsapp_graph import API_VERSION, FakeGraphAPI, fake_from_args
+from tests.support.http_server import ThreadedServer
 
 WABA = "102290129340398"
 PHONE = "106540352242922"
@@ -964,11 +963,8 @@ class Receiver:
     def __init__(self) -> None:
         self.posts: list[tuple[bytes, dict[str, str]]] = []
         self.status = 200
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=QuietHandler)
-        self.url = f"http://127.0.0.1:{self._server.port}/webhooks/whatsapp"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.server = ThreadedServer(self._wsgi, name="app-receiver").start()
+        self.url = f"{self.server.origin}/webhooks/whatsapp"
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -989,10 +985,8 @@ class Receiver:
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     app = Receiver()
-    app._thread.start()
     yield app
-    app._server.shutdown()
-    app._server.server_close()
+    app.server.stop()
 
 
 @pytest.fixture

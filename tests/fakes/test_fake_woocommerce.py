@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,13 +17,12 @@ import httpx
 import pytest
 import requests
 import time_machine
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 from woocommerce import API
 
-from tests.fakes.shopify_http import QuietHandler
 from tests.fakes.woocommerce import FakeWooCommerce
 from tests.fakes.woocommerce_storefront import cartback_pay_signature
+from tests.support.http_server import ThreadedServer
 
 NOON_IST = datetime(2026, 11, 28, 6, 30, tzinfo=UTC)  # 12:00 in Asia/Kolkata
 ASHA = {"first_name": "Asha", "last_name": "Rao", "email": "asha@example.com", "phone": "+919800000001"}
@@ -59,12 +57,8 @@ class Receiver:
         context.load_cert_chain(certfile, keyfile)
         self.status = status
         self.received: list[tuple[str, dict[str, str], bytes]] = []
-        self._server: BaseWSGIServer = make_server(
-            "127.0.0.1", 0, self._app, threaded=True, request_handler=QuietHandler, ssl_context=context
-        )
-        self.url = f"https://127.0.0.1:{self._server.port}/webhooks/woocommerce"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
-        self._thread.start()
+        self._server = ThreadedServer(self._app, name="app-receiver", ssl_context=context).start()
+        self.url = f"{self._server.origin}/webhooks/woocommerce"
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
@@ -72,9 +66,7 @@ class Receiver:
         return Response("ok", status=self.status)(environ, start_response)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.stop()
 
 
 @pytest.fixture

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
-from werkzeug.serving import make_server
-
-from tests.servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags for a root, offline, headless run (no sandbox, no calls home).
@@ -29,19 +24,6 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parent.parent.parent
 # Where page screenshots are kept for people to look at (CI uploads the folder).
 SCREENSHOTS = Path(os.environ.get("CARTBACK_ARTIFACTS", ROOT / "artifacts")) / "screenshots"
-
-
-@contextmanager
-def serving(app: Flask, *, port: int | None = None) -> Iterator[str]:
-    """The app on 127.0.0.1 (a free port unless given); yields its base URL."""
-    port = port or free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
 
 
 @contextmanager
