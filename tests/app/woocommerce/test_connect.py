@@ -1,5 +1,5 @@
 """Connecting a WooCommerce store: /woocommerce/connect, /callback and /return (no store behind
-it here; tests/app/test_woocommerce_flow.py runs the whole flow against the fake WooCommerce)."""
+it here; tests/app/woocommerce/test_flow.py runs the whole flow against the fake WooCommerce)."""
 
 from __future__ import annotations
 
