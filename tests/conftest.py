@@ -168,8 +168,8 @@ def drain(runtime: Runtime) -> Callable[[], int]:
 @pytest.fixture
 def journey(client: FlaskClient, runtime: Runtime, drain: Callable[[], int]) -> Any:
     """A demo-platform store (quiet hours off) and a clock-driving journey over it."""
-    from tests.factories import make_store
-    from tests.journey import Journey
+    from tests.support.factories import make_store
+    from tests.support.journey import Journey
 
     make_store(runtime)
     return Journey(client, runtime, drain)
@@ -191,7 +191,7 @@ def messaged_journey(journey: Any) -> Any:
 @pytest.fixture
 def fake_shopify() -> Iterator[Any]:
     from tests.fakes.shopify import FakeShopify
-    from tests.shopify_support import SHOP
+    from tests.support.shopify import SHOP
 
     with FakeShopify() as fake:
         fake.add_shop(SHOP)
@@ -201,7 +201,7 @@ def fake_shopify() -> Iterator[Any]:
 @pytest.fixture
 def shopify(settings: Settings, database: Database, redis_conn: Redis, fake_shopify: Any) -> Iterator[Any]:
     """The app with Shopify configured against the fake, and a driver for one shop."""
-    from tests.shopify_support import ShopifyDriver
+    from tests.support.shopify import ShopifyDriver
 
     shopify_settings = settings.with_overrides(
         shopify_api_key=fake_shopify.client_id,
@@ -227,7 +227,7 @@ def shopify(settings: Settings, database: Database, redis_conn: Redis, fake_shop
 @pytest.fixture
 def fake_graph() -> Iterator[Any]:
     from tests.fakes.whatsapp_graph import FakeGraphAPI
-    from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, WABA_ID
+    from tests.support.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, WABA_ID
 
     with FakeGraphAPI(app_secret=APP_SECRET) as fake:
         fake.add_account(WABA_ID, PHONE_NUMBER_ID, ACCESS_TOKEN, display_phone_number="+91 90000 00001")
@@ -242,9 +242,9 @@ def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph:
     from channels.whatsapp.throttle import SendThrottle
     from sequences.whatsapp.accounts import connect
     from sequences.whatsapp.template_push import push_templates
-    from tests.cloud_support import CloudJourney
-    from tests.factories import make_store
-    from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
+    from tests.support.cloud import CloudJourney
+    from tests.support.factories import make_store
+    from tests.support.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
 
     cloud_settings = settings.with_overrides(
         whatsapp_transport="cloud",
@@ -270,7 +270,7 @@ def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph:
     # by time, and a set-up stamped at the real time would outrank every event of a journey.
     import time_machine
 
-    from tests.journey import T0
+    from tests.support.journey import T0
 
     with time_machine.travel(T0 - timedelta(hours=1), tick=False):
         connect(

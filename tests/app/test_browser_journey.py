@@ -14,8 +14,9 @@ from app import create_app
 from app.wiring import build_runtime
 from demo.store.seed import seed_demo_store
 from sequences.models import CartStatus
-from tests.browser_support import chromium_page, serving
 from tests.servers import free_port
+from tests.support.browser import chromium_page
+from tests.support.http_server import serving
 
 pytestmark = pytest.mark.browser
 

@@ -31,9 +31,9 @@ from connectors.woocommerce.cartflows import url_key
 from sequences.config import Settings
 from sequences.models import PlatformConnection, Store
 from sequences.runtime import Runtime
-from tests.admin_support import sign_in
-from tests.factories import checkout_payload, make_store, order_payload
-from tests.hostile_support import (
+from tests.support.admin import sign_in
+from tests.support.factories import checkout_payload, make_store, order_payload
+from tests.support.hostile import (
     HUGE_STRINGS,
     ODD_BYTES,
     ODD_STRINGS,
@@ -46,8 +46,8 @@ from tests.hostile_support import (
     to_bytes,
     to_json,
 )
-from tests.whatsapp_support import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
-from tests.woocommerce_support import CARTFLOWS_FORM, SITE, WEBHOOK_SECRET, make_woocommerce_store
+from tests.support.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
+from tests.support.woocommerce import CARTFLOWS_FORM, SITE, WEBHOOK_SECRET, make_woocommerce_store
 
 pytestmark = pytest.mark.slow
 

@@ -34,11 +34,11 @@ from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Message, SandboxOutboxMessage, Store
 from tests.conftest import TEST_ENCRYPTION_KEY, _drain_queue
 from tests.servers import free_port
-from tests.shopify_support import SHOP
-from tests.shopify_support import fixture as shopify_fixture
-from tests.whatsapp_support import APP_SECRET, sign
-from tests.whatsapp_support import fixture as whatsapp_fixture
-from tests.woocommerce_support import WEBHOOK_SECRET, make_woocommerce_store
+from tests.support.shopify import SHOP
+from tests.support.shopify import fixture as shopify_fixture
+from tests.support.whatsapp import APP_SECRET, sign
+from tests.support.whatsapp import fixture as whatsapp_fixture
+from tests.support.woocommerce import WEBHOOK_SECRET, make_woocommerce_store
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from sequences.models import CartStatus, Contact, SandboxOutboxMessage
-from tests.journey import Journey
+from tests.support.journey import Journey
 
 MIN = timedelta(minutes=1)
 
@@ -88,7 +88,7 @@ METRICS_TOKEN = "metrics-token-for-tests"
 
 
 def test_metrics_count_carts_messages_and_recovered_revenue(journey, client, runtime):
-    from tests.factories import order_payload
+    from tests.support.factories import order_payload
 
     runtime.settings = runtime.settings.with_overrides(metrics_token=METRICS_TOKEN)
     journey.webhook(30 * MIN, "orders/create", order_payload(total="2098.00"))
@@ -102,7 +102,7 @@ def test_metrics_count_carts_messages_and_recovered_revenue(journey, client, run
     "authorization", [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x"]
 )
 def test_metrics_without_the_token_show_no_store_figures(journey, client, runtime, authorization):
-    from tests.factories import order_payload
+    from tests.support.factories import order_payload
 
     runtime.settings = runtime.settings.with_overrides(metrics_token=METRICS_TOKEN)
     journey.webhook(30 * MIN, "orders/create", order_payload(total="2098.00"))

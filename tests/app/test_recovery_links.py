@@ -11,8 +11,8 @@ from sqlmodel import select
 from sequences.clicks.links import LinkSigner
 from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import Discount, LinkClick
-from tests.factories import make_store
-from tests.journey import Journey
+from tests.support.factories import make_store
+from tests.support.journey import Journey
 
 MIN = timedelta(minutes=1)
 OFFER_NOW = StoreSettings(
@@ -172,7 +172,7 @@ def test_the_token_carries_no_personal_data(journey):
 
 
 def test_a_click_after_the_order_lands_on_the_store_not_a_second_checkout(journey, client):
-    from tests.factories import order_payload
+    from tests.support.factories import order_payload
 
     journey.webhook(30 * MIN, "orders/create", order_payload(total="2098.00"))
     with journey.at(40 * MIN):
@@ -184,7 +184,7 @@ def test_an_order_using_our_code_credits_the_messaged_cart_even_from_a_rebuilt_c
     journey, client, runtime
 ):
     from sequences.models import CartStatus
-    from tests.factories import order_payload
+    from tests.support.factories import order_payload
 
     with journey.at(20 * MIN):
         location = client.get(journey.link_path()).headers["Location"]

@@ -7,8 +7,8 @@ from datetime import timedelta
 from rq.registry import ScheduledJobRegistry
 
 from app.worker import CartbackWorker
-from tests.factories import make_store
-from tests.journey import Journey
+from tests.support.factories import make_store
+from tests.support.journey import Journey
 
 
 def test_the_worker_sweeps_without_being_asked_and_restores_lost_alarms(client, runtime, drain):

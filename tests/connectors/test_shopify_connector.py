@@ -20,7 +20,7 @@ from connectors.base import (
 )
 from connectors.shopify import ShopifyConnector
 from tests.fakes.shopify import FakeShopify
-from tests.shopify_support import SHOP
+from tests.support.shopify import SHOP
 
 
 @pytest.fixture

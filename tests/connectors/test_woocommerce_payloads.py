@@ -20,7 +20,7 @@ from connectors.base import (
 )
 from connectors.woocommerce import WooCommerceConnector, canonical_site_url
 from connectors.woocommerce.connector import sign
-from tests.woocommerce_support import SITE, fixture, signed_headers
+from tests.support.woocommerce import SITE, fixture, signed_headers
 
 connector = WooCommerceConnector()
 

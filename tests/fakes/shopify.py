@@ -35,7 +35,6 @@ from urllib.parse import urlencode
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.shopify_admin_graphql import (
@@ -43,7 +42,7 @@ from tests.fakes.shopify_admin_graphql import (
     OPERATION_HEAD,
     AdminGraphQL,
 )
-from tests.fakes.shopify_http import QuietHandler, json_response, read_body
+from tests.fakes.shopify_http import json_response, read_body
 from tests.fakes.shopify_oauth import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -61,6 +60,7 @@ from tests.fakes.shopify_state import (
     RecordedRequest,
     RefreshToken,
 )
+from tests.support.http_server import ThreadedServer
 
 SHOP_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 CART_ITEMS = re.compile(r"^\d+:[1-9]\d*(,\d+:[1-9]\d*)*$")
@@ -106,8 +106,7 @@ class FakeShopify(ShopifyOAuth, AdminGraphQL):
         self._fail_next: dict[str, list[list[dict[str, Any]]]] = {}
         self._next_id = 1000
         self._lock = threading.RLock()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         self._urls = Map(
             [
                 Rule("/shops/<shop>/admin/oauth/access_token", endpoint="token", methods=["POST"]),
@@ -124,26 +123,15 @@ class FakeShopify(ShopifyOAuth, AdminGraphQL):
     # --- serving ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=QuietHandler)
+        self._server = ThreadedServer(self._wsgi, name="fake-shopify").start()
         self.port = self._server.port
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-shopify",
-            daemon=True,
-        )
-        self._thread.start()
+        self.origin = self._server.origin
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,4 +1,4 @@
-"""How the fake Shopify speaks HTTP: reading request bodies, answering JSON, serving quietly."""
+"""How the fake Shopify speaks HTTP: reading request bodies, answering JSON."""
 
 from __future__ import annotations
 
@@ -6,13 +6,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """No access log per request; errors are still logged."""
 
 
 def read_body(request: Request) -> Any:

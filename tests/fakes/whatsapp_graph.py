@@ -66,11 +66,10 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes import whatsapp_webhooks as webhooks
-from tests.fakes.shopify_http import QuietHandler, json_response
+from tests.fakes.shopify_http import json_response
 from tests.fakes.whatsapp_templates_rules import (
     CONTENT_ALREADY_EXISTS,
     MAX_TEMPLATES_PER_WABA,
@@ -84,6 +83,7 @@ from tests.fakes.whatsapp_templates_rules import (
     check_new_template,
     check_send,
 )
+from tests.support.http_server import QuietHandler, ThreadedServer
 
 API_VERSION = "v25.0"
 DEFAULT_APP_ID = "710000000000001"
@@ -467,8 +467,7 @@ class FakeGraphAPI:
         self._handles: dict[str, str] = {}  # header handle -> MIME type
         self._next_id = 1_000_000_000_000_000
         self._lock = threading.RLock()
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         # Webhook deliveries to the app: sends schedule statuses in a heap of (due on the
         # monotonic clock, order, url, message, status), drained by one courier thread.
         self.webhook_url: str | None = None
@@ -487,17 +486,13 @@ class FakeGraphAPI:
     # --- serving -------------------------------------------------------------------------------
 
     def start(self) -> Self:
-        # threaded=True: one thread per request, so per-request latency overlaps.
-        self._server = make_server(
-            "127.0.0.1", self.port, self._wsgi, threaded=True, request_handler=GraphHandler
-        )
+        # One thread per request (ThreadedServer), so per-request latency overlaps.
+        self._server = ThreadedServer(
+            self._wsgi, port=self.port, name="fake-graph", request_handler=GraphHandler
+        ).start()
         self.port = self._server.port
-        self.origin = f"http://127.0.0.1:{self.port}"
+        self.origin = self._server.origin
         self.url = f"{self.origin}/{API_VERSION}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-graph", daemon=True
-        )
-        self._thread.start()
         with self._outbox_changed:
             self._courier_stopping = False
         self._courier = threading.Thread(target=self._courier_loop, name="fake-graph-webhooks", daemon=True)
@@ -507,12 +502,8 @@ class FakeGraphAPI:
     def stop(self) -> None:
         """Stop serving and delivering; webhooks not yet due are dropped."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         with self._outbox_changed:
             self._courier_stopping = True
             self._outbox.clear()

@@ -36,10 +36,8 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.shopify_http import QuietHandler
 from tests.fakes.woocommerce_auth import (
     AuthError,
     consumer_data,
@@ -68,6 +66,7 @@ from tests.fakes.woocommerce_storefront import checkout_link_page, order_pay_pag
 from tests.fakes.woocommerce_tls import TestCA
 from tests.fakes.woocommerce_webhooks import Deliver, WebhookCourier
 from tests.fakes.woocommerce_wp import wp_json
+from tests.support.http_server import ThreadedServer
 
 
 class FakeWooCommerce(WebhookCourier):
@@ -100,8 +99,7 @@ class FakeWooCommerce(WebhookCourier):
         self._directory: tempfile.TemporaryDirectory[str] | None = None
         self._ca: TestCA | None = None
         self._http: httpx.Client | None = None
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # --- serving ---------------------------------------------------------------------------
 
@@ -109,28 +107,15 @@ class FakeWooCommerce(WebhookCourier):
         self._directory = tempfile.TemporaryDirectory(prefix="fake-woocommerce-")
         self._ca = TestCA(Path(self._directory.name))
         context = self._ca.server_context(["127.0.0.1", "localhost"])
-        self._server = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=QuietHandler, ssl_context=context
-        )
+        self._server = ThreadedServer(self._wsgi, name="fake-woocommerce", ssl_context=context).start()
         self.port = self._server.port
-        self.url = self.site.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-woocommerce",
-            daemon=True,
-        )
-        self._thread.start()
+        self.url = self.site.url = self._server.origin
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
         if self._http is not None:
             self._http.close()
             self._http = None

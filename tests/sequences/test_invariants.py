@@ -34,8 +34,8 @@ from sequences.models import (
     Store,
 )
 from sequences.sandbox import SandboxTransport
-from tests.factories import PHONE, make_store, order_payload
-from tests.journey import T0, Journey
+from tests.support.factories import PHONE, make_store, order_payload
+from tests.support.journey import T0, Journey
 
 MIN = timedelta(minutes=1)
 
@@ -332,7 +332,7 @@ def test_a_delivery_stored_while_redis_was_down_is_processed_after_the_sweep(
 ):
     from redis import Redis
 
-    from tests.factories import checkout_payload, send_webhook
+    from tests.support.factories import checkout_payload, send_webhook
 
     runtime.redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     with journey.at(0 * MIN):
@@ -435,7 +435,7 @@ def test_the_same_checkout_id_and_phone_in_two_stores_stay_apart(client, runtime
     make_store(runtime, "store-a")
     make_store(runtime, "store-b")
     journey = Journey(client, runtime, drain)
-    from tests.factories import checkout_payload
+    from tests.support.factories import checkout_payload
 
     journey.webhook(0 * MIN, "checkouts/create", checkout_payload(updated_at=T0), store="store-a")
     journey.webhook(0 * MIN, "checkouts/create", checkout_payload(updated_at=T0), store="store-b")

@@ -1,0 +1,207 @@
+"""Connecting a number, checking it with Meta, pushing templates, the send limits, health."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import select
+
+from channels.whatsapp.templates import DEFINITIONS
+from channels.whatsapp.throttle import SendThrottle
+from sequences.models import (
+    Message,
+    MessageStatus,
+    RecoveryStep,
+    Store,
+    TemplateStatus,
+    WhatsAppAccount,
+    WhatsAppTemplate,
+)
+from sequences.whatsapp.accounts import AccountError, check, connect
+from sequences.whatsapp.health import FAILURE_RATE_WINDOW, check_failure_rate
+from sequences.whatsapp.template_push import push_templates
+from tests.support.whatsapp import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
+
+
+def test_the_token_is_stored_encrypted(cloud):
+    with cloud.runtime.database.session() as session:
+        account = session.exec(select(WhatsAppAccount)).one()
+    assert ACCESS_TOKEN not in account.access_token_ciphertext
+    assert cloud.runtime.secrets.decrypt(account.access_token_ciphertext) == ACCESS_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"waba_id": "WABA-1"}, "Business Account id is a number"),
+        ({"phone_number_id": "+91 90000 00001"}, "not the phone number"),
+        ({"access_token": "short"}, "incomplete"),
+        ({"default_language": "fr"}, "en, hi"),
+    ],
+)
+def test_connecting_with_wrong_details_says_which_and_saves_nothing(runtime, fields, words):
+    from tests.support.factories import make_store
+
+    store = make_store(runtime)
+    details = {"waba_id": WABA_ID, "phone_number_id": PHONE_NUMBER_ID, "access_token": ACCESS_TOKEN} | fields
+    with pytest.raises(AccountError, match=words):
+        connect(runtime, store.id or 0, **details)
+    with runtime.database.session() as session:
+        assert session.exec(select(WhatsAppAccount)).all() == []
+
+
+def test_check_reports_the_number_and_subscribes_our_app(cloud):
+    report = check(cloud.runtime, cloud.store_id)
+    assert report.ok, report.problems
+    assert report.facts["verified_name"] == "Kurta Corner" and report.facts["quality_rating"] == "GREEN"
+    assert cloud.graph.subscribed(WABA_ID)
+    with cloud.runtime.database.session() as session:
+        account = session.exec(select(WhatsAppAccount)).one()
+    assert account.display_phone_number == "+91 90000 00001" and account.checked_at is not None
+
+
+def test_check_says_what_to_do_about_a_revoked_token(cloud):
+    cloud.graph.revoke_token(ACCESS_TOKEN)
+    report = check(cloud.runtime, cloud.store_id)
+    assert not report.ok
+    assert "refused the access token" in report.problems[0] and "system-user token" in report.problems[0]
+
+
+def test_check_catches_a_number_of_another_account(cloud):
+    cloud.graph.add_account("102290129340399", "106540352242999", "EAAG-other-token-0123456789abcdef")
+    with cloud.runtime.database.locked_session() as session:
+        account = session.exec(select(WhatsAppAccount)).one()
+        account.phone_number_id = "106540352242999"
+        account.access_token_ciphertext = cloud.runtime.secrets.encrypt("EAAG-other-token-0123456789abcdef")
+        cloud.graph.add_token("EAAG-other-token-0123456789abcdef", WABA_ID)
+    report = check(cloud.runtime, cloud.store_id)
+    assert any("does not belong" in problem for problem in report.problems)
+
+
+def test_a_red_quality_rating_pauses_sending_and_green_resumes_it(cloud):
+    cloud.graph.set_quality(PHONE_NUMBER_ID, "RED")
+    assert not check(cloud.runtime, cloud.store_id).ok
+    assert cloud.store().sending_paused and cloud.store().pause_source == "quality"
+    cloud.graph.set_quality(PHONE_NUMBER_ID, "GREEN")
+    assert check(cloud.runtime, cloud.store_id).ok
+    assert not cloud.store().sending_paused
+
+
+def test_templates_push_creates_every_template_with_its_examples(cloud):
+    # The cloud fixture pushed them (auto-approved by the fake): all four are on the WABA
+    for definition in DEFINITIONS:
+        stored = cloud.graph.template(WABA_ID, definition.name, definition.language)
+        assert stored is not None
+    with cloud.runtime.database.session() as session:
+        rows = session.exec(select(WhatsAppTemplate)).all()
+    assert {(row.name, row.language, row.status) for row in rows} == {
+        (d.name, d.language, TemplateStatus.APPROVED) for d in DEFINITIONS
+    }
+    # The image header's example was uploaded through the Resumable Upload API
+    assert any(r.path.endswith(f"{cloud.graph.app_id}/uploads") for r in cloud.graph.requests)
+
+
+def test_pushing_again_reads_back_the_templates_that_exist(cloud):
+    lines: list[str] = []
+    results = push_templates(cloud.runtime, cloud.store_id, progress=lines.append)
+    assert {result.status for result in results} == {"APPROVED"}
+    assert all(result.detail == "already on the account" for result in results)
+    assert lines[0].startswith("uploading") and "[4/4]" in " ".join(lines)
+
+
+def test_new_templates_wait_for_review(cloud):
+    cloud.graph.reset()
+    cloud.graph.add_account(WABA_ID, PHONE_NUMBER_ID, ACCESS_TOKEN, display_phone_number="+91 90000 00001")
+    cloud.graph.auto_approve = False
+    results = push_templates(cloud.runtime, cloud.store_id)
+    assert {result.status for result in results} == {"PENDING"}
+
+
+def test_the_cli_checks_a_store(cloud, monkeypatch):
+    from app.cli.main import main
+
+    monkeypatch.setattr("app.cli.whatsapp.build_runtime", lambda _settings: cloud.runtime)
+    result = CliRunner().invoke(main, ["whatsapp", "check", "--store", "demo-bazaar"])
+    assert result.exit_code == 0, result.output
+    assert "All good" in result.output
+    cloud.graph.revoke_token(ACCESS_TOKEN)
+    result = CliRunner().invoke(main, ["whatsapp", "check", "--store", "demo-bazaar"])
+    assert result.exit_code == 1 and "system-user token" in result.output
+
+
+def test_throughput_is_shared_through_redis(redis_conn):
+    # Given a number allowed 5 messages per second, used by two throttles (two workers)
+    first, second = (
+        SendThrottle(redis_conn, key="k", pair_interval_ms=1),
+        SendThrottle(redis_conn, key="k", pair_interval_ms=1),
+    )
+    started = time.monotonic()
+    refusals = 0
+    for index in range(15):
+        throttle = first if index % 2 else second
+        while (waited := throttle.acquire("pn-1", 5, f"+9198765{index:05d}")) is not None:
+            # A wait longer than the sender may hold its decision goes back to the scheduler
+            refusals += 1
+            time.sleep(waited.retry_after_seconds)
+    # Then 15 sends took about 2 s (5 at once, then 5/s), not less
+    assert time.monotonic() - started >= 1.8
+    assert refusals == 0  # at 5/s the next token is 0.2 s away: within the sender's wait
+
+
+def test_one_message_per_6_seconds_to_the_same_shopper(redis_conn):
+    throttle = SendThrottle(redis_conn, key="k")
+    assert throttle.acquire("pn-1", 80, "+919876543210") is None
+    refused = throttle.acquire("pn-1", 80, "+919876543210")
+    assert refused is not None and 5 < refused.retry_after_seconds <= 6
+    assert throttle.acquire("pn-1", 80, "+919811112222") is None
+    # The key holds a hash, never the number
+    assert not any(b"9876543210" in key for key in redis_conn.keys("cartback:wa:*"))
+
+
+def test_a_high_failure_rate_pauses_sending(cloud):
+    cloud.checkout()
+    cloud.run(timedelta(minutes=15))
+    template = cloud.messages()[0]
+    with cloud.runtime.database.locked_session() as session:
+        for index in range(FAILURE_RATE_WINDOW):
+            step = RecoveryStep(
+                store_id=template.store_id, cart_id=template.cart_id, step_number=10 + index, status="sent"
+            )
+            session.add(step)
+            session.flush()
+            assert step.id is not None
+            session.add(
+                Message(
+                    store_id=template.store_id,
+                    cart_id=template.cart_id,
+                    step_id=step.id,
+                    contact_id=template.contact_id,
+                    transport="cloud",
+                    template_name=template.template_name,
+                    language="en",
+                    status=MessageStatus.FAILED if index % 3 else MessageStatus.DELIVERED,
+                    error_code="131026" if index % 3 else None,
+                )
+            )
+    with cloud.runtime.database.locked_session() as session:
+        store = session.exec(select(Store)).one()
+        assert check_failure_rate(session, store, datetime.now(UTC))
+    store = cloud.store()
+    assert (
+        store.sending_paused
+        and store.pause_source == "failure_rate"
+        and "of the last 20" in (store.pause_reason or "")
+    )
+
+
+def test_the_sweep_rereads_stale_numbers_and_pauses_a_red_one(cloud):
+    from sequences.engine.sweep import run_sweep
+
+    cloud.graph.set_quality(PHONE_NUMBER_ID, "RED")
+    assert run_sweep(cloud.runtime).numbers_checked == 1
+    assert cloud.store().sending_paused and cloud.store().pause_source == "quality"
+    # Checked a moment ago: the next sweep leaves it for an hour
+    assert run_sweep(cloud.runtime).numbers_checked == 0

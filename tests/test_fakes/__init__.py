@@ -1,0 +1,1 @@
+"""The fakes' own tests: each fake answers as the system it stands in for, so tests against it mean something."""
