@@ -193,7 +193,7 @@ def _plans(engine: Engine, name: str, log: list[tuple[float, str, Any]]) -> str:
 
 def _sign_in(client: FlaskClient, runtime: Runtime, store_id: int) -> None:
     link = issue_login_link(runtime, store_id, "bench")
-    # The token travels in the link's #fragment (tests/admin_support.py signs in the same way).
+    # The token travels in the link's #fragment (tests/support/admin.py signs in the same way).
     token = parse_qs(urlparse(link).fragment)["token"][0]
     response = client.post("/admin/login", data={"token": token})
     if response.status_code != 303:

@@ -42,7 +42,7 @@ RECOVERED, OPTED_OUT, CONVERTED = 0.127, 0.032, 0.08
 MESSAGES_CUMULATIVE = (0.7, 0.9, 1.0)  # 1, 2 or 3 steps messaged: 1.4 on average
 STEP_AFTER = (timedelta(0), timedelta(hours=6), timedelta(hours=24))  # after abandonment
 STILL_RECOVERING = timedelta(days=2)
-COST = Decimal("0.86")  # INR per delivered marketing message (tests/admin_support.py's rate)
+COST = Decimal("0.86")  # INR per delivered marketing message (tests/support/admin.py's rate)
 ERRORS = ("131049", "131026", "131050")
 CHUNK = 20_000  # carts per COPY round and commit
 PRODUCTS = (

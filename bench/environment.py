@@ -124,7 +124,7 @@ class BenchEnv:
 
 
 def make_store(runtime: Runtime, slug: str = STORE_SLUG, secret: str = STORE_SECRET) -> Store:
-    """A demo-platform store as tests/factories.make_store makes it: quiet hours off, default steps."""
+    """A demo-platform store as tests/support/factories.make_store makes it: quiet hours off, default steps."""
     settings = StoreSettings(quiet_hours_enabled=False)
     store = Store(
         platform="demo",

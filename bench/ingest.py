@@ -87,7 +87,7 @@ class Measured:
 
 
 def generate_deliveries(path: Path, count: int, secret: str) -> None:
-    """One line per delivery: id, signature, body (compact JSON, shaped like tests/factories)."""
+    """One line per delivery: id, signature, body (compact JSON, shaped like tests/support/factories)."""
     started = time.monotonic()
     base = datetime.now(UTC) - timedelta(hours=1)
     with path.open("w") as out:

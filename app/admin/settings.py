@@ -15,12 +15,12 @@ from app.admin.session import MerchantSession, api_view
 from app.current import get_runtime
 from connectors.base import MalformedPayload
 from connectors.untrusted_json import load_untrusted_json
-from sequences.engine.scheduling import enqueue_replan
 from sequences.merchant.preview import PreviewRefused, render_preview, send_test_message
 from sequences.merchant.settings_changes import (
     HISTORY_LIMIT,
     SettingsRejected,
     as_payload,
+    enqueue_replan,
     history,
     save,
     validate,

@@ -4,5 +4,6 @@
 events to carts; ``sending`` is the alarm's tick (decide under the cart lock, send, record);
 ``scheduling`` keeps Redis wake-ups in step with the database; ``sweep`` rebuilds Redis from the
 database; ``consent`` is STOP and START; ``messages`` renders a step; ``timeline`` is the cart's
-merchant-readable history.
+merchant-readable history; ``cart_states`` is the one state machine (every status change goes
+through it); ``attribution`` finds the cart an order recovers.
 """

@@ -17,7 +17,6 @@ from rq.job import Job, JobStatus
 from sqlmodel import col, select
 
 from sequences import queue
-from sequences.merchant.settings_changes import replan_store
 from sequences.models import ConsentEvent, OptOutSync
 from sequences.queue import JobOptions
 from sequences.runtime import Runtime
@@ -157,18 +156,3 @@ def _still_in_hand(runtime: Runtime, job_id: str) -> bool:
         return True
     job.delete()
     return False
-
-
-def enqueue_replan(runtime: Runtime, store_id: int) -> bool:
-    """Re-time the store's open carts after a settings change; inline when Redis is down
-    (then no worker is sending either, and the new timing must not be lost)."""
-    options = JobOptions(f"replan-{store_id}-{wake_epoch(runtime.now())}", "settings replan")
-    try:
-        queue.enqueue(runtime.queue, queue.REPLAN_STORE, store_id, options=options)
-    except DuplicateJobError:
-        return True
-    except RedisError as exc:
-        log.warning("replan not queued; running it now", extra={"error": type(exc).__name__})
-        replan_store(runtime, store_id)
-        return False
-    return True

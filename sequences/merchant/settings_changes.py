@@ -18,16 +18,22 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
+from rq.exceptions import DuplicateJobError
 from sqlmodel import col, select
 
+from sequences import queue
 from sequences.db import lock_cart_with_contact
 from sequences.engine import policy, steps
+from sequences.engine.scheduling import schedule_wake, wake_epoch
 from sequences.merchant.store_settings import COLLECT_PROBLEMS, Problem, StepSetting, StoreSettings
 from sequences.models import TERMINAL_CART_STATUSES, Cart, SettingsChange, Store
 from sequences.runtime import Runtime
 from sequences.whatsapp.health import MERCHANT, pause_store, resume_store
 
 log = logging.getLogger("cartback.settings")
+# The replan's queueing is reported with the other schedules' (same logger as before it moved here).
+schedule_log = logging.getLogger("cartback.scheduling")
 
 # Carts re-planned per transaction: short transactions keep the worker's sends flowing.
 REPLAN_BATCH = 200
@@ -231,7 +237,6 @@ def history(runtime: Runtime, store_id: int, limit: int = HISTORY_LIMIT) -> list
 
 def replan_store(runtime: Runtime, store_id: int) -> int:
     """Re-time the unsent steps of every open cart of the store; returns the carts touched."""
-    from sequences.engine.scheduling import schedule_wake
 
     touched, after_id = 0, 0
     while True:
@@ -283,3 +288,18 @@ def _replan_cart(runtime: Runtime, store_id: int, cart_id: int) -> Any:
         alarm = cart.next_wake_at
         session.commit()
     return alarm
+
+
+def enqueue_replan(runtime: Runtime, store_id: int) -> bool:
+    """Re-time the store's open carts after a settings change; inline when Redis is down
+    (then no worker is sending either, and the new timing must not be lost)."""
+    options = queue.JobOptions(f"replan-{store_id}-{wake_epoch(runtime.now())}", "settings replan")
+    try:
+        queue.enqueue(runtime.queue, queue.REPLAN_STORE, store_id, options=options)
+    except DuplicateJobError:
+        return True
+    except RedisError as exc:
+        schedule_log.warning("replan not queued; running it now", extra={"error": type(exc).__name__})
+        replan_store(runtime, store_id)
+        return False
+    return True

@@ -16,7 +16,7 @@ from demo.store.webhooks import build_delivery
 from sequences import queue
 from sequences.models import WebhookDelivery
 from sequences.runtime import QUEUE_NAME
-from tests.factories import make_store
+from tests.support.factories import make_store
 
 
 @pytest.mark.parametrize("name", queue.JOB_NAMES)

@@ -17,8 +17,8 @@ from sequences.clicks.discounts import decide_discount
 from sequences.clicks.rebuild import ClickResult, Notice, handle_click
 from sequences.merchant.store_settings import Offer, StepSetting, StoreSettings
 from sequences.models import Cart, CartLine, CartStatus, Discount, LinkClick, Message
-from tests.factories import make_store, order_payload
-from tests.journey import Journey
+from tests.support.factories import make_store, order_payload
+from tests.support.journey import Journey
 
 MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)

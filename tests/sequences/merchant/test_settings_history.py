@@ -10,7 +10,7 @@ import time_machine
 from sequences.merchant.settings_changes import HISTORY_LIMIT, as_payload, history, save
 from sequences.models import Store
 from sequences.runtime import Runtime
-from tests.factories import make_store
+from tests.support.factories import make_store
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ from sequences.merchant.sign_in import (
 )
 from sequences.models import AdminLogin, Store, StoreStatus
 from sequences.runtime import Runtime
-from tests.factories import make_store
+from tests.support.factories import make_store
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
