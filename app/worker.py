@@ -1,4 +1,16 @@
-"""The RQ worker class cartback runs: in-process jobs, the engine runtime, a periodic sweep.
+"""The worker process: RQ job loops, and the dispatcher that claims due carts from the database.
+
+Every worker process is the same, and none is special:
+- RQ job loops (``--threads``) run the queued jobs (deliveries, syncs, the sweep...).
+- One dispatcher thread claims the carts whose moment has come (``Cart.next_wake_at``, see
+  sequences.engine.dispatch) and runs them as batches (engine.batch_send: a few statements
+  per batch, the transport's calls concurrent), polling at least every
+  DISPATCH_POLL_SECONDS. Whichever worker is alive takes due work: a dead one
+  costs its claimed carts the claim's lease (seconds), never a stall.
+- The same thread promotes RQ's scheduled jobs (retries with a back-off) under a lock of a
+  second or two, instead of RQ's scheduler process whose lock outlives a dead holder by
+  minutes, and starts the periodic jobs (the sweep, the platform syncs) once per period
+  across all workers: the first worker to claim the period's key in Redis enqueues it.
 
 SimpleWorker runs jobs in the worker process instead of forking one per job: ~2.6x the job
 rate here (measured: ~210 vs ~80 trivial jobs/s), and the database pool and HTTP client stay
@@ -10,11 +22,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import DuplicateJobError
+from rq.registry import ScheduledJobRegistry
+from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
 from app.logs import configure_logging
@@ -23,24 +39,32 @@ from connectors.base import RegistersWebhooks
 from sequences import queue
 from sequences import runtime as runtime_module
 from sequences.config import ConfigError, Settings
+from sequences.engine import dispatch
+from sequences.engine.batch_send import advance_batch
 from sequences.queue import CartbackJob, JobOptions
 from sequences.runtime import QUEUE_NAME, Runtime
 
 log = logging.getLogger("cartback.worker")
 
-# Seconds between sweeps (rebuilding Redis from the database); one runs per interval across
-# all workers thanks to its unique job id.
+# Seconds between sweeps (the database's safety net and chores); one per interval across all
+# workers (``claim_period``).
 SWEEP_INTERVAL_SECONDS = 60
 # Seconds between syncs of the platforms that never retry a failed delivery (WooCommerce):
 # their webhooks re-activated and changed orders read back. A lost order update is caught
 # within this, well inside the 15 minutes before a cart's first message.
 PLATFORM_SYNC_INTERVAL_SECONDS = 600
-# Worker key TTL in Redis; rq derives the blocking dequeue timeout from it (ttl - 15 s), so
-# an idle worker looks at the sweep clock every 15 s instead of rq's default ~7 minutes.
+# How often an idle dispatcher looks for due carts: the schedule's granularity (a step goes
+# out at most this late, plus the time to send it). An index range scan that finds nothing.
+DISPATCH_POLL_SECONDS = 0.25
+# How often the scheduled-job promotion runs, and how long its lock lives: a holder that
+# dies delays retries by at most this.
+PROMOTE_LOCK_MS = 1500
+PROMOTE_LOCK_KEY = "cartback:rq-promote-lock"
+PERIOD_KEY = "cartback:period:{name}:{slot}"
+# Worker key TTL in Redis; rq derives the blocking dequeue timeout from it (ttl - 15 s).
 WORKER_TTL_SECONDS = 30
-# rq logs three lines per job at INFO ("default: wake (…)", "Job OK", "result discarded"): at
-# hundreds of sends a second that is most of the log and a few ms of CPU per message. The
-# engine logs what happened to each cart itself; rq's warnings and errors still show.
+# rq logs three lines per job at INFO ("default: sweep (…)", "Job OK", "result discarded"): at
+# hundreds of jobs a second that is most of the log. rq's warnings and errors still show.
 RQ_LOG_LEVEL = "WARNING"
 
 
@@ -51,31 +75,16 @@ class CartbackWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL_SECONDS)
         super().__init__(*args, **kwargs)
-        self._next_sweep_at = 0.0
         if not _installed():
             configure_logging()
             runtime_module.install(worker_runtime(Settings.from_env()))
-
-    @property
-    def should_run_maintenance_tasks(self) -> bool:
-        return time.monotonic() >= self._next_sweep_at or bool(super().should_run_maintenance_tasks)
-
-    def run_maintenance_tasks(self) -> None:
-        if time.monotonic() >= self._next_sweep_at:
-            self._next_sweep_at = time.monotonic() + SWEEP_INTERVAL_SECONDS
-            enqueue_sweep(self.connection)
-            enqueue_platform_syncs(self.connection, runtime_module.current())
-        if super().should_run_maintenance_tasks:
-            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
 
 class JobThreadWorker(CartbackWorker):
     """An extra job loop inside `cartback worker --threads N`, sharing the process's runtime.
 
-    A send spends most of its time waiting for Meta's answer (~100 ms); threads keep many sends
-    in flight per process. Only the main thread may handle signals or arm SIGALRM, so these
-    loops time jobs out with a timer and stop when the main loop stops them; the main loop
-    alone runs the scheduler and the sweep.
+    Only the main thread may handle signals or arm SIGALRM, so these loops time jobs out with
+    a timer and stop when the main loop stops them; the main loop alone runs rq's maintenance.
     """
 
     death_penalty_class = TimerDeathPenalty
@@ -88,9 +97,106 @@ class JobThreadWorker(CartbackWorker):
         return False
 
 
+class Dispatcher:
+    """The loop that claims due carts, promotes scheduled jobs and starts periodic work.
+
+    Up to ``batches_in_flight`` claimed batches are worked on at once, each on a thread of its
+    own: a batch waiting on a slow number (or a slow Graph API) holds back only itself.
+    """
+
+    def __init__(self, runtime: Runtime, *, batches_in_flight: int = 1) -> None:
+        self.runtime = runtime
+        self.stopping = threading.Event()
+        self._next_promotion = 0.0
+        self._width = max(batches_in_flight, 1)
+        self._slots = threading.BoundedSemaphore(self._width)
+        self._pool = ThreadPoolExecutor(self._width, thread_name_prefix="batch")
+
+    def round(self) -> int:
+        """One pass: periodic work, scheduled jobs, then one claim of due carts, handed to a
+        free batch thread (waiting for one). Returns the number of carts claimed (a full batch
+        means more are waiting)."""
+        now = time.monotonic()
+        if now >= self._next_promotion:
+            self._next_promotion = now + PROMOTE_LOCK_MS / 1000
+            try:
+                start_periodic_work(self.runtime)
+                promote_scheduled_jobs(self.runtime.redis)
+            except RedisError as exc:
+                log.warning("Redis unreachable: periodic work waits", extra={"error": type(exc).__name__})
+        self._slots.acquire()
+        handed: list[bool] = []
+        try:
+            claimed = dispatch.dispatch_due(
+                self.runtime,
+                run=lambda runtime, cart_ids: handed.append(bool(self._pool.submit(self._advance, cart_ids))),
+            )
+        finally:
+            if not handed:
+                self._slots.release()
+        return claimed
+
+    def _advance(self, cart_ids: list[int]) -> None:
+        try:
+            advance_batch(self.runtime, cart_ids)
+        except Exception:
+            # The claim's lease brings the carts back.
+            log.exception(
+                "batch not advanced; its carts come due again after the lease", extra={"carts": len(cart_ids)}
+            )
+        finally:
+            self._slots.release()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                claimed = self.round()
+            except Exception:
+                # A database restart, say: log, wait a moment, go on; the schedule is intact.
+                log.exception("dispatch round failed; retrying")
+                claimed = 0
+            if claimed < dispatch.BATCH:
+                self.stopping.wait(DISPATCH_POLL_SECONDS)
+
+    def drain(self) -> int:
+        """Rounds until nothing is due (``--burst``); returns the carts claimed."""
+        total = 0
+        while claimed := self.round():
+            total += claimed
+        # Every batch handed out is done before the caller looks at the queue.
+        self._pool.shutdown(wait=True)
+        self._pool = ThreadPoolExecutor(self._width, thread_name_prefix="batch")
+        return total
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._pool.shutdown(wait=True)
+
+
 def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> None:
-    """The main job loop (scheduler, sweep, signals) plus ``threads - 1`` loops in threads."""
+    """The dispatcher and the main job loop (signals), plus ``threads - 1`` job loops in threads."""
     queues = [runtime.queue]
+    dispatcher = Dispatcher(runtime, batches_in_flight=threads)
+    if burst:
+        # Whatever is due now, then the queue, until both are empty.
+        while True:
+            claimed = dispatcher.drain()
+            had_jobs = runtime.queue.count > 0
+            _run_job_loops(runtime, queues, threads=threads, burst=True)
+            if not claimed and not had_jobs:
+                break
+        dispatcher.stop()
+        return
+    loop = threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True)
+    loop.start()
+    try:
+        _run_job_loops(runtime, queues, threads=threads, burst=False)
+    finally:
+        dispatcher.stop()
+        loop.join(timeout=WORKER_TTL_SECONDS)
+
+
+def _run_job_loops(runtime: Runtime, queues: list[Queue], *, threads: int, burst: bool) -> None:
     extras = [JobThreadWorker(queues, connection=runtime.redis) for _ in range(max(threads, 1) - 1)]
     running = [
         threading.Thread(
@@ -104,9 +210,7 @@ def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> N
     for thread in running:
         thread.start()
     try:
-        CartbackWorker(queues, connection=runtime.redis).work(
-            burst=burst, with_scheduler=True, logging_level=RQ_LOG_LEVEL
-        )
+        CartbackWorker(queues, connection=runtime.redis).work(burst=burst, logging_level=RQ_LOG_LEVEL)
     finally:
         for extra in extras:
             # rq's request_stop raises in the calling thread when the loop is idle: set the
@@ -137,13 +241,49 @@ def _installed() -> bool:
     return True
 
 
-def _queue(connection: Any) -> Queue:
+def _queue(connection: Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=connection, job_class=CartbackJob)
 
 
-def enqueue_platform_syncs(connection: Any, runtime: Runtime) -> None:
-    """One sync job per interval and platform, whichever worker gets there first."""
-    slot = int(time.time()) // PLATFORM_SYNC_INTERVAL_SECONDS
+def claim_period(
+    connection: Redis, name: str, interval_seconds: int, *, at: float | None = None
+) -> int | None:
+    """The current period's number if this caller is the first to claim it, else None.
+
+    The key outlives the period, so a job that finishes early cannot be started again in the
+    same period by a worker whose clock ticks later (a job id alone is freed when it ends).
+    """
+    slot = int(time.time() if at is None else at) // interval_seconds
+    key = PERIOD_KEY.format(name=name, slot=slot)
+    return slot if connection.set(key, 1, nx=True, ex=2 * interval_seconds) else None
+
+
+def start_periodic_work(runtime: Runtime) -> None:
+    """The sweep once a minute and the platform syncs once per interval, across all workers."""
+    if (slot := claim_period(runtime.redis, "sweep", SWEEP_INTERVAL_SECONDS)) is not None:
+        enqueue_sweep(runtime.redis, slot)
+    if (slot := claim_period(runtime.redis, "platform-sync", PLATFORM_SYNC_INTERVAL_SECONDS)) is not None:
+        enqueue_platform_syncs(runtime.redis, runtime, slot)
+
+
+def promote_scheduled_jobs(connection: Redis) -> int:
+    """Move RQ's scheduled jobs whose time has come onto the queue; one promoter at a time.
+
+    What rq's scheduler process does, under a lock of PROMOTE_LOCK_MS instead of minutes.
+    """
+    if not connection.set(PROMOTE_LOCK_KEY, 1, nx=True, px=PROMOTE_LOCK_MS):
+        return 0
+    registry = ScheduledJobRegistry(QUEUE_NAME, connection=connection)  # type: ignore[no-untyped-call]
+    due = len(registry.get_jobs_to_schedule())
+    if due:
+        scheduler = RQScheduler([QUEUE_NAME], connection=connection)
+        scheduler.prepare_registries([QUEUE_NAME])
+        scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+    return due
+
+
+def enqueue_platform_syncs(connection: Redis, runtime: Runtime, slot: int) -> None:
+    """One sync job per platform that needs one, for the period ``slot``."""
     for platform in runtime.connectors.platforms():
         if runtime.connectors.capable(platform, RegistersWebhooks) is None:
             continue
@@ -151,8 +291,6 @@ def enqueue_platform_syncs(connection: Any, runtime: Runtime) -> None:
             options = JobOptions(
                 f"sync-{platform}-{slot}",
                 f"sync {platform}",
-                # Kept for the slot, so the workers' checks each minute find it and skip.
-                result_ttl=PLATFORM_SYNC_INTERVAL_SECONDS,
                 failure_ttl=None,
                 job_timeout=PLATFORM_SYNC_INTERVAL_SECONDS,
                 retry_intervals=(),
@@ -164,8 +302,7 @@ def enqueue_platform_syncs(connection: Any, runtime: Runtime) -> None:
             log.warning("platform sync not enqueued: Redis unreachable")
 
 
-def enqueue_sweep(connection: Any) -> None:
-    slot = int(time.time()) // SWEEP_INTERVAL_SECONDS
+def enqueue_sweep(connection: Redis, slot: int) -> None:
     options = JobOptions(f"sweep-{slot}", "sweep", failure_ttl=None, job_timeout=None, retry_intervals=())
     try:
         queue.enqueue(_queue(connection), queue.SWEEP, options=options)

@@ -21,7 +21,7 @@ from bench.environment import BenchEnv, make_store
 from bench.ingest import start_gunicorn
 from bench.processes import free_port, http_ready, wait_until
 from bench.report import Section, percentile, say
-from bench.seed import schedule_alarms, seed_abandoned_carts
+from bench.seed import seed_abandoned_carts
 from bench.workers import (
     cpu_seconds,
     send_rates,
@@ -132,8 +132,7 @@ def _dispatch(
         with runtime.database.session() as session:
             stored = session.exec(select(Store)).one()
         due = datetime.now(UTC) - timedelta(seconds=1)
-        planned = seed_abandoned_carts(runtime, stored, [due] * config.steps)
-        schedule_alarms(runtime, planned)
+        seed_abandoned_carts(runtime, stored, [due] * config.steps)
         accepted_before = len(fake.sent_messages)
         started = datetime.now(UTC)
         workers = start_workers(scenario, workers_n, threads=config.threads)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from bench.environment import BenchEnv, make_store
 from bench.profiling import Profiler
 from bench.report import Section, say
-from bench.seed import schedule_alarms, seed_abandoned_carts
+from bench.seed import seed_abandoned_carts
 from bench.workers import (
     cpu_seconds,
     send_rates,
@@ -57,8 +57,7 @@ def _one(env: BenchEnv, config: DispatchConfig, workers_n: int, section: Section
         store = make_store(runtime)
         # Due a second ago: the inactivity has passed and the alarms go straight to the queue.
         due = datetime.now(UTC) - timedelta(seconds=1)
-        planned = seed_abandoned_carts(runtime, store, [due] * config.steps)
-        schedule_alarms(runtime, planned)
+        seed_abandoned_carts(runtime, store, [due] * config.steps)
         started = datetime.now(UTC)
         workers = start_workers(scenario, workers_n)
         profiler: Profiler | None = None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from bench.environment import BenchEnv, make_store
 from bench.profiling import Profiler
 from bench.report import Section, say, seconds
-from bench.seed import schedule_alarms, seed_abandoned_carts
+from bench.seed import seed_abandoned_carts
 from bench.workers import (
     StepTimes,
     cpu_seconds,
@@ -101,8 +101,7 @@ def _one(
         first_due = t0 + timedelta(seconds=load.lead_s)
         step = load.spread_s / load.steps
         due = [first_due + timedelta(seconds=i * step) for i in range(load.steps)]
-        planned = seed_abandoned_carts(runtime, store, due)
-        schedule_alarms(runtime, planned)
+        seed_abandoned_carts(runtime, store, due)
         workers = start_workers(scenario, workers_n)
         profiler: Profiler | None = None
         try:

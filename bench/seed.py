@@ -5,7 +5,7 @@ where the ORM would take minutes). Each cart has its own consenting contact (so 
 per-contact frequency cap never skips a step), one line, status ``abandoned``, last activity
 15 minutes before its step 1, and the step rows ``steps.plan`` would write for the store's
 settings (step 1 due at the given time, steps 2 and 3 hours later). ``next_wake_at`` is step
-1's due time and the alarm is set with the engine's own ``schedule_wake``.
+1's due time: the schedule the workers claim from (engine.dispatch).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from sqlalchemy import Table
 
 from bench.report import say
 from sequences.engine import policy
-from sequences.engine.scheduling import schedule_wake
 from sequences.models import Cart, CartLine, CartStatus, Contact, RecoveryStep, StepStatus, Store
 from sequences.runtime import Runtime
 
@@ -130,17 +129,3 @@ def seed_abandoned_carts(
         f"  seeded {len(carts):,} abandoned carts ({len(step_rows):,} step rows) in {time.monotonic() - started:.1f} s"
     )
     return planned_ids
-
-
-def schedule_alarms(runtime: Runtime, planned: Sequence[tuple[int, datetime]]) -> float:
-    """Set each cart's alarm exactly as the engine does; returns the seconds it took."""
-    started = time.monotonic()
-    for cart_id, due in planned:
-        if not schedule_wake(runtime, cart_id, due):
-            raise RuntimeError(f"schedule_wake failed for cart {cart_id} (Redis unreachable?)")
-    elapsed = time.monotonic() - started
-    say(
-        f"  scheduled {len(planned):,} alarms with schedule_wake in {elapsed:.1f} s "
-        f"({len(planned) / elapsed:,.0f}/s)"
-    )
-    return elapsed

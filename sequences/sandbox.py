@@ -7,11 +7,15 @@ The development and demo stand-in for WhatsApp. It lives beside the engine, not 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from channels.transport import OutboundMessage, OutboundText, SendOutcome
+from channels.transport import OutboundMessage, OutboundText, Sender, SendOutcome
 from sequences.db import Database
 from sequences.models import SandboxOutboxMessage
 
@@ -25,25 +29,26 @@ class SandboxTransport:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def send(self, message: OutboundMessage) -> SendOutcome:
-        provider_id = f"sandbox.{uuid.uuid4().hex}"
-        preview = message.preview
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
+        """The outbox has no sending limits."""
+        return [None] * len(recipients)
+
+    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
+        """The batch in one insert; one already in the outbox sends the batch one by one."""
+        rows = [_outbox_row(message) for message in messages]
         try:
-            with self._database.session() as session:
-                session.add(
-                    SandboxOutboxMessage(
-                        store_id=message.store_id,
-                        message_id=message.message_id,
-                        provider_message_id=provider_id,
-                        to_phone=message.to_phone_e164,
-                        template_name=message.template_name,
-                        body="\n\n".join(
-                            str(part) for part in (preview.get("body"), preview.get("footer")) if part
-                        ),
-                        image_url=preview.get("image_url"),
-                        buttons=list(preview.get("buttons", [])),
-                    )
-                )
+            with self._database.engine.begin() as connection:
+                connection.execute(insert(OUTBOX), rows)
+        except IntegrityError:
+            return [self.send(message) for message in messages]
+        return [SendOutcome.sent(row["provider_message_id"]) for row in rows]
+
+    def send(self, message: OutboundMessage) -> SendOutcome:
+        row = _outbox_row(message)
+        provider_id = row["provider_message_id"]
+        try:
+            with self._database.engine.begin() as connection:
+                connection.execute(insert(OUTBOX), [row])
         except IntegrityError:
             # Already in the outbox: report the original, never a second copy.
             with self._database.session() as session:
@@ -66,3 +71,21 @@ class SandboxTransport:
                 )
             )
         return SendOutcome.sent(provider_id)
+
+
+OUTBOX: Table = SandboxOutboxMessage.__table__  # type: ignore[attr-defined]
+
+
+def _outbox_row(message: OutboundMessage) -> dict[str, Any]:
+    preview = message.preview
+    return {
+        "store_id": message.store_id,
+        "message_id": message.message_id,
+        "provider_message_id": f"sandbox.{uuid.uuid4().hex}",
+        "to_phone": message.to_phone_e164,
+        "template_name": message.template_name,
+        "body": "\n\n".join(str(part) for part in (preview.get("body"), preview.get("footer")) if part),
+        "image_url": preview.get("image_url"),
+        "buttons": list(preview.get("buttons", [])),
+        "created_at": datetime.now(UTC),
+    }

@@ -137,8 +137,12 @@ def client(app: Flask) -> FlaskClient:
 
 
 def _drain_queue(runtime: Runtime) -> int:
-    """Run every job that is due now (scheduled ones included) in this process."""
+    """Run every job and every cart moment that is due now (scheduled jobs included) in this
+    process; returns how many jobs and carts were run."""
     from rq.registry import ScheduledJobRegistry
+
+    from sequences import runtime as runtime_module
+    from sequences.engine.dispatch import dispatch_due
 
     queue = runtime.queue
     registry = ScheduledJobRegistry(queue=queue)
@@ -151,12 +155,14 @@ def _drain_queue(runtime: Runtime) -> int:
             scheduler.acquire_locks()
             scheduler.enqueue_scheduled_jobs()
             scheduler.release_locks()
-        if queue.count == 0:
+        jobs = queue.count
+        if jobs:
+            SimpleWorker([queue], connection=runtime.redis).work(burst=True)
+        # With the runtime jobs run with (the last app built installs its own), as a worker would.
+        carts = dispatch_due(runtime_module.current(), limit=1000)
+        if not jobs and not carts:
             break
-        worker = SimpleWorker([queue], connection=runtime.redis)
-        before = queue.count
-        worker.work(burst=True)
-        ran += before
+        ran += jobs + carts
     return ran
 
 

@@ -2,7 +2,8 @@
 
 One pooled httpx client per process (connections are reused across sends and threads).
 Before each send the number's token bucket and the recipient's pair slot are taken in Redis,
-shared by all workers (``throttle``). What Meta answers becomes a ``SendOutcome`` through the
+shared by all workers (``throttle``); a batch takes them for all its messages at once
+(``reserve``, before the engine writes its ledger) and is then sent concurrently. What Meta answers becomes a ``SendOutcome`` through the
 error policy in ``errors``; a timeout after the request went out is UNKNOWN, never retried,
 because Meta may have sent it (invariant 1: a skipped message beats a duplicate).
 """
@@ -10,6 +11,10 @@ because Meta may have sent it (invariant 1: a skipped message beats a duplicate)
 from __future__ import annotations
 
 import logging
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +31,9 @@ log = logging.getLogger("cartback.whatsapp.cloud")
 SEND_TIMEOUT = httpx.Timeout(15.0, connect=3.0, pool=5.0)
 # Enough connections for a threaded worker's sends in flight at once.
 SEND_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+# Sends in flight at once per process (a batch's calls overlap; Meta answers in ~100 ms, so
+# this carries ~600 messages/s, beyond one upgraded number's 1,000/s only with more workers).
+SEND_CONCURRENCY = 64
 # Nothing left our side: these never reached Meta, so trying again cannot duplicate.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 NOT_SENT_RETRY_AFTER = timedelta(minutes=1)
@@ -53,8 +61,44 @@ class CloudTransport:
         self._graph_url = graph_url.rstrip("/")
         self._http = http
         self._throttle = throttle
+        self._senders: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
+        """Each message's place in its number's limits (throttle), before the ledger is written."""
+        waits: list[timedelta | None] = [None] * len(recipients)
+        by_number: dict[str, list[int]] = defaultdict(list)
+        for index, (sender, _phone) in enumerate(recipients):
+            if sender is not None:
+                by_number[sender.phone_number_id].append(index)
+        for number, indexes in by_number.items():
+            sender = recipients[indexes[0]][0]
+            assert sender is not None
+            found = self._throttle.reserve(
+                number, sender.messages_per_second, [recipients[index][1] for index in indexes]
+            )
+            for index, wait in zip(indexes, found, strict=True):
+                waits[index] = None if wait is None else timedelta(seconds=wait)
+        return waits
+
+    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
+        """Messages whose places ``reserve`` took, sent concurrently (each waits ~100 ms on Meta)."""
+        if len(messages) == 1:
+            return [self._send(messages[0], throttled=False)]
+        return list(self._pool().map(lambda message: self._send(message, throttled=False), messages))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(
+                    max_workers=SEND_CONCURRENCY, thread_name_prefix="graph-send"
+                )
+            return self._senders
 
     def send(self, message: OutboundMessage) -> SendOutcome:
+        return self._send(message, throttled=True)
+
+    def _send(self, message: OutboundMessage, *, throttled: bool) -> SendOutcome:
         payload = {
             **_addressed(message.to_phone_e164),
             "type": "template",
@@ -65,7 +109,9 @@ class CloudTransport:
             },
             "biz_opaque_callback_data": message.biz_opaque_callback_data,
         }
-        return self._post(message.sender, message.to_phone_e164, payload, message_id=message.message_id)
+        return self._post(
+            message.sender, message.to_phone_e164, payload, message_id=message.message_id, throttled=throttled
+        )
 
     def send_text(self, message: OutboundText) -> SendOutcome:
         payload = {
@@ -73,20 +119,30 @@ class CloudTransport:
             "type": "text",
             "text": {"body": message.body, "preview_url": False},
         }
-        return self._post(message.sender, message.to_phone_e164, payload, message_id=None)
+        return self._post(message.sender, message.to_phone_e164, payload, message_id=None, throttled=True)
 
     def _post(
-        self, sender: Sender | None, to_phone_e164: str, payload: dict[str, Any], *, message_id: int | None
+        self,
+        sender: Sender | None,
+        to_phone_e164: str,
+        payload: dict[str, Any],
+        *,
+        message_id: int | None,
+        throttled: bool,
     ) -> SendOutcome:
         if sender is None:
             return SendOutcome(OutcomeKind.DROP_STEP, error_detail="no WhatsApp number connected")
-        throttled = self._throttle.acquire(sender.phone_number_id, sender.messages_per_second, to_phone_e164)
-        if throttled is not None:
+        waiting = (
+            self._throttle.acquire(sender.phone_number_id, sender.messages_per_second, to_phone_e164)
+            if throttled
+            else None
+        )
+        if waiting is not None:
             return SendOutcome(
                 OutcomeKind.RETRY_LATER,
                 error_code="throttled",
-                error_detail=throttled.reason,
-                retry_after=timedelta(seconds=max(1.0, throttled.retry_after_seconds)),
+                error_detail=waiting.reason,
+                retry_after=timedelta(seconds=max(1.0, waiting.retry_after_seconds)),
             )
         try:
             response = self._http.post(

@@ -88,6 +88,21 @@ def abandon(cart: Cart, at: datetime) -> None:
     cart.abandoned_at = at
 
 
+def abandon_values(cart: Cart, at: datetime) -> dict[str, Any]:
+    """``abandon`` as the columns a Core UPDATE writes (engine.batch_send)."""
+    if not may_move(cart.status, CartStatus.ABANDONED):
+        raise IllegalCartTransition(cart.id, cart.status, CartStatus.ABANDONED)
+    return {"status": CartStatus.ABANDONED, "abandoned_at": at}
+
+
+def recovering_values(cart: Cart) -> dict[str, Any]:
+    """``start_recovering`` as the columns a Core UPDATE writes, for a cart already recovering
+    too (a later step's message): it stays so."""
+    if cart.status != CartStatus.RECOVERING and not may_move(cart.status, CartStatus.RECOVERING):
+        raise IllegalCartTransition(cart.id, cart.status, CartStatus.RECOVERING)
+    return {"status": CartStatus.RECOVERING}
+
+
 def start_recovering(cart: Cart) -> None:
     """A message went out, or may have: the cart is being recovered."""
     _move(cart, CartStatus.RECOVERING)

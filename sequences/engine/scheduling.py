@@ -1,15 +1,15 @@
-"""Wake-ups in Redis for carts whose next moment is known (the database says when).
+"""The engine's jobs put on the queue after a commit: deliveries, opt-out syncs, confirmations.
 
-A cart's ``next_wake_at`` is the truth; the RQ scheduled job ``wake-{cart}-{epoch}`` is only
-an alarm clock. Alarms are idempotent (unique ids), a stale alarm does nothing but set the
-next one, and the sweep re-creates alarms Redis lost.
+Each is enqueued only once its database row is committed, under a deterministic id, and is
+safe to run twice (the row says whether it was done). Redis being down loses nothing: the
+sweep finds the rows and enqueues them again. Carts have no job: their schedule is
+``Cart.next_wake_at``, claimed by the workers (engine.dispatch).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from redis.exceptions import RedisError
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -22,33 +22,6 @@ from sequences.queue import JobOptions
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.scheduling")
-
-
-def wake_epoch(at: datetime) -> int:
-    # rq scores schedules in whole seconds and may start a job up to 1 s early: round up so
-    # an alarm never fires before the moment it is for.
-    return math.ceil(at.timestamp())
-
-
-def wake_job_id(cart_id: int, at: datetime) -> str:
-    return f"wake-{cart_id}-{wake_epoch(at)}"
-
-
-def schedule_wake(runtime: Runtime, cart_id: int, at: datetime) -> bool:
-    """Set an alarm for the cart; False if Redis is unreachable (the sweep will set it)."""
-    epoch = wake_epoch(at)
-    options = JobOptions(wake_job_id(cart_id, at), "wake")
-    due = None if epoch <= runtime.now().timestamp() else datetime.fromtimestamp(epoch, UTC)
-    try:
-        queue.enqueue(runtime.queue, queue.ADVANCE_CART, cart_id, options=options, at=due)
-    except DuplicateJobError:
-        return True
-    except RedisError as exc:
-        log.warning(
-            "wake not scheduled; the sweep will", extra={"cart_id": cart_id, "error": type(exc).__name__}
-        )
-        return False
-    return True
 
 
 def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
@@ -66,27 +39,6 @@ def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
         )
         return False
     return True
-
-
-# Jobs in these states will not run again: their lingering key must not stand in for an alarm.
-DEAD_JOB_STATUSES = (b"failed", b"stopped", b"canceled")
-
-
-def existing_job_ids(runtime: Runtime, job_ids: list[str]) -> set[str]:
-    """The ids whose job will still run. A job that failed for good keeps its key for
-    queue.FAILURE_TTL_SECONDS; it is deleted here so the sweep can set the alarm again."""
-    pipeline = runtime.redis.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipeline.hget(Job.key_for(job_id), "status")
-    live: set[str] = set()
-    for job_id, status in zip(job_ids, pipeline.execute(), strict=True):
-        if status is None:
-            continue
-        if status in DEAD_JOB_STATUSES:
-            Job(job_id, connection=runtime.redis).delete()
-            continue
-        live.add(job_id)
-    return live
 
 
 def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:

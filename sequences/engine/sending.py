@@ -9,8 +9,10 @@ send that step again (invariant 1): an unresolved SENDING step becomes UNCERTAIN
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
@@ -21,7 +23,6 @@ from sequences.db import lock_cart_with_contact
 from sequences.engine import cart_states, policy, steps, timeline
 from sequences.engine.consent import opt_out_locked
 from sequences.engine.messages import render_step_message
-from sequences.engine.scheduling import schedule_wake
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.models import (
     TERMINAL_CART_STATUSES,
@@ -67,16 +68,22 @@ def advance_cart(runtime: Runtime, cart_id: int) -> list[str]:
     """Run everything that is due for the cart now; returns what happened, step by step."""
     happened: list[str] = []
     decision = _decide(runtime, cart_id, happened)
+    if decision.outbound is not None:
+        finish_send(runtime, cart_id, decision, _transmit(runtime, decision.outbound), happened)
+    return happened
+
+
+def finish_send(
+    runtime: Runtime, cart_id: int, decision: Decision, outcome: SendOutcome, happened: list[str]
+) -> None:
+    """Record a transmitted step's outcome and go on with the cart from there."""
     # Bounded: at most one send per step. Recording an outcome also decides what comes next,
     # in the same locked transaction (one round of locking per send, not two).
     for _ in range(5):
-        if decision.outbound is None:
-            break
-        outcome = _transmit(runtime, decision.outbound)
         decision = _record_outcome(runtime, cart_id, decision, outcome, happened)
-    if decision.wake_at is not None:
-        schedule_wake(runtime, cart_id, decision.wake_at)
-    return happened
+        if decision.outbound is None:
+            return
+        outcome = _transmit(runtime, decision.outbound)
 
 
 def _transmit(runtime: Runtime, outbound: OutboundMessage) -> SendOutcome:
@@ -150,10 +157,16 @@ def _decide_locked(
         _replace_older_sequences(session, cart, now)
 
     cart_steps = steps.steps_of(session, cart.id)
-    if any(step.status == StepStatus.SENDING for step in cart_steps):
-        # Another worker is mid-send (or died there: the sweep resolves it). Its own loop
-        # continues the sequence; never put a second message beside an unresolved one.
-        return Decision()
+    for sending in cart_steps:
+        if sending.status != StepStatus.SENDING:
+            continue
+        assert sending.attempted_at is not None
+        if now < sending.attempted_at + SENDING_GRACE:
+            # Another worker is mid-send: its own loop continues the sequence. Never put a
+            # second message beside an unresolved one; look again when it must be over.
+            return _wait(cart, sending.attempted_at + SENDING_GRACE)
+        # Its sender died between the ledger and the outcome.
+        settle_abandoned_send(session, cart, sending)
     _skip_superseded(session, cart, cart_steps, now, happened)
     while (step := steps.next_due(cart_steps)) is not None:
         assert step.due_at is not None and contact is not None
@@ -187,6 +200,23 @@ def _decide_locked(
     return _wait(cart, window_end)
 
 
+def settle_abandoned_send(session: Session, cart: Cart, step: RecoveryStep) -> str:
+    """A step left SENDING past the grace period: its sender stopped before recording the
+    outcome. Maybe sent, so never resent: UNCERTAIN; FAILED when Meta has reported the message
+    failed meanwhile (the webhook applied what that means). Returns the status given."""
+    message = session.exec(select(Message).where(Message.step_id == step.id)).first()
+    if message is not None and message.status == MessageStatus.FAILED:
+        # Not uncertain: no message reached the shopper.
+        step.status, step.reason = StepStatus.FAILED, message.error_detail or "Meta reported it failed"
+        return StepStatus.FAILED
+    step.status, step.reason = StepStatus.UNCERTAIN, "sender stopped before recording the outcome"
+    if message is not None and message.status == MessageStatus.QUEUED:
+        message.status = MessageStatus.UNCERTAIN
+    _reached_shopper(cart, step.attempted_at or cart.last_activity_at)
+    timeline.record(session, cart, "message_uncertain", step=step.step_number)
+    return StepStatus.UNCERTAIN
+
+
 def _skip_superseded(
     session: Session, cart: Cart, cart_steps: list[RecoveryStep], now: datetime, happened: list[str]
 ) -> None:
@@ -218,6 +248,29 @@ def _guard(
     runtime: Runtime,
 ) -> tuple[str | None, datetime | None]:
     """(skip reason, defer-until) for the step due now; both None means send."""
+    skip, defer_to = send_guard(store, settings, cart, contact, now, window_end)
+    if skip is not None or defer_to is not None:
+        return skip, defer_to
+    since = now - policy.frequency_window(runtime.time_scale)
+    recent = session.exec(
+        select(func.count())
+        .select_from(Message)
+        .where(
+            Message.contact_id == contact.id,
+            Message.store_id == store.id,
+            col(Message.created_at) >= since,
+            # Messages that went out (or may have): one waiting to retry has not, and a step's
+            # own message must not count against that step.
+            col(Message.status).in_(REACHED_SHOPPER),
+        )
+    ).one()
+    return frequency_guard(recent, settings)
+
+
+def send_guard(
+    store: Store, settings: StoreSettings, cart: Cart, contact: Contact, now: datetime, window_end: datetime
+) -> tuple[str | None, datetime | None]:
+    """Every guard but the frequency cap (which counts messages): (skip reason, defer-until)."""
     if store.sending_paused:
         return f"sending paused: {store.pause_reason or 'by the merchant'}", None
     if not contact.marketing_consent:
@@ -236,19 +289,11 @@ def _guard(
         if morning > window_end:
             return "quiet hours: next morning is past the 24 h window", None
         return None, morning
-    since = now - policy.frequency_window(runtime.time_scale)
-    recent = session.exec(
-        select(func.count())
-        .select_from(Message)
-        .where(
-            Message.contact_id == contact.id,
-            Message.store_id == store.id,
-            col(Message.created_at) >= since,
-            # Messages that went out (or may have): one waiting to retry has not, and a step's
-            # own message must not count against that step.
-            col(Message.status).in_(REACHED_SHOPPER),
-        )
-    ).one()
+    return None, None
+
+
+def frequency_guard(recent: int, settings: StoreSettings) -> tuple[str | None, datetime | None]:
+    """The last guard: ``recent`` is the shopper's messages from this store within the window."""
     if recent >= settings.max_messages_per_24h:
         return f"frequency cap: {recent} messages in 24 h", None
     return None, None
@@ -273,28 +318,48 @@ def _channel_guard(
             select(CartLine).where(CartLine.cart_id == cart.id).order_by(col(CartLine.position))
         ).all()
     )
-    template_name = TEMPLATE_WITH_IMAGE if any(line.image_url for line in lines) else TEMPLATE_TEXT_ONLY
     account = session.exec(select(WhatsAppAccount).where(WhatsAppAccount.store_id == store.id)).first()
+    status = None
+    if runtime.transport.needs_whatsapp_account and account is not None:
+        status = session.exec(
+            select(WhatsAppTemplate.status).where(
+                WhatsAppTemplate.store_id == store.id,
+                WhatsAppTemplate.name == template_for(lines),
+                WhatsAppTemplate.language == account.default_language,
+            )
+        ).first()
+    return channel_guard(runtime, lines, account, status, now, window_end, partial(sender_for, runtime))
+
+
+def template_for(lines: list[CartLine]) -> str:
+    return TEMPLATE_WITH_IMAGE if any(line.image_url for line in lines) else TEMPLATE_TEXT_ONLY
+
+
+def channel_guard(
+    runtime: Runtime,
+    lines: list[CartLine],
+    account: WhatsAppAccount | None,
+    template_status: str | None,
+    now: datetime,
+    window_end: datetime,
+    make_sender: Callable[[WhatsAppAccount], Sender],
+) -> tuple[str | None, datetime | None, Channel | None]:
+    """``_channel_guard`` from what it reads: the cart's lines, the store's number and the
+    status of the template those lines need in the number's language."""
+    template_name = template_for(lines)
     language = account.default_language if account is not None else "en"
     if not runtime.transport.needs_whatsapp_account:
         return None, None, Channel(None, language, lines, template_name)
     if account is None:
         return "no WhatsApp number connected: connect one in cartback's settings", None, None
-    status = session.exec(
-        select(WhatsAppTemplate.status).where(
-            WhatsAppTemplate.store_id == store.id,
-            WhatsAppTemplate.name == template_name,
-            WhatsAppTemplate.language == language,
-        )
-    ).first()
-    if status != TemplateStatus.APPROVED:
+    if template_status != TemplateStatus.APPROVED:
         # The steps using a template that is not approved (yet, or any more) wait for it.
-        waiting = f"template {template_name} ({language}) is {status or 'not pushed'}"
+        waiting = f"template {template_name} ({language}) is {template_status or 'not pushed'}"
         recheck = now + TEMPLATE_RECHECK
         if recheck > window_end:
             return f"{waiting} until past the 24 h window", None, None
         return None, recheck, None
-    return None, None, Channel(sender_for(runtime, account), language, lines, template_name)
+    return None, None, Channel(make_sender(account), language, lines, template_name)
 
 
 def _replace_older_sequences(session: Session, cart: Cart, now: datetime) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, update
@@ -32,7 +32,6 @@ from connectors.base import (
 )
 from sequences.db import lock_cart_with_contact
 from sequences.engine import attribution, cart_states, policy, steps, timeline
-from sequences.engine.scheduling import schedule_wake
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.models import (
     TERMINAL_CART_STATUSES,
@@ -56,12 +55,23 @@ from sequences.stores.line_images import fetch_missing_images, fill_lines_from_c
 log = logging.getLogger("cartback.tracking")
 
 
+# How long a late delivery's cart is held off the schedule while its photos are fetched
+# (line_images gives up well within this: its retry budget plus an HTTP timeout).
+IMAGE_FETCH_HOLD = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class ImageHold:
+    held_until: datetime
+    due_at: datetime
+
+
 @dataclass
 class Applied:
     outcome: str
-    wakes: list[tuple[int, datetime]] = field(default_factory=list)
     # A cart whose lines lack images the cache could not supply (fetched after the commit).
     images_for_cart: int | None = None
+    hold: ImageHold | None = None
     # The store's data was deleted, this delivery's row with it: nothing left to mark.
     delivery_deleted: bool = False
 
@@ -112,18 +122,26 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
         delivery.outcome = applied.outcome
         delivery.cart_id = _cart_named(session, store_id, event)
         delivery.processed_at = runtime.now()
-    # Images before alarms: a cart already due (a late delivery) must not be sent by another
-    # worker before its photo is stored. The fetch is bounded (line_images' retry budget), and
-    # an alarm lost meanwhile is rebuilt by the sweep from next_wake_at.
     if applied.images_for_cart is not None:
         try:
             fetch_missing_images(runtime, store_id, applied.images_for_cart)
-        except Exception:  # the delivery is done: a message without a photo beats a lost alarm
+        except Exception:  # the delivery is done: a message without a photo beats none
             log.exception("variant images not fetched", extra={"cart_id": applied.images_for_cart})
-    for cart_id, at in applied.wakes:
-        schedule_wake(runtime, cart_id, at)
+    if applied.hold is not None and applied.images_for_cart is not None:
+        _release_hold(runtime, applied.images_for_cart, applied.hold)
     log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
     return applied.outcome
+
+
+def _release_hold(runtime: Runtime, cart_id: int, hold: ImageHold) -> None:
+    """The photos are stored (or given up on): the cart is due when it was, unless something
+    set its next moment meanwhile."""
+    with runtime.database.engine.begin() as connection:
+        connection.execute(
+            update(Cart)
+            .where(col(Cart.id) == cart_id, col(Cart.next_wake_at) == hold.held_until)
+            .values(next_wake_at=hold.due_at)
+        )
 
 
 def _cart_named(session: Session, store_id: int, event: WebhookEvent) -> int | None:
@@ -324,20 +342,23 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
         cart_states.reopen(cart)  # the shopper is back
     if steps.steps_of(session, cart.id):
         steps.plan(session, cart, store, settings, runtime.time_scale)
+    moment = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
+    hold = None
+    if needs_images and moment < (held_until := runtime.now() + IMAGE_FETCH_HOLD):
+        # A late delivery: the cart is due (or nearly) but its photos are fetched after this
+        # commit. Held so no worker claims it first; process_delivery releases the hold.
+        hold = ImageHold(held_until, moment)
+        moment = held_until
+    _arm(cart, moment)
     return Applied(
-        "captured" if created else "updated",
-        _arm(cart, policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)),
-        images_for_cart=cart.id if needs_images else None,
+        "captured" if created else "updated", images_for_cart=cart.id if needs_images else None, hold=hold
     )
 
 
-def _arm(cart: Cart, at: datetime) -> list[tuple[int, datetime]]:
-    """Set the cart's alarm unless an earlier one is already set (it will re-arm itself)."""
-    assert cart.id is not None
-    if cart.next_wake_at is not None and cart.next_wake_at <= at:
-        return []
-    cart.next_wake_at = at
-    return [(cart.id, at)]
+def _arm(cart: Cart, at: datetime) -> None:
+    """Set the cart's next moment unless an earlier one is already set (it re-arms itself)."""
+    if cart.next_wake_at is None or cart.next_wake_at > at:
+        cart.next_wake_at = at
 
 
 def _checkout_completed(runtime: Runtime, session: Session, cart: Cart) -> Applied:
@@ -351,7 +372,8 @@ def _checkout_completed(runtime: Runtime, session: Session, cart: Cart) -> Appli
         return Applied("checkout completed")
     # A message went out: the order webhook decides attribution; expire if none comes.
     settings_window = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
-    return Applied("checkout completed; awaiting the order", _arm(cart, settings_window))
+    _arm(cart, settings_window)
+    return Applied("checkout completed; awaiting the order")
 
 
 def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartDeleted) -> Applied:

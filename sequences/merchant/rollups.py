@@ -25,7 +25,7 @@ that the kept figures equal a recount (tests/conftest.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -390,6 +390,25 @@ _SHARES: dict[type, tuple[str, frozenset[str], Callable[[Any], Any]]] = {
     Cart: (CARTS, CART_COUNTED, _cart_share),
     Message: (MESSAGES, MESSAGE_COUNTED, _message_share),
 }
+
+
+def count_change(
+    session: OrmSession, model: type, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> None:
+    """A cart or message row written with a Core statement (the ORM's hooks do not see it):
+    its counted columns ``before`` (None: inserted) and ``after`` (None: deleted), as read and
+    written under the row's lock in this transaction. Added to its bucket at commit."""
+    kind, _counted, share = _SHARES[model]
+    if before is not None:
+        _add(session, kind, share(before), -1)
+    if after is not None:
+        _add(session, kind, share(after), +1)
+
+
+def counted_values(obj: Any) -> dict[str, Any]:
+    """The columns of a cart or message that its bucket's figures read."""
+    _kind, counted, _share = _SHARES[type(obj)]
+    return {name: getattr(obj, name) for name in counted}
 
 
 def _add(session: OrmSession, kind: str, share: Any, sign: int) -> None:

@@ -11,6 +11,7 @@ reads those rows back, newest first: who changed what, and when.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -25,7 +26,6 @@ from sqlmodel import col, select
 from sequences import queue
 from sequences.db import lock_cart_with_contact
 from sequences.engine import policy, steps
-from sequences.engine.scheduling import schedule_wake, wake_epoch
 from sequences.merchant.store_settings import COLLECT_PROBLEMS, Problem, StepSetting, StoreSettings
 from sequences.models import TERMINAL_CART_STATUSES, Cart, SettingsChange, Store
 from sequences.runtime import Runtime
@@ -258,9 +258,7 @@ def replan_store(runtime: Runtime, store_id: int) -> int:
             return touched
         for cart_id in cart_ids:
             assert cart_id is not None
-            alarm = _replan_cart(runtime, store_id, cart_id)
-            if alarm is not None:
-                schedule_wake(runtime, cart_id, alarm)
+            if _replan_cart(runtime, store_id, cart_id) is not None:
                 touched += 1
         after_id = cart_ids[-1] or after_id
 
@@ -293,7 +291,7 @@ def _replan_cart(runtime: Runtime, store_id: int, cart_id: int) -> Any:
 def enqueue_replan(runtime: Runtime, store_id: int) -> bool:
     """Re-time the store's open carts after a settings change; inline when Redis is down
     (then no worker is sending either, and the new timing must not be lost)."""
-    options = queue.JobOptions(f"replan-{store_id}-{wake_epoch(runtime.now())}", "settings replan")
+    options = queue.JobOptions(f"replan-{store_id}-{math.ceil(runtime.now().timestamp())}", "settings replan")
     try:
         queue.enqueue(runtime.queue, queue.REPLAN_STORE, store_id, options=options)
     except DuplicateJobError:

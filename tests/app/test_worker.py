@@ -1,64 +1,97 @@
-"""The worker class cartback runs: it sweeps on its own, so a flushed Redis heals itself."""
+"""The worker process: it claims due carts from the database, and starts periodic work once."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from rq.registry import ScheduledJobRegistry
+import time_machine
 
-from app.worker import CartbackWorker
+from app.worker import (
+    SWEEP_INTERVAL_SECONDS,
+    claim_period,
+    promote_scheduled_jobs,
+    run_workers,
+    start_periodic_work,
+)
 from tests.support.factories import make_store
 from tests.support.journey import Journey
 
 
-def test_the_worker_sweeps_without_being_asked_and_restores_lost_alarms(client, runtime, drain):
+def test_a_worker_sends_a_due_step_with_nothing_in_redis(client, runtime, drain):
     make_store(runtime)
     journey = Journey(client, runtime, drain)
     journey.checkout()
-    runtime.redis.flushall()  # the alarm for the 15-minute check is gone
-    with journey.at(timedelta(minutes=1)):
-        CartbackWorker([runtime.queue], connection=runtime.redis).work(burst=True)
-        scheduled = ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
-    assert scheduled == [f"wake-{journey.cart().id}-{int((journey.cart().next_wake_at).timestamp())}"]
-    journey.run(timedelta(minutes=16))
+    runtime.redis.flushall()  # Redis holds no alarm to lose: the schedule is the database's
+    with journey.at(timedelta(minutes=16)):
+        run_workers(runtime, burst=True)
     assert len(journey.outbox()) == 1
 
 
-def test_sweeps_from_many_workers_in_the_same_minute_run_once(runtime):
-    from app.worker import enqueue_sweep
+def _sweeps_queued(runtime) -> int:
+    return sum(1 for job_id in runtime.queue.job_ids if job_id.startswith("sweep-"))
 
-    enqueue_sweep(runtime.redis)
-    enqueue_sweep(runtime.redis)
-    assert runtime.queue.count == 1
+
+def test_the_sweep_starts_once_a_minute_however_many_workers_look(runtime):
+    # Three workers look in the same minute; the first one's sweep has already finished
+    with time_machine.travel(datetime(2026, 12, 6, 10, 0, 5, tzinfo=UTC), tick=False):
+        start_periodic_work(runtime)
+        assert _sweeps_queued(runtime) == 1
+        run_workers(runtime, burst=True)
+        assert runtime.queue.count == 0
+        start_periodic_work(runtime)
+        start_periodic_work(runtime)
+    # Then it ran once (a finished job frees its id; the period's claim does not)
+    assert _sweeps_queued(runtime) == 0
+
+
+def test_a_period_is_claimed_once_and_the_next_one_again(runtime):
+    minute = 1_800_000_000 // SWEEP_INTERVAL_SECONDS * SWEEP_INTERVAL_SECONDS
+    assert claim_period(runtime.redis, "sweep", SWEEP_INTERVAL_SECONDS, at=minute) is not None
+    assert claim_period(runtime.redis, "sweep", SWEEP_INTERVAL_SECONDS, at=minute + 59) is None
+    assert claim_period(runtime.redis, "sweep", SWEEP_INTERVAL_SECONDS, at=minute + 60) is not None
 
 
 def test_platform_syncs_are_queued_once_per_interval_for_the_platforms_that_need_them(runtime):
     from rq import Queue
 
-    from app.worker import enqueue_platform_syncs
-
-    enqueue_platform_syncs(runtime.redis, runtime)
-    enqueue_platform_syncs(runtime.redis, runtime)  # another worker, a minute later
-    [job] = Queue(runtime.queue.name, connection=runtime.redis).get_jobs()
+    start_periodic_work(runtime)
+    start_periodic_work(runtime)  # another worker, a moment later
+    jobs = Queue(runtime.queue.name, connection=runtime.redis).get_jobs()
     # Only WooCommerce gives up on failed deliveries; demo (and Shopify) need no sync.
-    assert job.args == ("woocommerce",) and job.id.startswith("sync-woocommerce-")
+    [sync] = [job for job in jobs if job.id.startswith("sync-")]
+    assert sync.args == ("woocommerce",) and sync.id.startswith("sync-woocommerce-")
+    assert runtime.queue.count == 2  # the sync and the sweep
+
+
+def test_a_job_waiting_for_its_retry_is_put_back_on_the_queue_when_due(runtime):
+    from sequences import queue
+
+    queue.enqueue(
+        runtime.queue,
+        queue.SWEEP,
+        options=queue.JobOptions("later", "sweep"),
+        at=datetime.now(UTC) - timedelta(seconds=1),
+    )
+    assert runtime.queue.count == 0
+    assert promote_scheduled_jobs(runtime.redis) == 1
     assert runtime.queue.count == 1
+    # Another worker a moment later finds the promotion lock held, and nothing to do anyway
+    assert promote_scheduled_jobs(runtime.redis) == 0
 
 
 def test_a_threaded_worker_sends_each_step_once(client, runtime, drain):
-    from app.worker import run_workers
-
     make_store(runtime)
     journey = Journey(client, runtime, drain)
     for n in range(12):
         journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+9198765000{n:02d}")
     with journey.at(timedelta(minutes=16)):
-        # Every cart's alarm four times over (a sweep and a retry racing): the loops contend
-        from sequences.jobs import advance_cart_job
-
+        # Every cart's alarm four times over, as alarms set before the schedule moved to the
+        # database (a sweep and a retry racing): the job loops and the dispatcher contend
         for cart_id in range(1, 13):
             for copy in range(4):
-                runtime.queue.enqueue(advance_cart_job, cart_id, job_id=f"race-{cart_id}-{copy}")
+                runtime.queue.enqueue(
+                    "sequences.jobs.advance_cart_job", cart_id, job_id=f"race-{cart_id}-{copy}"
+                )
         run_workers(runtime, threads=4, burst=True)
         drain()
     assert len(journey.outbox()) == 12

@@ -23,7 +23,6 @@ from channels.whatsapp.webhook_events import (
     StatusEvent,
     TemplateEvent,
 )
-from sequences.engine.scheduling import schedule_wake
 from sequences.models import Store, StoreStatus, WhatsAppAccount
 from sequences.runtime import Runtime
 from sequences.whatsapp.inbound import account_events, replies, statuses
@@ -42,8 +41,6 @@ def apply_events(runtime: Runtime, events: list[Event]) -> Applied:
             result.applied += 1
         else:
             result.ignored += 1
-    for cart_id, at in result.wakes:
-        schedule_wake(runtime, cart_id, at)
     return result
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 
 @dataclass
@@ -14,5 +13,3 @@ class Applied:
     ignored: int = 0
     opted_out_contacts: set[int] = field(default_factory=set)
     confirmations: list[int] = field(default_factory=list)
-    # Carts whose alarm is set to now (a step settled by Meta's status), rung after the commits.
-    wakes: list[tuple[int, datetime]] = field(default_factory=list)

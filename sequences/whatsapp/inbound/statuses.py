@@ -144,9 +144,8 @@ def _settle_step(
         event="message_sent" if was_sending else "message_confirmed",
     )
     if was_sending and cart.status not in TERMINAL_CART_STATUSES:
-        now = runtime.now()
-        cart.next_wake_at = now
-        result.wakes.append((cart.id, now))
+        # The sequence goes on from here: the cart is due now (engine.dispatch claims it).
+        cart.next_wake_at = runtime.now()
 
 
 def _record_pricing(message: Message, event: StatusEvent, contact: Contact | None) -> None:

@@ -200,6 +200,11 @@ def cart_status_writes(source: str) -> list[str]:
                     and _is_cart_write(target.value, target.attr, node.value)
                 ):
                     found.append(f"line {node.lineno}: {ast.unparse(target)} = ...")
+        elif isinstance(node, ast.Dict):
+            # A row for a Core statement: {"status": CartStatus.X, ...}.
+            for key, value in zip(node.keys, node.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "status" and _mentions_cart_status(value):
+                    found.append(f"line {node.lineno}: {{'status': {ast.unparse(value)}}}")
         elif isinstance(node, ast.Call):
             for keyword in node.keywords:
                 if keyword.arg == "status" and _mentions_cart_status(keyword.value):
@@ -246,6 +251,7 @@ OLD_WRITES = [
     "held.closed_at = now",
     "Cart(store_id=1, status='abandoned')",
     "setattr(cart, 'status', 'expired')",
+    "session.execute(update(CART), [{'id': cart.id, 'status': CartStatus.ABANDONED}])",
 ]
 # Writes of other things' statuses, and reads of a cart's, that the scan must leave alone.
 NOT_CART_WRITES = [
@@ -257,6 +263,7 @@ NOT_CART_WRITES = [
     "jsonify(id=cart.id, status=cart.status, status_reason=cart.status_reason)",
     "if cart.status == CartStatus.ABANDONED:\n    cart_states.reopen(cart)",
     "self.problem, self.status = problem, status",
+    "rows.append({'id': step.id, 'status': StepStatus.SENT})",
 ]
 
 

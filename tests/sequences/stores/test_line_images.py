@@ -22,7 +22,7 @@ from connectors.base import StoreAccess
 from connectors.shopify.connector import THROTTLE_RETRIES
 from sequences import db as db_module
 from sequences.stores.line_images import RETRY_BUDGET_SECONDS
-from tests.support.shopify import MIN, OFFER_FIRST
+from tests.support.shopify import MIN, OFFER_FIRST, T0, fixture, iso
 
 # How long the rival writer keeps SQLite's write lock: a burst's writer, slowed down so the
 # fetch certainly meets it.
@@ -160,33 +160,42 @@ def test_a_lock_that_outlasts_the_retries_costs_the_photo_not_the_delivery_nor_m
     assert message.image_url is None
 
 
-def test_a_late_delivery_stores_the_photo_before_its_alarm_can_fire(shopify, monkeypatch):
+def test_a_late_delivery_stores_the_photo_before_its_cart_can_be_claimed(shopify, monkeypatch):
     # Given a checkout delivered late: its cart is already due when it is processed
-    from rq.registry import ScheduledJobRegistry
+    from datetime import UTC, datetime
+
+    from sqlmodel import col, func, select
+
+    from sequences.models import Cart
 
     shopify.install(OFFER_FIRST)
     connector = shopify.runtime.connectors["shopify"]
     real = connector.fetch_variant_images
-    alarms_while_fetching: list[int] = []
+    due_while_fetching: list[int] = []
 
     def fetch_and_look(store: StoreAccess, variant_ids: Sequence[str]) -> dict[str, str | None]:
-        queue = shopify.runtime.queue
-        alarms_while_fetching.append(
-            sum(
-                1
-                for job_id in [*queue.job_ids, *ScheduledJobRegistry(queue=queue).get_job_ids()]
-                if job_id.startswith("wake-")
+        with shopify.runtime.database.session() as session:
+            due_while_fetching.append(
+                session.exec(
+                    select(func.count()).select_from(Cart).where(col(Cart.next_wake_at) <= datetime.now(UTC))
+                ).one()
             )
-        )
         images: dict[str, str | None] = real(store, variant_ids)
         return images
 
     monkeypatch.setattr(connector, "fetch_variant_images", fetch_and_look)
-    # When it is processed 20 minutes after the shopper went quiet
-    shopify.checkout(moment=-20 * MIN)
-    # Then no alarm (which another worker could run at once) existed while the photo was fetched
-    assert alarms_while_fetching == [0]
-    shopify.run(0 * MIN)
+    # When it arrives 20 minutes after the shopper went quiet (and is sent in the same drain)
+    payload = fixture("checkouts_create")
+    payload["updated_at"] = iso(T0 - 20 * MIN)
+    payload["abandoned_checkout_url"] = shopify.fake.checkout_url(shopify.shop, payload["token"])
+    for line in payload["line_items"]:
+        shopify.fake.add_variant(
+            int(line["variant_id"]), image_url=f"https://cdn.shopify.com/{line['variant_id']}.jpg"
+        )
+    assert shopify.webhook(0 * MIN, "checkouts/update", payload).status_code == 200
+    # Then no cart was due (which another worker could claim at once) while the photo was fetched
+    assert due_while_fetching == [0]
+    # ...and the reminder, sent as soon as the photo was stored, carries it
     [message] = shopify.outbox()
     assert message.image_url
 

@@ -1,0 +1,767 @@
+"""Sending in batches: a claimed batch of carts in a few statements, its messages all at once.
+
+engine.dispatch claims the carts whose moment came and hands them here. ``advance_batch``
+does for the common case what sending.advance_cart does for one cart, in three steps:
+
+1. The ledger, in one transaction under the locks (contacts, then carts, each by id; the
+   dashboard's buckets at commit, rollups): every cart's state read in a few statements, the
+   guards checked, and for every step going out now the step SENDING, its message row, the
+   cart's next moment and the dashboard's deltas written with Core statements. The numbers'
+   sending limits are taken before the commit, so a message that may not go yet never
+   enters the ledger. Committed before any transport call: a worker that dies after it
+   leaves its steps SENDING, settled later as UNCERTAIN, never sent twice (invariant 1).
+2. The transport carries the batch at once (the cloud transport's calls run concurrently).
+3. The outcomes, in one transaction under the same locks: "sent" written for the batch, with
+   each cart's next moment.
+
+Only the common path is decided here: a cart whose moment came (abandoned now, or mid-
+sequence) with a consenting shopper, one step due and every guard passing, or its next step
+not due yet. Anything else (a guard that skips the step, a sequence over, a step left
+sending, an older sequence to replace, a message row already there from a retry, an answer
+other than "sent", Meta's webhook settling the step first) goes to sending.advance_cart or
+sending.finish_send, which decide every case. The whole test suite runs through this path
+(tests/conftest.py drains through engine.dispatch), so the two cannot drift apart unseen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import Table, bindparam, func, insert, update
+from sqlmodel import Session, col, select
+
+from channels.transport import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
+from sequences.engine import cart_states, policy, steps
+from sequences.engine.messages import render_step_message
+from sequences.engine.sending import (
+    REACHED_SHOPPER,
+    SENDING_GRACE,
+    Channel,
+    Decision,
+    advance_cart,
+    channel_guard,
+    finish_send,
+    frequency_guard,
+    send_guard,
+    template_for,
+)
+from sequences.merchant import rollups
+from sequences.merchant.store_settings import StoreSettings
+from sequences.models import (
+    TERMINAL_CART_STATUSES,
+    Cart,
+    CartEvent,
+    CartLine,
+    CartStatus,
+    Contact,
+    Message,
+    MessageStatus,
+    RecoveryStep,
+    StepStatus,
+    Store,
+    StoreStatus,
+    WhatsAppAccount,
+    WhatsAppTemplate,
+)
+from sequences.runtime import Runtime
+from sequences.whatsapp.accounts import sender_for
+
+log = logging.getLogger("cartback.batch_send")
+
+
+@runtime_checkable
+class SendsBatches(Protocol):
+    """A transport that takes a batch: its sending limits first, then the messages at once."""
+
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
+        """For each (number, shopper's phone): None when it may go now, else how long to wait."""
+        ...
+
+    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]: ...
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+CART, STEP, MESSAGE, EVENT = _table(Cart), _table(RecoveryStep), _table(Message), _table(CartEvent)
+
+
+@dataclass
+class _State:
+    """What the batch's decisions read, loaded under the locks in a few statements."""
+
+    carts: dict[int, Cart]
+    contacts: dict[int, Contact]
+    stores: dict[int, Store]
+    settings: dict[int, StoreSettings]
+    steps: dict[int, list[RecoveryStep]]
+    lines: dict[int, list[CartLine]]
+    accounts: dict[int, WhatsAppAccount]
+    templates: dict[tuple[int, str, str], str]
+    # Messages that reached each (contact, store) within the frequency window.
+    recent: dict[tuple[int, int], int]
+    # Contacts with an open cart in a store: (contact, store) -> [(cart id, last activity)].
+    open_carts: dict[tuple[int, int], list[tuple[int, datetime]]]
+    # Steps that already have a message row (a retry): the per-cart path reuses that row.
+    with_message: set[int]
+    # Each store's number as the transport needs it (one decryption per batch).
+    senders: dict[int, Sender] = field(default_factory=dict)
+
+
+@dataclass
+class _Plan:
+    """One cart's decision: wait until ``wake_at``, or send ``step_number`` now."""
+
+    cart: Cart
+    wake_at: datetime | None = None
+    # Abandoned in this batch: when, and the step rows to create.
+    abandon_at: datetime | None = None
+    new_steps: list[dict[str, Any]] = field(default_factory=list)
+    # A step moved (quiet hours, a template not approved yet): (step number, new due time).
+    deferred: tuple[int, datetime] | None = None
+    send_step: int | None = None
+    channel: Channel | None = None
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    cart_id: int
+    step_id: int
+    outbound: OutboundMessage
+
+
+def advance_batch(runtime: Runtime, cart_ids: Sequence[int]) -> None:
+    """Run the clock tick of every cart in ``cart_ids`` (claimed by the caller)."""
+    if not cart_ids:
+        return
+    in_flight, per_cart = _write_ledger(runtime, sorted(set(cart_ids)))
+    if in_flight:
+        # The batch's messages first: they are what is due now; the rare carts left to the
+        # per-cart path (a sequence ending, a guard skipping a step) follow.
+        outcomes = transmit(runtime, [sending.outbound for sending in in_flight])
+        for cart_id, decision, outcome in _record_outcomes(runtime, in_flight, outcomes):
+            try:
+                finish_send(runtime, cart_id, decision, outcome, [])
+            except Exception:
+                log.exception("send outcome not recorded; the step settles later", extra={"cart_id": cart_id})
+    for cart_id in per_cart:
+        _one_cart(runtime, cart_id)
+
+
+def _one_cart(runtime: Runtime, cart_id: int) -> None:
+    try:
+        advance_cart(runtime, cart_id)
+    except Exception:
+        # The claim's lease brings it back.
+        log.exception("cart not advanced; it comes due again after the lease", extra={"cart_id": cart_id})
+
+
+def transmit(runtime: Runtime, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
+    """Hand the batch to the transport; a transport without batches gets them one by one."""
+    transport = runtime.transport
+    try:
+        if isinstance(transport, SendsBatches):
+            return transport.send_batch(messages)
+    except Exception as exc:
+        log.exception("transport raised on a batch", extra={"messages": len(messages)})
+        return [SendOutcome(OutcomeKind.UNKNOWN, error_detail=type(exc).__name__) for _ in messages]
+    outcomes = []
+    for message in messages:
+        try:
+            outcomes.append(transport.send(message))
+        except Exception as exc:
+            log.exception("transport raised", extra={"message_id": message.message_id})
+            outcomes.append(SendOutcome(OutcomeKind.UNKNOWN, error_detail=type(exc).__name__))
+    return outcomes
+
+
+# -- 1. the ledger ------------------------------------------------------------------------------
+
+
+def _write_ledger(runtime: Runtime, cart_ids: list[int]) -> tuple[list[_InFlight], list[int]]:
+    """Decide and write the batch's ledger; returns what to transmit and the carts left to the
+    per-cart path (run after this commit)."""
+    now = runtime.now()
+    with runtime.database.locked_session() as session:
+        state, per_cart = _load(runtime, session, cart_ids, now)
+        plans: list[_Plan] = []
+        for cart in state.carts.values():
+            plan = _decide(runtime, state, cart, now)
+            if plan is None:
+                per_cart.append(cart.id or 0)
+            else:
+                plans.append(plan)
+        _reserve(runtime, state, [plan for plan in plans if plan.send_step is not None], now)
+        in_flight = _write(runtime, session, state, plans, now)
+    return in_flight, sorted(per_cart)
+
+
+def _load(runtime: Runtime, session: Session, cart_ids: list[int], now: datetime) -> tuple[_State, list[int]]:
+    """Lock the contacts, then the carts (the one lock order), and read what the guards need."""
+    peeked = dict(
+        session.execute(select(col(Cart.id), col(Cart.contact_id)).where(col(Cart.id).in_(cart_ids))).all()
+    )
+    contact_ids = sorted({contact_id for contact_id in peeked.values() if contact_id is not None})
+    contacts = {
+        contact.id: contact
+        for contact in session.scalars(
+            select(Contact)
+            .where(col(Contact.id).in_(contact_ids))
+            .order_by(col(Contact.id))
+            .with_for_update()
+        )
+        if contact.id is not None
+    }
+    carts: dict[int, Cart] = {}
+    per_cart: list[int] = []
+    for cart in session.scalars(
+        select(Cart).where(col(Cart.id).in_(cart_ids)).order_by(col(Cart.id)).with_for_update()
+    ):
+        assert cart.id is not None
+        if cart.contact_id != peeked.get(cart.id):
+            # Its contact changed between the peek and the lock: the per-cart path locks it
+            # in order again.
+            per_cart.append(cart.id)
+        else:
+            carts[cart.id] = cart
+    ids = list(carts)
+    store_ids = sorted({cart.store_id for cart in carts.values()})
+    stores = {store.id: store for store in session.scalars(select(Store).where(col(Store.id).in_(store_ids)))}
+    state = _State(
+        carts=carts,
+        contacts=contacts,
+        stores={store_id: store for store_id, store in stores.items() if store_id is not None},
+        settings={store_id: runtime.store_settings(store) for store_id, store in stores.items() if store_id},
+        steps=_grouped(
+            session.scalars(
+                select(RecoveryStep)
+                .where(col(RecoveryStep.cart_id).in_(ids))
+                .order_by(col(RecoveryStep.cart_id), col(RecoveryStep.step_number))
+            ),
+            lambda step: step.cart_id,
+        ),
+        lines=_grouped(
+            session.scalars(
+                select(CartLine)
+                .where(col(CartLine.cart_id).in_(ids))
+                .order_by(col(CartLine.cart_id), col(CartLine.position))
+            ),
+            lambda line: line.cart_id,
+        ),
+        accounts={
+            account.store_id: account
+            for account in session.scalars(
+                select(WhatsAppAccount).where(col(WhatsAppAccount.store_id).in_(store_ids))
+            )
+        },
+        templates={
+            (store_id, name, language): status
+            for store_id, name, language, status in session.execute(
+                select(
+                    col(WhatsAppTemplate.store_id),
+                    col(WhatsAppTemplate.name),
+                    col(WhatsAppTemplate.language),
+                    col(WhatsAppTemplate.status),
+                ).where(col(WhatsAppTemplate.store_id).in_(store_ids))
+            )
+        },
+        recent={
+            (contact_id, store_id): count
+            for contact_id, store_id, count in session.execute(
+                select(col(Message.contact_id), col(Message.store_id), func.count())
+                .where(
+                    col(Message.contact_id).in_(contact_ids),
+                    col(Message.created_at) >= now - policy.frequency_window(runtime.time_scale),
+                    col(Message.status).in_(REACHED_SHOPPER),
+                )
+                .group_by(col(Message.contact_id), col(Message.store_id))
+            )
+        },
+        open_carts=defaultdict(list),
+        with_message=set(),
+    )
+    for cart_id, contact_id, store_id, last_activity in session.execute(
+        select(col(Cart.id), col(Cart.contact_id), col(Cart.store_id), col(Cart.last_activity_at)).where(
+            col(Cart.contact_id).in_(contact_ids), col(Cart.status).not_in(list(TERMINAL_CART_STATUSES))
+        )
+    ):
+        state.open_carts[(contact_id, store_id)].append((cart_id, last_activity))
+    due_step_ids = [
+        step.id
+        for cart_steps in state.steps.values()
+        for step in cart_steps
+        if step.status == StepStatus.SCHEDULED and step.due_at is not None and step.due_at <= now
+    ]
+    if due_step_ids:
+        state.with_message = {
+            step_id
+            for step_id in session.scalars(
+                select(col(Message.step_id)).where(col(Message.step_id).in_(due_step_ids))
+            )
+        }
+    return state, per_cart
+
+
+def _grouped(rows: Iterable[Any], key: Callable[[Any], int]) -> dict[int, list[Any]]:
+    grouped: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[key(row)].append(row)
+    return grouped
+
+
+@dataclass
+class _Step:
+    """A step as the decision sees it: a row already there, or one planned in this batch."""
+
+    number: int
+    status: str
+    due_at: datetime | None
+    row: RecoveryStep | None
+
+
+def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan | None:
+    """sending._decide_locked for the common path; None hands the cart to the per-cart path."""
+    store = state.stores[cart.store_id]
+    settings = state.settings[cart.store_id]
+    contact = state.contacts.get(cart.contact_id) if cart.contact_id is not None else None
+    if cart.status in TERMINAL_CART_STATUSES or store.status != StoreStatus.ACTIVE:
+        return None
+    inactive_at = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
+    if now < inactive_at:
+        # Debounce: the shopper was active since this moment was set.
+        return _Plan(cart, wake_at=inactive_at)
+    if contact is None or contact.opted_out_at is not None:
+        return None
+    window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
+    existing = state.steps.get(cart.id or 0, [])
+    plan = _Plan(cart)
+    if cart.status == CartStatus.ACTIVE:
+        if existing or not contact.marketing_consent or cart.line_count == 0:
+            return None
+        if any(
+            other_id != cart.id and last_activity <= cart.last_activity_at
+            for other_id, last_activity in state.open_carts.get((contact.id or 0, cart.store_id), [])
+        ):
+            return None  # an older sequence to replace
+        plan.abandon_at = inactive_at
+        offers_apply = cart.currency == store.currency
+        candidates = []
+        for planned in policy.plan_steps(cart.last_activity_at, settings, store.timezone, runtime.time_scale):
+            plan.new_steps.append(
+                {
+                    "store_id": cart.store_id,
+                    "cart_id": cart.id,
+                    "step_number": planned.step_number,
+                    "status": StepStatus.SCHEDULED if planned.due_at else StepStatus.SKIPPED,
+                    "reason": planned.skip_reason,
+                    "due_at": planned.due_at,
+                    "offer": planned.offer.model_dump(mode="json")
+                    if planned.offer and offers_apply
+                    else None,
+                }
+            )
+            candidates.append(_Step(planned.step_number, plan.new_steps[-1]["status"], planned.due_at, None))
+    else:
+        if any(step.status == StepStatus.SENDING for step in existing):
+            return None
+        candidates = [_Step(step.step_number, step.status, step.due_at, step) for step in existing]
+    scheduled = [
+        step for step in candidates if step.status == StepStatus.SCHEDULED and step.due_at is not None
+    ]
+    overdue = [step for step in scheduled if step.due_at is not None and step.due_at <= now]
+    if len(overdue) > 1:
+        return None  # superseded steps to skip
+    if not scheduled:
+        if now >= window_end:
+            return None  # the sequence is over
+        plan.wake_at = window_end
+        return plan
+    step = min(scheduled, key=lambda s: (s.due_at, s.number))
+    assert step.due_at is not None
+    if step.due_at > now:
+        plan.wake_at = step.due_at
+        return plan
+    if step.number > len(settings.steps) or (step.row is not None and step.row.id in state.with_message):
+        return None
+    skip, defer_to = send_guard(store, settings, cart, contact, now, window_end)
+    if skip is None and defer_to is None:
+        skip, defer_to = frequency_guard(state.recent.get((contact.id or 0, cart.store_id), 0), settings)
+    channel = None
+    if skip is None and defer_to is None:
+        lines = state.lines.get(cart.id or 0, [])
+        account = state.accounts.get(cart.store_id)
+        language = account.default_language if account is not None else "en"
+        status = state.templates.get((cart.store_id, template_for(lines), language))
+        skip, defer_to, channel = channel_guard(
+            runtime, lines, account, status, now, window_end, lambda found: _sender(runtime, state, found)
+        )
+    if skip is not None:
+        return None
+    if defer_to is not None:
+        plan.deferred, plan.wake_at = (step.number, defer_to), defer_to
+        return plan
+    plan.send_step, plan.channel = step.number, channel
+    # Counted at once: another cart of the same shopper later in this batch sees this message.
+    key = (contact.id or 0, cart.store_id)
+    state.recent[key] = state.recent.get(key, 0) + 1
+    return plan
+
+
+def _sender(runtime: Runtime, state: _State, account: WhatsAppAccount) -> Sender:
+    if account.store_id not in state.senders:
+        state.senders[account.store_id] = sender_for(runtime, account)
+    return state.senders[account.store_id]
+
+
+def _reserve(runtime: Runtime, state: _State, sending: list[_Plan], now: datetime) -> None:
+    """Take each message's place in its number's limits; one that must wait stays scheduled."""
+    transport = runtime.transport
+    if not sending or not isinstance(transport, SendsBatches):
+        return
+    recipients = []
+    for plan in sending:
+        contact = state.contacts[plan.cart.contact_id or 0]
+        assert plan.channel is not None
+        recipients.append((plan.channel.sender, contact.phone_e164))
+    for plan, wait in zip(sending, transport.reserve(recipients), strict=True):
+        if wait is not None:
+            plan.send_step, plan.channel, plan.wake_at = None, None, now + wait
+
+
+def _write(
+    runtime: Runtime, session: Session, state: _State, plans: list[_Plan], now: datetime
+) -> list[_InFlight]:
+    """Every write the plans call for, a statement per kind of write."""
+    events: list[dict[str, Any]] = []
+    abandoned = [plan for plan in plans if plan.abandon_at is not None]
+    if abandoned:
+        rows: list[dict[str, Any]] = []
+        for plan in abandoned:
+            assert plan.abandon_at is not None
+            moved = cart_states.abandon_values(plan.cart, plan.abandon_at)
+            rows.append({"id": plan.cart.id} | moved)
+            before = rollups.counted_values(plan.cart)
+            rollups.count_change(session, Cart, before, before | moved)
+            events.append(_event(plan.cart, "cart_abandoned", now))
+        _update_many(session, CART, ["status", "abandoned_at"], rows)
+    step_ids: dict[tuple[int, int], int] = {
+        (step.cart_id, step.step_number): step.id
+        for cart_steps in state.steps.values()
+        for step in cart_steps
+        if step.id is not None
+    }
+    for plan in plans:
+        if plan.deferred is not None and plan.new_steps:
+            number, due_at = plan.deferred
+            plan.new_steps[number - 1]["due_at"] = due_at
+    new_steps = [row for plan in plans for row in plan.new_steps]
+    if new_steps:
+        for step_id, cart_id, number in session.execute(
+            insert(STEP).returning(
+                STEP.c.id, STEP.c.cart_id, STEP.c.step_number, sort_by_parameter_order=True
+            ),
+            [{"attempted_at": None, "sent_at": None, "checkout_url": None} | row for row in new_steps],
+        ):
+            step_ids[(cart_id, number)] = step_id
+    deferred = [plan for plan in plans if plan.deferred is not None and not plan.new_steps]
+    if deferred:
+        _update_many(
+            session,
+            STEP,
+            ["due_at"],
+            [
+                {"id": step_ids[(plan.cart.id or 0, plan.deferred[0])], "due_at": plan.deferred[1]}
+                for plan in deferred
+                if plan.deferred is not None
+            ],
+        )
+    sending = [plan for plan in plans if plan.send_step is not None]
+    in_flight = _write_messages(runtime, session, state, sending, step_ids, now, events)
+    _update_many(
+        session,
+        CART,
+        ["next_wake_at"],
+        [
+            {
+                "id": plan.cart.id,
+                "next_wake_at": now + SENDING_GRACE if plan.send_step is not None else plan.wake_at,
+            }
+            for plan in plans
+        ],
+    )
+    if events:
+        session.execute(insert(EVENT), events)
+    return in_flight
+
+
+def _write_messages(
+    runtime: Runtime,
+    session: Session,
+    state: _State,
+    sending: list[_Plan],
+    step_ids: dict[tuple[int, int], int],
+    now: datetime,
+    events: list[dict[str, Any]],
+) -> list[_InFlight]:
+    """The message rows of the steps going out, then their content (the link needs the row's id)."""
+    if not sending:
+        return []
+    rows: list[dict[str, Any]] = []
+    for plan in sending:
+        cart, number = plan.cart, plan.send_step or 0
+        rows.append(
+            {
+                "store_id": cart.store_id,
+                "cart_id": cart.id,
+                "step_id": step_ids[(cart.id or 0, number)],
+                "step_number": number,
+                "cart_abandoned_at": plan.abandon_at or cart.abandoned_at,
+                "contact_id": cart.contact_id,
+                "transport": runtime.transport.name,
+                "template_name": "",
+                "language": "en",
+                "components": [],
+                "preview": {},
+                "status": MessageStatus.QUEUED,
+                "created_at": now,
+            }
+        )
+    message_ids = dict(
+        (step_id, message_id)
+        for message_id, step_id in session.execute(
+            insert(MESSAGE).returning(MESSAGE.c.id, MESSAGE.c.step_id, sort_by_parameter_order=True), rows
+        )
+    )
+    contents, step_rows, in_flight = [], [], []
+    for plan, row in zip(sending, rows, strict=True):
+        cart, channel, number = plan.cart, plan.channel, plan.send_step or 0
+        assert channel is not None
+        store, settings = state.stores[cart.store_id], state.settings[cart.store_id]
+        contact = state.contacts[cart.contact_id or 0]
+        message_id = message_ids[row["step_id"]]
+        token = runtime.links.sign(message_id)
+        configured = settings.steps[number - 1]
+        # Settings apply to every step not yet sent: the offer is the one configured now,
+        # frozen on the step from here on (the link's discount follows it).
+        offer = configured.offer if configured.offer and cart.currency == store.currency else None
+        rendered = render_step_message(
+            store=store,
+            cart=cart,
+            lines=channel.lines,
+            contact=contact,
+            offer=offer,
+            link_url=runtime.link_url(token),
+            link_token=token,
+            language=channel.language,
+            copy_line=configured.copy_lines.get(channel.language),
+        )
+        contents.append(
+            {
+                "id": message_id,
+                "template_name": rendered.template_name,
+                "language": rendered.language,
+                "components": rendered.components,
+                "preview": rendered.preview,
+            }
+        )
+        step_rows.append(
+            {
+                "id": row["step_id"],
+                "status": StepStatus.SENDING,
+                "attempted_at": now,
+                "offer": offer.model_dump(mode="json") if offer else None,
+            }
+        )
+        in_flight.append(
+            _InFlight(
+                cart.id or 0,
+                row["step_id"],
+                OutboundMessage(
+                    message_id=message_id,
+                    store_id=cart.store_id,
+                    to_phone_e164=contact.phone_e164,
+                    template_name=rendered.template_name,
+                    language=rendered.language,
+                    components=rendered.components,
+                    biz_opaque_callback_data=callback_data(message_id),
+                    preview=rendered.preview,
+                    sender=channel.sender,
+                ),
+            )
+        )
+    _update_many(session, MESSAGE, ["template_name", "language", "components", "preview"], contents)
+    _update_many(session, STEP, ["status", "attempted_at", "offer"], step_rows)
+    return in_flight
+
+
+# -- 3. the outcomes ----------------------------------------------------------------------------
+
+
+def _record_outcomes(
+    runtime: Runtime, in_flight: list[_InFlight], outcomes: list[SendOutcome]
+) -> list[tuple[int, Decision, SendOutcome]]:
+    """Write "sent" for the batch; returns the sends the per-cart path must record."""
+    per_cart: list[tuple[int, Decision, SendOutcome]] = []
+    sent: list[tuple[_InFlight, SendOutcome]] = []
+    for sending, outcome in zip(in_flight, outcomes, strict=True):
+        if outcome.kind == OutcomeKind.SENT:
+            sent.append((sending, outcome))
+        else:
+            per_cart.append(
+                (sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome)
+            )
+    if not sent:
+        return per_cart
+    now = runtime.now()
+    with runtime.database.locked_session() as session:
+        cart_ids = sorted({sending.cart_id for sending, _ in sent})
+        peeked = dict(
+            session.execute(
+                select(col(Cart.id), col(Cart.contact_id)).where(col(Cart.id).in_(cart_ids))
+            ).all()
+        )
+        contact_ids = sorted({contact_id for contact_id in peeked.values() if contact_id is not None})
+        list(
+            session.scalars(
+                select(Contact)
+                .where(col(Contact.id).in_(contact_ids))
+                .order_by(col(Contact.id))
+                .with_for_update()
+            )
+        )
+        carts = {
+            cart.id: cart
+            for cart in session.scalars(
+                select(Cart).where(col(Cart.id).in_(cart_ids)).order_by(col(Cart.id)).with_for_update()
+            )
+        }
+        cart_steps = _grouped(
+            session.scalars(select(RecoveryStep).where(col(RecoveryStep.cart_id).in_(cart_ids))),
+            lambda step: step.cart_id,
+        )
+        messages = {
+            message.id: message
+            for message in session.scalars(
+                select(Message).where(col(Message.id).in_([s.outbound.message_id for s, _ in sent]))
+            )
+        }
+        stores = {
+            store.id: store
+            for store in session.scalars(
+                select(Store).where(col(Store.id).in_({c.store_id for c in carts.values()}))
+            )
+        }
+        step_rows, message_rows, cart_rows, events = [], [], [], []
+        for sending, outcome in sent:
+            cart = carts.get(sending.cart_id)
+            message = messages.get(sending.outbound.message_id)
+            step = next((s for s in cart_steps.get(sending.cart_id, []) if s.id == sending.step_id), None)
+            if (
+                cart is None
+                or message is None
+                or step is None
+                or cart.contact_id != peeked.get(cart.id)
+                or cart.status not in (CartStatus.ABANDONED, CartStatus.RECOVERING)
+                or step.status != StepStatus.SENDING
+                or message.status != MessageStatus.QUEUED
+            ):
+                # Meta's webhook or a purchase got there first: the per-cart path knows what stands.
+                per_cart.append(
+                    (sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome)
+                )
+                continue
+            step_rows.append({"id": step.id, "status": StepStatus.SENT, "sent_at": now})
+            message_before = rollups.counted_values(message)
+            message_rows.append(
+                {
+                    "id": message.id,
+                    "status": MessageStatus.SENT,
+                    "sent_at": message.sent_at or now,
+                    "provider_message_id": outcome.provider_message_id or message.provider_message_id,
+                    "error_code": None,
+                    "error_detail": None,
+                }
+            )
+            rollups.count_change(
+                session,
+                Message,
+                message_before,
+                message_before | {"status": MessageStatus.SENT, "sent_at": message.sent_at or now},
+            )
+            cart_before = rollups.counted_values(cart)
+            cart_after = {"first_message_at": cart.first_message_at or now} | cart_states.recovering_values(
+                cart
+            )
+            rollups.count_change(session, Cart, cart_before, cart_before | cart_after)
+            settings = runtime.store_settings(stores[cart.store_id])
+            cart_rows.append(
+                cart_after
+                | {
+                    "id": cart.id,
+                    "next_wake_at": _next_moment(
+                        runtime, cart, settings, cart_steps.get(cart.id or 0, []), step, now
+                    ),
+                }
+            )
+            events.append(_event(cart, "message_sent", now, step=step.step_number, message_id=message.id))
+        _update_many(session, STEP, ["status", "sent_at"], step_rows)
+        _update_many(
+            session,
+            MESSAGE,
+            ["status", "sent_at", "provider_message_id", "error_code", "error_detail"],
+            message_rows,
+        )
+        _update_many(session, CART, ["first_message_at", "status", "next_wake_at"], cart_rows)
+        if events:
+            session.execute(insert(EVENT), events)
+    return per_cart
+
+
+def _next_moment(
+    runtime: Runtime,
+    cart: Cart,
+    settings: StoreSettings,
+    cart_steps: list[RecoveryStep],
+    sent: RecoveryStep,
+    now: datetime,
+) -> datetime:
+    """When to look at the cart again after this send: its next step, or the end of its window
+    (an earlier moment set meanwhile, say by the shopper coming back, stands)."""
+    remaining = [step for step in cart_steps if step.id != sent.id]
+    following = steps.next_due(remaining)
+    moment = following.due_at if following is not None and following.due_at is not None else None
+    if moment is None:
+        moment = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
+    placeholder = sent.attempted_at + SENDING_GRACE if sent.attempted_at is not None else None
+    if cart.next_wake_at is not None and cart.next_wake_at != placeholder:
+        moment = min(moment, cart.next_wake_at)
+    return max(moment, now)
+
+
+# -- statements ----------------------------------------------------------------------------------
+
+
+def _update_many(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """One UPDATE by primary key, executed for every row (the driver batches them)."""
+    if not rows:
+        return
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+    session.execute(
+        statement, [{"row_id": row["id"], **{f"new_{name}": row[name] for name in columns}} for row in rows]
+    )
+
+
+def _event(cart: Cart, kind: str, now: datetime, **detail: Any) -> dict[str, Any]:
+    """A timeline row (timeline.record's): never personal data in ``detail``."""
+    return {"store_id": cart.store_id, "cart_id": cart.id, "kind": kind, "detail": detail, "created_at": now}
