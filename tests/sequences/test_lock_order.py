@@ -1,0 +1,126 @@
+"""The one lock order (sequences.db): transactions that meet on a shopper wait, never deadlock.
+
+Each test sets up, on PostgreSQL with real connections, the interleaving that used to form a
+cycle: a test connection holds a lock so that the racing transactions queue behind it in a
+known order (checked in ``pg_stat_activity``, not guessed with sleeps), then lets go. Under the
+old order PostgreSQL's deadlock detector aborted one of them after ``deadlock_timeout`` (1 s);
+now both commit. A lock granted after such a wait is on the row as it is then, not as it was
+read before (the last test).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from sequences.db import lock_cart, lock_cart_with_contact, lock_contact
+from sequences.engine.consent import handle_reply
+from sequences.models import CartStatus, DeliveryStatus, WebhookDelivery
+from sequences.runtime import Runtime
+from tests.support.journey import Journey
+
+OTHER_PHONE = "+919812345678"
+# How long a test waits for a transaction to reach its lock wait before calling it stuck.
+WAIT_LIMIT_S = 5.0
+
+
+def _lock_waiters(runtime: Runtime) -> int:
+    """Backends of this test's database waiting for a lock (the test has a database of its own)."""
+    with runtime.database.engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+
+def _until_waiting(runtime: Runtime, count: int) -> None:
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while _lock_waiters(runtime) < count:
+        assert time.monotonic() < deadline, f"expected {count} transactions waiting for a lock"
+        time.sleep(0.005)
+
+
+def _started(job: Callable[[], Any], errors: list[BaseException]) -> threading.Thread:
+    """``job`` running in a thread of its own; what it raises lands in ``errors``."""
+
+    def run() -> None:
+        try:
+            job()
+        except BaseException as exc:  # kept for the test's assertion: a thread's error is otherwise lost
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _joined(*threads: threading.Thread) -> None:
+    for thread in threads:
+        thread.join(WAIT_LIMIT_S)
+        assert not thread.is_alive(), "a transaction is still waiting for a lock"
+
+
+def _pending(runtime: Runtime, topic: str) -> int:
+    with runtime.database.session() as session:
+        delivery_id = session.exec(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.topic == topic, WebhookDelivery.status == DeliveryStatus.PENDING
+            )
+        ).one()
+    assert delivery_id is not None
+    return delivery_id
+
+
+# -- 2. lock_cart_with_contact when the cart changes hands while it waits ----------------------
+
+
+@pytest.mark.postgres(only=True)
+def test_a_cart_moving_to_another_shopper_while_locked_never_makes_a_cycle(journey: Journey) -> None:
+    """A sender peeks the cart's contact (A), locks A, waits for the cart, which meanwhile moves
+    to contact B; a STOP from B waits for B. Once the move commits the sender holds the cart
+    and needs B; the STOP holds B and needs the cart. The sender's retry used to wait for B
+    with the cart still locked: a cycle. Now it lets the cart go first."""
+    runtime = journey.runtime
+    journey.checkout()
+    journey.checkout(checkout_id="chk_2", token="tok_2", phone=OTHER_PHONE)
+    moved, other = journey.cart("chk_1"), journey.cart("chk_2")
+    assert moved.id is not None and other.contact_id is not None and moved.contact_id != other.contact_id
+    cart_id, contact_b = moved.id, other.contact_id
+    locked: list[tuple[int | None, int | None]] = []
+
+    def send() -> None:
+        with runtime.database.locked_session() as session:
+            cart, contact = lock_cart_with_contact(session, cart_id)
+            assert cart is not None
+            locked.append((cart.contact_id, contact.id if contact else None))
+
+    def stop() -> None:
+        handle_reply(runtime, moved.store_id, OTHER_PHONE, "STOP", source="whatsapp_reply", evidence={})
+
+    errors: list[BaseException] = []
+    with runtime.database.locked_session() as mover:
+        # The move, in the documented order: the new contact, then the cart.
+        assert lock_contact(mover, contact_b) is not None
+        cart = lock_cart(mover, cart_id)
+        assert cart is not None
+        cart.contact_id = contact_b
+        mover.flush()
+        sender = _started(send, errors)
+        _until_waiting(runtime, 1)
+        stopper = _started(stop, errors)
+        _until_waiting(runtime, 2)
+    _joined(sender, stopper)
+
+    assert errors == []
+    assert locked == [(contact_b, contact_b)]
+    assert journey.cart("chk_1").status == CartStatus.OPTED_OUT
