@@ -21,9 +21,12 @@ from sqlmodel import select
 
 from sequences.db import lock_cart, lock_cart_with_contact, lock_contact
 from sequences.engine.consent import handle_reply
-from sequences.models import CartStatus, DeliveryStatus, WebhookDelivery
+from sequences.engine.tracking import process_delivery
+from sequences.models import Cart, CartStatus, Contact, DeliveryStatus, WebhookDelivery
 from sequences.runtime import Runtime
+from tests.support.factories import PHONE
 from tests.support.journey import Journey
+from tests.support.shopify import MIN, T0, ShopifyDriver, fixture, iso
 
 OTHER_PHONE = "+919812345678"
 # How long a test waits for a transaction to reach its lock wait before calling it stuck.
@@ -79,6 +82,60 @@ def _pending(runtime: Runtime, topic: str) -> int:
         ).one()
     assert delivery_id is not None
     return delivery_id
+
+
+# -- 1. a privacy redact and a snapshot of the same shopper -----------------------------------
+
+
+@pytest.mark.postgres(only=True)
+def test_a_redact_and_a_snapshot_of_the_same_shopper_at_once_both_apply(shopify: ShopifyDriver) -> None:
+    """The snapshot's worker holds its delivery row and waits for the contact; the redact holds
+    the contact and empties the payloads of the shopper's deliveries, that one included. It
+    used to wait for that row: a cycle. Now a delivery being applied is left to its worker
+    (it applies after the erasure, as a delivery arriving a moment later would)."""
+    shopify.install()
+    checkout = shopify.checkout()
+    runtime = shopify.runtime
+    later = fixture("checkouts_update") | {
+        "token": checkout["token"],
+        "updated_at": iso(T0 + MIN),
+        "abandoned_checkout_url": checkout["abandoned_checkout_url"],
+    }
+    with shopify.at(MIN):
+        assert shopify.post("checkouts/update", later).status_code == 200
+        redact = shopify.post(
+            "customers/redact", fixture("customers_redact"), path="/webhooks/shopify/compliance"
+        )
+        assert redact.status_code == 200
+    snapshot_id, redact_id = _pending(runtime, "checkouts/update"), _pending(runtime, "customers/redact")
+    with runtime.database.session() as session:
+        contact_id = session.exec(select(Contact.id).where(Contact.phone_e164 == PHONE)).one()
+
+    with runtime.database.engine.connect() as holder:
+        # Holding the contact lines them up: the redact queues for it first, then the snapshot
+        # (already holding its own delivery row) behind it.
+        holder.execute(text("SELECT id FROM contact WHERE id = :id FOR UPDATE"), {"id": contact_id})
+        outcomes: dict[str, str] = {}
+        errors: list[BaseException] = []
+
+        def apply(name: str, delivery_id: int) -> None:
+            outcomes[name] = process_delivery(runtime, delivery_id)
+
+        redact_thread = _started(lambda: apply("redact", redact_id), errors)
+        _until_waiting(runtime, 1)
+        snapshot_thread = _started(lambda: apply("snapshot", snapshot_id), errors)
+        _until_waiting(runtime, 2)
+        holder.rollback()
+    _joined(redact_thread, snapshot_thread)
+
+    assert errors == []
+    assert outcomes == {"redact": "customer erased (1 contacts)", "snapshot": "updated"}
+    with runtime.database.session() as session:
+        erased = session.get(Contact, contact_id)
+        assert erased is not None and erased.phone_e164 != PHONE and erased.email is None
+        # The snapshot applied after the erasure: the shopper is known again from it alone.
+        cart = session.exec(select(Cart).where(Cart.platform_cart_id == checkout["token"])).one()
+        assert cart.contact_id != contact_id
 
 
 # -- 2. lock_cart_with_contact when the cart changes hands while it waits ----------------------
