@@ -20,11 +20,13 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from sequences.db import lock_cart, lock_cart_with_contact, lock_contact
+from sequences.engine import steps
 from sequences.engine.consent import handle_reply
 from sequences.engine.tracking import process_delivery
-from sequences.models import Cart, CartStatus, Contact, DeliveryStatus, WebhookDelivery
+from sequences.models import Cart, CartStatus, Contact, DeliveryStatus, StepStatus, Store, WebhookDelivery
 from sequences.runtime import Runtime
-from tests.support.factories import PHONE
+from sequences.whatsapp import health
+from tests.support.factories import PHONE, send_webhook
 from tests.support.journey import Journey
 from tests.support.shopify import MIN, T0, ShopifyDriver, fixture, iso
 
@@ -181,3 +183,43 @@ def test_a_cart_moving_to_another_shopper_while_locked_never_makes_a_cycle(journ
     assert errors == []
     assert locked == [(contact_b, contact_b)]
     assert journey.cart("chk_1").status == CartStatus.OPTED_OUT
+
+
+# -- 3. an uninstall while a sender holds one of the store's carts ----------------------------
+
+
+@pytest.mark.postgres(only=True)
+@pytest.mark.parametrize("sender_writes", ["the cart's steps", "the store row"])
+def test_an_uninstall_waits_for_a_sender_holding_one_of_its_carts(
+    messaged_journey: Journey, sender_writes: str
+) -> None:
+    """A sender holds a contact and its cart, then writes the cart's steps (cancelling them) or
+    the store row (pausing it after a WhatsApp error). The uninstall used to write the store
+    row and every scheduled step of the store before waiting for that cart: a cycle. Now it
+    takes the contacts and carts first, in the lock order, and waits for the sender."""
+    journey = messaged_journey
+    runtime = journey.runtime
+    cart = journey.cart()
+    assert cart.id is not None and any(step.status == StepStatus.SCHEDULED for step in journey.steps())
+    with journey.at(20 * MIN):
+        uninstall = send_webhook(journey.client, "app/uninstalled", {"uninstalled_at": iso(T0 + 20 * MIN)})
+    assert uninstall.status_code == 200
+    uninstall_id = _pending(runtime, "app/uninstalled")
+    errors: list[BaseException] = []
+    with runtime.database.locked_session() as sender:
+        locked, _contact = lock_cart_with_contact(sender, cart.id)
+        assert locked is not None
+        uninstaller = _started(lambda: process_delivery(runtime, uninstall_id), errors)
+        _until_waiting(runtime, 1)
+        if sender_writes == "the cart's steps":
+            steps.cancel_open(sender, cart.id, "the sender's own reason")
+        else:
+            store = sender.get(Store, cart.store_id)
+            assert store is not None
+            health.pause_store(store, health.WHATSAPP_ERROR, "WhatsApp error 131042", runtime.now())
+        sender.flush()
+    _joined(uninstaller)
+
+    assert errors == []
+    assert journey.cart().status == CartStatus.EXPIRED
+    assert all(step.status != StepStatus.SCHEDULED for step in journey.steps())
