@@ -223,3 +223,38 @@ def test_an_uninstall_waits_for_a_sender_holding_one_of_its_carts(
     assert errors == []
     assert journey.cart().status == CartStatus.EXPIRED
     assert all(step.status != StepStatus.SCHEDULED for step in journey.steps())
+
+
+# -- 4. a STOP waiting for a cart that moves to another shopper ---------------------------------
+
+
+@pytest.mark.postgres(only=True)
+def test_a_stop_leaves_alone_a_cart_that_moved_to_another_shopper_while_it_waited(journey: Journey) -> None:
+    """A's STOP reads A's open carts, then waits for each lock in turn; one of them moves to B
+    meanwhile. Once locked it is B's cart: A's STOP must not close it."""
+    runtime = journey.runtime
+    journey.checkout()
+    journey.checkout(checkout_id="chk_2", token="tok_2", phone=OTHER_PHONE)
+    moving, other = journey.cart("chk_1"), journey.cart("chk_2")
+    assert moving.id is not None and other.contact_id is not None
+    errors: list[BaseException] = []
+    with runtime.database.locked_session() as mover:
+        assert lock_contact(mover, other.contact_id) is not None
+        cart = lock_cart(mover, moving.id)
+        assert cart is not None
+        cart.contact_id = other.contact_id
+        mover.flush()
+        stopper = _started(
+            lambda: handle_reply(
+                runtime, moving.store_id, PHONE, "STOP", source="whatsapp_reply", evidence={}
+            ),
+            errors,
+        )
+        _until_waiting(runtime, 1)
+    _joined(stopper)
+
+    assert errors == []
+    assert journey.cart("chk_1").status != CartStatus.OPTED_OUT
+    with runtime.database.session() as session:
+        stopped = session.exec(select(Contact).where(Contact.phone_e164 == PHONE)).one()
+        assert stopped.opted_out_at is not None
