@@ -29,12 +29,11 @@ one of a later tier:
 
 Locks are only ever taken in the same tier as the ones held (in that tier's order) or a later
 one, so two transactions that meet wait for each other in one direction and PostgreSQL never
-sees a cycle. Where a transaction
-finds out only after locking that it needed an earlier lock (the cart changed contact while
-it waited), it lets go of what it took in a savepoint before waiting again:
-PostgreSQL releases row locks taken after a savepoint when the savepoint is rolled back
-(docs, "Explicit Locking": "Row-level locks are released at transaction end or during
-savepoint rollback"). Tests: tests/sequences/test_lock_order.py.
+sees a cycle. Where a transaction finds out only after locking that it needed an earlier lock
+(the cart changed contact while it waited), it lets go of what it took in a savepoint before
+waiting again: PostgreSQL releases row locks taken after a savepoint when the savepoint is
+rolled back (docs, "Explicit Locking": "Row-level locks are released at transaction end or
+during savepoint rollback"). Tests: tests/sequences/test_lock_order.py.
 """
 
 from __future__ import annotations
@@ -168,7 +167,8 @@ def lock_carts_of(session: Session, contact_ids: Iterable[int]) -> list[Cart]:
     """Lock every cart of these contacts, by id ascending (the lock order), in one statement.
 
     The caller holds the contacts' locks. A cart that moved to another contact while this
-    waited for it is not returned (PostgreSQL checks the condition again on the row it locks).
+    waited for it is not returned (PostgreSQL checks the condition again on the row it has
+    locked; that lock stays, in this tier's order, until the transaction ends).
     """
     ids = sorted(set(contact_ids))
     if not ids:
