@@ -1,15 +1,44 @@
-"""Database engines and sessions shared by the web and worker processes.
+"""Database engines and sessions shared by the web and worker processes, and the row locks.
 
 Two engines over one database: ``engine`` for reads and ordinary writes, ``lock_engine`` for
 transactions that must exclude each other per cart. On PostgreSQL both are the same engine and
 the cart lock is ``SELECT ... FOR UPDATE`` on the cart row. SQLite has no row locks, so its lock
 engine starts every transaction with ``BEGIN IMMEDIATE`` (the write lock is taken up front, so
 two senders can never both read "not sent yet").
+
+The one lock order (PostgreSQL; SQLite's single write lock cannot deadlock). A transaction
+takes row locks in these tiers, and never waits for a lock of an earlier tier while it holds
+one of a later tier:
+
+1. The row that claims its unit of work: the webhook delivery being applied
+   (``tracking.process_delivery``). A transaction holding contacts or carts never waits for
+   another delivery's row: an erasure skips the deliveries being applied at that moment
+   (``privacy.erasure``), which then apply after it.
+2. Contacts, by id ascending when several (``lock_contact``; ``privacy.requests`` locks the
+   matching contacts in one ordered statement).
+3. Carts, by id ascending when several (``lock_cart``, ``lock_carts_of``). A cart's contact is
+   locked before the cart (``lock_cart_with_contact``); code that locks a cart alone (a
+   click, the sweep) must not lock a contact afterwards. Under a contact's lock, more of that
+   contact's carts may follow the one in hand whatever their ids (an order closing the
+   shopper's other carts, an opt-out after a failed send): whoever else locks several of them
+   holds that contact too, so waits for it first.
+4. The rows of a cart (steps, messages, lines, events), after the cart.
+5. The store row, when a transaction holding carts writes it (a send or a status pausing the
+   store, an uninstall); the settings page locks it with nothing else held.
+6. The dashboard's bucket rows, just before commit, in key order (``merchant.rollups``).
+
+Locks are only ever taken in the same tier as the ones held (in that tier's order) or a later
+one, so two transactions that meet wait for each other in one direction and PostgreSQL never
+sees a cycle. Where a transaction finds out only after locking that it needed an earlier lock
+(the cart changed contact while it waited), it lets go of what it took in a savepoint before
+waiting again: PostgreSQL releases row locks taken after a savepoint when the savepoint is
+rolled back (docs, "Explicit Locking": "Row-level locks are released at transaction end or
+during savepoint rollback"). Tests: tests/sequences/test_lock_order.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,25 +146,52 @@ def _unit_of_work(sessions: sessionmaker[Session], engine: Engine) -> Iterator[S
             raise
 
 
+# Attempts at locking a cart's contact before giving up: each retry means the cart changed
+# contact between the peek and the lock, which a shopper does once per checkout at most.
+LOCK_ATTEMPTS = 3
+
+
 def lock_cart(session: Session, cart_id: int) -> Cart | None:
     """Load the cart holding its lock until the transaction ends.
 
     Use inside ``Database.locked_session``: on SQLite the IMMEDIATE transaction already holds
-    the database write lock; on PostgreSQL the row lock serialises senders per cart.
+    the database write lock; on PostgreSQL the row lock serialises senders per cart. The row is
+    read as locked, even if this session loaded it earlier (``populate_existing``): a copy from
+    before the lock may predate another transaction's committed change.
     """
     statement = select(Cart).where(Cart.id == cart_id).with_for_update()
-    return session.exec(statement).first()
+    return session.exec(statement.execution_options(populate_existing=True)).first()
+
+
+def lock_carts_of(session: Session, contact_ids: Iterable[int]) -> list[Cart]:
+    """Lock every cart of these contacts, by id ascending (the lock order), in one statement.
+
+    The caller holds the contacts' locks. A cart that moved to another contact while this
+    waited for it is not returned (PostgreSQL checks the condition again on the row it has
+    locked; that lock stays, in this tier's order, until the transaction ends).
+    """
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return []
+    statement = select(Cart).where(col(Cart.contact_id).in_(ids)).order_by(col(Cart.id)).with_for_update()
+    return list(session.exec(statement.execution_options(populate_existing=True)).all())
 
 
 def lock_contact(session: Session, contact_id: int) -> Contact | None:
-    return session.exec(select(Contact).where(Contact.id == contact_id).with_for_update()).first()
+    """Load the contact holding its lock, read as locked (see ``lock_cart``)."""
+    statement = select(Contact).where(Contact.id == contact_id).with_for_update()
+    return session.exec(statement.execution_options(populate_existing=True)).first()
 
 
 def lock_cart_with_contact(session: Session, cart_id: int) -> tuple[Cart | None, Contact | None]:
-    """Lock the cart's contact, then the cart: the one lock order every writer uses.
+    """Lock the cart's contact, then the cart: the lock order (module docstring), retries included.
 
-    Opt-outs lock the contact and then its carts; senders and trackers lock contact then cart,
-    so PostgreSQL never sees two transactions wait on each other in opposite orders.
+    The contact is read from the cart before either is locked, so the cart may have moved to
+    another contact by the time its lock is granted. Then both locks are let go (each attempt
+    takes them in a savepoint, rolled back) before the new contact is waited for: waiting for a
+    contact while holding the cart is how two transactions wait on each other for ever. Call it
+    before locking the cart any other way in the transaction (a lock held from before a
+    savepoint is not released with it).
     """
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
@@ -146,10 +202,15 @@ def lock_cart_with_contact(session: Session, cart_id: int) -> tuple[Cart | None,
             .where(Cart.id == cart_id)
         ).first()
         return (row[0], row[1]) if row else (None, None)
-    for _attempt in range(3):
+    for _attempt in range(LOCK_ATTEMPTS):
         peek = session.exec(select(Cart.contact_id).where(Cart.id == cart_id)).first()
+        attempt = session.begin_nested()
         contact = lock_contact(session, peek) if peek is not None else None
         cart = lock_cart(session, cart_id)
         if cart is None or cart.contact_id == (contact.id if contact else None):
+            attempt.commit()
             return cart, contact
+        # Rolling back to the savepoint releases the cart (and the old contact) before the
+        # next attempt waits for the contact the cart has now.
+        attempt.rollback()
     raise RuntimeError(f"cart {cart_id} kept changing contact while being locked")

@@ -137,7 +137,10 @@ def _open_carts_locked(session: Session, contact: Contact) -> list[Cart]:
         .where(col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
         .order_by(col(Cart.id))
     ).all()
-    return [cart for cart_id in cart_ids if cart_id is not None and (cart := lock_cart(session, cart_id))]
+    # In id order, one by one (the lock order, sequences.db); a cart that moved to another
+    # contact before its lock was granted is no longer this shopper's to close.
+    locked = [cart for cart_id in cart_ids if cart_id is not None and (cart := lock_cart(session, cart_id))]
+    return [cart for cart in locked if cart.contact_id == contact.id]
 
 
 def opt_out_contact_locked(

@@ -492,11 +492,19 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: App
     if store.installed_at is not None and event.occurred_at < store.installed_at:
         # A late or retried uninstall from before the merchant installed again.
         return Applied("ignored: uninstall predates the current install")
-    store.status = StoreStatus.UNINSTALLED
-    # The platform revoked them; keeping dead secrets helps nobody.
-    store.access_token_ciphertext = store.refresh_token_ciphertext = None
-    store.access_token_expires_at = store.refresh_token_expires_at = None
-    store.updated_at = runtime.now()
+    # The bulk updates below would lock steps before their carts, and carts in no fixed order:
+    # a sender holding a cart and writing its steps (or pausing the store) would wait in a
+    # cycle with them. So the locks are taken in the lock order first (sequences.db): the open
+    # carts' contacts, then the carts, each by id; the store row is written last.
+    still_open = (col(Cart.store_id) == store.id, col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)))
+    their_contacts = select(Cart.contact_id).where(*still_open)
+    session.exec(
+        select(Contact.id)
+        .where(col(Contact.id).in_(their_contacts))
+        .order_by(col(Contact.id))
+        .with_for_update()
+    ).all()
+    session.exec(select(Cart.id).where(*still_open).order_by(col(Cart.id)).with_for_update()).all()
     session.exec(
         update(RecoveryStep)
         .where(col(RecoveryStep.store_id) == store.id, col(RecoveryStep.status) == StepStatus.SCHEDULED)
@@ -511,6 +519,11 @@ def apply_uninstall(runtime: Runtime, session: Session, store: Store, event: App
             now=None,
         )
     )
+    store.status = StoreStatus.UNINSTALLED
+    # The platform revoked them; keeping dead secrets helps nobody.
+    store.access_token_ciphertext = store.refresh_token_ciphertext = None
+    store.access_token_expires_at = store.refresh_token_expires_at = None
+    store.updated_at = runtime.now()
     return Applied("store uninstalled")
 
 

@@ -4,6 +4,11 @@ Erasing a contact removes their phone, email and name everywhere we hold them â€
 the rendered messages, the sandbox outbox, the consent evidence text â€” and keeps only what
 proves we behaved: that a message was sent when, that they opted out when. An opted-out
 shopper stays suppressed after erasure through a keyed hash of the number, never the number.
+
+An erasure locks the contact, then its carts (the lock order, sequences.db). A webhook
+delivery being applied at that moment is not waited for (its worker may be waiting for this
+contact): it applies after the erasure, as one arriving a moment later would, and its payload
+is emptied with the retention period.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
 
+from sequences.db import lock_carts_of
 from sequences.models import (
     Cart,
     ConsentEvent,
@@ -78,11 +84,10 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
     """Erase one contact the caller has locked; adds what it did to ``report``."""
     assert contact.id is not None
     now = runtime.now()
-    cart_ids = [
-        cart_id
-        for cart_id in session.exec(select(Cart.id).where(Cart.contact_id == contact.id)).all()
-        if cart_id
-    ]
+    # The contact's carts are locked (in id order) before anything of theirs is written: the
+    # lock order of sequences.db. A redact of several contacts has locked all their carts so.
+    carts = lock_carts_of(session, [contact.id])
+    cart_ids = [cart.id for cart in carts if cart.id is not None]
     messages = session.exec(select(Message).where(Message.contact_id == contact.id)).all()
     for message in messages:
         message.preview, message.components = {"erased": True}, []
@@ -119,28 +124,29 @@ def erase_locked(session: Session, runtime: Runtime, contact: Contact, report: E
     # Payloads of this contact's carts may quote the number as typed; empty them all, in SQL
     # rather than reading every payload of the store back into Python.
     if cart_ids:
-        keys = session.exec(
-            select(Cart.platform_cart_id, Cart.platform_cart_token).where(col(Cart.id).in_(cart_ids))
-        ).all()
         # A payload names its cart by id or token, or (a WooCommerce order) by the shopper's email.
-        terms = {term for pair in keys for term in pair if term} | (
-            {contact.email} if contact.email else set()
+        terms = {
+            term for cart in carts for term in (cart.platform_cart_id, cart.platform_cart_token) if term
+        } | ({contact.email} if contact.email else set())
+        # Not a delivery being applied right now: its worker holds that row and may be waiting
+        # for this contact, so waiting for it here would be a deadlock (the lock order,
+        # sequences.db). It applies after this erasure, as one arriving a moment later would,
+        # and its payload goes with the retention period. This delivery's own row is ours.
+        idle = (
+            select(WebhookDelivery.id)
+            .where(
+                col(WebhookDelivery.store_id) == contact.store_id,
+                col(WebhookDelivery.payload) != "",
+                or_(
+                    col(WebhookDelivery.cart_id).in_(cart_ids),
+                    *(col(WebhookDelivery.payload).contains(term, autoescape=True) for term in sorted(terms)),
+                ),
+            )
+            .with_for_update(skip_locked=True)
         )
         report.deliveries += int(
             session.exec(
-                update(WebhookDelivery)
-                .where(
-                    col(WebhookDelivery.store_id) == contact.store_id,
-                    col(WebhookDelivery.payload) != "",
-                    or_(
-                        col(WebhookDelivery.cart_id).in_(cart_ids),
-                        *(
-                            col(WebhookDelivery.payload).contains(term, autoescape=True)
-                            for term in sorted(terms)
-                        ),
-                    ),
-                )
-                .values(payload="")
+                update(WebhookDelivery).where(col(WebhookDelivery.id).in_(idle)).values(payload="")
             ).rowcount
             or 0
         )

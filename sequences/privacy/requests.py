@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_
 from sqlmodel import Session, SQLModel, col, select
 
 from connectors.base import CustomerDataRequest, CustomerRedact, CustomerRef
+from sequences.db import lock_carts_of
 from sequences.merchant import rollups
 from sequences.models import (
     AdminLogin,
@@ -57,8 +58,8 @@ def matching_contacts(
     if not conditions:
         return []
     query = select(Contact).where(Contact.store_id == store_id, or_(*conditions)).order_by(col(Contact.id))
-    # Locked in id order, as senders lock contacts: a send in flight finishes first, so its
-    # message is there to be erased too.
+    # Locked in id order, in one statement (the lock order, sequences.db): a send in flight
+    # finishes first, so its message is there to be erased too.
     return list(session.exec(query.with_for_update() if lock else query).all())
 
 
@@ -153,6 +154,9 @@ def redact_customer(
     report = ErasureReport()
     contacts = matching_contacts(session, store.id, request.customer, lock=True)
     erased_ids = {contact.id for contact in contacts}
+    # Then all their carts, in id order, before erasing contact by contact (the lock order,
+    # sequences.db): one contact's carts may have higher ids than the next one's.
+    lock_carts_of(session, [contact_id for contact_id in erased_ids if contact_id is not None])
     for contact in contacts:
         erase_locked(session, runtime, contact, report)
     # Exports made for this customer hold the same personal data, whichever way they matched.
