@@ -366,14 +366,19 @@ def _replace_older_sequences(session: Session, cart: Cart, now: datetime) -> Non
     """One active sequence per contact per store: a newer cart replaces the older one."""
     if cart.contact_id is None:
         return
+    # Locked by id before their steps are touched (the lock order, sequences.db: a cart before
+    # its rows); the contact's lock, held, keeps their other writers out meanwhile.
     older = session.exec(
-        select(Cart).where(
+        select(Cart)
+        .where(
             Cart.store_id == cart.store_id,
             Cart.contact_id == cart.contact_id,
             Cart.id != cart.id,
             col(Cart.status).not_in(list(TERMINAL_CART_STATUSES)),
             col(Cart.last_activity_at) <= cart.last_activity_at,
         )
+        .order_by(col(Cart.id))
+        .with_for_update()
     ).all()
     for other in older:
         assert other.id is not None
