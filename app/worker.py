@@ -40,7 +40,7 @@ from sequences import queue
 from sequences import runtime as runtime_module
 from sequences.config import ConfigError, Settings
 from sequences.engine import dispatch
-from sequences.engine.batch_send import advance_batch
+from sequences.engine.batches import advance_batch
 from sequences.queue import CartbackJob, JobOptions
 from sequences.runtime import QUEUE_NAME, Runtime
 

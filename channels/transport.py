@@ -7,10 +7,11 @@ sandbox one (``sequences.sandbox``, which keeps messages in an outbox table show
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # Our message ids travel in biz_opaque_callback_data with this prefix: other apps on the same
 # WhatsApp account set callback data of their own, and plain numbers would collide.
@@ -102,3 +103,15 @@ class MessageTransport(Protocol):
     def send(self, message: OutboundMessage) -> SendOutcome: ...
 
     def send_text(self, message: OutboundText) -> SendOutcome: ...
+
+
+@runtime_checkable
+class SendsBatches(Protocol):
+    """A transport that takes a batch (the engine's batches): each message's place in its
+    number's sending limits first, before the ledger is written, then the messages at once."""
+
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
+        """For each (number, shopper's phone): None when it may go now, else how long to wait."""
+        ...
+
+    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]: ...

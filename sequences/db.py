@@ -43,7 +43,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, Table, bindparam, create_engine, event, inspect, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool
@@ -214,3 +214,23 @@ def lock_cart_with_contact(session: Session, cart_id: int) -> tuple[Cart | None,
         # next attempt waits for the contact the cart has now.
         attempt.rollback()
     raise RuntimeError(f"cart {cart_id} kept changing contact while being locked")
+
+
+def table_of(model: Any) -> Table:
+    """A model's Core table, for statements that bypass the ORM's unit of work."""
+    table: Table = model.__table__
+    return table
+
+
+def update_rows(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """One UPDATE by primary key (``id``), executed for every row: the driver batches them."""
+    if not rows:
+        return
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+    session.execute(
+        statement, [{"row_id": row["id"], **{f"new_{name}": row[name] for name in columns}} for row in rows]
+    )

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
-from sequences.engine.batch_send import advance_batch
+from sequences.engine.batches import advance_batch
 from sequences.models import Cart
 from sequences.runtime import Runtime
 

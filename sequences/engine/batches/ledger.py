@@ -1,51 +1,34 @@
-"""Sending in batches: a claimed batch of carts in a few statements, its messages all at once.
+"""A batch's ledger: decided and written in one transaction under the locks (engine.batches).
 
-engine.dispatch claims the carts whose moment came and hands them here. ``advance_batch``
-does for the common case what sending.advance_cart does for one cart, in three steps:
-
-1. The ledger, in one transaction under the locks (contacts, then carts, each by id; the
-   dashboard's buckets at commit, rollups): every cart's state read in a few statements, the
-   guards checked, and for every step going out now the step SENDING, its message row, the
-   cart's next moment and the dashboard's deltas written with Core statements. The numbers'
-   sending limits are taken before the commit, so a message that may not go yet never
-   enters the ledger. Committed before any transport call: a worker that dies after it
-   leaves its steps SENDING, settled later as UNCERTAIN, never sent twice (invariant 1).
-2. The transport carries the batch at once (the cloud transport's calls run concurrently).
-3. The outcomes, in one transaction under the same locks: "sent" written for the batch, with
-   each cart's next moment.
-
-Only the common path is decided here: a cart whose moment came (abandoned now, or mid-
-sequence) with a consenting shopper, one step due and every guard passing, or its next step
-not due yet. Anything else (a guard that skips the step, a sequence over, a step left
-sending, an older sequence to replace, a message row already there from a retry, an answer
-other than "sent", Meta's webhook settling the step first) goes to sending.advance_cart or
-sending.finish_send, which decide every case. The whole test suite runs through this path
-(tests/conftest.py drains through engine.dispatch), so the two cannot drift apart unseen.
+Locks in the one order (sequences.db): the batch's contacts by id, then its carts by id; the
+dashboard's buckets at commit (rollups). Every cart's state is read in a few statements, the
+guards are checked as sending._decide_locked checks them, the numbers' sending limits are taken
+(a message that may not go yet stays scheduled), and the steps going out are written SENDING
+with their message rows, the carts' next moments and the dashboard's deltas, with Core
+statements. What this module does not decide goes back to the caller as "per cart".
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, update
+from sqlalchemy import func, insert
 from sqlmodel import Session, col, select
 
-from channels.transport import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
-from sequences.engine import cart_states, policy, steps
+from channels.transport import OutboundMessage, Sender, SendsBatches, callback_data
+from sequences.db import table_of, update_rows
+from sequences.engine import cart_states, policy, timeline
 from sequences.engine.messages import render_step_message
 from sequences.engine.sending import (
     REACHED_SHOPPER,
     SENDING_GRACE,
     Channel,
-    Decision,
-    advance_cart,
     channel_guard,
-    finish_send,
     frequency_guard,
     send_guard,
     template_for,
@@ -71,26 +54,9 @@ from sequences.models import (
 from sequences.runtime import Runtime
 from sequences.whatsapp.accounts import sender_for
 
-log = logging.getLogger("cartback.batch_send")
+log = logging.getLogger("cartback.batches")
 
-
-@runtime_checkable
-class SendsBatches(Protocol):
-    """A transport that takes a batch: its sending limits first, then the messages at once."""
-
-    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
-        """For each (number, shopper's phone): None when it may go now, else how long to wait."""
-        ...
-
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]: ...
-
-
-def _table(model: Any) -> Table:
-    table: Table = model.__table__
-    return table
-
-
-CART, STEP, MESSAGE, EVENT = _table(Cart), _table(RecoveryStep), _table(Message), _table(CartEvent)
+CART, STEP, MESSAGE, EVENT = table_of(Cart), table_of(RecoveryStep), table_of(Message), table_of(CartEvent)
 
 
 @dataclass
@@ -131,61 +97,13 @@ class _Plan:
 
 
 @dataclass(frozen=True)
-class _InFlight:
+class InFlight:
     cart_id: int
     step_id: int
     outbound: OutboundMessage
 
 
-def advance_batch(runtime: Runtime, cart_ids: Sequence[int]) -> None:
-    """Run the clock tick of every cart in ``cart_ids`` (claimed by the caller)."""
-    if not cart_ids:
-        return
-    in_flight, per_cart = _write_ledger(runtime, sorted(set(cart_ids)))
-    if in_flight:
-        # The batch's messages first: they are what is due now; the rare carts left to the
-        # per-cart path (a sequence ending, a guard skipping a step) follow.
-        outcomes = transmit(runtime, [sending.outbound for sending in in_flight])
-        for cart_id, decision, outcome in _record_outcomes(runtime, in_flight, outcomes):
-            try:
-                finish_send(runtime, cart_id, decision, outcome, [])
-            except Exception:
-                log.exception("send outcome not recorded; the step settles later", extra={"cart_id": cart_id})
-    for cart_id in per_cart:
-        _one_cart(runtime, cart_id)
-
-
-def _one_cart(runtime: Runtime, cart_id: int) -> None:
-    try:
-        advance_cart(runtime, cart_id)
-    except Exception:
-        # The claim's lease brings it back.
-        log.exception("cart not advanced; it comes due again after the lease", extra={"cart_id": cart_id})
-
-
-def transmit(runtime: Runtime, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
-    """Hand the batch to the transport; a transport without batches gets them one by one."""
-    transport = runtime.transport
-    try:
-        if isinstance(transport, SendsBatches):
-            return transport.send_batch(messages)
-    except Exception as exc:
-        log.exception("transport raised on a batch", extra={"messages": len(messages)})
-        return [SendOutcome(OutcomeKind.UNKNOWN, error_detail=type(exc).__name__) for _ in messages]
-    outcomes = []
-    for message in messages:
-        try:
-            outcomes.append(transport.send(message))
-        except Exception as exc:
-            log.exception("transport raised", extra={"message_id": message.message_id})
-            outcomes.append(SendOutcome(OutcomeKind.UNKNOWN, error_detail=type(exc).__name__))
-    return outcomes
-
-
-# -- 1. the ledger ------------------------------------------------------------------------------
-
-
-def _write_ledger(runtime: Runtime, cart_ids: list[int]) -> tuple[list[_InFlight], list[int]]:
+def write_ledger(runtime: Runtime, cart_ids: list[int]) -> tuple[list[InFlight], list[int]]:
     """Decide and write the batch's ledger; returns what to transmit and the carts left to the
     per-cart path (run after this commit)."""
     now = runtime.now()
@@ -239,7 +157,7 @@ def _load(runtime: Runtime, session: Session, cart_ids: list[int], now: datetime
         contacts=contacts,
         stores={store_id: store for store_id, store in stores.items() if store_id is not None},
         settings={store_id: runtime.store_settings(store) for store_id, store in stores.items() if store_id},
-        steps=_grouped(
+        steps=grouped(
             session.scalars(
                 select(RecoveryStep)
                 .where(col(RecoveryStep.cart_id).in_(ids))
@@ -247,7 +165,7 @@ def _load(runtime: Runtime, session: Session, cart_ids: list[int], now: datetime
             ),
             lambda step: step.cart_id,
         ),
-        lines=_grouped(
+        lines=grouped(
             session.scalars(
                 select(CartLine)
                 .where(col(CartLine.cart_id).in_(ids))
@@ -309,7 +227,7 @@ def _load(runtime: Runtime, session: Session, cart_ids: list[int], now: datetime
     return state, per_cart
 
 
-def _grouped(rows: Iterable[Any], key: Callable[[Any], int]) -> dict[int, list[Any]]:
+def grouped(rows: Iterable[Any], key: Callable[[Any], int]) -> dict[int, list[Any]]:
     grouped: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         grouped[key(row)].append(row)
@@ -437,7 +355,7 @@ def _reserve(runtime: Runtime, state: _State, sending: list[_Plan], now: datetim
 
 def _write(
     runtime: Runtime, session: Session, state: _State, plans: list[_Plan], now: datetime
-) -> list[_InFlight]:
+) -> list[InFlight]:
     """Every write the plans call for, a statement per kind of write."""
     events: list[dict[str, Any]] = []
     abandoned = [plan for plan in plans if plan.abandon_at is not None]
@@ -449,8 +367,8 @@ def _write(
             rows.append({"id": plan.cart.id} | moved)
             before = rollups.counted_values(plan.cart)
             rollups.count_change(session, Cart, before, before | moved)
-            events.append(_event(plan.cart, "cart_abandoned", now))
-        _update_many(session, CART, ["status", "abandoned_at"], rows)
+            events.append(timeline.row(plan.cart, "cart_abandoned", now))
+        update_rows(session, CART, ["status", "abandoned_at"], rows)
     step_ids: dict[tuple[int, int], int] = {
         (step.cart_id, step.step_number): step.id
         for cart_steps in state.steps.values()
@@ -472,7 +390,7 @@ def _write(
             step_ids[(cart_id, number)] = step_id
     deferred = [plan for plan in plans if plan.deferred is not None and not plan.new_steps]
     if deferred:
-        _update_many(
+        update_rows(
             session,
             STEP,
             ["due_at"],
@@ -484,7 +402,7 @@ def _write(
         )
     sending = [plan for plan in plans if plan.send_step is not None]
     in_flight = _write_messages(runtime, session, state, sending, step_ids, now, events)
-    _update_many(
+    update_rows(
         session,
         CART,
         ["next_wake_at"],
@@ -509,7 +427,7 @@ def _write_messages(
     step_ids: dict[tuple[int, int], int],
     now: datetime,
     events: list[dict[str, Any]],
-) -> list[_InFlight]:
+) -> list[InFlight]:
     """The message rows of the steps going out, then their content (the link needs the row's id)."""
     if not sending:
         return []
@@ -580,7 +498,7 @@ def _write_messages(
             }
         )
         in_flight.append(
-            _InFlight(
+            InFlight(
                 cart.id or 0,
                 row["step_id"],
                 OutboundMessage(
@@ -596,172 +514,6 @@ def _write_messages(
                 ),
             )
         )
-    _update_many(session, MESSAGE, ["template_name", "language", "components", "preview"], contents)
-    _update_many(session, STEP, ["status", "attempted_at", "offer"], step_rows)
+    update_rows(session, MESSAGE, ["template_name", "language", "components", "preview"], contents)
+    update_rows(session, STEP, ["status", "attempted_at", "offer"], step_rows)
     return in_flight
-
-
-# -- 3. the outcomes ----------------------------------------------------------------------------
-
-
-def _record_outcomes(
-    runtime: Runtime, in_flight: list[_InFlight], outcomes: list[SendOutcome]
-) -> list[tuple[int, Decision, SendOutcome]]:
-    """Write "sent" for the batch; returns the sends the per-cart path must record."""
-    per_cart: list[tuple[int, Decision, SendOutcome]] = []
-    sent: list[tuple[_InFlight, SendOutcome]] = []
-    for sending, outcome in zip(in_flight, outcomes, strict=True):
-        if outcome.kind == OutcomeKind.SENT:
-            sent.append((sending, outcome))
-        else:
-            per_cart.append(
-                (sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome)
-            )
-    if not sent:
-        return per_cart
-    now = runtime.now()
-    with runtime.database.locked_session() as session:
-        cart_ids = sorted({sending.cart_id for sending, _ in sent})
-        peeked = dict(
-            session.execute(
-                select(col(Cart.id), col(Cart.contact_id)).where(col(Cart.id).in_(cart_ids))
-            ).all()
-        )
-        contact_ids = sorted({contact_id for contact_id in peeked.values() if contact_id is not None})
-        list(
-            session.scalars(
-                select(Contact)
-                .where(col(Contact.id).in_(contact_ids))
-                .order_by(col(Contact.id))
-                .with_for_update()
-            )
-        )
-        carts = {
-            cart.id: cart
-            for cart in session.scalars(
-                select(Cart).where(col(Cart.id).in_(cart_ids)).order_by(col(Cart.id)).with_for_update()
-            )
-        }
-        cart_steps = _grouped(
-            session.scalars(select(RecoveryStep).where(col(RecoveryStep.cart_id).in_(cart_ids))),
-            lambda step: step.cart_id,
-        )
-        messages = {
-            message.id: message
-            for message in session.scalars(
-                select(Message).where(col(Message.id).in_([s.outbound.message_id for s, _ in sent]))
-            )
-        }
-        stores = {
-            store.id: store
-            for store in session.scalars(
-                select(Store).where(col(Store.id).in_({c.store_id for c in carts.values()}))
-            )
-        }
-        step_rows, message_rows, cart_rows, events = [], [], [], []
-        for sending, outcome in sent:
-            cart = carts.get(sending.cart_id)
-            message = messages.get(sending.outbound.message_id)
-            step = next((s for s in cart_steps.get(sending.cart_id, []) if s.id == sending.step_id), None)
-            if (
-                cart is None
-                or message is None
-                or step is None
-                or cart.contact_id != peeked.get(cart.id)
-                or cart.status not in (CartStatus.ABANDONED, CartStatus.RECOVERING)
-                or step.status != StepStatus.SENDING
-                or message.status != MessageStatus.QUEUED
-            ):
-                # Meta's webhook or a purchase got there first: the per-cart path knows what stands.
-                per_cart.append(
-                    (sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome)
-                )
-                continue
-            step_rows.append({"id": step.id, "status": StepStatus.SENT, "sent_at": now})
-            message_before = rollups.counted_values(message)
-            message_rows.append(
-                {
-                    "id": message.id,
-                    "status": MessageStatus.SENT,
-                    "sent_at": message.sent_at or now,
-                    "provider_message_id": outcome.provider_message_id or message.provider_message_id,
-                    "error_code": None,
-                    "error_detail": None,
-                }
-            )
-            rollups.count_change(
-                session,
-                Message,
-                message_before,
-                message_before | {"status": MessageStatus.SENT, "sent_at": message.sent_at or now},
-            )
-            cart_before = rollups.counted_values(cart)
-            cart_after = {"first_message_at": cart.first_message_at or now} | cart_states.recovering_values(
-                cart
-            )
-            rollups.count_change(session, Cart, cart_before, cart_before | cart_after)
-            settings = runtime.store_settings(stores[cart.store_id])
-            cart_rows.append(
-                cart_after
-                | {
-                    "id": cart.id,
-                    "next_wake_at": _next_moment(
-                        runtime, cart, settings, cart_steps.get(cart.id or 0, []), step, now
-                    ),
-                }
-            )
-            events.append(_event(cart, "message_sent", now, step=step.step_number, message_id=message.id))
-        _update_many(session, STEP, ["status", "sent_at"], step_rows)
-        _update_many(
-            session,
-            MESSAGE,
-            ["status", "sent_at", "provider_message_id", "error_code", "error_detail"],
-            message_rows,
-        )
-        _update_many(session, CART, ["first_message_at", "status", "next_wake_at"], cart_rows)
-        if events:
-            session.execute(insert(EVENT), events)
-    return per_cart
-
-
-def _next_moment(
-    runtime: Runtime,
-    cart: Cart,
-    settings: StoreSettings,
-    cart_steps: list[RecoveryStep],
-    sent: RecoveryStep,
-    now: datetime,
-) -> datetime:
-    """When to look at the cart again after this send: its next step, or the end of its window
-    (an earlier moment set meanwhile, say by the shopper coming back, stands)."""
-    remaining = [step for step in cart_steps if step.id != sent.id]
-    following = steps.next_due(remaining)
-    moment = following.due_at if following is not None and following.due_at is not None else None
-    if moment is None:
-        moment = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
-    placeholder = sent.attempted_at + SENDING_GRACE if sent.attempted_at is not None else None
-    if cart.next_wake_at is not None and cart.next_wake_at != placeholder:
-        moment = min(moment, cart.next_wake_at)
-    return max(moment, now)
-
-
-# -- statements ----------------------------------------------------------------------------------
-
-
-def _update_many(session: Session, table: Table, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    """One UPDATE by primary key, executed for every row (the driver batches them)."""
-    if not rows:
-        return
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("row_id"))
-        .values({name: bindparam(f"new_{name}") for name in columns})
-    )
-    session.execute(
-        statement, [{"row_id": row["id"], **{f"new_{name}": row[name] for name in columns}} for row in rows]
-    )
-
-
-def _event(cart: Cart, kind: str, now: datetime, **detail: Any) -> dict[str, Any]:
-    """A timeline row (timeline.record's): never personal data in ``detail``."""
-    return {"store_id": cart.store_id, "cart_id": cart.id, "kind": kind, "detail": detail, "created_at": now}
