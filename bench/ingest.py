@@ -10,6 +10,7 @@ No worker runs: deliveries pile up pending in the database, as they would behind
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.environment import PYTHON, REPO, STORE_SECRET, STORE_SLUG, BenchEnv, make_store
+from bench.open_loop import OpenLoopResult, http_request, run_open_loop
 from bench.processes import (
     HOST,
     REGISTRY,
@@ -74,6 +76,11 @@ class IngestConfig:
     gthread_threads: int = 4
     # Measure hello again after the sync ingest run and use the mean as the baseline.
     bracket_headline: bool = True
+    # The open-loop run (bench.open_loop): a fixed request rate, latency from the due time.
+    open_rate: int = 500
+    open_warmup_s: int = 2
+    open_duration_s: int = 10
+    open_senders: int = 64
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,60 @@ def _ingest(
         return measured
 
 
+def _open_loop(
+    env: BenchEnv, config: IngestConfig, worker_class: str, pool: Path, section: Section
+) -> OpenLoopResult:
+    """Ingest at a fixed rate (not saturation), in a fresh database: p99 from the due time."""
+    port = free_port()
+    warmup = config.open_rate * config.open_warmup_s
+    measured = config.open_rate * config.open_duration_s
+    requests = []
+    with pool.open() as lines:
+        for line in itertools.islice(lines, warmup + measured):
+            delivery_id, signature, body = line.rstrip("\n").split("\t", 2)
+            headers = {
+                "Content-Type": "application/json",
+                "X-Demo-Shop": STORE_SLUG,
+                "X-Demo-Topic": TOPIC,
+                "X-Demo-Webhook-Id": delivery_id,
+                "X-Demo-Hmac-Sha256": signature,
+            }
+            requests.append(http_request("/webhooks/demo", HOST, port, headers, body.encode()))
+    with env.scenario(f"ingest-{worker_class}-open-loop", app_port=port) as scenario:
+        make_store(scenario.runtime)
+        server = start_gunicorn(
+            "app:create_app()",
+            port=port,
+            worker_class=worker_class,
+            threads=config.gthread_threads,
+            environ=scenario.environ,
+            log=scenario.path / "gunicorn.log",
+        )
+        try:
+            wait_until(
+                http_ready(f"http://{HOST}:{port}/healthz"), timeout=30, child=server, what="cartback web"
+            )
+            common = dict(rate=config.open_rate, senders=config.open_senders, expect=b'"accepted"')
+            run_open_loop(HOST, port, requests[:warmup], duration_s=config.open_warmup_s, **common)
+            result = run_open_loop(HOST, port, requests[warmup:], duration_s=config.open_duration_s, **common)
+        finally:
+            REGISTRY.stop(server)
+        with scenario.runtime.database.session() as session:
+            rows = int(session.execute(select(func.count()).select_from(WebhookDelivery)).scalar_one())
+    say(
+        f"  ingest/{worker_class} at {config.open_rate}/s open loop: p50 {millis(result.latency_us(0.5))}, "
+        f"p99 {millis(result.latency_us(0.99))}, max {millis(result.latency_us(1.0))}, "
+        f"{result.achieved_rate:,.0f} req/s achieved, {result.errors} errors, {rows:,} rows stored "
+        f"(sender start lag p99 {millis(result.start_lag_us(0.99))})"
+    )
+    if result.errors or rows != warmup + measured:
+        section.note(
+            f"ingest/{worker_class} open loop NOT CLEAN: {result.errors} errors, {rows:,} rows for "
+            f"{warmup + measured:,} requests"
+        )
+    return result
+
+
 def _report(
     section: Section, config: IngestConfig, worker_class: str, hellos: list[Measured], ingest_run: Measured
 ) -> None:
@@ -391,7 +452,25 @@ def run(env: BenchEnv, config: IngestConfig | None = None) -> tuple[Section, str
         if headline and config.bracket_headline:
             hellos.append(_hello(env, wrk, config, worker_class))
         _report(section, config, worker_class, hellos, ingest)
+        _report_open_loop(section, config, worker_class, _open_loop(env, config, worker_class, pool, section))
     return section, version
+
+
+def _report_open_loop(
+    section: Section, config: IngestConfig, worker_class: str, result: OpenLoopResult
+) -> None:
+    headline = worker_class == "sync"
+    label = worker_class + (f" ×{config.gthread_threads} threads" if worker_class == "gthread" else "")
+    section.add(
+        f"{label}: p99 at {config.open_rate} requests/s",
+        millis(result.latency_us(0.99)),
+        (
+            f"target ≤ 50 ms; open loop, from each request's due time; p50 {millis(result.latency_us(0.5))}, "
+            f"max {millis(result.latency_us(1.0))}, {result.errors} errors"
+        )
+        if headline
+        else f"p50 {millis(result.latency_us(0.5))}, max {millis(result.latency_us(1.0))}, {result.errors} errors",
+    )
 
 
 def quick() -> IngestConfig:
@@ -402,4 +481,6 @@ def quick() -> IngestConfig:
         warmup_pool=6_000,
         worker_classes=("sync",),
         bracket_headline=False,
+        open_warmup_s=1,
+        open_duration_s=3,
     )
