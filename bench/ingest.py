@@ -4,11 +4,13 @@ Both apps run under the same gunicorn settings on free loopback ports and get th
 load. The ingest requests are distinct, correctly signed checkout deliveries (unique delivery
 id, different body): identical ones would hit the duplicate fast path and flatter the figure.
 After the run the database and Redis are checked, so errors are never counted as speed.
-No worker runs: deliveries pile up in Redis, as they would behind a slow queue.
+No worker runs: deliveries pile up pending in the database, as they would behind slow workers
+(ingest queues nothing in Redis; workers drain pending deliveries, sequences.engine.intake).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.environment import PYTHON, REPO, STORE_SECRET, STORE_SLUG, BenchEnv, make_store
+from bench.open_loop import OpenLoopResult, http_request, run_open_loop
 from bench.processes import (
     HOST,
     REGISTRY,
@@ -41,15 +44,16 @@ from sequences.runtime import QUEUE_NAME
 TOPIC = "checkouts/update"
 ABOUT = """
 Signed-webhook ingest: `POST /webhooks/demo` (HMAC check, store lookup, payload validation,
-SQLite insert under the de-duplication keys, one RQ enqueue, 200 "accepted") served by
+SQLite insert under the de-duplication keys, 200 "accepted"; no RQ job: workers drain pending
+deliveries in batches) served by
 `gunicorn --workers 2 --worker-class sync`, against a bare Flask app returning "hello" served
 the same way in the same run, measured before and after the ingest run (the baseline is their
 mean; the machine's load drifts). wrk: 2 threads, 32 connections, a 2 s warm-up then 10 s measured,
 `--latency`. Every ingest request is a distinct, correctly signed delivery (unique
 `X-Demo-Webhook-Id`, different checkout id and `updated_at`), pre-generated into a data file
 that a wrk Lua script cycles through without repeating. Afterwards the bench checks that wrk
-saw no errors or non-2xx answers and that `webhook_delivery` holds a row (and Redis a queued
-job) for every answered request. No worker runs. The CPU time the server's processes used per
+saw no errors or non-2xx answers, that `webhook_delivery` holds a pending row for every answered
+request and that Redis holds no job. No worker runs. The CPU time the server's processes used per
 request (from /proc) is shown too: it is much steadier than req/s when other work shares the
 machine. The same pair is also measured with gthread
 workers (`--threads 4`, the Procfile's setting) for comparison; sync is the headline. Target:
@@ -72,6 +76,11 @@ class IngestConfig:
     gthread_threads: int = 4
     # Measure hello again after the sync ingest run and use the mean as the baseline.
     bracket_headline: bool = True
+    # The open-loop run (bench.open_loop): a fixed request rate, latency from the due time.
+    open_rate: int = 500
+    open_warmup_s: int = 2
+    open_duration_s: int = 10
+    open_senders: int = 64
 
 
 @dataclass(frozen=True)
@@ -301,7 +310,7 @@ def _ingest(
             )
         finally:
             REGISTRY.stop(server)
-        # Every answered request must have been a stored delivery with a queued job.
+        # Every answered request must have been a stored delivery, and none may queue a job.
         with runtime.database.session() as session:
             rows = int(session.execute(select(func.count()).select_from(WebhookDelivery)).scalar_one())
         queued = int(runtime.redis.llen(f"rq:queue:{QUEUE_NAME}"))
@@ -313,21 +322,75 @@ def _ingest(
         # stored without wrk counting an answer, hence a range rather than equality.
         stored = rows - 1
         say(
-            f"  ingest/{worker_class}: {stored:,} deliveries stored, {queued - 1:,} jobs queued, "
+            f"  ingest/{worker_class}: {stored:,} deliveries stored, {queued:,} jobs queued, "
             f"{answered:,} answers counted by wrk, {errors} errors, {wraps} pool wraps"
         )
-        if errors or wraps or not (answered - errors <= stored <= sent) or queued != rows:
+        if errors or wraps or not (answered - errors <= stored <= sent) or queued:
             section.note(
                 f"ingest/{worker_class} NOT CLEAN: {errors} wrk errors/non-2xx, {wraps} pool wraps, "
-                f"{stored:,} rows for {answered:,} answers ({sent:,} sent), {queued:,} queued jobs for {rows:,} rows; "
+                f"{stored:,} rows for {answered:,} answers ({sent:,} sent), {queued:,} jobs queued in Redis; "
                 "the figure may include error or duplicate answers"
             )
         else:
             section.note(
-                f"ingest/{worker_class}: every answered request was a stored delivery with a queued job "
-                f"({stored:,} rows, {queued - 1:,} jobs), no wrk errors, no repeated delivery"
+                f"ingest/{worker_class}: every answered request was a stored delivery, no job queued "
+                f"({stored:,} rows), no wrk errors, no repeated delivery"
             )
         return measured
+
+
+def _open_loop(
+    env: BenchEnv, config: IngestConfig, worker_class: str, pool: Path, section: Section
+) -> OpenLoopResult:
+    """Ingest at a fixed rate (not saturation), in a fresh database: p99 from the due time."""
+    port = free_port()
+    warmup = config.open_rate * config.open_warmup_s
+    measured = config.open_rate * config.open_duration_s
+    requests = []
+    with pool.open() as lines:
+        for line in itertools.islice(lines, warmup + measured):
+            delivery_id, signature, body = line.rstrip("\n").split("\t", 2)
+            headers = {
+                "Content-Type": "application/json",
+                "X-Demo-Shop": STORE_SLUG,
+                "X-Demo-Topic": TOPIC,
+                "X-Demo-Webhook-Id": delivery_id,
+                "X-Demo-Hmac-Sha256": signature,
+            }
+            requests.append(http_request("/webhooks/demo", HOST, port, headers, body.encode()))
+    with env.scenario(f"ingest-{worker_class}-open-loop", app_port=port) as scenario:
+        make_store(scenario.runtime)
+        server = start_gunicorn(
+            "app:create_app()",
+            port=port,
+            worker_class=worker_class,
+            threads=config.gthread_threads,
+            environ=scenario.environ,
+            log=scenario.path / "gunicorn.log",
+        )
+        try:
+            wait_until(
+                http_ready(f"http://{HOST}:{port}/healthz"), timeout=30, child=server, what="cartback web"
+            )
+            common = dict(rate=config.open_rate, senders=config.open_senders, expect=b'"accepted"')
+            run_open_loop(HOST, port, requests[:warmup], duration_s=config.open_warmup_s, **common)
+            result = run_open_loop(HOST, port, requests[warmup:], duration_s=config.open_duration_s, **common)
+        finally:
+            REGISTRY.stop(server)
+        with scenario.runtime.database.session() as session:
+            rows = int(session.execute(select(func.count()).select_from(WebhookDelivery)).scalar_one())
+    say(
+        f"  ingest/{worker_class} at {config.open_rate}/s open loop: p50 {millis(result.latency_us(0.5))}, "
+        f"p99 {millis(result.latency_us(0.99))}, max {millis(result.latency_us(1.0))}, "
+        f"{result.achieved_rate:,.0f} req/s achieved, {result.errors} errors, {rows:,} rows stored "
+        f"(sender start lag p99 {millis(result.start_lag_us(0.99))})"
+    )
+    if result.errors or rows != warmup + measured:
+        section.note(
+            f"ingest/{worker_class} open loop NOT CLEAN: {result.errors} errors, {rows:,} rows for "
+            f"{warmup + measured:,} requests"
+        )
+    return result
 
 
 def _report(
@@ -389,7 +452,25 @@ def run(env: BenchEnv, config: IngestConfig | None = None) -> tuple[Section, str
         if headline and config.bracket_headline:
             hellos.append(_hello(env, wrk, config, worker_class))
         _report(section, config, worker_class, hellos, ingest)
+        _report_open_loop(section, config, worker_class, _open_loop(env, config, worker_class, pool, section))
     return section, version
+
+
+def _report_open_loop(
+    section: Section, config: IngestConfig, worker_class: str, result: OpenLoopResult
+) -> None:
+    headline = worker_class == "sync"
+    label = worker_class + (f" ×{config.gthread_threads} threads" if worker_class == "gthread" else "")
+    section.add(
+        f"{label}: p99 at {config.open_rate} requests/s",
+        millis(result.latency_us(0.99)),
+        (
+            f"target ≤ 50 ms; open loop, from each request's due time; p50 {millis(result.latency_us(0.5))}, "
+            f"max {millis(result.latency_us(1.0))}, {result.errors} errors"
+        )
+        if headline
+        else f"p50 {millis(result.latency_us(0.5))}, max {millis(result.latency_us(1.0))}, {result.errors} errors",
+    )
 
 
 def quick() -> IngestConfig:
@@ -400,4 +481,6 @@ def quick() -> IngestConfig:
         warmup_pool=6_000,
         worker_classes=("sync",),
         bracket_headline=False,
+        open_warmup_s=1,
+        open_duration_s=3,
     )

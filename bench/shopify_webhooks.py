@@ -42,7 +42,7 @@ WooCommerce, in the same run. *verify + parse*: the connector alone (signature c
 `CartSnapshot`), for a 2-line checkout and for Shopify's 50-line fixture. *body checks*: the
 UTF-8, depth, number and surrogate checks every body passes first, beside `json.loads` of it. *ingest*: the whole
 `POST /webhooks/<platform>` through Flask's test client (no network): signature, store lookup,
-validation, the SQLite insert and the RQ enqueue. Shopify's body is the recorded-style fixture
+validation and the SQLite insert (no RQ job: workers drain deliveries). Shopify's body is the recorded-style fixture
 `tests/fixtures/shopify/checkouts_create.json` (~5 KB; the demo body is ~0.9 KB); WooCommerce's
 is a pending Razorpay order, `tests/fixtures/woocommerce/order_pending_razorpay.json` (~3.5 KB).
 """

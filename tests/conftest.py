@@ -19,6 +19,7 @@ from app import create_app
 from app.wiring import build_runtime
 from sequences.config import Settings
 from sequences.db import Database
+from sequences.engine.intake import drain_deliveries
 from sequences.merchant import rollups
 from sequences.models import Store
 from sequences.runtime import Runtime
@@ -148,6 +149,7 @@ def _drain_queue(runtime: Runtime) -> int:
     registry = ScheduledJobRegistry(queue=queue)
     ran = 0
     for _ in range(50):
+        ran += drain_deliveries(runtime, limit=1000)
         if registry.get_jobs_to_schedule():
             from rq.scheduler import RQScheduler
 

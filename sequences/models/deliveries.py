@@ -1,7 +1,9 @@
 """Platform webhook deliveries, stored before they are processed.
 
 One row per delivery, unique by delivery id, by content and by the platform's event id, so a
-replay or a retry is recognised and processed once.
+replay or a retry is recognised and processed once. Workers claim pending rows in batches
+(``sequences.engine.intake``): ``claimed_until`` keeps a claimed or failing row from being
+claimed again before then, ``attempts`` counts the claims.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from sequences.models.types import UTCDateTime, time_field, utcnow
@@ -50,3 +52,7 @@ class WebhookDelivery(SQLModel, table=True):
     processed_at: datetime | None = time_field()
     # The cart it was about, once processed (what an erasure empties payloads by).
     cart_id: int | None = Field(default=None, index=True)
+    # Not claimable before this (a drainer is on it, or it failed and is backing off); None: free.
+    claimed_until: datetime | None = time_field()
+    # How many times a drainer claimed it: the back-off after a failure grows with it.
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0, server_default="0"))

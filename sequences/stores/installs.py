@@ -30,6 +30,7 @@ from sequences.models import Store, StoreStatus
 from sequences.runtime import Runtime
 from sequences.stores.access import store_token_update
 from sequences.stores.deliveries import insert_delivery
+from sequences.stores.store_cache import store_cache
 
 T = TypeVar("T")
 
@@ -107,7 +108,8 @@ def record_uninstall(
     transaction; the delivery's id, or None when it was already received (nothing written).
 
     Stops everything at once: every send re-checks the store's status under its lock, so
-    nothing leaves after this commit. The queued delivery does the rest.
+    nothing leaves after this commit. Processing the delivery does the rest. This process's
+    ingest forgets the store at once (other processes within ``store_cache.TTL_SECONDS``).
     """
     try:
         with runtime.database.engine.begin() as connection:
@@ -122,4 +124,5 @@ def record_uninstall(
             )
     except IntegrityError:
         return None
+    store_cache(runtime).forget(store_id)
     return delivery_id

@@ -24,7 +24,6 @@ from connectors.base import (
     WebhookIdentity,
     WebhookSync,
 )
-from sequences.engine.scheduling import enqueue_delivery
 from sequences.models import PlatformConnection, Store, StoreStatus
 from sequences.redis_locks import redis_lock
 from sequences.runtime import Runtime
@@ -131,10 +130,9 @@ def _poll(
                 report.orders_unreadable += 1
                 log.warning("polled order unreadable", extra={"store_id": store_id, "reason": str(exc)})
                 continue
-            delivery_id = record_delivery(runtime, values)
-            if delivery_id is not None:
+            # Stored pending, like a webhook: the workers' drain processes it.
+            if record_delivery(runtime, values) is not None:
                 report.orders_new += 1
-                enqueue_delivery(runtime, delivery_id)
 
     call_platform(runtime, store_id, read)
 

@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import func, select
 
 from demo.connector import sign
+from sequences.engine.intake import drain_deliveries
 from sequences.models import Cart, WebhookDelivery
 from tests.support.factories import checkout_payload, make_store, send_webhook
 
@@ -27,7 +28,11 @@ def test_a_signed_checkout_is_accepted_and_stored_for_processing(client, runtime
     assert response.status_code == 200
     assert response.json["status"] == "accepted"
     assert deliveries(runtime) == 1
-    assert runtime.queue.count == 1
+    # No RQ job per delivery: it waits, pending, for the workers' drain.
+    assert runtime.queue.count == 0
+    assert drain_deliveries(runtime, limit=10) == 1
+    with runtime.database.session() as session:
+        assert session.exec(select(func.count()).select_from(Cart)).one() == 1
 
 
 def test_a_wrong_signature_gets_401_and_nothing_is_stored(client, runtime, store):
