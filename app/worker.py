@@ -2,6 +2,8 @@
 
 Every worker process is the same, and none is special:
 - RQ job loops (``--threads``) run the queued jobs (deliveries, syncs, the sweep...).
+- An intake thread applies pending webhook deliveries as they arrive (engine.intake: the web
+  process only stores them).
 - One dispatcher thread claims the carts whose moment has come (``Cart.next_wake_at``, see
   sequences.engine.dispatch) and runs them as batches (engine.batch_send: a few statements
   per batch, the transport's calls concurrent), polling at least every
@@ -41,6 +43,7 @@ from sequences import runtime as runtime_module
 from sequences.config import ConfigError, Settings
 from sequences.engine import dispatch
 from sequences.engine.batches import advance_batch
+from sequences.engine.intake import drain_deliveries
 from sequences.queue import CartbackJob, JobOptions
 from sequences.runtime import QUEUE_NAME, Runtime
 
@@ -61,6 +64,8 @@ DISPATCH_POLL_SECONDS = 0.25
 PROMOTE_LOCK_MS = 1500
 PROMOTE_LOCK_KEY = "cartback:rq-promote-lock"
 PERIOD_KEY = "cartback:period:{name}:{slot}"
+# Deliveries the intake loop applies before it looks at the clock again.
+DRAIN_LIMIT = 200
 # Worker key TTL in Redis; rq derives the blocking dequeue timeout from it (ttl - 15 s).
 WORKER_TTL_SECONDS = 30
 # rq logs three lines per job at INFO ("default: sweep (…)", "Job OK", "result discarded"): at
@@ -158,10 +163,22 @@ class Dispatcher:
             if claimed < dispatch.BATCH:
                 self.stopping.wait(DISPATCH_POLL_SECONDS)
 
+    def take_deliveries(self) -> None:
+        """The intake loop: pending deliveries applied as they arrive, beside the dispatch so
+        a burst of webhooks never delays a due message."""
+        while not self.stopping.is_set():
+            try:
+                applied = drain_deliveries(self.runtime, limit=DRAIN_LIMIT)
+            except Exception:
+                log.exception("delivery drain failed; retrying")
+                applied = 0
+            if applied < DRAIN_LIMIT:
+                self.stopping.wait(DISPATCH_POLL_SECONDS)
+
     def drain(self) -> int:
-        """Rounds until nothing is due (``--burst``); returns the carts claimed."""
+        """Deliveries and rounds until nothing is due (``--burst``); returns what ran."""
         total = 0
-        while claimed := self.round():
+        while claimed := drain_deliveries(self.runtime, limit=DRAIN_LIMIT) + self.round():
             total += claimed
         # Every batch handed out is done before the caller looks at the queue.
         self._pool.shutdown(wait=True)
@@ -187,13 +204,18 @@ def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> N
                 break
         dispatcher.stop()
         return
-    loop = threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True)
-    loop.start()
+    loops = [
+        threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True),
+        threading.Thread(target=dispatcher.take_deliveries, name="intake", daemon=True),
+    ]
+    for loop in loops:
+        loop.start()
     try:
         _run_job_loops(runtime, queues, threads=threads, burst=False)
     finally:
         dispatcher.stop()
-        loop.join(timeout=WORKER_TTL_SECONDS)
+        for loop in loops:
+            loop.join(timeout=WORKER_TTL_SECONDS)
 
 
 def _run_job_loops(runtime: Runtime, queues: list[Queue], *, threads: int, burst: bool) -> None:

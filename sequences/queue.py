@@ -22,6 +22,8 @@ from rq.job import Job
 from rq.utils import import_attribute
 
 # The RQ entry points (sequences/jobs.py), by the names jobs carry in Redis.
+# Deliveries and carts are claimed from the database now (engine.intake, engine.dispatch):
+# nothing enqueues these two, which run what an older version left in Redis.
 PROCESS_DELIVERY = "sequences.jobs.process_delivery_job"
 ADVANCE_CART = "sequences.jobs.advance_cart_job"
 SWEEP = "sequences.jobs.sweep_job"

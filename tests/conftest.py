@@ -138,8 +138,9 @@ def client(app: Flask) -> FlaskClient:
 
 
 def _drain_queue(runtime: Runtime) -> int:
-    """Run every job and every cart moment that is due now (scheduled jobs included) in this
-    process; returns how many jobs and carts were run."""
+    """Drain the deliveries, run every job and every cart moment that is due now (scheduled
+    jobs included) in this process, with the runtime jobs run with (the last app built
+    installs its own), as a worker would; returns how many deliveries, jobs and carts ran."""
     from rq.registry import ScheduledJobRegistry
 
     from sequences import runtime as runtime_module
@@ -149,7 +150,8 @@ def _drain_queue(runtime: Runtime) -> int:
     registry = ScheduledJobRegistry(queue=queue)
     ran = 0
     for _ in range(50):
-        ran += drain_deliveries(runtime, limit=1000)
+        current = runtime_module.current()
+        deliveries = drain_deliveries(current, limit=1000)
         if registry.get_jobs_to_schedule():
             from rq.scheduler import RQScheduler
 
@@ -160,11 +162,10 @@ def _drain_queue(runtime: Runtime) -> int:
         jobs = queue.count
         if jobs:
             SimpleWorker([queue], connection=runtime.redis).work(burst=True)
-        # With the runtime jobs run with (the last app built installs its own), as a worker would.
-        carts = dispatch_due(runtime_module.current(), limit=1000)
-        if not jobs and not carts:
+        carts = dispatch_due(current, limit=1000)
+        if not deliveries and not jobs and not carts:
             break
-        ran += jobs + carts
+        ran += deliveries + jobs + carts
     return ran
 
 

@@ -1,9 +1,10 @@
-"""The engine's jobs put on the queue after a commit: deliveries, opt-out syncs, confirmations.
+"""The engine's jobs put on the queue after a commit: opt-out syncs and reply confirmations.
 
 Each is enqueued only once its database row is committed, under a deterministic id, and is
 safe to run twice (the row says whether it was done). Redis being down loses nothing: the
-sweep finds the rows and enqueues them again. Carts have no job: their schedule is
-``Cart.next_wake_at``, claimed by the workers (engine.dispatch).
+sweep finds the rows and enqueues them again. Carts and deliveries have no job: the workers
+claim due carts (``Cart.next_wake_at``, engine.dispatch) and pending deliveries (engine.intake)
+from the database.
 """
 
 from __future__ import annotations
@@ -22,23 +23,6 @@ from sequences.queue import JobOptions
 from sequences.runtime import Runtime
 
 log = logging.getLogger("cartback.scheduling")
-
-
-def enqueue_delivery(runtime: Runtime, delivery_id: int) -> bool:
-    # Delivery ids are primary keys, unique by construction: skip rq's uniqueness script. A
-    # second enqueue by the sweep at worst runs a job that finds the delivery processed.
-    options = JobOptions(f"delivery-{delivery_id}", "delivery", unique=False)
-    try:
-        queue.enqueue(runtime.queue, queue.PROCESS_DELIVERY, delivery_id, options=options)
-    except DuplicateJobError:
-        return True
-    except RedisError as exc:
-        log.warning(
-            "delivery not enqueued; the sweep will",
-            extra={"delivery_id": delivery_id, "error": type(exc).__name__},
-        )
-        return False
-    return True
 
 
 def enqueue_opt_out_syncs(runtime: Runtime, *, contact_id: int | None = None, limit: int = 500) -> int:

@@ -1,7 +1,7 @@
 """The safety net under the database-held schedule (invariant 4), and the periodic chores.
 
-Run once a minute across all workers (app.worker) and by `cartback sweep`: re-enqueues
-deliveries nobody processed, resolves steps whose sender died mid-send (UNCERTAIN, never
+Run once a minute across all workers (app.worker) and by `cartback sweep`: applies
+deliveries nobody drained, resolves steps whose sender died mid-send (UNCERTAIN, never
 resent; FAILED when Meta has reported the message failed meanwhile) where no cart moment did,
 reports how many carts are overdue (the workers are not keeping up when that grows), and runs
 the chores (old payloads, opt-out syncs, lapsing tokens, WhatsApp numbers). Redis holds no
@@ -19,9 +19,10 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from sequences.db import lock_cart_with_contact
-from sequences.engine.scheduling import enqueue_delivery, enqueue_opt_out_syncs
+from sequences.engine.intake import drain_deliveries
+from sequences.engine.scheduling import enqueue_opt_out_syncs
 from sequences.engine.sending import SENDING_GRACE, settle_abandoned_send
-from sequences.models import Cart, DeliveryStatus, RecoveryStep, StepStatus, WebhookDelivery
+from sequences.models import Cart, RecoveryStep, StepStatus
 from sequences.privacy.erasure import purge_processed_payloads
 from sequences.runtime import Runtime
 from sequences.stores.access import renew_lapsing_tokens
@@ -30,8 +31,8 @@ from sequences.whatsapp.accounts import recheck_numbers
 
 log = logging.getLogger("cartback.sweep")
 
-# A delivery younger than this is probably still on its way through the queue.
-DELIVERY_GRACE = timedelta(seconds=30)
+# Deliveries one sweep applies at most (a worker's drain takes the rest as they come).
+DRAIN_LIMIT = 5_000
 # A cart this far past its moment means the workers are not keeping up (a healthy backlog
 # clears within a second or two).
 OVERDUE = timedelta(minutes=1)
@@ -39,7 +40,7 @@ OVERDUE = timedelta(minutes=1)
 
 @dataclass
 class SweepReport:
-    deliveries_requeued: int = 0
+    deliveries_applied: int = 0
     steps_uncertain: int = 0
     steps_failed: int = 0
     carts_overdue: int = 0
@@ -51,7 +52,7 @@ class SweepReport:
     def __str__(self) -> str:
         return (
             f"{self.carts_overdue} carts over a minute overdue, "
-            f"{self.deliveries_requeued} deliveries re-queued, {self.steps_uncertain} steps marked uncertain, "
+            f"{self.deliveries_applied} waiting deliveries applied, {self.steps_uncertain} steps marked uncertain, "
             f"{self.steps_failed} steps failed as Meta reported, "
             f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued, "
             f"{self.tokens_renewed} lapsing platform tokens renewed, {self.numbers_checked} WhatsApp numbers checked"
@@ -62,16 +63,9 @@ def run_sweep(runtime: Runtime) -> SweepReport:
     report = SweepReport()
     now = runtime.now()
 
-    with runtime.database.session() as session:
-        pending = session.exec(
-            select(WebhookDelivery.id).where(
-                WebhookDelivery.status == DeliveryStatus.PENDING,
-                col(WebhookDelivery.received_at) < now - DELIVERY_GRACE,
-            )
-        ).all()
-    for delivery_id in pending:
-        if delivery_id is not None and enqueue_delivery(runtime, delivery_id):
-            report.deliveries_requeued += 1
+    # The workers drain deliveries as they arrive; this catches what none did (no worker
+    # running, `cartback sweep` from a shell).
+    report.deliveries_applied = drain_deliveries(runtime, limit=DRAIN_LIMIT)
 
     with runtime.database.session() as session:
         stuck = session.exec(
