@@ -55,7 +55,7 @@ web: $(INSTALLED) ## Serve the web app (gunicorn) on PORT
 	@$(BIN)/python -m app.cli web --bind 127.0.0.1:$(PORT)
 
 .PHONY: worker
-worker: $(INSTALLED) ## Run an RQ worker with its scheduler and the periodic sweep
+worker: $(INSTALLED) ## Run a worker (due carts, deliveries, queued jobs, the periodic sweep)
 	@$(BIN)/python -m app.cli worker
 
 .PHONY: clean

@@ -19,7 +19,7 @@ def find_redis_server() -> str | None:
 
 
 def redis_server_argv(binary: str, port: int, workdir: Path, host: str = "127.0.0.1") -> list[str]:
-    """No snapshots, no append-only file: queues and alarms only, rebuilt from the database."""
+    """No snapshots, no append-only file: queues and locks only; the database holds the rest."""
     return [
         binary,
         "--port", str(port),

@@ -86,6 +86,6 @@ def current() -> Runtime:
     if _current is None:
         raise RuntimeError(
             "cartback runtime not installed: run workers with `cartback worker` "
-            "(or `rq worker --worker-class app.worker.CartbackWorker`)"
+            "(a plain `rq worker` runs jobs but claims no due cart or delivery)"
         )
     return _current

@@ -252,7 +252,7 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
             env,
             logs / "web.log",
         )
-        _step(f"Starting an RQ worker with its scheduler (log: {logs / 'worker.log'})")
+        _step(f"Starting a worker (log: {logs / 'worker.log'})")
         processes.start("worker", [python, "-m", "app.cli.main", "worker"], env, logs / "worker.log")
         _wait_http(f"{base_url}/healthz", processes)
 

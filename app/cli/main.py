@@ -69,14 +69,16 @@ def web(bind: str, workers: int, threads: int) -> None:
     )
 
 
-@main.command(help="Run an RQ worker with its scheduler (and the periodic sweep).")
+@main.command(
+    help="Run a worker: it claims due carts and pending deliveries from the database, runs queued jobs and the periodic sweep."
+)
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option(
     "--threads",
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Job loops in this process; more keep more WhatsApp sends in flight (each waits ~100 ms on Meta).",
+    help="Batches of due carts worked on at once (and RQ job loops) in this process: a batch waiting on Meta (~100 ms a send) holds back no other.",
 )
 def worker(burst: bool, threads: int) -> None:
     from app.logs import configure_logging
@@ -93,7 +95,9 @@ def worker(burst: bool, threads: int) -> None:
     run_workers(runtime, threads=threads, burst=burst)
 
 
-@main.command(help="Rebuild due steps and lost alarms in Redis from the database.")
+@main.command(
+    help="Run the sweep now: apply deliveries no worker took, settle steps a dead sender left, report overdue carts, and the chores."
+)
 def sweep() -> None:
     from app.wiring import build_runtime
     from sequences import runtime as runtime_module

@@ -1,6 +1,7 @@
 """The cart's clock tick: decide under the cart lock, write the ledger, send, record.
 
-``advance_cart`` is what every alarm runs. It re-checks every guard at send time, under the
+``advance_cart`` is one cart's tick, every case (engine.batches runs the common one for many
+carts at once and hands it the rest). It re-checks every guard at send time, under the
 contact and cart locks (invariant 2), and moves the step to SENDING and commits *before* the
 transport is called, so a re-run, a duplicate job or a worker that died mid-send can never
 send that step again (invariant 1): an unresolved SENDING step becomes UNCERTAIN, not resent.
@@ -451,7 +452,8 @@ def _begin_send(
     message.components, message.preview = rendered.components, rendered.preview
     message.status = MessageStatus.QUEUED
     step.status, step.attempted_at = StepStatus.SENDING, now
-    # If this worker dies now, the sweep finds the cart by this alarm and resolves the step.
+    # If this worker dies now, the cart comes due at the end of the grace period and its own
+    # tick settles the step (settle_abandoned_send).
     cart.next_wake_at = now + SENDING_GRACE
     return Decision(
         step_id=step.id,

@@ -307,9 +307,7 @@ def test_redis_flushed_mid_sequence_loses_no_step(journey, runtime):
     assert outbox_count(runtime) == 2
 
 
-def test_a_delivery_stored_while_redis_was_down_is_applied_by_the_sweep(
-    journey, runtime, client, redis_url
-):
+def test_a_delivery_stored_while_redis_was_down_is_applied_by_the_sweep(journey, runtime, client, redis_url):
     from redis import Redis
 
     from tests.support.factories import checkout_payload, send_webhook

@@ -4,8 +4,8 @@ so a delivery Meta retries (for up to 7 days) or a replayed event changes nothin
 ``apply_events`` routes each event by its type (``_ROUTES``): message statuses to ``statuses``,
 shopper messages and preference changes to ``replies`` (both for the store that owns the
 number; a number no installed store owns is acknowledged and dropped), template and number
-updates to ``account_events``. Carts whose alarm a status set to now are woken after the
-commits.
+updates to ``account_events``. A cart a status settles is due at once (its ``next_wake_at``
+set to now), and the workers' dispatch takes it from there.
 """
 
 from __future__ import annotations

@@ -37,18 +37,28 @@ def another_process_writes(runtime, **values) -> None:
 
 @contextmanager
 def statements(runtime) -> Iterator[list[str]]:
-    """The SQL statements this process sends to the database meanwhile (BEGIN/COMMIT aside)."""
+    """The SQL statements this process sends to SQLite meanwhile (BEGIN/COMMIT aside), as the
+    driver sees them: ingest's insert runs on the driver's connection, past SQLAlchemy."""
     seen: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+    def record(statement: str) -> None:
         if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
             seen.append(statement.split()[0])
 
-    event.listen(runtime.database.engine, "before_cursor_execute", record)
+    def trace(dbapi_connection, _record, _proxy) -> None:
+        dbapi_connection.set_trace_callback(record)
+
+    def untrace(dbapi_connection, _record) -> None:
+        dbapi_connection.set_trace_callback(None)
+
+    engine = runtime.database.engine
+    event.listen(engine, "checkout", trace)
+    event.listen(engine, "checkin", untrace)
     try:
         yield seen
     finally:
-        event.remove(runtime.database.engine, "before_cursor_execute", record)
+        event.remove(engine, "checkout", trace)
+        event.remove(engine, "checkin", untrace)
 
 
 @pytest.fixture

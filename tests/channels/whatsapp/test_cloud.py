@@ -293,3 +293,32 @@ def test_a_step_waiting_to_retry_does_not_count_against_its_own_frequency_cap(cl
     time.sleep(1.1)  # the number's back-off is real time
     cloud.run(timedelta(minutes=16))
     assert len(cloud.sent()) == 1 and cloud.steps()[0].status == StepStatus.SENT
+
+
+def test_a_batch_beyond_the_numbers_rate_sends_the_rest_in_turn_and_none_twice(cloud):
+    # Given a number Meta allows 3 messages a second, and 5 shoppers due in the same second
+    from sequences.models import WhatsAppAccount
+
+    with cloud.runtime.database.session() as session:
+        account = session.exec(select(WhatsAppAccount)).one()
+        account.messages_per_second = 3
+        session.add(account)
+    for n in range(5):
+        cloud.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+9198765{n:05d}")
+    # When their moment comes
+    cloud.run(timedelta(minutes=15))
+    # Then 3 went out, and the other 2 never entered the ledger: still scheduled, due shortly
+    assert len(cloud.sent()) == 3
+    statuses = sorted(cloud.steps(f"chk_{n}")[0].status for n in range(5))
+    assert statuses == [StepStatus.SCHEDULED] * 2 + [StepStatus.SENT] * 3
+    waiting = [cloud.cart(f"chk_{n}") for n in range(5) if cloud.steps(f"chk_{n}")[0].status == "scheduled"]
+    assert all(
+        cart.next_wake_at <= cloud.cart("chk_0").last_activity_at + timedelta(minutes=15, seconds=2)
+        for cart in waiting
+    )
+    # When their turn comes (the number's tokens refill in real time)
+    time.sleep(1)
+    cloud.run(timedelta(minutes=15, seconds=2))
+    # Then they go too, each shopper messaged once
+    assert len(cloud.sent()) == 5
+    assert len({message.to for message in cloud.sent()}) == 5

@@ -205,3 +205,34 @@ def test_the_sweep_rereads_stale_numbers_and_pauses_a_red_one(cloud):
     assert cloud.store().sending_paused and cloud.store().pause_source == "quality"
     # Checked a moment ago: the next sweep leaves it for an hour
     assert run_sweep(cloud.runtime).numbers_checked == 0
+
+
+def test_a_batch_takes_at_most_the_numbers_rate_and_the_rest_wait_their_turn(redis_conn):
+    # Given a number allowed 5 messages per second, asked for 8 at once by one worker's batch
+    throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    waits = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)])
+    # Then 5 go now and the other 3 wait a fifth of a second more each, in order
+    assert waits[:5] == [None] * 5
+    assert all(wait is not None for wait in waits[5:])
+    assert 0 < waits[5] < waits[6] < waits[7] <= 1.0
+    # ...and another worker asking at once gets nothing before those turns
+    other = SendThrottle(redis_conn, key="k", pair_interval_ms=1).reserve("pn-1", 5, ["+919811100000"])
+    assert other[0] is not None and other[0] > 0
+
+
+def test_a_batch_never_messages_the_same_shopper_twice_within_6_seconds(redis_conn):
+    throttle = SendThrottle(redis_conn, key="k")
+    waits = throttle.reserve("pn-1", 80, ["+919876543210", "+919811112222", "+919876543210"])
+    assert waits[0] is None and waits[1] is None
+    assert waits[2] is not None and 5 < waits[2] <= 6
+    # ...nor one that a single send took a moment ago
+    assert throttle.acquire("pn-1", 80, "+919811112222") is not None
+
+
+def test_a_number_told_to_slow_down_waits_for_every_worker(redis_conn):
+    throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    throttle.back_off("pn-1")
+    waits = throttle.reserve("pn-1", 80, ["+919876543210", "+919811112222"])
+    assert all(wait is not None and 0.9 < wait < 1.1 for wait in waits)  # BACK_OFF_MS
+    # Another number is not held back
+    assert throttle.reserve("pn-2", 80, ["+919876543210"]) == [None]
