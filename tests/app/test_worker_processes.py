@@ -8,6 +8,7 @@
   sends every step still to go within 10 s of the later of its due time and the kill, none
   twice; what the dead one had put in the ledger is never sent again.
 - Three workers start the periodic sweep exactly once per period.
+- A worker's own life: an idle worker logs no error, and a SIGTERM stops it within seconds.
 
 The workers are real processes (tests.support.worker_processes); the test process only seeds
 the database, plays the shoppers and reads the ledger.
@@ -58,7 +59,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres(only=True)]
 
 # Job loops per worker process (`--threads`); rq registers one worker per loop.
 THREADS = 2
-# Seconds the workers get to exit once the test has seen everything settle (then SIGKILL).
+# Seconds the workers get to exit once the test has seen everything settle; a warm stop has
+# its own test (test_a_worker_with_two_job_loops_exits_within_5_s_of_sigterm).
 SETTLED_STOP_S = 3.0
 
 
@@ -483,3 +485,59 @@ def test_the_periodic_sweep_runs_once_per_period_with_three_workers(
     done = sum(entry.get("event") == "sweep done" for worker in workers for entry in worker.log_entries())
     assert done == sum(ran.values())
     print(f"\nsweeps per worker: { {name: sorted(periods) for name, periods in by_worker.items()} }")
+
+
+# -- the worker process's own life: quiet when idle, and a prompt warm stop ------------------
+
+# Longer than the runtime's Redis socket timeout (app.wiring: 5 s), shorter than rq's blocking
+# dequeue (WORKER_TTL_SECONDS - 15 = 15 s): an idle job loop waits through it.
+IDLE_S = 8.0
+# Seconds a warm stop of an idle worker may take: rq's main loop stops at once (measured: 1.6 s
+# from SIGTERM to exit with `--threads 1`), and platforms SIGKILL what is still running soon
+# after (`docker stop`: 10 s; Heroku: 30 s), mid-batch, leaving its steps uncertain.
+WARM_STOP_S = 5.0
+
+
+def test_idle_workers_log_no_errors(redis_conn: Redis, fleet: WorkerFleet) -> None:
+    # Given four workers with two job loops each and nothing to do
+    workers = fleet.start(4, threads=2)
+    fleet.wait_until(lambda: int(redis_conn.scard("rq:workers")) >= 8, timeout=45, what="eight job loops")
+
+    # When they wait for work for longer than a Redis read may take
+    time.sleep(IDLE_S)
+    fleet.check_alive()
+
+    # Then none logged an error: waiting for a job is not a failure
+    errors = {
+        worker.name: [
+            entry["event"] for entry in worker.log_entries() if entry.get("level") in ("error", "critical")
+        ]
+        for worker in workers
+    }
+    assert {name: events for name, events in errors.items() if events} == {}
+
+
+def test_a_worker_with_two_job_loops_exits_within_5_s_of_sigterm(
+    redis_conn: Redis, fleet: WorkerFleet
+) -> None:
+    # Given a worker with two job loops, idle: its first sweep done, both loops waiting for a job
+    (worker,) = fleet.start(1, threads=2)
+    fleet.wait_until(
+        lambda: any(entry.get("event") == "sweep done" for entry in worker.log_entries()),
+        timeout=45,
+        what="the first sweep",
+    )
+    time.sleep(1)
+
+    # When it is asked to stop (a deploy, a scale-down)
+    worker.terminate()
+    started = time.monotonic()
+    while worker.alive() and time.monotonic() - started < WARM_STOP_S:
+        time.sleep(0.1)
+    exited_in = time.monotonic() - started
+    still_running = worker.alive()
+    worker.kill()
+
+    # Then it has exited, cleanly, before the platform would have to kill it
+    assert not still_running, f"still running {exited_in:.1f} s after SIGTERM:\n{worker.log_tail()}"
+    assert worker.process.returncode == 0
