@@ -34,6 +34,7 @@ from rq.exceptions import DuplicateJobError
 from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 
 from app.logs import configure_logging
 from app.wiring import build_runtime
@@ -68,6 +69,8 @@ PERIOD_KEY = "cartback:period:{name}:{slot}"
 DRAIN_LIMIT = 200
 # Worker key TTL in Redis; rq derives the blocking dequeue timeout from it (ttl - 15 s).
 WORKER_TTL_SECONDS = 30
+# The job loops' Redis socket timeout: longer than their blocking dequeue.
+JOB_LOOP_SOCKET_TIMEOUT_SECONDS = WORKER_TTL_SECONDS + 10
 # rq logs three lines per job at INFO ("default: sweep (…)", "Job OK", "result discarded"): at
 # hundreds of jobs a second that is most of the log. rq's warnings and errors still show.
 RQ_LOG_LEVEL = "WARNING"
@@ -219,7 +222,14 @@ def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> N
 
 
 def _run_job_loops(runtime: Runtime, queues: list[Queue], *, threads: int, burst: bool) -> None:
-    extras = [JobThreadWorker(queues, connection=runtime.redis) for _ in range(max(threads, 1) - 1)]
+    # The loops' own Redis client: their blocking dequeue waits up to WORKER_TTL_SECONDS - 15 s,
+    # longer than the runtime client's 5 s socket timeout (which the dispatcher's quick calls
+    # keep), and rq only raises the timeout of connections made after a worker is built.
+    connection = Redis.from_url(
+        runtime.settings.redis_url, socket_connect_timeout=2, socket_timeout=JOB_LOOP_SOCKET_TIMEOUT_SECONDS
+    )
+    queues = [Queue(each.name, connection=connection, job_class=CartbackJob) for each in queues]
+    extras = [JobThreadWorker(queues, connection=connection) for _ in range(max(threads, 1) - 1)]
     running = [
         threading.Thread(
             target=extra.work,
@@ -232,15 +242,19 @@ def _run_job_loops(runtime: Runtime, queues: list[Queue], *, threads: int, burst
     for thread in running:
         thread.start()
     try:
-        CartbackWorker(queues, connection=runtime.redis).work(burst=burst, logging_level=RQ_LOG_LEVEL)
+        CartbackWorker(queues, connection=connection).work(burst=burst, logging_level=RQ_LOG_LEVEL)
     finally:
         for extra in extras:
             # rq's request_stop raises in the calling thread when the loop is idle: set the
             # flag the loop checks between jobs instead.
             extra._stop_requested = True
-        for thread in running:
-            # An idle loop notices within its dequeue timeout; a busy one after its job.
-            thread.join(timeout=WORKER_TTL_SECONDS)
+        for extra, thread in zip(extras, running, strict=True):
+            # A busy loop finishes its job. An idle one is left to end with the process: rq's
+            # blocking dequeue never looks at the stop flag, and waiting for it would outlast
+            # the platform's grace period (a worker SIGKILLed mid-batch leaves steps uncertain).
+            if extra.get_state() == WorkerStatus.BUSY:
+                thread.join(timeout=queue.JOB_TIMEOUT_SECONDS)
+        connection.close()
 
 
 def worker_runtime(settings: Settings) -> Runtime:
