@@ -21,7 +21,7 @@ from sqlalchemy import func, insert
 from sqlmodel import Session, col, select
 
 from channels.transport import OutboundMessage, Sender, SendsBatches, callback_data
-from sequences.db import table_of, update_rows
+from sequences.db import lock_carts_with_contacts, table_of, update_rows
 from sequences.engine import cart_states, policy, timeline
 from sequences.engine.messages import render_step_message
 from sequences.engine.sending import (
@@ -123,32 +123,11 @@ def write_ledger(runtime: Runtime, cart_ids: list[int]) -> tuple[list[InFlight],
 
 def _load(runtime: Runtime, session: Session, cart_ids: list[int], now: datetime) -> tuple[_State, list[int]]:
     """Lock the contacts, then the carts (the one lock order), and read what the guards need."""
-    peeked = dict(
-        session.execute(select(col(Cart.id), col(Cart.contact_id)).where(col(Cart.id).in_(cart_ids))).all()
-    )
-    contact_ids = sorted({contact_id for contact_id in peeked.values() if contact_id is not None})
-    contacts = {
-        contact.id: contact
-        for contact in session.scalars(
-            select(Contact)
-            .where(col(Contact.id).in_(contact_ids))
-            .order_by(col(Contact.id))
-            .with_for_update()
-        )
-        if contact.id is not None
-    }
-    carts: dict[int, Cart] = {}
-    per_cart: list[int] = []
-    for cart in session.scalars(
-        select(Cart).where(col(Cart.id).in_(cart_ids)).order_by(col(Cart.id)).with_for_update()
-    ):
-        assert cart.id is not None
-        if cart.contact_id != peeked.get(cart.id):
-            # Its contact changed between the peek and the lock: the per-cart path locks it
-            # in order again.
-            per_cart.append(cart.id)
-        else:
-            carts[cart.id] = cart
+    locked = lock_carts_with_contacts(session, cart_ids)
+    # A cart whose contact changed between the peek and the lock: the per-cart path locks it
+    # in order again.
+    contacts, carts, per_cart = locked.contacts, locked.carts, list(locked.moved)
+    contact_ids = sorted(contacts)
     ids = list(carts)
     store_ids = sorted({cart.store_id for cart in carts.values()})
     stores = {store.id: store for store in session.scalars(select(Store).where(col(Store.id).in_(store_ids)))}

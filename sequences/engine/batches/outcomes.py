@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlmodel import col, select
 
 from channels.transport import OutcomeKind, SendOutcome
-from sequences.db import update_rows
+from sequences.db import lock_carts_with_contacts, update_rows
 from sequences.engine import cart_states, policy, steps, timeline
 from sequences.engine.batches.ledger import CART, EVENT, MESSAGE, STEP, InFlight, grouped
 from sequences.engine.sending import SENDING_GRACE, Decision
@@ -23,7 +23,6 @@ from sequences.merchant.store_settings import StoreSettings
 from sequences.models import (
     Cart,
     CartStatus,
-    Contact,
     Message,
     MessageStatus,
     RecoveryStep,
@@ -51,26 +50,8 @@ def record_outcomes(
     now = runtime.now()
     with runtime.database.locked_session() as session:
         cart_ids = sorted({sending.cart_id for sending, _ in sent})
-        peeked = dict(
-            session.execute(
-                select(col(Cart.id), col(Cart.contact_id)).where(col(Cart.id).in_(cart_ids))
-            ).all()
-        )
-        contact_ids = sorted({contact_id for contact_id in peeked.values() if contact_id is not None})
-        list(
-            session.scalars(
-                select(Contact)
-                .where(col(Contact.id).in_(contact_ids))
-                .order_by(col(Contact.id))
-                .with_for_update()
-            )
-        )
-        carts = {
-            cart.id: cart
-            for cart in session.scalars(
-                select(Cart).where(col(Cart.id).in_(cart_ids)).order_by(col(Cart.id)).with_for_update()
-            )
-        }
+        locked = lock_carts_with_contacts(session, cart_ids)
+        carts = locked.carts
         cart_steps = grouped(
             session.scalars(select(RecoveryStep).where(col(RecoveryStep.cart_id).in_(cart_ids))),
             lambda step: step.cart_id,
@@ -96,7 +77,6 @@ def record_outcomes(
                 cart is None
                 or message is None
                 or step is None
-                or cart.contact_id != peeked.get(cart.id)
                 or cart.status not in (CartStatus.ABANDONED, CartStatus.RECOVERING)
                 or step.status != StepStatus.SENDING
                 or message.status != MessageStatus.QUEUED
