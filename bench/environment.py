@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from app.dbmigrate import upgrade
 from app.wiring import build_runtime
 from bench.processes import HOST, RedisServer
-from sequences.config import Settings, generate_secret_key
+from sequences.config import ENVIRONMENT_PREFIXES, Settings, generate_secret_key
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.runtime import Runtime
@@ -28,16 +28,7 @@ PYTHON = sys.executable
 STORE_SLUG = "bench-bazaar"
 STORE_SECRET = "whsec-bench-bazaar"
 # Inherited variables that would change what the app processes do; the bench sets its own.
-_APP_VARIABLE_PREFIXES = (
-    "CARTBACK_",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "SECRET_KEY",
-    "ENCRYPTION_KEY",
-    "APP_URL",
-    "WHATSAPP_",
-    "SHOPIFY_",
-)
+_APP_VARIABLE_PREFIXES = ENVIRONMENT_PREFIXES
 
 
 @dataclass

@@ -24,6 +24,20 @@ TRANSPORTS = ("sandbox", "cloud")
 DEV_SECRETS_FILE = "dev-secrets.env"
 
 
+# The environment variables cartback reads start with one of these: a process started for
+# tests or benchmarks drops the ones it inherits and sets its own.
+ENVIRONMENT_PREFIXES = (
+    "CARTBACK_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "ENCRYPTION_KEY",
+    "APP_URL",
+    "WHATSAPP_",
+    "SHOPIFY_",
+)
+
+
 class ConfigError(RuntimeError):
     """A setting is missing or wrong; the message says which and how to fix it."""
 

@@ -24,20 +24,11 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from sequences.config import Settings
+from sequences.config import ENVIRONMENT_PREFIXES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Variables inherited from the shell that would change what the workers do; set here instead.
-_APP_VARIABLE_PREFIXES = (
-    "CARTBACK_",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "SECRET_KEY",
-    "ENCRYPTION_KEY",
-    "APP_URL",
-    "WHATSAPP_",
-    "SHOPIFY_",
-)
+_APP_VARIABLE_PREFIXES = ENVIRONMENT_PREFIXES
 # Seconds a worker gets to finish its batch after SIGTERM (rq's warm shutdown) before SIGKILL.
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 3000
