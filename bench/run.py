@@ -4,8 +4,10 @@
     .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud admin
     .venv/bin/python -m bench.run --quick         # small counts, a smoke test of the bench itself
 
-One private redis-server serves the whole run (emptied between scenarios); every scenario
-gets a fresh SQLite database in a temp dir (the admin's gets a private PostgreSQL instead).
+One private redis-server serves the whole run (emptied between scenarios), and one private
+PostgreSQL server, started on first use; every scenario gets a fresh database of its own
+(PostgreSQL for (b), (c), (d), (f), SQLite for the extra rows and (a), (e); the admin's seeds
+its own PostgreSQL).
 Everything started is stopped at the end, on Ctrl-C and on SIGTERM.
 """
 
