@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,7 +21,6 @@ from urllib.parse import parse_qs, urlencode, urlparse
 from zoneinfo import ZoneInfo
 
 import psycopg
-import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 
@@ -31,7 +30,7 @@ from app.dbmigrate import upgrade
 from app.wiring import build_runtime
 from bench.admin_seed import AdminConfig, libpq_url, seed
 from bench.admin_seed import quick as quick  # bench.run asks each benchmark for quick()
-from bench.environment import BenchEnv, make_store
+from bench.environment import BenchEnv, make_store, private_postgres
 from bench.report import Section, percentile, say
 from sequences.config import Settings
 from sequences.merchant.rollups import rebuild
@@ -39,7 +38,7 @@ from sequences.models import (
     Store,
 )
 from sequences.runtime import Runtime
-from tests.servers import create_database, find_postgres_binaries, postgres_url
+from tests.servers import create_database, find_postgres_binaries
 
 ABOUT = """
 Merchant admin at scale. A private PostgreSQL (the test suite's throwaway server: PostgreSQL's
@@ -71,18 +70,6 @@ DATABASE = "cartback_bench"
 PLANS = Path(__file__).resolve().parent / "results" / "admin-plans.txt"
 
 # -- measuring ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def private_postgres() -> Iterator[str]:
-    """tests/servers.py's throwaway server outside pytest; its fixture reports with pytest.fail."""
-    # The session fixture's own generator: pytest wraps it so that calling it directly fails.
-    fixture: Callable[[], Iterator[str]] = postgres_url.__wrapped__  # type: ignore[attr-defined]
-    try:
-        with contextmanager(fixture)() as url:
-            yield url
-    except pytest.fail.Exception as exc:
-        raise RuntimeError(str(exc)) from None
 
 
 @contextmanager

@@ -1,18 +1,22 @@
-"""What every benchmark shares: the temp dir, the private Redis, keys, fresh databases.
+"""What every benchmark shares: the temp dir, the private Redis and PostgreSQL, keys, fresh databases.
 
-Each scenario gets its own SQLite database (the embedded default, WAL) in its own instance
-folder and an empty Redis, so no benchmark measures the leftovers of another.
+Each scenario gets a database of its own, SQLite (the embedded default, WAL) in its instance
+folder or a new database on the run's private PostgreSQL server (started on first use,
+tests/servers.py's throwaway server: fsync off, as a test server), and an empty Redis, so no
+benchmark measures the leftovers of another.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from cryptography.fernet import Fernet
 
 from app.dbmigrate import upgrade
@@ -22,11 +26,14 @@ from sequences.config import ENVIRONMENT_PREFIXES, Settings, generate_secret_key
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.runtime import Runtime
+from tests.servers import create_database, drop_database, find_postgres_binaries, postgres_url
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 STORE_SLUG = "bench-bazaar"
 STORE_SECRET = "whsec-bench-bazaar"
+# The databases a scenario can run on; their names are the rows' labels.
+POSTGRESQL, SQLITE = "PostgreSQL", "SQLite"
 # Inherited variables that would change what the app processes do; the bench sets its own.
 _APP_VARIABLE_PREFIXES = ENVIRONMENT_PREFIXES
 
@@ -64,6 +71,22 @@ class BenchEnv:
     encryption_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
     # Attach py-spy to one app process per benchmark (bench.profiling).
     profile: bool = False
+    _postgres: str | None = field(default=None, init=False)
+    _stack: ExitStack = field(default_factory=ExitStack, init=False)
+
+    def has_postgres(self) -> bool:
+        return find_postgres_binaries() is not None
+
+    def postgres_server(self) -> str:
+        """URL of the run's private PostgreSQL server (its maintenance database), started once."""
+        if self._postgres is None:
+            self._postgres = self._stack.enter_context(private_postgres())
+        return self._postgres
+
+    def close(self) -> None:
+        """Stop what the run started here (the PostgreSQL server)."""
+        self._stack.close()
+        self._postgres = None
 
     def flush_redis(self) -> None:
         client = self.redis.client()
@@ -94,12 +117,17 @@ class BenchEnv:
 
     @contextmanager
     def scenario(
-        self, name: str, *, app_port: int = 8000, extra: Mapping[str, str] = {}
+        self, name: str, *, app_port: int = 8000, extra: Mapping[str, str] = {}, database: str = SQLITE
     ) -> Iterator[Scenario]:
-        """A fresh database with the schema and a demo store, and an empty Redis."""
+        """A fresh database (SQLite or PostgreSQL) with the schema, and an empty Redis."""
         path = self.root / name
         path.mkdir(parents=True, exist_ok=False)
-        database_url = f"sqlite:///{path / 'cartback.db'}"
+        if database == POSTGRESQL:
+            database_url = create_database(
+                self.postgres_server(), "bench_" + re.sub(r"[^a-z0-9_]", "_", name.lower())
+            )
+        else:
+            database_url = f"sqlite:///{path / 'cartback.db'}"
         upgrade(database_url)
         self.flush_redis()
         scenario = Scenario(
@@ -112,6 +140,20 @@ class BenchEnv:
             yield scenario
         finally:
             scenario.close()
+            if database == POSTGRESQL:
+                drop_database(database_url)
+
+
+@contextmanager
+def private_postgres() -> Iterator[str]:
+    """tests/servers.py's throwaway server outside pytest; its fixture reports with pytest.fail."""
+    # The session fixture's own generator: pytest wraps it so that calling it directly fails.
+    fixture: Callable[[], Iterator[str]] = postgres_url.__wrapped__  # type: ignore[attr-defined]
+    try:
+        with contextmanager(fixture)() as url:
+            yield url
+    except pytest.fail.Exception as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def make_store(runtime: Runtime, slug: str = STORE_SLUG, secret: str = STORE_SECRET) -> Store:

@@ -244,9 +244,13 @@ def tree_cpu_seconds(children: Sequence[Child]) -> float:
     CPU per request or per message is far steadier than a rate on a shared, noisy machine,
     and comparing it with wall time tells "busy" from "waiting" (locks, sleeps, I/O).
     """
-    tick = os.sysconf("SC_CLK_TCK")
     pids = [c.pid for c in children if c.alive()]
-    pids += [grandchild for pid in pids for grandchild in children_of(pid)]
+    return pids_cpu_seconds(pids + [grandchild for pid in pids for grandchild in children_of(pid)])
+
+
+def pids_cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time (user + system) of these processes, from /proc; a process gone counts 0."""
+    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
         try:

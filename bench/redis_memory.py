@@ -1,35 +1,46 @@
-"""(d) Redis memory per pending cart: what one future alarm costs while it waits.
+"""(d) Redis memory per pending cart: what a cart waiting for its next step costs in Redis.
 
-A pending cart is, in Redis, exactly what ``schedule_wake`` writes for a due time in the
-future: the rq job hash ``rq:job:wake-{cart}-{epoch}`` plus one member of the sorted set
-``rq:scheduled:default``. The database holds the cart itself (invariant 4).
+The schedule lives in the database (``Cart.next_wake_at``, claimed by the workers'
+dispatchers), so by design a pending cart has nothing in Redis. This measures that claim from
+outside rather than assuming it: pending carts are seeded with a worker running (its
+dispatcher polling, its sweep run over them), and Redis's ``used_memory`` is read before and
+after.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.environment import BenchEnv
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from app.worker import enqueue_sweep
+from bench.environment import POSTGRESQL, SQLITE, BenchEnv, make_store
+from bench.processes import wait_until
 from bench.report import Section, say
-from sequences.engine.scheduling import schedule_wake, wake_job_id
-from sequences.runtime import QUEUE_NAME
+from bench.seed import seed_abandoned_carts
+from bench.workers import start_workers, stop_workers, wait_registered
+from sequences.runtime import Runtime
 
 ABOUT = """
-Redis memory per pending cart: on an emptied Redis, one alarm is set first (so the Lua script,
-the scheduled-jobs sorted set and the queue registry exist and are not charged to the carts),
-`INFO memory` `used_memory` is read, 10,000 alarms are set exactly as the engine sets them
-(`schedule_wake` with due times 4 to ~7 hours ahead), and `used_memory` is read again: the
-difference divided by 10,000 is the cost of one pending cart. Target ≤ 1 KB. The breakdown
-uses `MEMORY USAGE` on one job hash and on the sorted set (divided by its size), and lists the
-job hash's fields by size. Redis runs with `--save '' --appendonly no` and default
-encodings (`hash-max-listpack-value 64`).
+Redis memory per pending cart: a fresh database (PostgreSQL when installed) and an emptied
+Redis, one `cartback worker` running idle (its dispatcher polls the database every 0.25 s, its
+job loop waits on the queue). A sweep is run first and the worker left a few seconds, so the
+fixed costs (worker registration, the sweep's job, the periodic keys) are paid before the first
+reading of `INFO memory` `used_memory`. Then 10,000 pending carts are seeded (abandoned, step 1
+due 4 to ~7 hours ahead, as the engine leaves them), a second sweep runs over them, the worker
+polls for a few more seconds, and `used_memory` is read again: the difference divided by
+10,000 is what a pending cart costs in Redis. Whatever a worker kept per cart would show here.
+Target ≤ 1 KB. Redis runs with `--save '' --appendonly no`.
 """
 
-# rq's zset key for scheduled jobs of our queue.
-SCHEDULED_KEY = f"rq:scheduled:{QUEUE_NAME}"
-FIRST_CART_ID = 1_000_000
+# Seconds the worker is left polling after each step, so what it would keep per cart is there.
+SETTLE_S = 3.0
+# Sweep job ids outside the periodic ones' range (sweep-{minute since the epoch}).
+SWEEP_SLOT_BASE = 10**9
 
 
 @dataclass(frozen=True)
@@ -42,72 +53,67 @@ def quick() -> MemoryConfig:
     return MemoryConfig(carts=2_000)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _raw(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
 def _used_memory(client: Any) -> int:
     return int(client.info("memory")["used_memory"])
+
+
+def _run_sweep(runtime: Runtime, slot: int) -> None:
+    """Enqueue a sweep and wait until the worker has run it."""
+    enqueue_sweep(runtime.redis, SWEEP_SLOT_BASE + slot)
+    job_id = f"sweep-{SWEEP_SLOT_BASE + slot}"
+
+    def done() -> bool:
+        try:
+            status = Job.fetch(job_id, connection=runtime.redis).get_status(refresh=True)
+        except NoSuchJobError:
+            return True  # finished and its result not kept
+        return status in (JobStatus.FINISHED, JobStatus.FAILED)
+
+    wait_until(done, timeout=60, what="the sweep to run")
 
 
 def run(env: BenchEnv, config: MemoryConfig | None = None) -> Section:
     config = config or MemoryConfig()
     section = Section("memory", "(d) Redis per pending cart", ABOUT)
-    say(f"(d) Redis memory per pending cart, {config.carts:,} alarms")
-    with env.scenario("memory") as scenario:
+    database = POSTGRESQL if env.has_postgres() else SQLITE
+    say(f"(d) Redis memory per pending cart, {config.carts:,} pending carts ({database})")
+    with env.scenario("memory", database=database) as scenario:
         runtime = scenario.runtime
+        store = make_store(runtime)
         client = env.redis.client()
+        workers = start_workers(scenario, 1)
         try:
+            wait_registered(runtime, workers)
+            _run_sweep(runtime, 1)
+            time.sleep(SETTLE_S)
+            before, keys_before = _used_memory(client), int(client.dbsize())
             base = datetime.now(UTC) + config.ahead
-            # Warm-up alarm: fixed costs (script cache, the zset and set keys) are not per cart.
-            schedule_wake(runtime, FIRST_CART_ID, base)
-            before = _used_memory(client)
-            keys_before = int(client.dbsize())
-            for n in range(1, config.carts + 1):
-                # One second apart: distinct scores, as real carts abandoned at different times.
-                if not schedule_wake(runtime, FIRST_CART_ID + n, base + timedelta(seconds=n)):
-                    raise RuntimeError("schedule_wake failed: Redis unreachable?")
-            after = _used_memory(client)
-            keys_after = int(client.dbsize())
-            per_cart = (after - before) / config.carts
-            job_key = f"rq:job:{wake_job_id(FIRST_CART_ID + 1, base + timedelta(seconds=1))}"
-            job_bytes = int(client.memory_usage(job_key, samples=0) or 0)
-            zset_bytes = int(client.memory_usage(SCHEDULED_KEY, samples=0) or 0)
-            zset_members = int(client.zcard(SCHEDULED_KEY))
-            encoding = _text(client.object("encoding", job_key))
-            fields = {_text(k): _raw(v) for k, v in client.hgetall(job_key).items()}
-            ttl = int(client.ttl(job_key))
+            # One second apart: distinct moments, as real carts abandoned at different times.
+            seed_abandoned_carts(runtime, store, [base + timedelta(seconds=n) for n in range(config.carts)])
+            _run_sweep(runtime, 2)
+            time.sleep(SETTLE_S)
+            after, keys_after = _used_memory(client), int(client.dbsize())
+            alive = workers[0].alive()
         finally:
+            stop_workers(workers)
             client.close()
-
+    if not alive:
+        raise RuntimeError(f"the worker exited during the measurement; log:\n{workers[0].log_tail()}")
+    per_cart = (after - before) / config.carts
     section.add(
-        "**bytes per pending cart** (used_memory delta)", f"**{per_cart:,.0f} B**", "target ≤ 1,024 B"
+        "**bytes per pending cart** (used_memory delta)",
+        f"**{per_cart:,.1f} B**",
+        f"target ≤ 1,024 B; {database}, 1 worker running",
     )
     section.add(
         "keys per pending cart",
-        f"{(keys_after - keys_before) / config.carts:.2f}",
-        f"+ one member of {SCHEDULED_KEY}",
+        f"{(keys_after - keys_before) / config.carts:.4f}",
+        f"{keys_before:,} keys before the carts, {keys_after:,} after",
     )
     section.add(
-        "job hash (MEMORY USAGE)",
-        f"{job_bytes:,} B",
-        f"{len(fields)} fields, encoding {encoding}, TTL {'none' if ttl < 0 else f'{ttl} s'}",
+        "used_memory before / after the carts",
+        f"{before:,} B / {after:,} B",
+        f"{config.carts:,} pending carts; the difference is Redis's own churn (clients, the worker's heartbeat)",
     )
-    section.add(
-        "sorted-set entry (MEMORY USAGE / members)",
-        f"{zset_bytes / max(zset_members, 1):,.0f} B",
-        f"{zset_members:,} members",
-    )
-    section.add("100,000 pending carts would take", f"{per_cart * 100_000 / 2**20:,.0f} MiB")
-    largest = sorted(fields.items(), key=lambda item: len(item[1]), reverse=True)
-    payload = sum(len(k) + len(v) for k, v in fields.items())
-    section.note(
-        f"job hash {job_key}: {payload:,} bytes of field names and values; largest fields: "
-        + ", ".join(f"`{name}` {len(value)} B" for name, value in largest[:6])
-    )
-    say(f"  fields of one job: {', '.join(f'{k}={len(v)}B' for k, v in largest)}")
+    section.add("100,000 pending carts would take", f"{max(per_cart, 0) * 100_000 / 2**20:,.2f} MiB")
     return section

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import subprocess
 import textwrap
 from collections.abc import Sequence
@@ -116,65 +117,108 @@ def _git_commit() -> str:
     return f"{head}, {changed} uncommitted file(s) in the working tree" if changed else head
 
 
-# Written from py-spy profiles of the code as of the spine's landing (`--profile` re-creates
-# them); kept beside the figures so a reader knows what they mean and what would move them.
-ANALYSIS = """
-## Targets: met or not, and why
+# What a reader needs beside the figures: where the remaining time goes, from py-spy profiles
+# of a worker (`python -m bench.run --only dispatch cloud --quick --profile` re-creates them,
+# under bench/results/). Written by hand from those profiles; the verdicts above it are
+# computed from the run's own rows (``verdicts``).
+WHERE_THE_TIME_GOES = """
+## Where the remaining time goes (py-spy, one worker, PostgreSQL)
 
-- **(d) met.** A pending cart costs one rq job hash (~520 B) plus one member of the scheduled
-  set (~130 B): the engine keeps exactly one alarm per cart, and the database holds the rest.
-- **(a) not met** (target ≥ 0.5× hello; measured 0.13-0.22× across runs; the steadier server
-  CPU per request is ~5.5-6.5 ms per delivery vs ~0.75 ms for hello, i.e. ~7-8×). Where it goes: the SQLite insert ~28%, the RQ enqueue (job build, pickle,
-  round trips) ~25%, gunicorn + WSGI ~25%, the store lookup ~16%, payload validation ~4%. One
-  SQLite write plus one RQ job per request cannot fit in the ~1.5 ms that 0.5× allows. What
-  would move it: no RQ job per delivery (workers draining pending rows in batches; the sweep
-  already re-enqueues pending deliveries), a per-process store cache, PostgreSQL under load.
-- **(b) and (c) not met at 167 steps/s** (target p99 ≤ 2 s). Under a light load (10 steps/s)
-  p99 is within target (the floor is rq's 1 s scheduler poll on whole seconds); at 167/s a
-  worker sends ~30 messages/s (~30-35 ms CPU each), so the backlog grows all minute. Where it
-  goes: ~30 SQL statements in 3-4 write transactions per send through the ORM (~0.5 ms each;
-  since (g), 3-5 more keep the dashboard's buckets), and rq's own per-job Redis work (~25%). A second worker adds only ~1.1× because SQLite has one
-  writer at a time. What would move it: Core statements and fewer transactions per send, the
-  alarms due in one second handled by one job, and PostgreSQL for parallel workers.
-- **(e) Shopify deliveries** cost more than demo ones for two reasons, both measured: bodies
-  are larger (Shopify's checkout fixture is ~5 KB, its 50-line one ~70 KB, the demo's ~0.9 KB),
-  and `shopifyapp`'s verification (which the issue requires us to use) also copies and
-  redacts the whole request for its own log on every call: on the 70 KB body that is ~80% of
-  the verify time (cProfile: `redact_http_log`, a JSON decode and encode of the body). Through
-  the whole ingest, where the insert and the enqueue dominate, a typical Shopify checkout
-  costs ~1.3× a demo one. What would move it: a verification without the log copy (upstream in
-  shopifyapp), or verifying with `hmac` ourselves, which the issue rules out. A WooCommerce
-  order (~3.5 KB, ~4× the demo's body) costs more to verify and parse in proportion, plus the
-  content key that replaces WooCommerce's repeating delivery id (read from the body already
-  parsed), and 1.0–1.3× a demo one through the whole ingest (1.06× and 1.30× in the last two full runs:
-  the insert and the enqueue dominate, and this machine is noisy). The hostile-body checks
-  every body passes before any parser (strict UTF-8, depth, number length) cost ~0.7× a
-  `json.loads` of the same body (~330 µs on the 52 KB fixture, ~9 µs on the 5 KB one); a Shopify
-  body passes them twice, before `shopifyapp`'s verification (which parses it for its log) and
-  in our parse.
-- **(f) Cloud dispatch: ~30 messages/s, ~37-39% of Meta's default 80/s and ~3% of 1,000/s,
-  with 1 or 2 worker processes.** Threads solved the waiting: 32 job loops per process keep
-  the 100 ms answers overlapped (with 2 threads a worker sends ~14/s, idle half the time). What
-  remains is CPU: ~30-35 ms per message in the worker (the same send path as (c), plus the
-  HTTPS call, the Redis token bucket and pair slot), and a second process adds nothing because
-  SQLite has one writer at a time (2 workers: 58% busy). Reaching 80/s per number needs the
-  per-message cost cut ~3× (or PostgreSQL and ~3 processes); 1,000/s needs it near the couple
-  of milliseconds the issue names: Core statements in one transaction per send instead of
-  ~30 ORM statements in 3-4, and fewer Redis round trips per job (rq makes ~20). Not done yet.
-  **Opt-out latency** is within the request: p99 ~30 ms from Meta's POST to the committed
-  opt-out with the pending steps cancelled (~7× a bare `GET /healthz` on the same server).
-- **(g) met at 1,000,000 carts in PostgreSQL** (target ≤ 300 ms). *The dashboard* (default 30
-  days: ~70,000 abandoned carts, ~66,000 messages) answers in ~40-55 ms p50 (~60-70×
-  `/healthz`; from ~460 ms when it summed those rows per request): it sums the 15-minute buckets
-  `sequences/merchant/rollups.py` keeps in the transactions that change carts and messages (~2,900 cart
-  and ~8,000 message rows for 30 days), grouped by store day. *A whole year* (reported, not
-  targeted): ~260-290 ms. The carts list, its pages, search by checkout id or a phone's last 4
-  digits, and a cart's or a contact's view: ~8-24 ms (2-5 ms of it SQL). The price is paid on
-  writes: each change to a counted cart or message reads its row again (locked) and adds a delta
-  to its bucket at commit, ~3-5 statements per sent message, constant however many carts share
-  the 15 minutes; (b) and (c) moved from ~26 to ~32-35 ms CPU per step in the same machine's
-  runs. `cartback dashboard rebuild` recounts the whole data set in ~100 s.
+- **The schedule is the database; Redis holds no alarm per cart.** A worker's dispatcher claims
+  up to 100 due carts per statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and sends each batch
+  with a few statements (engine.batch_send); RQ only runs deliveries, retries and the periodic
+  sweep. (d) measures it from outside: a pending cart adds nothing to Redis that the noise of
+  `used_memory` can show.
+- **(c) sandbox dispatch, 2 workers** (profile of one worker, 2,000 steps): ~89% of the samples
+  are in `advance_batch`: writing the ledger (`_write_ledger` ~49%: `_load` reading the batch's
+  carts, contacts, steps and settings ~14%, `_write_messages` ~30%, of which the message rows'
+  INSERT ~10%, template rendering ~6% with Babel's money format, link signing with
+  itsdangerous ~5%) and recording outcomes (`_record_outcomes` ~36%, its `_update_many`
+  executemany ~15%). By library: psycopg ~47% (about half of it `Connection.wait`, the round
+  trips to the server: the worker waits for PostgreSQL, which runs on the same 2 CPUs),
+  SQLAlchemy ~18% (the ORM loading rows in `_load`/`_grouped`/`_record_outcomes`), the
+  project's own code ~12%. PostgreSQL's own CPU is ~1 ms per message besides the worker's.
+  What would move it: fewer round trips per batch (the outcome update and the message insert
+  as one statement each rather than executemany), Core rows instead of ORM objects when
+  loading, the money format cached per store and currency.
+- **(b) lateness** is (c) under a due rate: the dispatcher polls every 0.25 s, so the floor is
+  that plus one batch's send; above the workers' rate the backlog grows and p99 grows with it.
+- **(f) cloud dispatch**: the same ledger path (`_write_ledger` ~47-63% of the samples) plus
+  the token bucket (`_reserve`, ~8%: one Lua call per number per batch and a pipeline of pair
+  slots) and the HTTP calls (httpx ~4%, the answers overlap on the 64-thread pool). One
+  number is held by its token bucket, which holds one second's worth (80 tokens): a number
+  starting full can send its 80 at once and then 80 per second, so the fake's log sees up to
+  ~2× 80 in the first second; over the run the rate is 80/s plus that one burst. The fake
+  itself is a Python threaded server in the bench process: its row "fake Graph API alone"
+  shows what it answers without cartback.
 """
+
+TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    # (section key, row measure, what, comparison, target)
+    ("dispatch", "2 workers: messages/s", "(c) 2 workers, messages/s", ">=", 300),
+    ("dispatch", "2 workers: worker CPU per message", "(c) 2 workers, worker CPU per message (ms)", "<=", 3),
+    ("lateness", "2 workers, 167/s due: lateness p99", "(b) 2 workers, 167/s due, lateness p99 (s)", "<=", 2),
+    ("lateness", "2 workers, 167/s due: sent", "(b) 2 workers, 167/s due, steps sent", ">=", 10_000),
+    ("cloud", "1 number, 2 workers: messages/s", "(f) 1 number, 2 workers, messages/s", ">=", 80),
+    (
+        "cloud",
+        "1 number, 2 workers: most messages for one number in one second",
+        "(f) 1 number, most messages in one second (Meta's 80/s)",
+        "<=",
+        80,
+    ),
+    ("cloud", "10 numbers, 2 workers: messages/s", "(f) 10 numbers, 2 workers, messages/s", ">=", 250),
+    ("memory", "bytes per pending cart", "(d) Redis bytes per pending cart", "<=", 1024),
+    ("ingest", "sync: ingest / hello", "(a) sync: ingest / hello (×)", ">=", 0.5),
+    ("ingest", "gthread", "(a) gthread: ingest / hello (×)", ">=", 0.5),
+)
+_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
+
+
+def _figure(text: str, measure: str) -> float | None:
+    """The first number of a result, in seconds when the result is a duration and the
+    measure is a lateness (``812 ms`` -> 0.812)."""
+    plain = text.replace("**", "").replace("≥ ", "")
+    match = _NUMBER.search(plain)
+    if match is None:
+        return None
+    value = float(match.group().replace(",", ""))
+    if "lateness" in measure and plain[match.end() :].strip().startswith("ms"):
+        value /= 1000
+    return value
+
+
+def verdicts(sections: Sequence[Section]) -> list[str]:
+    """One line per issue-16 target: the figure this run measured and whether it is met."""
+    lines = []
+    for key, measure, what, comparison, target in TARGETS:
+        section = next((s for s in sections if s.key == key and not s.skipped), None)
+        row = None
+        if section is not None:
+            row = next(
+                (
+                    r
+                    for r in section.rows
+                    if r.measure.replace("**", "").startswith(measure)
+                    and (measure != "gthread" or r.measure.replace("**", "").endswith("ingest / hello"))
+                ),
+                None,
+            )
+        if row is None:
+            lines.append(f"- {what}: not measured in this run")
+            continue
+        value = _figure(row.result, measure)
+        if value is None:
+            lines.append(f"- {what}: {row.result} (not a figure)")
+            continue
+        bounded = "≥" in row.result  # a lower bound: steps were still unsent at the time limit
+        met = value >= target if comparison == ">=" else value <= target and not bounded
+        bound = " (a lower bound: steps unsent at the time limit)" if bounded else ""
+        lines.append(
+            f"- {what}: {row.result.replace('**', '')} — target {comparison.replace('>=', '≥').replace('<=', '≤')} "
+            f"{target:,g}: **{'met' if met else 'not met'}**{bound}"
+        )
+    return lines
 
 
 def render(machine: Machine, sections: Sequence[Section], total_seconds: float) -> str:
@@ -182,7 +226,7 @@ def render(machine: Machine, sections: Sequence[Section], total_seconds: float) 
         "# cartback benchmarks",
         "",
         "Figures, not pass/fail tests. `make bench` (= `.venv/bin/python -m bench.run`) starts its own",
-        "redis-server, SQLite databases, a PostgreSQL server and app processes on free 127.0.0.1 ports,",
+        "redis-server, a PostgreSQL server, SQLite databases and app processes on free 127.0.0.1 ports,",
         "prints figures as it goes, stops everything it started and rewrites this file. These machines",
         "are noisy: speed is judged as a ratio against a baseline measured in the same run, not as an",
         "absolute number.",
@@ -211,7 +255,8 @@ def render(machine: Machine, sections: Sequence[Section], total_seconds: float) 
             continue
         for row in section.rows:
             out.append(f"| {section.title} | {row.measure} | {row.result} | {row.reference} |")
-    out += ["", ANALYSIS.strip(), "", "## What each benchmark does", ""]
+    out += ["", "## Targets: met or not (computed from this run's rows)", "", *verdicts(sections)]
+    out += ["", WHERE_THE_TIME_GOES.strip(), "", "## What each benchmark does", ""]
     for section in sections:
         about = textwrap.fill(" ".join(section.about.split()), width=100, break_on_hyphens=False)
         out += [f"### {section.title}", "", about, ""]

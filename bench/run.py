@@ -4,8 +4,10 @@
     .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud admin
     .venv/bin/python -m bench.run --quick         # small counts, a smoke test of the bench itself
 
-One private redis-server serves the whole run (emptied between scenarios); every scenario
-gets a fresh SQLite database in a temp dir (the admin's gets a private PostgreSQL instead).
+One private redis-server serves the whole run (emptied between scenarios), and one private
+PostgreSQL server, started on first use; every scenario gets a fresh database of its own
+(PostgreSQL for (b), (c), (d), (f), SQLite for the extra rows and (a), (e); the admin's seeds
+its own PostgreSQL).
 Everything started is stopped at the end, on Ctrl-C and on SIGTERM.
 """
 
@@ -60,17 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     sections: list[Section] = []
     failed: list[str] = []
     wrk_version = "not used"
+    env: BenchEnv | None = None
     try:
         redis_server = start_redis(root / "redis")
         say(f"bench: redis-server {redis_server.version} on {redis_server.url}")
-        env = BenchEnv(root=root, redis=redis_server, profile=args.profile)
+        env = bench_env = BenchEnv(root=root, redis=redis_server, profile=args.profile)
         runners: dict[str, Callable[[], Section]] = {
-            "lateness": lambda: lateness.run(env, lateness.quick() if args.quick else None),
-            "dispatch": lambda: dispatch.run(env, dispatch.quick() if args.quick else None),
-            "memory": lambda: redis_memory.run(env, redis_memory.quick() if args.quick else None),
-            "shopify": lambda: shopify_webhooks.run(env, shopify_webhooks.quick() if args.quick else None),
-            "cloud": lambda: cloud.run(env, cloud.quick() if args.quick else None),
-            "admin": lambda: admin.run(env, admin.quick() if args.quick else None),
+            "lateness": lambda: lateness.run(bench_env, lateness.quick() if args.quick else None),
+            "dispatch": lambda: dispatch.run(bench_env, dispatch.quick() if args.quick else None),
+            "memory": lambda: redis_memory.run(bench_env, redis_memory.quick() if args.quick else None),
+            "shopify": lambda: shopify_webhooks.run(
+                bench_env, shopify_webhooks.quick() if args.quick else None
+            ),
+            "cloud": lambda: cloud.run(bench_env, cloud.quick() if args.quick else None),
+            "admin": lambda: admin.run(bench_env, admin.quick() if args.quick else None),
         }
         for name in BENCHMARKS:
             if name not in chosen:
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             say("")
             try:
                 if name == "ingest":
-                    section, wrk_version = ingest.run(env, ingest.quick() if args.quick else None)
+                    section, wrk_version = ingest.run(bench_env, ingest.quick() if args.quick else None)
                 else:
                     section = runners[name]()
             except Exception as exc:
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         say("\nbench: interrupted; stopping everything it started")
         return 130
     finally:
+        if env is not None:
+            env.close()
         stop_all_uninterrupted()
         if args.keep:
             say(f"bench: kept {root}")

@@ -34,9 +34,10 @@ def _table(model: Any) -> Table:
 
 
 def seed_abandoned_carts(
-    runtime: Runtime, store: Store, step1_due: Sequence[datetime]
+    runtime: Runtime, store: Store, step1_due: Sequence[datetime], *, first_id: int = 1
 ) -> list[tuple[int, datetime]]:
-    """One cart per due time (ids 1..n in a fresh database); returns (cart id, step 1 due)."""
+    """One cart per due time (ids first_id.. in a fresh database: pass the next free id when
+    seeding a second store); returns (cart id, step 1 due)."""
     assert store.id is not None
     settings = runtime.store_settings(store)
     inactivity = policy.scaled(settings.inactivity_minutes, runtime.time_scale)
@@ -46,7 +47,7 @@ def seed_abandoned_carts(
     lines: list[dict[str, Any]] = []
     step_rows: list[dict[str, Any]] = []
     planned_ids: list[tuple[int, datetime]] = []
-    for index, due in enumerate(step1_due, start=1):
+    for index, due in enumerate(step1_due, start=first_id):
         last_activity = due - inactivity
         contacts.append(
             dict(
@@ -125,6 +126,14 @@ def seed_abandoned_carts(
         for model, rows in ((Contact, contacts), (Cart, carts), (CartLine, lines), (RecoveryStep, step_rows)):
             for offset in range(0, len(rows), CHUNK):
                 connection.execute(_table(model).insert(), rows[offset : offset + CHUNK])
+        if connection.dialect.name == "postgresql":
+            # Explicit ids leave the id sequences behind: move them past what was written, so
+            # rows the app inserts later (contacts of new shoppers) do not collide.
+            for model in (Contact, Cart):
+                name = _table(model).name
+                connection.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))"
+                )
     say(
         f"  seeded {len(carts):,} abandoned carts ({len(step_rows):,} step rows) in {time.monotonic() - started:.1f} s"
     )

@@ -1,7 +1,8 @@
 """Worker processes as production runs them, and watching the ledger until the steps are sent.
 
-Workers are `python -m app.cli.main worker` (CartbackWorker, a SimpleWorker, with the rq scheduler
-and the periodic sweep), the sandbox transport, and the scenario's database and Redis. The
+Workers are `python -m app.cli.main worker` (RQ job loops plus the dispatcher thread that claims
+due carts from the database, app.worker), the sandbox transport unless told otherwise, and the
+scenario's database and Redis. The
 bench only reads the database while they work: the ledger is the truth of what was sent.
 """
 
@@ -11,12 +12,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlmodel import col
 
 from bench.environment import PYTHON, REPO, Scenario
-from bench.processes import REGISTRY, Child, tree_cpu_seconds, wait_until
+from bench.processes import REGISTRY, Child, children_of, pids_cpu_seconds, tree_cpu_seconds, wait_until
 from bench.report import say
 from sequences.models import RecoveryStep, StepStatus
 from sequences.runtime import Runtime
@@ -39,10 +41,13 @@ def start_workers(scenario: Scenario, count: int, *, threads: int = 1) -> list[C
     ]
 
 
-def wait_registered(runtime: Runtime, workers: list[Child], timeout_s: float = 30.0) -> None:
-    """Until every worker has registered with rq (imports done, about to take jobs)."""
+def wait_registered(
+    runtime: Runtime, workers: list[Child], timeout_s: float = 30.0, *, per_worker: int = 1
+) -> None:
+    """Until every worker's job loops have registered with rq (imports done; the dispatcher
+    thread starts just before them)."""
     wait_until(
-        lambda: int(runtime.redis.scard("rq:workers")) >= len(workers),
+        lambda: int(runtime.redis.scard("rq:workers")) >= len(workers) * per_worker,
         timeout=timeout_s,
         child=workers[0],
         what="workers to register with rq",
@@ -50,7 +55,7 @@ def wait_registered(runtime: Runtime, workers: list[Child], timeout_s: float = 3
 
 
 def cpu_seconds(workers: list[Child]) -> float:
-    """CPU seconds of the workers and what they forked (the rq scheduler)."""
+    """CPU seconds of the worker processes (all their threads) and anything they forked."""
     return tree_cpu_seconds(workers)
 
 
@@ -144,3 +149,24 @@ def send_rates(times: list[StepTimes], started: datetime) -> SendRates | None:
     span = (attempted[-1] - attempted[0]).total_seconds()
     steady = (len(attempted) - 1) / span if span > 0 else float("nan")
     return SendRates(sent, len(attempted), attempted[0], elapsed, sent / elapsed, steady)
+
+
+def postgres_pids(runtime: Runtime) -> list[int]:
+    """The PostgreSQL server's processes (postmaster and its backends); [] on SQLite or when
+    the server's pid file cannot be read."""
+    if runtime.database.sqlite:
+        return []
+    with runtime.database.engine.connect() as connection:
+        datadir = str(connection.exec_driver_sql("SHOW data_directory").scalar_one())
+    try:
+        postmaster = int((Path(datadir) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [postmaster, *children_of(postmaster)]
+
+
+def postgres_cpu_seconds(runtime: Runtime) -> float | None:
+    """CPU seconds of the PostgreSQL server's live processes (backends that exited in the
+    window are missed, so this is a lower bound); None on SQLite."""
+    pids = postgres_pids(runtime)
+    return pids_cpu_seconds(pids) if pids else None
