@@ -53,6 +53,8 @@ class OutboundMessage:
     # What the shopper sees, for the sandbox outbox and previews.
     preview: dict[str, Any] = field(default_factory=dict)
     sender: Sender | None = None
+    # Not before this ``time.monotonic()`` of the sending process: its number's pace (Slot).
+    send_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,13 +107,25 @@ class MessageTransport(Protocol):
     def send_text(self, message: OutboundText) -> SendOutcome: ...
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A message's place in its number's sending limits: send it ``send_in`` from now, or
+    (``wait`` set) not in this batch: its step is due again ``wait`` from now."""
+
+    send_in: timedelta = timedelta(0)
+    wait: timedelta | None = None
+
+
+GO_NOW = Slot()
+
+
 @runtime_checkable
 class SendsBatches(Protocol):
     """A transport that takes a batch (the engine's batches): each message's place in its
     number's sending limits first, before the ledger is written, then the messages at once."""
 
-    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
-        """For each (number, shopper's phone): None when it may go now, else how long to wait."""
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
+        """For each (number, shopper's phone): its place in the number's limits."""
         ...
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]: ...

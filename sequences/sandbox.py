@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from channels.transport import OutboundMessage, OutboundText, Sender, SendOutcome
+from channels.transport import GO_NOW, OutboundMessage, OutboundText, Sender, SendOutcome, Slot
 from sequences.db import Database
 from sequences.models import SandboxOutboxMessage
 
@@ -29,9 +29,9 @@ class SandboxTransport:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
         """The outbox has no sending limits."""
-        return [None] * len(recipients)
+        return [GO_NOW] * len(recipients)
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
         """The batch in one insert; one already in the outbox sends the batch one by one."""

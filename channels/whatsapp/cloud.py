@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from channels.transport import OutboundMessage, OutboundText, OutcomeKind, Sender, SendOutcome
+from channels.transport import GO_NOW, OutboundMessage, OutboundText, OutcomeKind, Sender, SendOutcome, Slot
 from channels.whatsapp.errors import THROUGHPUT, action_for
 from channels.whatsapp.graph import parse_error
 from channels.whatsapp.throttle import SendThrottle
@@ -64,9 +65,9 @@ class CloudTransport:
         self._senders: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[timedelta | None]:
-        """Each message's place in its number's limits (throttle), before the ledger is written."""
-        waits: list[timedelta | None] = [None] * len(recipients)
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
+        """Each message's moment in its number's pace (throttle), before the ledger is written."""
+        slots: list[Slot] = [GO_NOW] * len(recipients)
         by_number: dict[str, list[int]] = defaultdict(list)
         for index, (sender, _phone) in enumerate(recipients):
             if sender is not None:
@@ -74,18 +75,32 @@ class CloudTransport:
         for number, indexes in by_number.items():
             sender = recipients[indexes[0]][0]
             assert sender is not None
-            found = self._throttle.reserve(
+            moments = self._throttle.reserve(
                 number, sender.messages_per_second, [recipients[index][1] for index in indexes]
             )
-            for index, wait in zip(indexes, found, strict=True):
-                waits[index] = None if wait is None else timedelta(seconds=wait)
-        return waits
+            for index, moment in zip(indexes, moments, strict=True):
+                slots[index] = (
+                    Slot(send_in=timedelta(seconds=moment.send_in))
+                    if moment.wait is None
+                    else Slot(wait=timedelta(seconds=moment.wait))
+                )
+        return slots
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
-        """Messages whose places ``reserve`` took, sent concurrently (each waits ~100 ms on Meta)."""
+        """Messages whose moments ``reserve`` took, each sent at its moment, concurrently (each
+        waits ~100 ms on Meta)."""
         if len(messages) == 1:
             return [self._send(messages[0], throttled=False)]
-        return list(self._pool().map(lambda message: self._send(message, throttled=False), messages))
+        # By moment: a thread waiting for a late one never holds up an earlier one.
+        order = sorted(range(len(messages)), key=lambda index: messages[index].send_at or 0.0)
+        sent = dict(
+            zip(
+                order,
+                self._pool().map(lambda index: self._send(messages[index], throttled=False), order),
+                strict=True,
+            )
+        )
+        return [sent[index] for index in range(len(messages))]
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -99,6 +114,9 @@ class CloudTransport:
         return self._send(message, throttled=True)
 
     def _send(self, message: OutboundMessage, *, throttled: bool) -> SendOutcome:
+        if message.send_at is not None and (delay := message.send_at - time.monotonic()) > 0:
+            # Its number's pace (reserve): the moment it may leave.
+            time.sleep(delay)
         payload = {
             **_addressed(message.to_phone_e164),
             "type": "template",

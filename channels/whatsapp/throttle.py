@@ -1,8 +1,12 @@
 """Meta's send limits, shared by every worker through Redis.
 
-- Per number: a token bucket refilled at the number's messages/second (80 by default, 1,000
-  once Meta upgrades it), holding at most one second's worth. A 130429 answer empties it for
-  a moment (``back_off``), so all workers slow down together, not only the one that was told.
+- Per number: messages are paced, one every 1/rate of a second (80 messages/s by default,
+  1,000 once Meta upgrades the number). Redis keeps the number's next free moment; a sender
+  takes the next moments in turn (GCRA: no burst allowance, so no second ever carries more
+  than the rate, across all workers) and sends each message at its moment. Only moments
+  within MAX_WAIT_SECONDS are taken: the send decision is committed before the wait, and a
+  long wait would let a STOP land before the send. A 130429 answer pushes the next free
+  moment back for everyone (``back_off``), not only for the worker that was told.
 - Per recipient: one message per 6 s to the same shopper from the same number (Meta's pair
   rate limit, 131056). Keys hold a hash of the phone, never the phone itself.
 """
@@ -18,61 +22,38 @@ from redis import Redis
 
 # Meta's pair rate limit: 1 message per 6 s to one user (DESIGN.md, throughput).
 PAIR_INTERVAL_MS = 6000
-# How long a sender may wait for a token before giving the step back to the scheduler: the
-# send decision is already committed, so a long wait would let a STOP land before the send.
+# How far ahead a sender may take a number's moments: the send decision is already
+# committed, so a long wait would let a STOP land before the send.
 MAX_WAIT_SECONDS = 0.25
 # After Meta says 130429, the number pauses this long (ms) for everyone.
 BACK_OFF_MS = 1000
+# The number's keys outlive its last moment by this (ms): an idle number costs nothing.
+KEY_TTL_MS = 60_000
 
-# Token bucket: KEYS[1] bucket hash, KEYS[2] back-off flag; ARGV rate/s, capacity.
-# Returns 0 when a token was taken, else the milliseconds until one will be there.
-_TAKE_BUCKET_SLOT = """
-local backoff = redis.call('PTTL', KEYS[2])
-if backoff > 0 then return backoff end
+# KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag.
+# ARGV: ms between two messages, moments wanted, how far ahead they may be (ms).
+# Returns {ms until the first moment not taken, then for each moment taken: ms until it}.
+# Numbers travel as strings: Redis truncates a Lua number reply to an integer.
+_TAKE_MOMENTS = """
 local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1])
-local at = tonumber(state[2])
-if tokens == nil then tokens = capacity; at = now end
-tokens = math.min(capacity, tokens + (now - at) * rate / 1000)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
+local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
+local interval = tonumber(ARGV[1])
+local wanted = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local earliest = now
+local backoff = redis.call('PTTL', KEYS[2])
+if backoff > 0 then earliest = now + backoff end
+local next_free = tonumber(redis.call('GET', KEYS[1]))
+if next_free == nil or next_free < earliest then next_free = earliest end
+local taken = {}
+while #taken < wanted and next_free - now <= horizon do
+  taken[#taken + 1] = tostring(next_free - now)
+  next_free = next_free + interval
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-redis.call('PEXPIRE', KEYS[1], 60000)
-return wait
-"""
-
-
-# A batch's share of the bucket: KEYS as above; ARGV rate/s, capacity, tokens wanted.
-# Returns {tokens granted, milliseconds until the next token (0 when all were granted)};
-# during a back-off, {0, the back-off's remaining milliseconds}.
-_TAKE_BUCKET_SLOTS = """
-local backoff = redis.call('PTTL', KEYS[2])
-if backoff > 0 then return {0, backoff} end
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local wanted = tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1])
-local at = tonumber(state[2])
-if tokens == nil then tokens = capacity; at = now end
-tokens = math.min(capacity, tokens + (now - at) * rate / 1000)
-local granted = math.min(wanted, math.floor(tokens))
-tokens = tokens - granted
-local wait = 0
-if granted < wanted then wait = math.ceil((1 - tokens) * 1000 / rate) end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-redis.call('PEXPIRE', KEYS[1], 60000)
-return {granted, wait}
+if #taken > 0 then redis.call('SET', KEYS[1], tostring(next_free), 'PX', ARGV[4]) end
+local reply = {tostring(next_free - now)}
+for _, delay in ipairs(taken) do reply[#reply + 1] = delay end
+return reply
 """
 
 
@@ -82,6 +63,15 @@ class Throttled:
 
     retry_after_seconds: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One message's place: send it ``send_in`` seconds from now, or (``wait`` set) not now:
+    try again ``wait`` seconds from now."""
+
+    send_in: float = 0.0
+    wait: float | None = None
 
 
 def _recipient_key(key: bytes, phone_number_id: str, to_phone_e164: str) -> str:
@@ -94,63 +84,65 @@ class SendThrottle:
     def __init__(self, redis: Redis, *, key: str, pair_interval_ms: int = PAIR_INTERVAL_MS) -> None:
         self._redis = redis
         self._key = key.encode()
-        self._take = redis.register_script(_TAKE_BUCKET_SLOT)
-        self._take_many = redis.register_script(_TAKE_BUCKET_SLOTS)
+        self._take = redis.register_script(_TAKE_MOMENTS)
         self._pair_interval_ms = pair_interval_ms
 
+    def _moments(
+        self, phone_number_id: str, messages_per_second: int, wanted: int
+    ) -> tuple[float, list[float]]:
+        """(seconds until the first moment not taken, seconds until each moment taken)."""
+        keys = [f"cartback:wa:next:{phone_number_id}", f"cartback:wa:backoff:{phone_number_id}"]
+        interval_ms = 1000 / max(1, messages_per_second)
+        reply = self._take(keys=keys, args=[interval_ms, wanted, MAX_WAIT_SECONDS * 1000, KEY_TTL_MS])
+        first_free, *taken = (float(value) / 1000 for value in reply)
+        return first_free, taken
+
     def acquire(self, phone_number_id: str, messages_per_second: int, to_phone_e164: str) -> Throttled | None:
-        """Take the number's token (waiting up to MAX_WAIT_SECONDS) and the recipient's slot."""
-        deadline = time.monotonic() + MAX_WAIT_SECONDS
-        keys = [f"cartback:wa:bucket:{phone_number_id}", f"cartback:wa:backoff:{phone_number_id}"]
-        rate = max(1, messages_per_second)
-        while True:
-            wait_ms = int(self._take(keys=keys, args=[rate, rate]))
-            if wait_ms <= 0:
-                break
-            if time.monotonic() + wait_ms / 1000 > deadline:
-                return Throttled(wait_ms / 1000, "number throughput")
-            time.sleep(wait_ms / 1000)
+        """One message: its number's moment (waited for, up to MAX_WAIT_SECONDS) and the
+        recipient's pair slot; None when it may go now."""
+        first_free, taken = self._moments(phone_number_id, messages_per_second, 1)
+        if not taken:
+            return Throttled(first_free, "number throughput")
         pair = _recipient_key(self._key, phone_number_id, to_phone_e164)
         if not self._redis.set(pair, 1, nx=True, px=self._pair_interval_ms):
             remaining = max(int(self._redis.pttl(pair)), 1)
             return Throttled(remaining / 1000, "one message per 6 s to the same shopper")
+        if taken[0] > 0:
+            time.sleep(taken[0])
         return None
 
-    def reserve(
-        self, phone_number_id: str, messages_per_second: int, recipients: list[str]
-    ) -> list[float | None]:
-        """A batch for one number: for each recipient, None when its message may go now, else
-        the seconds to wait. The number's tokens are taken in one call, without waiting:
-        messages beyond them wait their turn at the number's rate; a recipient already
-        messaged within the pair interval (or twice in the batch) waits that out."""
+    def reserve(self, phone_number_id: str, messages_per_second: int, recipients: list[str]) -> list[Moment]:
+        """A batch for one number: each recipient's moment, taken in one call without waiting.
+        Messages beyond MAX_WAIT_SECONDS wait their turn, spread at the number's rate (so they
+        come back a few at a time); a recipient already messaged within the pair interval (or
+        twice in the batch) waits that out."""
         if not recipients:
             return []
-        keys = [f"cartback:wa:bucket:{phone_number_id}", f"cartback:wa:backoff:{phone_number_id}"]
-        rate = max(1, messages_per_second)
-        granted, wait_ms = (
-            int(value) for value in self._take_many(keys=keys, args=[rate, rate, len(recipients)])
-        )
-        waits: list[float | None] = [
-            None if index < granted else (wait_ms + (index - granted) * 1000 / rate) / 1000
+        first_free, taken = self._moments(phone_number_id, messages_per_second, len(recipients))
+        interval = 1 / max(1, messages_per_second)
+        moments = [
+            Moment(send_in=taken[index])
+            if index < len(taken)
+            else Moment(wait=first_free + (index - len(taken)) * interval)
             for index in range(len(recipients))
         ]
-        going = [index for index, wait in enumerate(waits) if wait is None]
+        going = [index for index, moment in enumerate(moments) if moment.wait is None]
         pairs = [_recipient_key(self._key, phone_number_id, recipients[index]) for index in going]
         pipeline = self._redis.pipeline(transaction=False)
         for pair in pairs:
             pipeline.set(pair, 1, nx=True, px=self._pair_interval_ms)
         refused = [
             (index, pair)
-            for index, pair, taken in zip(going, pairs, pipeline.execute(), strict=True)
-            if not taken
+            for index, pair, took in zip(going, pairs, pipeline.execute(), strict=True)
+            if not took
         ]
         if refused:
             pipeline = self._redis.pipeline(transaction=False)
             for _index, pair in refused:
                 pipeline.pttl(pair)
             for (index, _pair), remaining in zip(refused, pipeline.execute(), strict=True):
-                waits[index] = max(int(remaining), 1) / 1000
-        return waits
+                moments[index] = Moment(wait=max(int(remaining), 1) / 1000)
+        return moments
 
     def back_off(self, phone_number_id: str) -> None:
         self._redis.set(f"cartback:wa:backoff:{phone_number_id}", 1, px=BACK_OFF_MS)

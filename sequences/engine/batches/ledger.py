@@ -11,6 +11,7 @@ statements. What this module does not decide goes back to the caller as "per car
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class _Plan:
     deferred: tuple[int, datetime] | None = None
     send_step: int | None = None
     channel: Channel | None = None
+    # Its number's pace: not before this ``time.monotonic()`` (the transport waits for it).
+    send_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -327,9 +330,20 @@ def _reserve(runtime: Runtime, state: _State, sending: list[_Plan], now: datetim
         contact = state.contacts[plan.cart.contact_id or 0]
         assert plan.channel is not None
         recipients.append((plan.channel.sender, contact.phone_e164))
-    for plan, wait in zip(sending, transport.reserve(recipients), strict=True):
-        if wait is not None:
-            plan.send_step, plan.channel, plan.wake_at = None, None, now + wait
+    reserved_at = time.monotonic()
+    for plan, slot in zip(sending, transport.reserve(recipients), strict=True):
+        if slot.wait is not None:
+            # Not this time: the step stays scheduled and the cart is due when its turn comes.
+            plan.send_step, plan.channel, plan.wake_at = None, None, now + slot.wait
+            _give_back(state, plan)
+        elif slot.send_in:
+            plan.send_at = reserved_at + slot.send_in.total_seconds()
+
+
+def _give_back(state: _State, plan: _Plan) -> None:
+    """A message that will not go in this batch no longer counts towards the frequency cap."""
+    key = (plan.cart.contact_id or 0, plan.cart.store_id)
+    state.recent[key] = state.recent.get(key, 1) - 1
 
 
 def _write(
@@ -490,6 +504,7 @@ def _write_messages(
                     biz_opaque_callback_data=callback_data(message_id),
                     preview=rendered.preview,
                     sender=channel.sender,
+                    send_at=plan.send_at,
                 ),
             )
         )
