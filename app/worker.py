@@ -59,7 +59,7 @@ SWEEP_INTERVAL_SECONDS = 60
 PLATFORM_SYNC_INTERVAL_SECONDS = 600
 # How often an idle dispatcher looks for due carts: the schedule's granularity (a step goes
 # out at most this late, plus the time to send it). An index range scan that finds nothing.
-DISPATCH_POLL_SECONDS = 0.25
+DISPATCH_POLL_SECONDS = 0.1
 # How often the scheduled-job promotion runs, and how long its lock lives: a holder that
 # dies delays retries by at most this.
 PROMOTE_LOCK_MS = 1500

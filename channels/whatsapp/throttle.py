@@ -25,6 +25,10 @@ PAIR_INTERVAL_MS = 6000
 # How far ahead a sender may take a number's moments: the send decision is already
 # committed, so a long wait would let a STOP land before the send.
 MAX_WAIT_SECONDS = 0.25
+# A message that must wait its turn is due again this long before its moment (half the
+# window a sender may take moments in), and never sooner than MIN_WAIT_SECONDS.
+EARLY_SECONDS = MAX_WAIT_SECONDS / 2
+MIN_WAIT_SECONDS = 0.01
 # After Meta says 130429, the number pauses this long (ms) for everyone.
 BACK_OFF_MS = 1000
 # The number's keys outlive its last moment by this (ms): an idle number costs nothing.
@@ -120,10 +124,14 @@ class SendThrottle:
             return []
         first_free, taken = self._moments(phone_number_id, messages_per_second, len(recipients))
         interval = 1 / max(1, messages_per_second)
+        # Due again a little before their moment: taken then, with the wait the pace asks,
+        # so a number kept busy never idles between two batches.
         moments = [
             Moment(send_in=taken[index])
             if index < len(taken)
-            else Moment(wait=first_free + (index - len(taken)) * interval)
+            else Moment(
+                wait=max(MIN_WAIT_SECONDS, first_free + (index - len(taken)) * interval - EARLY_SECONDS)
+            )
             for index in range(len(recipients))
         ]
         going = [index for index, moment in enumerate(moments) if moment.wait is None]
