@@ -133,6 +133,10 @@ class Dispatcher:
             except RedisError as exc:
                 log.warning("Redis unreachable: periodic work waits", extra={"error": type(exc).__name__})
         self._slots.acquire()
+        if self.stopping.is_set():
+            # Stopping: nothing more is claimed (a claim would hold its carts for the lease).
+            self._slots.release()
+            return 0
         handed: list[bool] = []
         try:
             claimed = dispatch.dispatch_due(
@@ -188,8 +192,12 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(self._width, thread_name_prefix="batch")
         return total
 
-    def stop(self) -> None:
+    def stop(self, loops: list[threading.Thread] | None = None) -> None:
+        """Stop claiming; the loops (dispatcher, intake) end their round, then the batches in
+        flight finish (their steps are in the ledger: a batch cut short leaves them uncertain)."""
         self.stopping.set()
+        for loop in loops or []:
+            loop.join(timeout=WORKER_TTL_SECONDS)
         self._pool.shutdown(wait=True)
 
 
@@ -216,9 +224,7 @@ def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> N
     try:
         _run_job_loops(runtime, queues, threads=threads, burst=False)
     finally:
-        dispatcher.stop()
-        for loop in loops:
-            loop.join(timeout=WORKER_TTL_SECONDS)
+        dispatcher.stop(loops)
 
 
 def _run_job_loops(runtime: Runtime, queues: list[Queue], *, threads: int, burst: bool) -> None:
