@@ -56,14 +56,14 @@ TARGET_TEN_NUMBERS = 250  # messages/s across 10 numbers of 10 stores, 2 workers
 ABOUT = """
 Cloud dispatch on PostgreSQL: abandoned carts whose step 1 is already due, sent by 2
 `cartback worker --threads 4` processes (each: a dispatcher claiming batches of due carts, up to
-4 batches in flight, the batch's sends concurrent on one 64-thread pool and one HTTP connection
-pool per process) through the cloud transport to a fake Graph API on 127.0.0.1 that waits
+4 batches in flight, the batch's sends concurrent on one 64-thread pool, each thread with its
+own keep-alive connections) through the cloud transport to a fake Graph API on 127.0.0.1 that waits
 100 ms before each answer (Meta's order of magnitude), validating every payload against the
 approved template (the tests' fake, served by an asyncio server in a process of its own,
 bench/graph_server.py, which keeps connections alive as Meta does; its CPU during each run is
-in the notes). Every number is at Meta's default 80 messages/s, held across the workers by
-the token bucket in Redis: a batch takes its messages' tokens before its ledger is written;
-the carts beyond them wait their turn. messages/s is the fake's own count: sends it accepted,
+in the notes). Every number is at Meta's default 80 messages/s, paced across the workers in
+Redis (one moment every 1/80 s, no burst): a batch takes its messages' moments before its
+ledger is written and each is sent at its moment; the carts beyond them wait their turn. messages/s is the fake's own count: sends it accepted,
 from its first to its last (a worker start-up, ~2-6 s here, is shown in the row "from worker
 start"). "1 number": one store, 2,400 steps (30 s at 80/s);
 "10 numbers": 10 stores, each its own number, 600 steps each. The highest count of messages

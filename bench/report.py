@@ -126,31 +126,35 @@ WHERE_THE_TIME_GOES = """
 
 - **The schedule is the database; Redis holds no alarm per cart.** A worker's dispatcher claims
   up to 100 due carts per statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and sends each batch
-  with a few statements (engine.batch_send); RQ only runs deliveries, retries and the periodic
-  sweep. (d) measures it from outside: a pending cart adds nothing to Redis that the noise of
-  `used_memory` can show.
+  with a few statements (engine.batches); RQ only runs retries, syncs and the periodic sweep, and
+  deliveries are drained from the database (engine.intake). (d) measures it from outside: a
+  pending cart adds nothing to Redis that the noise of `used_memory` can show.
 - **(c) sandbox dispatch, 2 workers** (profile of one worker, 2,000 steps): ~89% of the samples
-  are in `advance_batch`: writing the ledger (`_write_ledger` ~49%: `_load` reading the batch's
+  are in `advance_batch`: writing the ledger (`write_ledger` ~49%: `_load` reading the batch's
   carts, contacts, steps and settings ~14%, `_write_messages` ~30%, of which the message rows'
   INSERT ~10%, template rendering ~6% with Babel's money format, link signing with
-  itsdangerous ~5%) and recording outcomes (`_record_outcomes` ~36%, its `_update_many`
+  itsdangerous ~5%) and recording outcomes (`record_outcomes` ~36%, its `update_rows`
   executemany ~15%). By library: psycopg ~47% (about half of it `Connection.wait`, the round
   trips to the server: the worker waits for PostgreSQL, which runs on the same 2 CPUs),
-  SQLAlchemy ~18% (the ORM loading rows in `_load`/`_grouped`/`_record_outcomes`), the
+  SQLAlchemy ~18% (the ORM loading rows in `_load`/`grouped`/`record_outcomes`), the
   project's own code ~12%. PostgreSQL's own CPU is ~1 ms per message besides the worker's.
   What would move it: fewer round trips per batch (the outcome update and the message insert
   as one statement each rather than executemany), Core rows instead of ORM objects when
   loading, the money format cached per store and currency.
-- **(b) lateness** is (c) under a due rate: the dispatcher polls every 0.25 s, so the floor is
+- **(b) lateness** is (c) under a due rate: the dispatcher polls every 0.1 s, so the floor is
   that plus one batch's send; above the workers' rate the backlog grows and p99 grows with it.
-- **(f) cloud dispatch**: the same ledger path (`_write_ledger` ~47-63% of the samples) plus
-  the token bucket (`_reserve`, ~8%: one Lua call per number per batch and a pipeline of pair
-  slots) and the HTTP calls (httpx ~4%, the answers overlap on the 64-thread pool). One
-  number is held by its token bucket, which holds one second's worth (80 tokens): a number
-  starting full can send its 80 at once and then 80 per second, so the fake's log sees up to
-  ~2× 80 in the first second; over the run the rate is 80/s plus that one burst. The fake
-  itself is a Python threaded server in the bench process: its row "fake Graph API alone"
-  shows what it answers without cartback.
+- **(f) cloud dispatch**: the same ledger path (`write_ledger` ~47-63% of the samples) plus the
+  number's pace (`_reserve`: one Lua call per number per batch taking the number's next moments,
+  GCRA, and a pipeline of pair slots) and the HTTP calls. Two costs found in profiles and fixed:
+  httpcore's shared pool scanned under one lock by 64 send threads (~25% of a worker's CPU
+  against a server that keeps connections open: each send thread now keeps its own), and a
+  token bucket's one-second burst (now exact pacing). What remains: a number held by its pace
+  has its waiting carts read again at each turn (1 number: ~16 ms of worker CPU per message
+  sent, against ~2 ms in (c)), and the send threads, woken at their moments on a busy CPU, reach
+  the fake in bunches (the moments are exact on Redis's clock; the fake's log shows up to ~110
+  in one calendar second at 80/s). 10 numbers: ~7-8 ms of worker CPU per message, so two
+  workers on two shared CPUs send ~180-200/s. The fake is not what limits it: its row "fake
+  Graph API alone" shows what it answers without cartback.
 """
 
 TARGETS: tuple[tuple[str, str, str, str, float], ...] = (

@@ -55,6 +55,8 @@ from sequences.models import Cart, Contact
 # How long SQLite waits for a lock before giving up, in milliseconds. Web and worker share
 # the file; a sender holds the lock only for a few milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# PostgreSQL connections a process may open beyond its 10 kept ones (see Database).
+POOL_OVERFLOW = 20
 
 
 def is_sqlite(url: str) -> bool:
@@ -109,7 +111,12 @@ class Database:
             self.engine = _sqlite_engine(self.url, immediate=False)
             self.lock_engine = _sqlite_engine(self.url, immediate=True)
         else:
-            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
+            # A worker's threads each hold a connection while they work: `--threads 8` runs 8
+            # batches and 8 job loops beside the dispatcher and the intake (18), past
+            # SQLAlchemy's default 5 + 10. Opened only when needed, closed when idle beyond 10.
+            self.engine = create_engine(
+                self.url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=POOL_OVERFLOW
+            )
             self.lock_engine = self.engine
         # Every unit of work comes from here, so session hooks (the dashboard's kept figures,
         # sequences.merchant.rollups.keep_figures) are installed on it, explicitly, by whoever
