@@ -34,10 +34,12 @@ BACK_OFF_MS = 1000
 # The number's keys outlive its last moment by this (ms): an idle number costs nothing.
 KEY_TTL_MS = 60_000
 
-# KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag.
-# ARGV: ms between two messages, moments wanted, how far ahead they may be (ms).
-# Returns {ms until the first moment not taken, then for each moment taken: ms until it}.
-# Numbers travel as strings: Redis truncates a Lua number reply to an integer.
+# KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag,
+# KEYS[3] the end of its queue: the turns promised to messages told to wait.
+# ARGV: ms between two messages, moments wanted, how far ahead they may be taken (ms), the
+# keys' TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send). Returns {ms until each moment taken..., then for each message told to wait,
+# negated, the ms until its turn}. Numbers travel as strings: Redis truncates a Lua number
+# reply to an integer.
 _TAKE_MOMENTS = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
@@ -49,14 +51,26 @@ local backoff = redis.call('PTTL', KEYS[2])
 if backoff > 0 then earliest = now + backoff end
 local next_free = tonumber(redis.call('GET', KEYS[1]))
 if next_free == nil or next_free < earliest then next_free = earliest end
-local taken = {}
-while #taken < wanted and next_free - now <= horizon do
-  taken[#taken + 1] = tostring(next_free - now)
+local reply = {}
+while #reply < wanted and next_free - now <= horizon do
+  reply[#reply + 1] = tostring(next_free - now)
   next_free = next_free + interval
 end
-if #taken > 0 then redis.call('SET', KEYS[1], tostring(next_free), 'PX', ARGV[4]) end
-local reply = {tostring(next_free - now)}
-for _, delay in ipairs(taken) do reply[#reply + 1] = delay end
+if #reply > 0 then redis.call('SET', KEYS[1], tostring(next_free), 'PX', ARGV[4]) end
+if #reply < wanted and ARGV[5] == '0' then
+  -- One message that must wait: when the next moment is free, nothing promised.
+  reply[#reply + 1] = tostring(-(next_free - now))
+elseif #reply < wanted then
+  -- Each waiting message gets its own turn after those already promised, so messages told
+  -- to wait by different batches come back one by one, not all at once.
+  local tail = tonumber(redis.call('GET', KEYS[3]))
+  if tail == nil or tail < next_free then tail = next_free end
+  while #reply < wanted do
+    reply[#reply + 1] = tostring(-(tail - now))
+    tail = tail + interval
+  end
+  redis.call('SET', KEYS[3], tostring(tail), 'PX', ARGV[4])
+end
 return reply
 """
 
@@ -92,48 +106,54 @@ class SendThrottle:
         self._pair_interval_ms = pair_interval_ms
 
     def _moments(
-        self, phone_number_id: str, messages_per_second: int, wanted: int
-    ) -> tuple[float, list[float]]:
-        """(seconds until the first moment not taken, seconds until each moment taken)."""
-        keys = [f"cartback:wa:next:{phone_number_id}", f"cartback:wa:backoff:{phone_number_id}"]
+        self, phone_number_id: str, messages_per_second: int, wanted: int, *, queue: bool
+    ) -> list[Moment]:
+        """The next ``wanted`` places of the number's pace: moments taken within
+        MAX_WAIT_SECONDS, and (``queue``) turns promised to the rest."""
+        keys = [
+            f"cartback:wa:next:{phone_number_id}",
+            f"cartback:wa:backoff:{phone_number_id}",
+            f"cartback:wa:queue:{phone_number_id}",
+        ]
         interval_ms = 1000 / max(1, messages_per_second)
-        reply = self._take(keys=keys, args=[interval_ms, wanted, MAX_WAIT_SECONDS * 1000, KEY_TTL_MS])
-        first_free, *taken = (float(value) / 1000 for value in reply)
-        return first_free, taken
+        reply = self._take(
+            keys=keys, args=[interval_ms, wanted, MAX_WAIT_SECONDS * 1000, KEY_TTL_MS, int(queue)]
+        )
+        moments = []
+        for value in reply:
+            seconds = float(value) / 1000
+            # Due again a little before its turn: taken then, with the wait the pace asks, so
+            # a number kept busy never idles between two batches.
+            moments.append(
+                Moment(send_in=seconds)
+                if seconds >= 0
+                else Moment(wait=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS))
+            )
+        return moments
 
     def acquire(self, phone_number_id: str, messages_per_second: int, to_phone_e164: str) -> Throttled | None:
         """One message: its number's moment (waited for, up to MAX_WAIT_SECONDS) and the
         recipient's pair slot; None when it may go now."""
-        first_free, taken = self._moments(phone_number_id, messages_per_second, 1)
-        if not taken:
-            return Throttled(first_free, "number throughput")
+        [moment] = self._moments(phone_number_id, messages_per_second, 1, queue=False)
+        if moment.wait is not None:
+            return Throttled(moment.wait + EARLY_SECONDS, "number throughput")
         pair = _recipient_key(self._key, phone_number_id, to_phone_e164)
         if not self._redis.set(pair, 1, nx=True, px=self._pair_interval_ms):
             remaining = max(int(self._redis.pttl(pair)), 1)
             return Throttled(remaining / 1000, "one message per 6 s to the same shopper")
-        if taken[0] > 0:
-            time.sleep(taken[0])
+        if moment.send_in > 0:
+            time.sleep(moment.send_in)
         return None
 
     def reserve(self, phone_number_id: str, messages_per_second: int, recipients: list[str]) -> list[Moment]:
         """A batch for one number: each recipient's moment, taken in one call without waiting.
-        Messages beyond MAX_WAIT_SECONDS wait their turn, spread at the number's rate (so they
-        come back a few at a time); a recipient already messaged within the pair interval (or
-        twice in the batch) waits that out."""
+        Messages beyond MAX_WAIT_SECONDS are promised a turn after every turn already promised,
+        at the number's rate (so they come back a few at a time, and are taken then); a
+        recipient already messaged within the pair interval (or twice in the batch) waits that
+        out."""
         if not recipients:
             return []
-        first_free, taken = self._moments(phone_number_id, messages_per_second, len(recipients))
-        interval = 1 / max(1, messages_per_second)
-        # Due again a little before their moment: taken then, with the wait the pace asks,
-        # so a number kept busy never idles between two batches.
-        moments = [
-            Moment(send_in=taken[index])
-            if index < len(taken)
-            else Moment(
-                wait=max(MIN_WAIT_SECONDS, first_free + (index - len(taken)) * interval - EARLY_SECONDS)
-            )
-            for index in range(len(recipients))
-        ]
+        moments = self._moments(phone_number_id, messages_per_second, len(recipients), queue=True)
         going = [index for index, moment in enumerate(moments) if moment.wait is None]
         pairs = [_recipient_key(self._key, phone_number_id, recipients[index]) for index in going]
         pipeline = self._redis.pipeline(transaction=False)

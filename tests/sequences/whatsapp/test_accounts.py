@@ -263,3 +263,15 @@ def test_a_number_told_to_slow_down_waits_for_every_worker(redis_conn):
     assert all(moment.wait is not None and 0.9 < moment.wait + EARLY_SECONDS < 1.1 for moment in moments)
     # Another number is not held back
     assert throttle.reserve("pn-2", 80, ["+919876543210"])[0].wait is None
+
+
+def test_messages_told_to_wait_by_two_batches_get_turns_of_their_own(redis_conn):
+    # Given two workers' batches for one number allowed 5 messages a second, at once
+    first = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    second = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    one = first.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(4)])
+    two = second.reserve("pn-1", 5, [f"+9198766{index:05d}" for index in range(4)])
+    # Then the second batch's messages wait behind the first batch's, never beside them: each
+    # comes back to a moment of its own instead of all of them competing for the same ones
+    turns = [round(m.wait + EARLY_SECONDS, 1) for m in [*one, *two] if m.wait is not None]
+    assert turns == [0.4, 0.6, 0.8, 1.0, 1.2, 1.4]
