@@ -9,7 +9,9 @@ insert fails, and nothing else is written.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -100,29 +102,33 @@ def record_delivery(runtime: Runtime, values: dict[str, Any]) -> int | None:
     parameters = statement.parameters(values)
     dbapi = database.engine.dialect.dbapi
     assert dbapi is not None
-    raw = database.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+    # SQLite has one writer: this process's threads (gunicorn's gthread) queue here and are
+    # handed the turn at once, instead of in SQLite's busy handler, which sleeps 1-100 ms
+    # between tries.
+    with _SQLITE_WRITER if database.sqlite else nullcontext():
+        raw = database.engine.raw_connection()
         try:
-            if database.sqlite:
-                # pysqlite leaves transactions to us (sequences.db sets isolation_level None).
-                cursor.execute("BEGIN")
-            cursor.execute(statement.sql, parameters)
-            row = cursor.fetchone()
-            if database.sqlite:
-                cursor.execute("COMMIT")
-            else:
-                raw.commit()
-        except dbapi.IntegrityError:
-            if database.sqlite:
-                cursor.execute("ROLLBACK")
-            else:
-                raw.rollback()
-            return None
+            cursor = raw.cursor()
+            try:
+                if database.sqlite:
+                    # pysqlite leaves transactions to us (sequences.db sets isolation_level None).
+                    cursor.execute("BEGIN")
+                cursor.execute(statement.sql, parameters)
+                row = cursor.fetchone()
+                if database.sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    raw.commit()
+            except dbapi.IntegrityError:
+                if database.sqlite:
+                    cursor.execute("ROLLBACK")
+                else:
+                    raw.rollback()
+                return None
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
-    finally:
-        raw.close()
+            raw.close()
     assert row is not None
     return int(row[0])
 
@@ -148,6 +154,7 @@ class _RawInsert:
 
 
 _COMPILED: dict[str, _RawInsert] = {}
+_SQLITE_WRITER = threading.Lock()
 
 
 def _scalar_default(column: Any) -> Any:
