@@ -60,7 +60,8 @@ TEMPLATE_RECHECK = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class Decision:
-    wake_at: datetime | None = None
+    """What to transmit next, if anything (the cart's next moment is on the cart itself)."""
+
     outbound: OutboundMessage | None = None
     step_id: int | None = None
 
@@ -235,7 +236,7 @@ def _skip_superseded(
 
 def _wait(cart: Cart, at: datetime | None) -> Decision:
     cart.next_wake_at = at
-    return Decision(wake_at=at)
+    return Decision()
 
 
 def _guard(

@@ -42,9 +42,7 @@ def record_outcomes(
         if outcome.kind == OutcomeKind.SENT:
             sent.append((sending, outcome))
         else:
-            per_cart.append(
-                (sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome)
-            )
+            per_cart.append(_for_the_cart(sending, outcome))
     if not sent:
         return per_cart
     now = runtime.now()
@@ -82,9 +80,7 @@ def record_outcomes(
                 or message.status != MessageStatus.QUEUED
             ):
                 # Meta's webhook or a purchase got there first: the per-cart path knows what stands.
-                per_cart.append(
-                    (sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome)
-                )
+                per_cart.append(_for_the_cart(sending, outcome))
                 continue
             step_rows.append({"id": step.id, "status": StepStatus.SENT, "sent_at": now})
             message_before = rollups.counted_values(message)
@@ -133,6 +129,11 @@ def record_outcomes(
         if events:
             session.execute(insert(EVENT), events)
     return per_cart
+
+
+def _for_the_cart(sending: InFlight, outcome: SendOutcome) -> tuple[int, Decision, SendOutcome]:
+    """A send the per-cart path records (sending.finish_send), as it would have decided it."""
+    return sending.cart_id, Decision(step_id=sending.step_id, outbound=sending.outbound), outcome
 
 
 def _next_moment(
