@@ -25,6 +25,7 @@ that the kept figures equal a recount (tests/conftest.py).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.orm import SessionTransaction, sessionmaker
 from sqlalchemy.sql.expression import FunctionElement
 from sqlmodel import Session, col
 
@@ -710,15 +711,23 @@ _LISTENERS: tuple[tuple[str, Callable[..., None]], ...] = (
 )
 
 
+# The sessionmakers whose sessions keep the figures. Not ``event.contains``: SQLAlchemy's
+# registry keys a listener by the id() of its target and keeps the key after the target is
+# gone, so a new sessionmaker at a dead one's address looked registered and kept nothing.
+_KEEPING: weakref.WeakSet[sessionmaker[Any]] = weakref.WeakSet()
+
+
 def keep_figures(database: Database) -> None:
     """Keep the dashboard's figures in every transaction of ``database``'s sessions.
 
     Called where the runtime is built (app.wiring.build_runtime); safe to call again.
     """
+    if database.sessions in _KEEPING:
+        return
     for name, listener in _LISTENERS:
-        if not event.contains(database.sessions, name, listener):
-            event.listen(database.sessions, name, listener)
+        event.listen(database.sessions, name, listener)
+    _KEEPING.add(database.sessions)
 
 
 def keeps_figures(database: Database) -> bool:
-    return all(event.contains(database.sessions, name, listener) for name, listener in _LISTENERS)
+    return database.sessions in _KEEPING

@@ -212,3 +212,40 @@ def test_a_change_made_from_an_older_copy_of_a_message_is_counted_once(runtime: 
         older_copy.read_at = DAY + timedelta(hours=3)
 
     assert sum(f["read"] for f in _stored(runtime, store.id)[1].values()) == read_before + 1
+
+
+def test_every_database_built_in_a_process_keeps_its_figures(tmp_path: Any) -> None:
+    """A process that builds many runtimes (this test suite; a CLI command beside a worker) gets
+    the figures kept for each: SQLAlchemy's listener registry keys by ``id()`` and keeps a dead
+    sessionmaker's key, so a new sessionmaker at the same address once looked registered and
+    kept nothing (a rare "kept None" in the suite: every figure of a test missing)."""
+    import gc
+
+    from sequences.db import Database
+    from tests.conftest import all_tables_metadata
+
+    url = f"sqlite:///{tmp_path}/figures.db"
+    first = Database(url)
+    all_tables_metadata().metadata.create_all(first.engine)
+    first.dispose()
+    store = Store(platform="demo", platform_store_id="s", name="S", timezone="Asia/Kolkata")
+    at = datetime(2026, 11, 20, 6, 44, tzinfo=UTC)
+    seen: set[int] = set()
+    for attempt in range(40):
+        database = Database(url)
+        # Built and dropped again and again, sessionmakers come back at addresses used before.
+        reused = id(database.sessions) in seen
+        seen.add(id(database.sessions))
+        rollups.keep_figures(database)
+        if attempt == 0:
+            with database.session() as session:
+                session.add(store)
+        _abandoned_cart(type("R", (), {"database": database})(), store, attempt, at)
+        with database.session() as session:
+            kept = sum(
+                figures["abandoned"] for figures in rollups.stored_carts(session, store.id or 0).values()
+            )
+        assert kept == attempt + 1, f"database {attempt} (address reused: {reused}) kept no figures"
+        database.dispose()
+        del database
+        gc.collect()
