@@ -78,7 +78,6 @@ def create_app(
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(whatsapp_webhook.bp)
-    app.register_blueprint(platform_webhooks.bp)
     app.register_blueprint(links.bp)
     if not settings.is_production:
         # Development tools: the sandbox outbox (anyone may read it and reply STOP for any
@@ -95,6 +94,10 @@ def create_app(
     app.register_blueprint(woocommerce_connect.bp)
     app.register_blueprint(cartflows_webhook.bp)
     admin_session.configure_sessions(app, settings.app_url)
+    # Platform deliveries are answered before Flask (app.webhooks.platforms says why).
+    app.wsgi_app = platform_webhooks.PlatformWebhooks(  # type: ignore[method-assign]
+        app.wsgi_app, runtime, propagate=app.testing
+    )
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:

@@ -65,4 +65,5 @@ def ingest(key: str) -> Any:
     site, status, region, currency, _ = row
     topic, body = cartflows.delivery_body(form, currency)
     identity = WebhookIdentity(store_ref=site, topic=topic, delivery_id="cartflows")
-    return accept(runtime, connector, store_id, status, region, identity, body)
+    answer = accept(runtime, connector, store_id, status, region, identity, body)
+    return jsonify(answer.body), answer.status

@@ -6,18 +6,23 @@ enqueued: workers drain pending deliveries in batches (``sequences.engine.intake
 request costs one insert and touches no Redis. The store comes from this process's cache
 (``sequences.stores.store_cache``); a signature that fails against a cached secret is checked
 again against the row read afresh before the 401.
+
+Served by ``PlatformWebhooks``, a WSGI layer in front of Flask, not by a Flask view: a delivery
+is the app's most frequent request (a sale day is thousands a minute), and Flask's request
+context, routing and response objects were a third of its CPU time (bench/README.md (a)) for
+nothing a delivery uses: no session, no template, no cookie. Every other path goes to Flask.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any, NamedTuple
 
-from flask import Blueprint, Response, request
+from werkzeug.wsgi import get_content_length, get_input_stream
 
-from app.current import get_runtime
-from app.request_bodies import read_raw_body
 from connectors.base import (
     AcknowledgesUnreadable,
     AnswersPings,
@@ -36,30 +41,108 @@ from sequences.stores.deliveries import delivery_values, record_delivery
 from sequences.stores.installs import record_uninstall
 from sequences.stores.store_cache import KnownStore, store_cache
 
-bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("cartback.webhooks")
 
+PREFIX = "/webhooks/"
+# Shopify's privacy topics, at the address `shopify.app.toml` gives for them: same checks.
+COMPLIANCE_PATH = "/webhooks/shopify/compliance"
+# /webhooks/<name> paths with Flask views of their own (app.webhooks.whatsapp).
+FLASK_SERVED = frozenset({"whatsapp"})
 
-def _answer(http_status: int, **body: Any) -> Any:
-    # A plain JSON response: jsonify's provider machinery was ~10% of a delivery's time, and
-    # these bodies are a few strings and an id.
-    return Response(json.dumps(body), status=http_status, mimetype="application/json")
+
+class Answer(NamedTuple):
+    status: int
+    body: dict[str, Any]
 
 
-@bp.post("/webhooks/<platform>")
-def ingest(platform: str) -> Any:
-    runtime = get_runtime()
+def _answer(http_status: int, **body: Any) -> Answer:
+    return Answer(http_status, body)
+
+
+class PlatformWebhooks:
+    """The WSGI app for ``POST /webhooks/<platform>``, in front of ``app`` (everything else).
+
+    ``propagate``: let an unexpected exception through (Flask's testing mode does the same),
+    instead of logging it and answering 500.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], runtime: Runtime, *, propagate: bool) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.propagate = propagate
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        platform = _platform_of(environ.get("PATH_INFO", ""))
+        if platform is None:
+            return self.app(environ, start_response)
+        extra: list[tuple[str, str]] = []
+        if environ.get("REQUEST_METHOD") != "POST":
+            answer = _answer(405, error="webhooks are delivered with POST")
+            extra.append(("Allow", "POST"))
+        else:
+            try:
+                answer = ingest(
+                    self.runtime, platform, _headers(environ), lambda limit: _read_body(environ, limit)
+                )
+            except Exception:
+                if self.propagate:
+                    raise
+                log.exception("webhook not ingested", extra={"platform": platform})
+                answer = _answer(500, error="internal error; the platform will retry this delivery")
+        body = json.dumps(answer.body).encode()
+        start_response(
+            f"{answer.status} {HTTPStatus(answer.status).phrase}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra],
+        )
+        return [body]
+
+
+def _platform_of(path: str) -> str | None:
+    """The platform a path delivers for; None for a path this layer does not serve."""
+    if not path.startswith(PREFIX):
+        return None
+    if path == COMPLIANCE_PATH:
+        return "shopify"
+    name = path[len(PREFIX) :]
+    return name if name and "/" not in name and name not in FLASK_SERVED else None
+
+
+def _headers(environ: dict[str, Any]) -> HeaderMap:
+    # As werkzeug reads them: HTTP_X_SHOPIFY_TOPIC is X-Shopify-Topic.
+    pairs = [(key[5:].replace("_", "-"), value) for key, value in environ.items() if key.startswith("HTTP_")]
+    pairs.extend(
+        (key.replace("_", "-"), environ[key])
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH")
+        if environ.get(key)
+    )
+    return HeaderMap(pairs)
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    """The body exactly as sent (signatures cover these bytes), or None when it is larger than
+    ``limit``: at most one byte more is read, whatever Content-Length claims. The stream is
+    werkzeug's (as Flask's ``request.stream``): bounded by Content-Length, or read to its end
+    when the server marks a chunked body terminated, else empty."""
+    length = get_content_length(environ)
+    if length is not None and length > limit:
+        return None
+    raw = get_input_stream(environ, max_content_length=None).read(limit + 1)
+    return None if len(raw) > limit else raw
+
+
+def ingest(
+    runtime: Runtime, platform: str, headers: HeaderMap, read_body: Callable[[int], bytes | None]
+) -> Answer:
     connector = runtime.connectors.get(platform)
     if connector is None:
         known = ", ".join(runtime.connectors.platforms())
         return _answer(404, error=f"unknown or unconfigured platform {platform!r}; configured: {known}")
 
     limit = runtime.settings.max_webhook_bytes
-    raw = read_raw_body(limit)
+    raw = read_body(limit)
     if raw is None:
         return _answer(413, error=f"body larger than {limit} bytes")
 
-    headers = HeaderMap(list(request.headers.items()))
     pings = runtime.connectors.capable(platform, AnswersPings)
     if pings is not None and pings.is_ping(raw, headers):
         # The platform checks a new webhook's URL with an unsigned ping: answer, store nothing.
@@ -108,7 +191,7 @@ def accept(
     region: str,
     identity: WebhookIdentity,
     raw: bytes,
-) -> Any:
+) -> Answer:
     """A delivery whose sender is proven: parse, store once, answer (workers drain it)."""
     platform = connector.platform
     try:
@@ -137,9 +220,3 @@ def accept(
     if delivery_id is None:
         return _answer(200, status="duplicate", reason="this delivery was already received")
     return _answer(200, status="accepted", delivery=delivery_id)
-
-
-@bp.post("/webhooks/shopify/compliance")
-def ingest_shopify_compliance() -> Any:
-    """The URI `shopify.app.toml` gives for the mandatory privacy topics; same checks."""
-    return ingest("shopify")

@@ -210,3 +210,88 @@ def test_no_field_of_any_odd_type_makes_ingest_fail_with_a_500(client, runtime, 
             response = send_webhook(client, topic, payload)
             assert response.status_code in (200, 400, 422), (path, odd, response.status_code)
             assert response.is_json and ("error" in response.json or "status" in response.json)
+
+
+# -- served before Flask (app.webhooks.platforms.PlatformWebhooks) -------------------------------
+
+
+def test_a_webhook_address_asked_with_get_gets_405_naming_post(client, runtime, store):
+    response = client.get("/webhooks/demo")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert "POST" in response.json["error"]
+    assert deliveries(runtime) == 0
+
+
+def test_a_chunked_body_without_content_length_is_read_whole(app, runtime, store):
+    """gunicorn marks a chunked body's end (wsgi.input_terminated): it is read, signed, stored."""
+    body = json.dumps(checkout_payload()).encode()
+    headers = {
+        "X-Demo-Topic": "checkouts/update",
+        "X-Demo-Webhook-Id": "chunked-1",
+        "X-Demo-Hmac-Sha256": sign(body, "whsec-demo-bazaar"),
+    }
+    status, answer = _post_chunked(app, _Chunks(body), headers)
+    assert status == 200, answer
+    assert answer["status"] == "accepted"
+    assert deliveries(runtime) == 1
+
+
+def test_a_chunked_body_over_the_limit_gets_413_after_reading_one_byte_more(app, runtime, store):
+    limit = runtime.settings.max_webhook_bytes
+    stream = _Chunks(b"x" * (limit * 3))
+    status, answer = _post_chunked(app, stream, {})
+    assert status == 413 and str(limit) in answer["error"]
+    assert stream.read_bytes <= limit + 1
+    assert deliveries(runtime) == 0
+
+
+def _post_chunked(app, stream: _Chunks, headers: dict[str, str]) -> tuple[int, dict]:
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    environ = EnvironBuilder(
+        path="/webhooks/demo", method="POST", headers={"X-Demo-Shop": "demo-bazaar", **headers}
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": stream, "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
+    app_iter, status, _headers = run_wsgi_app(app, environ, buffered=True)
+    return int(status.split()[0]), json.loads(b"".join(app_iter))
+
+
+def test_the_other_webhook_addresses_still_reach_their_views(client, store):
+    # Meta's handshake (a Flask view under /webhooks/) and a path with more segments.
+    assert client.get("/webhooks/whatsapp", query_string={"hub.mode": "subscribe"}).status_code == 403
+    assert client.post("/webhooks/demo/extra", data=b"{}").status_code == 404
+
+
+def test_an_unexpected_failure_is_a_logged_500_the_platform_retries(runtime, store, monkeypatch, caplog):
+    from app import create_app
+    from app.webhooks import platforms
+
+    app = create_app({"TESTING": False}, runtime=runtime)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(platforms, "record_delivery", broken)
+    body = json.dumps(checkout_payload()).encode()
+    response = send_webhook(app.test_client(), "checkouts/update", body)
+    assert response.status_code == 500
+    assert "retry" in response.json["error"] and "disk full" not in response.get_data(as_text=True)
+    assert any(record.getMessage() == "webhook not ingested" for record in caplog.records)
+
+
+class _Chunks:
+    """A request body with no length, as a server hands over a chunked one; counts what is read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.read_bytes = data, 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self.data) - self.read_bytes if size < 0 else size
+        piece = self.data[self.read_bytes : self.read_bytes + size]
+        self.read_bytes += len(piece)
+        return piece
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
