@@ -61,12 +61,25 @@ class InvalidPhone(PayloadError):
     pass
 
 
+# "+91" and ten digits, the first 6 to 9: how most Indian shoppers' numbers arrive, already
+# E.164. phonenumbers.parse reads country code 91 and those ten digits from it (India's
+# national prefix, "0", cannot start them), so the number is built directly and validated
+# unchanged: parse was ~60% of the cost of a number, and ingest reads one per delivery.
+_INDIAN_MOBILE_E164 = re.compile(r"\+91[6-9][0-9]{9}")
+
+
 def normalise_phone(raw: str, default_region: str) -> str:
     """E.164 for a phone as shoppers type it ("98765 43210", "+91-98765-43210", "0 98765 43210").
 
     Raises InvalidPhone (without echoing the number: it is personal data) when it is not a
     valid number for the region.
     """
+    if _INDIAN_MOBILE_E164.fullmatch(raw):
+        if not phonenumbers.is_valid_number(
+            phonenumbers.PhoneNumber(country_code=91, national_number=int(raw[3:]))
+        ):
+            raise InvalidPhone(f"phone is not a valid number for region {default_region}")
+        return raw
     try:
         parsed = phonenumbers.parse(raw, default_region.upper())
     except phonenumbers.NumberParseException:

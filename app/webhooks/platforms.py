@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
-from werkzeug.wsgi import get_content_length, get_input_stream
+from werkzeug.wsgi import get_content_length
 
 from connectors.base import (
     AcknowledgesUnreadable,
@@ -82,7 +82,7 @@ class PlatformWebhooks:
         else:
             try:
                 answer = ingest(
-                    self.runtime, platform, _headers(environ), lambda limit: _read_body(environ, limit)
+                    self.runtime, platform, _EnvironHeaders(environ), lambda limit: _read_body(environ, limit)
                 )
             except Exception:
                 if self.propagate:
@@ -107,27 +107,53 @@ def _platform_of(path: str) -> str | None:
     return name if name and "/" not in name and name not in FLASK_SERVED else None
 
 
-def _headers(environ: dict[str, Any]) -> HeaderMap:
-    # As werkzeug reads them: HTTP_X_SHOPIFY_TOPIC is X-Shopify-Topic.
-    pairs = [(key[5:].replace("_", "-"), value) for key, value in environ.items() if key.startswith("HTTP_")]
-    pairs.extend(
-        (key.replace("_", "-"), environ[key])
-        for key in ("CONTENT_TYPE", "CONTENT_LENGTH")
-        if environ.get(key)
-    )
-    return HeaderMap(pairs)
+class _EnvironHeaders(HeaderMap):
+    """The request's headers, read from the WSGI environ when asked, as werkzeug names them
+    (HTTP_X_SHOPIFY_TOPIC is X-Shopify-Topic): a connector asks for three or four."""
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        key = name.upper().replace("-", "_")
+        value: str = self._environ[key if key in _UNPREFIXED else "HTTP_" + key]
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in _UNPREFIXED and self._environ[key]:
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+_UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
     """The body exactly as sent (signatures cover these bytes), or None when it is larger than
-    ``limit``: at most one byte more is read, whatever Content-Length claims. The stream is
-    werkzeug's (as Flask's ``request.stream``): bounded by Content-Length, or read to its end
-    when the server marks a chunked body terminated, else empty."""
+    ``limit``: at most one byte more is read, whatever Content-Length claims. Without a
+    Content-Length, the body is read to its end only where the server marks a chunked body
+    terminated (gunicorn does), else it is empty: werkzeug's rule for ``request.stream``."""
     length = get_content_length(environ)
     if length is not None and length > limit:
         return None
-    raw = get_input_stream(environ, max_content_length=None).read(limit + 1)
-    return None if len(raw) > limit else raw
+    stream = environ["wsgi.input"]
+    if length is None:
+        raw: bytes = stream.read(limit + 1) if environ.get("wsgi.input_terminated") else b""
+        return None if len(raw) > limit else raw
+    pieces, missing = [], length
+    while missing > 0:
+        piece = stream.read(missing)
+        if not piece:
+            # The client went away mid-body: what came is judged (its signature fails).
+            break
+        pieces.append(piece)
+        missing -= len(piece)
+    return b"".join(pieces)
 
 
 def ingest(

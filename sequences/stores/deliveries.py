@@ -9,9 +9,7 @@ insert fails, and nothing else is written.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +26,7 @@ from connectors.base import (
     WebhookEvent,
     WebhookIdentity,
 )
+from sequences.db import retry_while_busy
 from sequences.models import DeliveryStatus, WebhookDelivery
 from sequences.runtime import Runtime
 
@@ -102,33 +101,33 @@ def record_delivery(runtime: Runtime, values: dict[str, Any]) -> int | None:
     parameters = statement.parameters(values)
     dbapi = database.engine.dialect.dbapi
     assert dbapi is not None
-    # SQLite has one writer: this process's threads (gunicorn's gthread) queue here and are
-    # handed the turn at once, instead of in SQLite's busy handler, which sleeps 1-100 ms
-    # between tries.
-    with _SQLITE_WRITER if database.sqlite else nullcontext():
-        raw = database.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
+    if database.sqlite:
+        with database.sqlite_writer() as connection:
+            cursor = connection.cursor()
             try:
-                if database.sqlite:
-                    # pysqlite leaves transactions to us (sequences.db sets isolation_level None).
-                    cursor.execute("BEGIN")
-                cursor.execute(statement.sql, parameters)
-                row = cursor.fetchone()
-                if database.sqlite:
-                    cursor.execute("COMMIT")
-                else:
-                    raw.commit()
+                # One statement, committed on its own (sequences.db leaves pysqlite in autocommit):
+                # reading every row steps it to its end, where the commit happens and any error
+                # in it is raised, before the platform is told "accepted".
+                rows = retry_while_busy(lambda: cursor.execute(statement.sql, parameters).fetchall())
             except dbapi.IntegrityError:
-                if database.sqlite:
-                    cursor.execute("ROLLBACK")
-                else:
-                    raw.rollback()
                 return None
             finally:
                 cursor.close()
+        return int(rows[0][0])
+    raw = database.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(statement.sql, parameters)
+            row = cursor.fetchone()
+            raw.commit()
+        except dbapi.IntegrityError:
+            raw.rollback()
+            return None
         finally:
-            raw.close()
+            cursor.close()
+    finally:
+        raw.close()
     assert row is not None
     return int(row[0])
 
@@ -154,7 +153,6 @@ class _RawInsert:
 
 
 _COMPILED: dict[str, _RawInsert] = {}
-_SQLITE_WRITER = threading.Lock()
 
 
 def _scalar_default(column: Any) -> Any:

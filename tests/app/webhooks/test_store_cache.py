@@ -54,11 +54,16 @@ def statements(runtime) -> Iterator[list[str]]:
     engine = runtime.database.engine
     event.listen(engine, "checkout", trace)
     event.listen(engine, "checkin", untrace)
+    # And the connection ingest keeps for its inserts (sequences.db.Database.sqlite_writer).
+    with runtime.database.sqlite_writer() as writer:
+        writer.set_trace_callback(record)
     try:
         yield seen
     finally:
         event.remove(engine, "checkout", trace)
         event.remove(engine, "checkin", untrace)
+        with runtime.database.sqlite_writer() as writer:
+            writer.set_trace_callback(None)
 
 
 @pytest.fixture
