@@ -37,7 +37,8 @@ KEY_TTL_MS = 60_000
 # KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag,
 # KEYS[3] the end of its queue: the turns promised to messages told to wait.
 # ARGV: ms between two messages, moments wanted, how far ahead they may be taken (ms), the
-# keys' TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send). Returns {ms until each moment taken..., then for each message told to wait,
+# keys' TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send),
+# the lead (ms): no moment sooner than that from now. Returns {ms until each moment taken..., then for each message told to wait,
 # negated, the ms until its turn}. Numbers travel as strings: Redis truncates a Lua number
 # reply to an integer.
 _TAKE_MOMENTS = """
@@ -46,7 +47,7 @@ local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
 local interval = tonumber(ARGV[1])
 local wanted = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
-local earliest = now
+local earliest = now + tonumber(ARGV[6])
 local backoff = redis.call('PTTL', KEYS[2])
 if backoff > 0 then earliest = now + backoff end
 local next_free = tonumber(redis.call('GET', KEYS[1]))
@@ -106,10 +107,11 @@ class SendThrottle:
         self._pair_interval_ms = pair_interval_ms
 
     def _moments(
-        self, phone_number_id: str, messages_per_second: int, wanted: int, *, queue: bool
+        self, phone_number_id: str, messages_per_second: int, wanted: int, *, queue: bool, lead_s: float = 0.0
     ) -> list[Moment]:
-        """The next ``wanted`` places of the number's pace: moments taken within
-        MAX_WAIT_SECONDS, and (``queue``) turns promised to the rest."""
+        """The next ``wanted`` places of the number's pace, none sooner than ``lead_s`` from now:
+        moments taken within MAX_WAIT_SECONDS after that, and (``queue``) turns promised to the
+        rest."""
         keys = [
             f"cartback:wa:next:{phone_number_id}",
             f"cartback:wa:backoff:{phone_number_id}",
@@ -117,7 +119,15 @@ class SendThrottle:
         ]
         interval_ms = 1000 / max(1, messages_per_second)
         reply = self._take(
-            keys=keys, args=[interval_ms, wanted, MAX_WAIT_SECONDS * 1000, KEY_TTL_MS, int(queue)]
+            keys=keys,
+            args=[
+                interval_ms,
+                wanted,
+                (lead_s + MAX_WAIT_SECONDS) * 1000,
+                KEY_TTL_MS,
+                int(queue),
+                lead_s * 1000,
+            ],
         )
         moments = []
         for value in reply:
@@ -145,15 +155,21 @@ class SendThrottle:
             time.sleep(moment.send_in)
         return None
 
-    def reserve(self, phone_number_id: str, messages_per_second: int, recipients: list[str]) -> list[Moment]:
-        """A batch for one number: each recipient's moment, taken in one call without waiting.
+    def reserve(
+        self, phone_number_id: str, messages_per_second: int, recipients: list[str], *, lead_s: float = 0.0
+    ) -> list[Moment]:
+        """A batch for one number: each recipient's moment, taken in one call without waiting,
+        none sooner than ``lead_s`` (the time the batch needs before it can send: a moment
+        that passes meanwhile would leave late, together with the next ones, above the rate).
         Messages beyond MAX_WAIT_SECONDS are promised a turn after every turn already promised,
         at the number's rate (so they come back a few at a time, and are taken then); a
         recipient already messaged within the pair interval (or twice in the batch) waits that
         out."""
         if not recipients:
             return []
-        moments = self._moments(phone_number_id, messages_per_second, len(recipients), queue=True)
+        moments = self._moments(
+            phone_number_id, messages_per_second, len(recipients), queue=True, lead_s=lead_s
+        )
         going = [index for index, moment in enumerate(moments) if moment.wait is None]
         pairs = [_recipient_key(self._key, phone_number_id, recipients[index]) for index in going]
         pipeline = self._redis.pipeline(transaction=False)

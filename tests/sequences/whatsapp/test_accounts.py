@@ -225,6 +225,17 @@ def test_a_batch_takes_the_numbers_next_moments_and_the_rest_wait_their_turn(red
     assert other.wait is not None and other.wait + EARLY_SECONDS > 0.3
 
 
+def test_a_batch_s_moments_start_after_the_time_it_needs_to_commit(redis_conn):
+    # A batch writes its ledger between taking its moments and sending: a first moment gone by
+    # then would leave late, with the next ones, above the number's rate.
+    throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    moments = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)], lead_s=0.3)
+    going = [moment for moment in moments if moment.wait is None]
+    # The same span of moments as without a lead (test above), shifted by it
+    assert [round(moment.send_in, 1) for moment in going] == [0.3, 0.5]
+    assert all(moment.wait is not None for moment in moments[len(going) :])
+
+
 def test_no_second_carries_more_than_the_numbers_rate_across_workers(redis_conn):
     # Given two workers sending batches for one number allowed 20 messages per second
     workers = [SendThrottle(redis_conn, key="k", pair_interval_ms=1) for _ in range(2)]
