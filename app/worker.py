@@ -38,6 +38,7 @@ from rq.worker import WorkerStatus
 
 from app.logs import configure_logging
 from app.wiring import build_runtime
+from channels.transport import SendsBatches
 from connectors.base import RegistersWebhooks
 from sequences import queue
 from sequences import runtime as runtime_module
@@ -215,6 +216,8 @@ def run_workers(runtime: Runtime, *, threads: int = 1, burst: bool = False) -> N
                 break
         dispatcher.stop()
         return
+    if isinstance(runtime.transport, SendsBatches):
+        runtime.transport.warm_up()
     loops = [
         threading.Thread(target=dispatcher.run, name="dispatcher", daemon=True),
         threading.Thread(target=dispatcher.take_deliveries, name="intake", daemon=True),

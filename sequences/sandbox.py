@@ -33,6 +33,9 @@ class SandboxTransport:
         """The outbox has no sending limits."""
         return [GO_NOW] * len(recipients)
 
+    def warm_up(self) -> None:
+        """Nothing to start: the outbox is a table."""
+
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
         """The batch in one insert; one already in the outbox sends the batch one by one."""
         rows = [_outbox_row(message) for message in messages]

@@ -11,6 +11,7 @@ because Meta may have sent it (invariant 1: a skipped message beats a duplicate)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -43,6 +44,9 @@ SEND_CONCURRENCY = 64
 # first send (tens of ms on PostgreSQL with 100 carts). A first moment passed by then would
 # leave late, together with the next ones: above the number's rate in that second.
 RESERVE_LEAD_S = 0.1
+# The longest a worker waits for its send threads to start (warm_up); more is a machine in
+# trouble, and sending starts anyway.
+WARM_UP_TIMEOUT_S = 10.0
 THREAD_LIMITS = httpx.Limits(max_connections=2, max_keepalive_connections=2)
 # Nothing left our side: these never reached Meta, so trying again cannot duplicate.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -119,6 +123,22 @@ class CloudTransport:
             )
         )
         return [sent[index] for index in range(len(messages))]
+
+    def warm_up(self) -> None:
+        """Every send thread started, each with its client. Started as a batch needs them,
+        the first batch's threads came up one by one after its first moments had passed, and
+        those messages left together (bench (f): 15 in 30 ms, above 80/s in that second)."""
+        pool = self._pool()
+        # Each task waits for all the others: the pool starts a thread for every one.
+        everyone = threading.Barrier(SEND_CONCURRENCY)
+
+        def start() -> None:
+            self._thread_client()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                everyone.wait(timeout=WARM_UP_TIMEOUT_S)
+
+        for future in [pool.submit(start) for _ in range(SEND_CONCURRENCY)]:
+            future.result()
 
     def _thread_client(self) -> httpx.Client:
         """The send thread's own keep-alive connections. One pool shared by every send thread
