@@ -328,3 +328,21 @@ def test_a_batch_beyond_the_numbers_rate_sends_the_rest_in_turn_and_none_twice(c
     sent = sorted(cloud.sent(), key=lambda message: message.accepted_at)
     assert len(sent) == 5 and len({message.to for message in sent}) == 5
     assert min(later.accepted_at - earlier.accepted_at for earlier, later in pairwise(sent)) > 0.25
+
+
+def test_a_worker_starts_every_send_thread_with_its_client_before_the_first_batch(cloud):
+    import threading
+
+    from channels.whatsapp.cloud import SEND_CONCURRENCY
+
+    transport = cloud.runtime.transport
+    before = {thread.name for thread in threading.enumerate()}
+    transport.warm_up()
+    started = [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("graph-send") and thread.name not in before
+    ]
+    assert len(started) == SEND_CONCURRENCY
+    # The clients were built then (their shared TLS context with them), not at the first moments
+    assert transport._tls is not None
