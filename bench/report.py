@@ -143,18 +143,30 @@ WHERE_THE_TIME_GOES = """
   loading, the money format cached per store and currency.
 - **(b) lateness** is (c) under a due rate: the dispatcher polls every 0.1 s, so the floor is
   that plus one batch's send; above the workers' rate the backlog grows and p99 grows with it.
-- **(f) cloud dispatch**: the same ledger path (`write_ledger` ~47-63% of the samples) plus the
+- **(f) cloud dispatch**: the same ledger path (`write_ledger` ~30-50% of the samples) plus the
   number's pace (`_reserve`: one Lua call per number per batch taking the number's next moments,
-  GCRA, and a pipeline of pair slots) and the HTTP calls. Two costs found in profiles and fixed:
-  httpcore's shared pool scanned under one lock by 64 send threads (~25% of a worker's CPU
-  against a server that keeps connections open: each send thread now keeps its own), and a
-  token bucket's one-second burst (now exact pacing). What remains: a number held by its pace
-  has its waiting carts read again at each turn (1 number: ~16 ms of worker CPU per message
-  sent, against ~2 ms in (c)), and the send threads, woken at their moments on a busy CPU, reach
-  the fake in bunches (the moments are exact on Redis's clock; the fake's log shows up to ~110
-  in one calendar second at 80/s). 10 numbers: ~7-8 ms of worker CPU per message, so two
-  workers on two shared CPUs send ~180-200/s. The fake is not what limits it: its row "fake
-  Graph API alone" shows what it answers without cartback.
+  GCRA, and a pipeline of pair slots) and the HTTP calls (httpcore ~27% of the samples with 10
+  numbers). Costs found in profiles and fixed: httpcore's shared pool scanned under one lock by
+  64 send threads (~25% of a worker's CPU; each send thread now keeps its own connections), a
+  TLS context built per send thread from the CA bundle (~9%; now one per worker), httpx's INFO
+  line per request (~6%; now WARNING and up), and a token bucket's one-second burst (now exact
+  pacing). Messages used to leave late and together when their moments passed before they
+  could go: a batch's moments now start 0.1 s ahead (its ledger commits in between), and a
+  worker starts its 64 send threads before its first batch. What remains: on two shared CPUs
+  the send threads wake at their moments behind the dispatcher's ledger work (the interpreter
+  lock), so the fake's log shows 79-81 messages in most calendar seconds for one number, and
+  more in the first second or after a stall of 40-90 ms (up to ~86); a number held by its pace
+  has its waiting carts read again at each turn (1 number: ~10 ms of worker CPU per message,
+  against ~2 ms in (c)). 10 numbers: ~5 ms of worker CPU per message. The fake is not what
+  limits it: its row "fake Graph API alone" shows what it answers without cartback.
+- **(a) ingest**: a delivery is answered by a WSGI layer in front of Flask (Flask's request
+  context, routing and response objects were a third of its CPU), inserted by one autocommitted
+  statement on the process's kept SQLite connection (taking one from the pool and giving it
+  back was a tenth), retried every 0.1-2 ms while the other web process writes (SQLite's busy
+  handler sleeps 1, 2, 5, 10... ms). What remains per delivery (in-process, ~0.35 ms): the
+  SQLite insert and its WAL commit ~30%, the demo connector's parse ~30% (phonenumbers'
+  validation ~12%), the signature, JSON and headers the rest; gunicorn itself costs as much
+  again, as it does for hello.
 """
 
 TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
