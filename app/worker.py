@@ -261,7 +261,9 @@ def _run_job_loops(runtime: Runtime, queues: list[Queue], *, threads: int, burst
             # A busy loop finishes its job. An idle one is left to end with the process: rq's
             # blocking dequeue never looks at the stop flag, and waiting for it would outlast
             # the platform's grace period (a worker SIGKILLed mid-batch leaves steps uncertain).
-            if extra.get_state() == WorkerStatus.BUSY:
+            # A burst loop ends by itself once the queue is empty, and is waited for: closing
+            # the connection under its last heartbeat made it die on a closed socket.
+            if burst or extra.get_state() == WorkerStatus.BUSY:
                 thread.join(timeout=queue.JOB_TIMEOUT_SECONDS)
         connection.close()
 

@@ -336,12 +336,13 @@ def test_a_worker_starts_every_send_thread_with_its_client_before_the_first_batc
     from channels.whatsapp.cloud import SEND_CONCURRENCY
 
     transport = cloud.runtime.transport
-    before = {thread.name for thread in threading.enumerate()}
+    # (By thread, not name: an earlier test's send threads may still be alive, named alike.)
+    before = set(threading.enumerate())
     transport.warm_up()
     started = [
         thread
         for thread in threading.enumerate()
-        if thread.name.startswith("graph-send") and thread.name not in before
+        if thread.name.startswith("graph-send") and thread not in before
     ]
     assert len(started) == SEND_CONCURRENCY
     # The clients were built then (their shared TLS context with them), not at the first moments
