@@ -12,17 +12,40 @@ from typing import Any
 
 from flask import request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wsgi import get_content_length
 
 from connectors.untrusted_json import load_untrusted_json
 
 
 def read_raw_body(limit: int) -> bytes | None:
-    """The request body exactly as sent (signatures cover these bytes), or None when it is
-    larger than ``limit``: read at most one byte more, whatever Content-Length claims."""
-    if request.content_length is not None and request.content_length > limit:
+    """The Flask request's body: ``read_body``."""
+    return read_body(request.environ, limit)
+
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    """The body exactly as sent (signatures cover these bytes), or None when it is larger than
+    ``limit``: at most one byte more is read, whatever Content-Length claims.
+
+    Read from the WSGI environ (app.webhooks.platforms answers before Flask), by werkzeug's
+    rule for ``request.stream``: as long as Content-Length says, else to its end where the
+    server marks a chunked body terminated (gunicorn does), else nothing. A body that ends
+    before its Content-Length is a 400 (``ClientDisconnected``), never judged cut short."""
+    length = get_content_length(environ)
+    if length is not None and length > limit:
         return None
-    raw = request.stream.read(limit + 1)
-    return None if len(raw) > limit else raw
+    stream = environ["wsgi.input"]
+    if length is None:
+        raw: bytes = stream.read(limit + 1) if environ.get("wsgi.input_terminated") else b""
+        return None if len(raw) > limit else raw
+    pieces, missing = [], length
+    while missing > 0:
+        piece = stream.read(missing)
+        if not piece:
+            raise ClientDisconnected()
+        pieces.append(piece)
+        missing -= len(piece)
+    return b"".join(pieces)
 
 
 class GuardedJSONProvider(DefaultJSONProvider):

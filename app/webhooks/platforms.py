@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
-from werkzeug.wsgi import get_content_length
+from werkzeug.exceptions import ClientDisconnected
 
+from app.request_bodies import read_body
 from connectors.base import (
     AcknowledgesUnreadable,
     AnswersPings,
@@ -82,8 +83,10 @@ class PlatformWebhooks:
         else:
             try:
                 answer = ingest(
-                    self.runtime, platform, _EnvironHeaders(environ), lambda limit: _read_body(environ, limit)
+                    self.runtime, platform, _EnvironHeaders(environ), lambda limit: read_body(environ, limit)
                 )
+            except ClientDisconnected:
+                answer = _answer(400, error="the body ended before its Content-Length")
             except Exception:
                 if self.propagate:
                     raise
@@ -131,29 +134,6 @@ class _EnvironHeaders(HeaderMap):
 
 
 _UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
-
-
-def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
-    """The body exactly as sent (signatures cover these bytes), or None when it is larger than
-    ``limit``: at most one byte more is read, whatever Content-Length claims. Without a
-    Content-Length, the body is read to its end only where the server marks a chunked body
-    terminated (gunicorn does), else it is empty: werkzeug's rule for ``request.stream``."""
-    length = get_content_length(environ)
-    if length is not None and length > limit:
-        return None
-    stream = environ["wsgi.input"]
-    if length is None:
-        raw: bytes = stream.read(limit + 1) if environ.get("wsgi.input_terminated") else b""
-        return None if len(raw) > limit else raw
-    pieces, missing = [], length
-    while missing > 0:
-        piece = stream.read(missing)
-        if not piece:
-            # The client went away mid-body: what came is judged (its signature fails).
-            break
-        pieces.append(piece)
-        missing -= len(piece)
-    return b"".join(pieces)
 
 
 def ingest(

@@ -246,6 +246,29 @@ def test_a_chunked_body_over_the_limit_gets_413_after_reading_one_byte_more(app,
     assert deliveries(runtime) == 0
 
 
+def test_a_body_ending_before_its_content_length_gets_400_and_nothing_is_stored(app, runtime, store):
+    import io
+
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    body = json.dumps(checkout_payload()).encode()
+    environ = EnvironBuilder(
+        path="/webhooks/demo",
+        method="POST",
+        headers={
+            "X-Demo-Shop": "demo-bazaar",
+            "X-Demo-Topic": "checkouts/update",
+            "X-Demo-Webhook-Id": "cut-1",
+            "X-Demo-Hmac-Sha256": sign(body, "whsec-demo-bazaar"),
+        },
+    ).get_environ()
+    # The client promised more than it sent, then went away.
+    environ.update({"wsgi.input": io.BytesIO(body[:-20]), "CONTENT_LENGTH": str(len(body))})
+    app_iter, status, _headers = run_wsgi_app(app, environ, buffered=True)
+    assert status.startswith("400") and "Content-Length" in json.loads(b"".join(app_iter))["error"]
+    assert deliveries(runtime) == 0
+
+
 def _post_chunked(app, stream: _Chunks, headers: dict[str, str]) -> tuple[int, dict]:
     from werkzeug.test import EnvironBuilder, run_wsgi_app
 
