@@ -2,9 +2,10 @@
 
 Connections are kept alive and reused: one pooled httpx client per process for single sends
 and Graph calls, and each send thread's own two connections for a batch's sends.
-Before each send the number's token bucket and the recipient's pair slot are taken in Redis,
-shared by all workers (``throttle``); a batch takes them for all its messages at once
-(``reserve``, before the engine writes its ledger) and is then sent concurrently. What Meta answers becomes a ``SendOutcome`` through the
+Before each send the number's next moment (its pace) and the recipient's pair slot are taken
+in Redis, shared by all workers (``throttle``); a batch takes them for all its messages at once
+(``reserve``, before the engine writes its ledger) and is then sent concurrently, each message
+at its moment. What Meta answers becomes a ``SendOutcome`` through the
 error policy in ``errors``; a timeout after the request went out is UNKNOWN, never retried,
 because Meta may have sent it (invariant 1: a skipped message beats a duplicate).
 """
@@ -38,8 +39,6 @@ SEND_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
 # Sends in flight at once per process (a batch's calls overlap; Meta answers in ~100 ms, so
 # this carries ~600 messages/s, beyond one upgraded number's 1,000/s only with more workers).
 SEND_CONCURRENCY = 64
-# Each send thread's own connections (``_thread_client``): a thread has one request in
-# flight at a time; a second kept alive saves a reconnect after Meta closes one.
 # A batch's moments start this far ahead: its ledger commits between the reservation and the
 # first send (tens of ms on PostgreSQL with 100 carts). A first moment passed by then would
 # leave late, together with the next ones: above the number's rate in that second.
@@ -47,6 +46,8 @@ RESERVE_LEAD_S = 0.1
 # The longest a worker waits for its send threads to start (warm_up); more is a machine in
 # trouble, and sending starts anyway.
 WARM_UP_TIMEOUT_S = 10.0
+# Each send thread's own connections (``_thread_client``): a thread has one request in
+# flight at a time; a second kept alive saves a reconnect after Meta closes one.
 THREAD_LIMITS = httpx.Limits(max_connections=2, max_keepalive_connections=2)
 # Nothing left our side: these never reached Meta, so trying again cannot duplicate.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -92,18 +93,14 @@ class CloudTransport:
         for number, indexes in by_number.items():
             sender = recipients[indexes[0]][0]
             assert sender is not None
-            moments = self._throttle.reserve(
+            taken = self._throttle.reserve(
                 number,
                 sender.messages_per_second,
                 [recipients[index][1] for index in indexes],
                 lead_s=RESERVE_LEAD_S,
             )
-            for index, moment in zip(indexes, moments, strict=True):
-                slots[index] = (
-                    Slot(send_in=timedelta(seconds=moment.send_in))
-                    if moment.wait is None
-                    else Slot(wait=timedelta(seconds=moment.wait))
-                )
+            for index, slot in zip(indexes, taken, strict=True):
+                slots[index] = slot
         return slots
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:

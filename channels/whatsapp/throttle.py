@@ -17,8 +17,11 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from redis import Redis
+
+from channels.transport import Slot
 
 # Meta's pair rate limit: 1 message per 6 s to one user (DESIGN.md, throughput).
 PAIR_INTERVAL_MS = 6000
@@ -84,15 +87,6 @@ class Throttled:
     reason: str
 
 
-@dataclass(frozen=True)
-class Moment:
-    """One message's place: send it ``send_in`` seconds from now, or (``wait`` set) not now:
-    try again ``wait`` seconds from now."""
-
-    send_in: float = 0.0
-    wait: float | None = None
-
-
 def _recipient_key(key: bytes, phone_number_id: str, to_phone_e164: str) -> str:
     # Keyed: a plain hash of a 10-digit mobile number is reversed by trying them all.
     digest = hmac.new(key, f"{phone_number_id}:{to_phone_e164}".encode(), hashlib.sha256).hexdigest()[:24]
@@ -108,7 +102,7 @@ class SendThrottle:
 
     def _moments(
         self, phone_number_id: str, messages_per_second: int, wanted: int, *, queue: bool, lead_s: float = 0.0
-    ) -> list[Moment]:
+    ) -> list[Slot]:
         """The next ``wanted`` places of the number's pace, none sooner than ``lead_s`` from now:
         moments taken within MAX_WAIT_SECONDS after that, and (``queue``) turns promised to the
         rest."""
@@ -129,35 +123,35 @@ class SendThrottle:
                 lead_s * 1000,
             ],
         )
-        moments = []
+        slots = []
         for value in reply:
             seconds = float(value) / 1000
             # Due again a little before its turn: taken then, with the wait the pace asks, so
             # a number kept busy never idles between two batches.
-            moments.append(
-                Moment(send_in=seconds)
+            slots.append(
+                Slot(send_in=timedelta(seconds=seconds))
                 if seconds >= 0
-                else Moment(wait=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS))
+                else Slot(wait=timedelta(seconds=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS)))
             )
-        return moments
+        return slots
 
     def acquire(self, phone_number_id: str, messages_per_second: int, to_phone_e164: str) -> Throttled | None:
         """One message: its number's moment (waited for, up to MAX_WAIT_SECONDS) and the
         recipient's pair slot; None when it may go now."""
-        [moment] = self._moments(phone_number_id, messages_per_second, 1, queue=False)
-        if moment.wait is not None:
-            return Throttled(moment.wait + EARLY_SECONDS, "number throughput")
+        [slot] = self._moments(phone_number_id, messages_per_second, 1, queue=False)
+        if slot.wait is not None:
+            return Throttled(slot.wait.total_seconds() + EARLY_SECONDS, "number throughput")
         pair = _recipient_key(self._key, phone_number_id, to_phone_e164)
         if not self._redis.set(pair, 1, nx=True, px=self._pair_interval_ms):
             remaining = max(int(self._redis.pttl(pair)), 1)
             return Throttled(remaining / 1000, "one message per 6 s to the same shopper")
-        if moment.send_in > 0:
-            time.sleep(moment.send_in)
+        if slot.send_in > timedelta(0):
+            time.sleep(slot.send_in.total_seconds())
         return None
 
     def reserve(
         self, phone_number_id: str, messages_per_second: int, recipients: list[str], *, lead_s: float = 0.0
-    ) -> list[Moment]:
+    ) -> list[Slot]:
         """A batch for one number: each recipient's moment, taken in one call without waiting,
         none sooner than ``lead_s`` (the time the batch needs before it can send: a moment
         that passes meanwhile would leave late, together with the next ones, above the rate).
@@ -167,10 +161,10 @@ class SendThrottle:
         out."""
         if not recipients:
             return []
-        moments = self._moments(
+        slots = self._moments(
             phone_number_id, messages_per_second, len(recipients), queue=True, lead_s=lead_s
         )
-        going = [index for index, moment in enumerate(moments) if moment.wait is None]
+        going = [index for index, slot in enumerate(slots) if slot.wait is None]
         pairs = [_recipient_key(self._key, phone_number_id, recipients[index]) for index in going]
         pipeline = self._redis.pipeline(transaction=False)
         for pair in pairs:
@@ -185,8 +179,8 @@ class SendThrottle:
             for _index, pair in refused:
                 pipeline.pttl(pair)
             for (index, _pair), remaining in zip(refused, pipeline.execute(), strict=True):
-                moments[index] = Moment(wait=max(int(remaining), 1) / 1000)
-        return moments
+                slots[index] = Slot(wait=timedelta(milliseconds=max(int(remaining), 1)))
+        return slots
 
     def back_off(self, phone_number_id: str) -> None:
         self._redis.set(f"cartback:wa:backoff:{phone_number_id}", 1, px=BACK_OFF_MS)
