@@ -138,21 +138,14 @@ class Dispatcher:
             # Stopping: nothing more is claimed (a claim would hold its carts for the lease).
             self._slots.release()
             return 0
-        # Each claim is made holding a free batch thread (``held``), handed to it with the batch.
-        held = [True]
-
-        def hand_off(_runtime: Runtime, cart_ids: list[int]) -> None:
-            held[0] = False
-            self._pool.submit(self._advance, cart_ids)
-
-        def room() -> bool:
-            held[0] = self._slots.acquire(blocking=False)
-            return held[0]
-
+        handed: list[bool] = []
         try:
-            claimed = dispatch.dispatch_due(self.runtime, run=hand_off, room=room)
+            claimed = dispatch.dispatch_due(
+                self.runtime,
+                run=lambda runtime, cart_ids: handed.append(bool(self._pool.submit(self._advance, cart_ids))),
+            )
         finally:
-            if held[0]:
+            if not handed:
                 self._slots.release()
         return claimed
 

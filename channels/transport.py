@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,14 +110,10 @@ class MessageTransport(Protocol):
 @dataclass(frozen=True)
 class Slot:
     """A message's place in its number's sending limits: send it ``send_in`` from now, or
-    (``wait`` set) not in this batch: its step is due again ``wait`` from now, and ``turn``
-    from now is the moment kept for it then: ``turn_at`` on the limits' own clock, which the
-    message gives back to ``reserve`` when it comes back."""
+    (``wait`` set) not in this batch: its step is due again ``wait`` from now."""
 
     send_in: timedelta = timedelta(0)
     wait: timedelta | None = None
-    turn: timedelta | None = None
-    turn_at: datetime | None = None
 
 
 GO_NOW = Slot()
@@ -128,13 +124,8 @@ class SendsBatches(Protocol):
     """A transport that takes a batch (the engine's batches): each message's place in its
     number's sending limits first, before the ledger is written, then the messages at once."""
 
-    def reserve(
-        self,
-        recipients: Sequence[tuple[Sender | None, str]],
-        turns: Sequence[datetime | None] | None = None,
-    ) -> list[Slot]:
-        """For each (number, shopper's phone): its place in the number's limits; ``turns``
-        are the turns kept for them by earlier batches (``Slot.turn_at``), None where none."""
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
+        """For each (number, shopper's phone): its place in the number's limits."""
         ...
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]: ...

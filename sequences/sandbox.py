@@ -29,12 +29,8 @@ class SandboxTransport:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def reserve(
-        self,
-        recipients: Sequence[tuple[Sender | None, str]],
-        turns: Sequence[datetime | None] | None = None,
-    ) -> list[Slot]:
-        """The outbox has no sending limits (and keeps no turns)."""
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
+        """The outbox has no sending limits."""
         return [GO_NOW] * len(recipients)
 
     def warm_up(self) -> None:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-import sys
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -40,19 +39,10 @@ SEND_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
 # Sends in flight at once per process (a batch's calls overlap; Meta answers in ~100 ms, so
 # this carries ~600 messages/s, beyond one upgraded number's 1,000/s only with more workers).
 SEND_CONCURRENCY = 64
-# A batch's new moments start at least this far ahead: its ledger commits between the
-# reservation and the first send (tens of ms on PostgreSQL with 100 carts). A first moment
-# passed by then would leave late, together with the next ones: above the number's rate in
-# that second. A big batch takes longer (a burst of new carts: 0.3-0.5 s for 100 in bench
-# (f) as a worker starts): its lead is 1.5 times its size times the most any of this
-# process's last LEAD_HISTORY batches took per message (COLD_S_PER_MESSAGE before the
-# first), up to MAX_LEAD_S.
+# A batch's moments start this far ahead: its ledger commits between the reservation and the
+# first send (tens of ms on PostgreSQL with 100 carts). A first moment passed by then would
+# leave late, together with the next ones: above the number's rate in that second.
 RESERVE_LEAD_S = 0.1
-COLD_S_PER_MESSAGE = 0.005
-MAX_LEAD_S = 1.0
-LEAD_HISTORY = 8
-# How often a sending worker's threads hand over the GIL (Python's default: 5 ms).
-SWITCH_INTERVAL_S = 0.0005
 # The longest a worker waits for its send threads to start (warm_up); more is a machine in
 # trouble, and sending starts anyway.
 WARM_UP_TIMEOUT_S = 10.0
@@ -88,23 +78,13 @@ class CloudTransport:
         self._throttle = throttle
         self._senders: ThreadPoolExecutor | None = None
         self._local = threading.local()
-        # Seconds from a batch's reservation to its sending, per message, for this process's
-        # last batches.
-        self._ledger_times: deque[float] = deque(maxlen=LEAD_HISTORY)
         self._pool_lock = threading.Lock()
         # One TLS context for every send thread's client: each builds its own otherwise (the
         # CA bundle read and parsed again), ~15 ms of CPU per thread, 64 threads a worker.
         self._tls: ssl.SSLContext | None = None
 
-    def reserve(
-        self,
-        recipients: Sequence[tuple[Sender | None, str]],
-        turns: Sequence[datetime | None] | None = None,
-    ) -> list[Slot]:
-        """Each message's moment in its number's pace (throttle), before the ledger is written:
-        its kept turn (``turns``: ``Slot.turn_at``) or a new one."""
-        kept = list(turns) if turns is not None else [None] * len(recipients)
-        lead_s = self._lead_s(len(recipients))
+    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
+        """Each message's moment in its number's pace (throttle), before the ledger is written."""
         slots: list[Slot] = [GO_NOW] * len(recipients)
         by_number: dict[str, list[int]] = defaultdict(list)
         for index, (sender, _phone) in enumerate(recipients):
@@ -117,27 +97,15 @@ class CloudTransport:
                 number,
                 sender.messages_per_second,
                 [recipients[index][1] for index in indexes],
-                lead_s=lead_s,
-                turns=[kept[index] for index in indexes],
+                lead_s=RESERVE_LEAD_S,
             )
             for index, slot in zip(indexes, taken, strict=True):
                 slots[index] = slot
-        # The batch's thread sends it (send_batch) once its ledger is committed.
-        self._local.reserved = (time.monotonic(), len(recipients))
         return slots
-
-    def _lead_s(self, messages: int) -> float:
-        per_message = max(self._ledger_times, default=COLD_S_PER_MESSAGE)
-        return min(MAX_LEAD_S, max(RESERVE_LEAD_S, 1.5 * per_message * messages))
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
         """Messages whose moments ``reserve`` took, each sent at its moment, concurrently (each
         waits ~100 ms on Meta)."""
-        reserved: tuple[float, int] | None = getattr(self._local, "reserved", None)
-        if reserved is not None:
-            self._local.reserved = None
-            reserved_at, count = reserved
-            self._ledger_times.append((time.monotonic() - reserved_at) / max(count, 1))
         if len(messages) == 1:
             return [self._send(messages[0], throttled=False)]
         # By moment: a thread waiting for a late one never holds up an earlier one.
@@ -158,10 +126,6 @@ class CloudTransport:
         the first batch's threads came up one by one after its first moments had passed, and
         those messages left together (bench (f): 15 in 30 ms, above 80/s in that second)."""
         pool = self._pool()
-        # A send thread waking at its moment waits for the GIL while a batch thread decides
-        # its carts: up to the switch interval (5 ms by default), enough to move a message
-        # into the next second. Bench (f): 95th percentile lateness 6 ms -> 4 ms.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         # Each task waits for all the others: the pool starts a thread for every one.
         everyone = threading.Barrier(SEND_CONCURRENCY)
 
@@ -203,6 +167,9 @@ class CloudTransport:
         # The client first: a send thread's first one is built here (~1 ms, the shared TLS
         # context ~15 ms for the first), which must not make it leave after its moment.
         http = self._thread_client() if pooled else self._http
+        if message.send_at is not None and (delay := message.send_at - time.monotonic()) > 0:
+            # Its number's pace (reserve): the moment it may leave.
+            time.sleep(delay)
         payload = {
             **_addressed(message.to_phone_e164),
             "type": "template",
@@ -220,7 +187,6 @@ class CloudTransport:
             message_id=message.message_id,
             throttled=throttled,
             http=http,
-            send_at=message.send_at,
         )
 
     def send_text(self, message: OutboundText) -> SendOutcome:
@@ -240,7 +206,6 @@ class CloudTransport:
         message_id: int | None,
         throttled: bool,
         http: httpx.Client | None = None,
-        send_at: float | None = None,
     ) -> SendOutcome:
         if sender is None:
             return SendOutcome(OutcomeKind.DROP_STEP, error_detail="no WhatsApp number connected")
@@ -256,20 +221,12 @@ class CloudTransport:
                 error_detail=waiting.reason,
                 retry_after=timedelta(seconds=max(1.0, waiting.retry_after_seconds)),
             )
-        client = http or self._http
-        # The request is built (its JSON encoded) before the wait: at its moment only the
-        # write is left, so it leaves on time.
-        request = client.build_request(
-            "POST",
-            f"{self._graph_url}/{sender.phone_number_id}/messages",
-            json=payload,
-            headers={"Authorization": f"Bearer {sender.access_token}"},
-        )
-        if send_at is not None and (delay := send_at - time.monotonic()) > 0:
-            # Its number's pace (reserve): the moment it may leave.
-            time.sleep(delay)
         try:
-            response = client.send(request)
+            response = (http or self._http).post(
+                f"{self._graph_url}/{sender.phone_number_id}/messages",
+                json=payload,
+                headers={"Authorization": f"Bearer {sender.access_token}"},
+            )
         except NOT_SENT_ERRORS as exc:
             log.warning("graph unreachable", extra={"message_id": message_id, "error": type(exc).__name__})
             return SendOutcome(

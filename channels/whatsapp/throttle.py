@@ -3,16 +3,10 @@
 - Per number: messages are paced, one every 1/rate of a second (80 messages/s by default,
   1,000 once Meta upgrades the number). Redis keeps the number's next free moment; a sender
   takes the next moments in turn (GCRA: no burst allowance, so no second ever carries more
-  than the rate, across all workers) and sends each message at its moment. Moments lie
-  halfway between the marks of a grid on the Redis clock (whole multiples of the interval),
-  so at 80/s every second of that clock holds exactly 80 of them, 6.25 ms from its edges: a
-  message that leaves a few ms early or late (clocks read a round trip apart, a thread
-  waking) still counts in its moment's own second. Only moments within MAX_WAIT_SECONDS are sent: the send
-  decision is committed before the wait, and a long wait would let a STOP land before the
-  send. A batch's messages beyond that are given a turn: a later moment kept for each (the
-  next free moment moves past it, so no other message takes it), which the message takes
-  when it comes back. A 130429 answer pushes the next free moment back for everyone
-  (``back_off``), and a turn that falls inside the pause is given up.
+  than the rate, across all workers) and sends each message at its moment. Only moments
+  within MAX_WAIT_SECONDS are taken: the send decision is committed before the wait, and a
+  long wait would let a STOP land before the send. A 130429 answer pushes the next free
+  moment back for everyone (``back_off``), not only for the worker that was told.
 - Per recipient: one message per 6 s to the same shopper from the same number (Meta's pair
   rate limit, 131056). Keys hold a hash of the phone, never the phone itself.
 """
@@ -22,9 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from redis import Redis
 
@@ -35,63 +28,52 @@ PAIR_INTERVAL_MS = 6000
 # How far ahead a sender may take a number's moments: the send decision is already
 # committed, so a long wait would let a STOP land before the send.
 MAX_WAIT_SECONDS = 0.25
-# A message given a turn is due again this long before it: the dispatcher's poll (0.1 s),
-# the claim and the batch's ledger all fit before the turn, which stays within
-# MAX_WAIT_SECONDS of the message's next batch.
-EARLY_SECONDS = MAX_WAIT_SECONDS
+# A message that must wait its turn is due again this long before its moment (half the
+# window a sender may take moments in), and never sooner than MIN_WAIT_SECONDS.
+EARLY_SECONDS = MAX_WAIT_SECONDS / 2
 MIN_WAIT_SECONDS = 0.01
 # After Meta says 130429, the number pauses this long (ms) for everyone.
 BACK_OFF_MS = 1000
-# The number's keys outlive its last moment (or turn) by this (ms): an idle number costs nothing.
+# The number's keys outlive its last moment by this (ms): an idle number costs nothing.
 KEY_TTL_MS = 60_000
-# Marks a message without a kept turn among the turns passed to the script.
-NO_TURN = -1
 
-# KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag.
-# ARGV: ms between two messages, how far ahead moments may be sent (ms), the keys' TTL (ms),
-# 1 to give turns to the messages beyond that (a batch) or 0 (one send), the lead (ms): no new
-# moment sooner than that from now; then one value per message: the turn kept for it (ms since
-# the epoch on Redis's clock), or NO_TURN. Returns Redis's now (ms since the epoch), then per
-# message the ms until its moment, or negated, the ms until its turn (a batch) or until a
-# moment could be free (one send). A kept turn is the message's own: returned as it is, unless
-# it has passed or a back-off covers it (then the message is a new one). Turns travel as
-# moments of Redis's clock, not as delays: a delay measured by a worker grows by each call's
-# round trip (ms when its threads are busy), and a turn must be found again to the
-# millisecond. Numbers travel as strings: Redis truncates a Lua number reply to an integer.
+# KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag,
+# KEYS[3] the end of its queue: the turns promised to messages told to wait.
+# ARGV: ms between two messages, moments wanted, how far ahead they may be taken (ms), the
+# keys' TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send),
+# the lead (ms): no moment sooner than that from now. Returns {ms until each moment taken..., then for each message told to wait,
+# negated, the ms until its turn}. Numbers travel as strings: Redis truncates a Lua number
+# reply to an integer.
 _TAKE_MOMENTS = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
 local interval = tonumber(ARGV[1])
-local horizon = tonumber(ARGV[2])
-local give_turns = ARGV[4] == '1'
-local earliest = now + tonumber(ARGV[5])
-local paused_until = now
+local wanted = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local earliest = now + tonumber(ARGV[6])
 local backoff = redis.call('PTTL', KEYS[2])
-if backoff > 0 then paused_until = now + backoff end
-if earliest < paused_until then earliest = paused_until end
-local stored = tonumber(redis.call('GET', KEYS[1]))
-local next_free = stored
-if next_free == nil or next_free < earliest then
-  -- Halfway between two marks of the grid (whole multiples of the interval on Redis's clock).
-  next_free = math.ceil((earliest - interval / 2) / interval) * interval + interval / 2
+if backoff > 0 then earliest = now + backoff end
+local next_free = tonumber(redis.call('GET', KEYS[1]))
+if next_free == nil or next_free < earliest then next_free = earliest end
+local reply = {}
+while #reply < wanted and next_free - now <= horizon do
+  reply[#reply + 1] = tostring(next_free - now)
+  next_free = next_free + interval
 end
-local reply = {string.format('%.3f', now)}
-for i = 6, #ARGV do
-  local turn = tonumber(ARGV[i])
-  if turn >= now and turn >= paused_until then
-    if turn - now <= horizon then reply[#reply + 1] = tostring(turn - now) else reply[#reply + 1] = tostring(-(turn - now)) end
-  elseif next_free - now <= horizon then
-    reply[#reply + 1] = tostring(next_free - now)
-    next_free = next_free + interval
-  elseif give_turns then
-    reply[#reply + 1] = tostring(-(next_free - now))
-    next_free = next_free + interval
-  else
-    reply[#reply + 1] = tostring(-(next_free - now))
+if #reply > 0 then redis.call('SET', KEYS[1], tostring(next_free), 'PX', ARGV[4]) end
+if #reply < wanted and ARGV[5] == '0' then
+  -- One message that must wait: when the next moment is free, nothing promised.
+  reply[#reply + 1] = tostring(-(next_free - now))
+elseif #reply < wanted then
+  -- Each waiting message gets its own turn after those already promised, so messages told
+  -- to wait by different batches come back one by one, not all at once.
+  local tail = tonumber(redis.call('GET', KEYS[3]))
+  if tail == nil or tail < next_free then tail = next_free end
+  while #reply < wanted do
+    reply[#reply + 1] = tostring(-(tail - now))
+    tail = tail + interval
   end
-end
-if next_free ~= stored then
-  redis.call('SET', KEYS[1], string.format('%.3f', next_free), 'PX', math.ceil(next_free - now) + tonumber(ARGV[3]))
+  redis.call('SET', KEYS[3], tostring(tail), 'PX', ARGV[4])
 end
 return reply
 """
@@ -119,52 +101,44 @@ class SendThrottle:
         self._pair_interval_ms = pair_interval_ms
 
     def _moments(
-        self,
-        phone_number_id: str,
-        messages_per_second: int,
-        turns: Sequence[datetime | None],
-        *,
-        give_turns: bool,
-        lead_s: float = 0.0,
+        self, phone_number_id: str, messages_per_second: int, wanted: int, *, queue: bool, lead_s: float = 0.0
     ) -> list[Slot]:
-        """A place in the number's pace for each message: its kept turn (a moment of the pace's
-        clock), or (None) the next moment, none sooner than ``lead_s`` from now. Moments within
-        MAX_WAIT_SECONDS after that are sent; beyond it, a message is given a turn
-        (``give_turns``) or told when a moment could be free."""
-        keys = [f"cartback:wa:next:{phone_number_id}", f"cartback:wa:backoff:{phone_number_id}"]
+        """The next ``wanted`` places of the number's pace, none sooner than ``lead_s`` from now:
+        moments taken within MAX_WAIT_SECONDS after that, and (``queue``) turns promised to the
+        rest."""
+        keys = [
+            f"cartback:wa:next:{phone_number_id}",
+            f"cartback:wa:backoff:{phone_number_id}",
+            f"cartback:wa:queue:{phone_number_id}",
+        ]
         interval_ms = 1000 / max(1, messages_per_second)
-        now_ms, *reply = self._take(
+        reply = self._take(
             keys=keys,
             args=[
                 interval_ms,
+                wanted,
                 (lead_s + MAX_WAIT_SECONDS) * 1000,
                 KEY_TTL_MS,
-                int(give_turns),
+                int(queue),
                 lead_s * 1000,
-                *(NO_TURN if turn is None else turn.timestamp() * 1000 for turn in turns),
             ],
         )
-        now = float(now_ms) / 1000
         slots = []
         for value in reply:
             seconds = float(value) / 1000
-            if seconds >= 0:
-                slots.append(Slot(send_in=timedelta(seconds=seconds)))
-                continue
             # Due again a little before its turn: taken then, with the wait the pace asks, so
             # a number kept busy never idles between two batches.
-            wait = timedelta(seconds=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS))
-            if not give_turns:
-                slots.append(Slot(wait=wait))
-                continue
-            turn_at = datetime.fromtimestamp(now - seconds, UTC)
-            slots.append(Slot(wait=wait, turn=timedelta(seconds=-seconds), turn_at=turn_at))
+            slots.append(
+                Slot(send_in=timedelta(seconds=seconds))
+                if seconds >= 0
+                else Slot(wait=timedelta(seconds=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS)))
+            )
         return slots
 
     def acquire(self, phone_number_id: str, messages_per_second: int, to_phone_e164: str) -> Throttled | None:
         """One message: its number's moment (waited for, up to MAX_WAIT_SECONDS) and the
         recipient's pair slot; None when it may go now."""
-        [slot] = self._moments(phone_number_id, messages_per_second, [None], give_turns=False)
+        [slot] = self._moments(phone_number_id, messages_per_second, 1, queue=False)
         if slot.wait is not None:
             return Throttled(slot.wait.total_seconds() + EARLY_SECONDS, "number throughput")
         pair = _recipient_key(self._key, phone_number_id, to_phone_e164)
@@ -176,30 +150,19 @@ class SendThrottle:
         return None
 
     def reserve(
-        self,
-        phone_number_id: str,
-        messages_per_second: int,
-        recipients: list[str],
-        *,
-        lead_s: float = 0.0,
-        turns: Sequence[datetime | None] | None = None,
+        self, phone_number_id: str, messages_per_second: int, recipients: list[str], *, lead_s: float = 0.0
     ) -> list[Slot]:
         """A batch for one number: each recipient's moment, taken in one call without waiting,
         none sooner than ``lead_s`` (the time the batch needs before it can send: a moment
         that passes meanwhile would leave late, together with the next ones, above the rate).
-        A recipient with a turn kept by an earlier batch (``turns``: ``Slot.turn_at``) takes
-        it, and no new moment. Messages beyond MAX_WAIT_SECONDS are given a turn of their own, after
-        every moment and turn already given (so they come back one by one, each to a moment
-        nobody else takes); a recipient already messaged within the pair interval (or twice in
-        the batch) waits that out."""
+        Messages beyond MAX_WAIT_SECONDS are promised a turn after every turn already promised,
+        at the number's rate (so they come back a few at a time, and are taken then); a
+        recipient already messaged within the pair interval (or twice in the batch) waits that
+        out."""
         if not recipients:
             return []
         slots = self._moments(
-            phone_number_id,
-            messages_per_second,
-            list(turns) if turns is not None else [None] * len(recipients),
-            give_turns=True,
-            lead_s=lead_s,
+            phone_number_id, messages_per_second, len(recipients), queue=True, lead_s=lead_s
         )
         going = [index for index, slot in enumerate(slots) if slot.wait is None]
         pairs = [_recipient_key(self._key, phone_number_id, recipients[index]) for index in going]

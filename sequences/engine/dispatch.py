@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col
 
@@ -40,28 +40,23 @@ CLAIM_LEASE = timedelta(seconds=5)
 BATCH = 100
 
 
-def claim_due_carts(runtime: Runtime, *, limit: int = BATCH, turns_only: bool = False) -> list[int]:
-    """Take up to ``limit`` carts due now, oldest moment first; returns their ids.
-    ``turns_only``: only carts coming back to a turn their number's pace keeps for them."""
+def claim_due_carts(runtime: Runtime, *, limit: int = BATCH) -> list[int]:
+    """Take up to ``limit`` carts due now, oldest moment first; returns their ids."""
     now = runtime.now()
     lease_until = now + CLAIM_LEASE
-    where = [col(Cart.send_turn_at).is_not(None)] if turns_only else []
-
-    def due(limit: int, *where: Any) -> Select[Any]:
-        return (
-            select(col(Cart.id))
-            .where(col(Cart.next_wake_at) <= now, *where)
-            .order_by(col(Cart.next_wake_at))
-            .limit(limit)
-        )
-
+    due = (
+        select(col(Cart.id))
+        .where(col(Cart.next_wake_at) <= now)
+        .order_by(col(Cart.next_wake_at))
+        .limit(limit)
+    )
     database = runtime.database
     if database.sqlite:
         # BEGIN IMMEDIATE: the write lock is taken before the read, so two claimers never
         # read the same due rows.
         try:
             with database.lock_engine.begin() as connection:
-                cart_ids = _ids(connection.execute(due(limit, *where)))
+                cart_ids = _ids(connection.execute(due))
                 if cart_ids:
                     connection.execute(
                         update(Cart).where(col(Cart.id).in_(cart_ids)).values(next_wake_at=lease_until)
@@ -74,25 +69,17 @@ def claim_due_carts(runtime: Runtime, *, limit: int = BATCH, turns_only: bool = 
             log.warning("claim skipped: the database is busy")
             return []
         return cart_ids
-
-    def claim(connection: Connection, limit: int, *where: Any) -> list[int]:
-        claimed = (
-            due(limit, *where)
-            .with_for_update(skip_locked=True)
-            .cte("due")
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        return _ids(
-            connection.execute(
-                update(Cart)
-                .where(col(Cart.id) == claimed.c.id)
-                .values(next_wake_at=lease_until)
-                .returning(col(Cart.id))
-            )
-        )
-
+    claimed = (
+        due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
+    )
     with database.engine.begin() as connection:
-        return claim(connection, limit, *where)
+        rows = connection.execute(
+            update(Cart)
+            .where(col(Cart.id) == claimed.c.id)
+            .values(next_wake_at=lease_until)
+            .returning(col(Cart.id))
+        )
+        return _ids(rows)
 
 
 def _ids(rows: Iterable[Any]) -> list[int]:
@@ -100,25 +87,12 @@ def _ids(rows: Iterable[Any]) -> list[int]:
 
 
 def dispatch_due(
-    runtime: Runtime,
-    *,
-    limit: int = BATCH,
-    run: Callable[[Runtime, list[int]], None] | None = None,
-    room: Callable[[], bool] | None = None,
+    runtime: Runtime, *, limit: int = BATCH, run: Callable[[Runtime, list[int]], None] | None = None
 ) -> int:
-    """Claim the carts due now and run their clock ticks in batches (engine.batches); returns
-    how many were claimed. Carts coming back to a turn their number's pace keeps for them go
-    first, in a batch of their own (a few, decided in milliseconds): that moment is theirs
-    alone and passes unused if they are late. Then the other due carts, in a second batch when
-    there is ``room`` for one (a burst's new carts wait a round, never longer)."""
-    claimed = 0
-    for turns_only in (True, False):
-        if claimed and room is not None and not room():
-            break
-        cart_ids = sorted(claim_due_carts(runtime, limit=limit, turns_only=turns_only))
-        if not cart_ids:
-            continue
-        claimed += len(cart_ids)
+    """Claim the carts due now and run their clock ticks as one batch (engine.batch_send);
+    returns how many were claimed."""
+    cart_ids = sorted(claim_due_carts(runtime, limit=limit))
+    if cart_ids:
         try:
             (run or advance_batch)(runtime, cart_ids)
         except Exception:
@@ -127,4 +101,4 @@ def dispatch_due(
             log.exception(
                 "batch not advanced; its carts come due again after the lease", extra={"carts": len(cart_ids)}
             )
-    return claimed
+    return len(cart_ids)

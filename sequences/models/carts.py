@@ -11,7 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from sequences.models.dashboard import DASHBOARD_CART_COLUMNS
@@ -49,13 +49,6 @@ class Cart(SQLModel, table=True):
         Index("ix_cart_store_token", "store_id", "platform_cart_token"),
         Index("ix_cart_contact", "contact_id", "status"),
         Index("ix_cart_next_wake", "next_wake_at"),
-        # The carts waiting for a turn their number's pace keeps (claimed first): a few.
-        Index(
-            "ix_cart_turn_wake",
-            "next_wake_at",
-            postgresql_where=text("send_turn_at IS NOT NULL"),
-            sqlite_where=text("send_turn_at IS NOT NULL"),
-        ),
         # The dashboard's recount of 15 minutes of abandoned carts, and the carts list.
         Index(
             "ix_cart_store_abandoned", "store_id", "abandoned_at", postgresql_include=DASHBOARD_CART_COLUMNS
@@ -84,9 +77,6 @@ class Cart(SQLModel, table=True):
     closed_at: datetime | None = time_field()
     # When the engine next needs to look at this cart; the sweep rebuilds Redis from it.
     next_wake_at: datetime | None = time_field()
-    # The moment its number's pace keeps for its next message (told to wait its turn in a
-    # busy batch): no other message takes it, and the cart's next batch sends it then.
-    send_turn_at: datetime | None = time_field()
     order_platform_id: str | None = Field(default=None, sa_column=Column(String(255)))
     order_total: Decimal | None = money_field()
     order_currency: str | None = Field(default=None, sa_column=Column(String(3)))

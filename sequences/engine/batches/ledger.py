@@ -97,8 +97,6 @@ class _Plan:
     channel: Channel | None = None
     # Its number's pace: not before this ``time.monotonic()`` (the transport waits for it).
     send_at: float | None = None
-    # Told to wait by its number's pace: the moment kept for its message (Cart.send_turn_at).
-    turn_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -332,17 +330,11 @@ def _reserve(runtime: Runtime, state: _State, sending: list[_Plan], now: datetim
         contact = state.contacts[plan.cart.contact_id or 0]
         assert plan.channel is not None
         recipients.append((plan.channel.sender, contact.phone_e164))
-    turns = [plan.cart.send_turn_at for plan in sending]
-    slots = transport.reserve(recipients, turns)
-    # The slots count from the reservation, not from the batch's start; read after the call
-    # (the pace's clock was read during it): a message leaves a little after its moment, never
-    # before.
-    reserved_at, reserved_now = time.monotonic(), runtime.now()
-    for plan, slot in zip(sending, slots, strict=True):
+    reserved_at = time.monotonic()
+    for plan, slot in zip(sending, transport.reserve(recipients), strict=True):
         if slot.wait is not None:
             # Not this time: the step stays scheduled and the cart is due when its turn comes.
-            plan.send_step, plan.channel, plan.wake_at = None, None, reserved_now + slot.wait
-            plan.turn_at = slot.turn_at
+            plan.send_step, plan.channel, plan.wake_at = None, None, now + slot.wait
             _give_back(state, plan)
         elif slot.send_in:
             plan.send_at = reserved_at + slot.send_in.total_seconds()
@@ -406,13 +398,11 @@ def _write(
     update_rows(
         session,
         CART,
-        ["next_wake_at", "send_turn_at"],
+        ["next_wake_at"],
         [
             {
                 "id": plan.cart.id,
                 "next_wake_at": now + SENDING_GRACE if plan.send_step is not None else plan.wake_at,
-                # A turn is kept for one message: taken or not, it is gone after this batch.
-                "send_turn_at": plan.turn_at,
             }
             for plan in plans
         ],

@@ -298,9 +298,7 @@ def test_a_step_waiting_to_retry_does_not_count_against_its_own_frequency_cap(cl
 
 def test_a_batch_beyond_the_numbers_rate_sends_the_rest_in_turn_and_none_twice(cloud):
     # Given a number Meta allows 3 messages a second, and 5 shoppers due in the same second
-    from channels.whatsapp.throttle import EARLY_SECONDS
     from sequences.models import WhatsAppAccount
-    from tests.support.whatsapp import PHONE_NUMBER_ID
 
     with cloud.runtime.database.session() as session:
         account = session.exec(select(WhatsAppAccount)).one()
@@ -309,40 +307,27 @@ def test_a_batch_beyond_the_numbers_rate_sends_the_rest_in_turn_and_none_twice(c
     for n in range(5):
         cloud.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+9198765{n:05d}")
     # When their moment comes
-    started = time.monotonic()
     cloud.run(timedelta(minutes=15))
-    # Then what fits the number's pace went out (its first moment on the pace's grid may be a
-    # third of a second away: then none), and the rest never entered the ledger: still
-    # scheduled, each with a turn of its own kept for it (one every 1/3 s), due again a little
-    # before it
+    # Then what fits the number's pace went out, and the rest never entered the ledger: still
+    # scheduled, each due again when its turn comes (within a couple of seconds)
     first_round = len(cloud.sent())
-    assert first_round <= 2
+    assert 1 <= first_round < 5
     steps = [cloud.steps(f"chk_{n}")[0] for n in range(5)]
     assert sorted(step.status for step in steps).count(StepStatus.SCHEDULED) == 5 - first_round
-    waiting = [cloud.cart(f"chk_{n}") for n, step in enumerate(steps) if step.status == StepStatus.SCHEDULED]
-    turns = sorted(cart.send_turn_at for cart in waiting if cart.send_turn_at is not None)
-    assert len(turns) == len(waiting)
-    assert all(abs((later - earlier).total_seconds() - 1 / 3) < 0.002 for earlier, later in pairwise(turns))
     due = cloud.cart("chk_0").last_activity_at + timedelta(minutes=15)
-    assert all(
-        cart.next_wake_at is not None
-        and due < cart.next_wake_at + timedelta(seconds=EARLY_SECONDS) < due + timedelta(seconds=3)
-        for cart in waiting
-    )
-    pace = f"cartback:wa:next:{PHONE_NUMBER_ID}"
-    next_free = cloud.runtime.redis.get(pace)
-    # When their turns come (the clock here follows the real one: the number's moments pass in
-    # real time, and the dispatcher looks for due carts every 0.05 s)
-    while len(cloud.sent()) < 5 and time.monotonic() - started < 10:
-        time.sleep(0.05)
-        cloud.run(timedelta(minutes=15, seconds=time.monotonic() - started))
-    # Then they all went, each shopper once, each at the turn kept for it (1/3 s apart, above):
-    # none took a moment of the number's again, and none is left with a turn. (The fake's
-    # arrival times are this test's frozen clock, not the real one: not a measure of the pace.)
-    sent = cloud.sent()
+    waiting = [cloud.cart(f"chk_{n}") for n, step in enumerate(steps) if step.status == StepStatus.SCHEDULED]
+    assert all(due < cart.next_wake_at <= due + timedelta(seconds=3) for cart in waiting)
+    # When their turns come (the number's moments pass in real time)
+    for second in range(1, 20):
+        if len(cloud.sent()) == 5:
+            break
+        time.sleep(0.4)
+        cloud.run(timedelta(minutes=15, seconds=3 * second))
+    # Then they all went, each shopper once, never more than 3 in a second (give or take one
+    # moment's jitter between the pace's clock and the fake's)
+    sent = sorted(cloud.sent(), key=lambda message: message.accepted_at)
     assert len(sent) == 5 and len({message.to for message in sent}) == 5
-    assert cloud.runtime.redis.get(pace) == next_free
-    assert all(cloud.cart(f"chk_{n}").send_turn_at is None for n in range(5))
+    assert min(later.accepted_at - earlier.accepted_at for earlier, later in pairwise(sent)) > 0.25
 
 
 def test_a_worker_starts_every_send_thread_with_its_client_before_the_first_batch(cloud):
@@ -362,31 +347,3 @@ def test_a_worker_starts_every_send_thread_with_its_client_before_the_first_batc
     assert len(started) == SEND_CONCURRENCY
     # The clients were built then (their shared TLS context with them), not at the first moments
     assert transport._tls is not None
-
-
-def test_a_big_batch_takes_its_moments_as_far_ahead_as_its_ledger_needs(redis_conn):
-    # A batch writes its ledger between its reservation and its sends: a big one on a worker
-    # that just started takes longer than the usual 0.1 s, and moments passed by then would
-    # leave together, above the number's rate.
-    import httpx
-
-    from channels.transport import Sender
-    from channels.whatsapp.cloud import COLD_S_PER_MESSAGE, RESERVE_LEAD_S, CloudTransport
-    from channels.whatsapp.throttle import SendThrottle
-
-    transport = CloudTransport(
-        "http://127.0.0.1:9", httpx.Client(), SendThrottle(redis_conn, key="k", pair_interval_ms=1)
-    )
-
-    def first_moment(number: str, count: int) -> float:
-        sender = Sender(number, "token", messages_per_second=1000)
-        slots = transport.reserve([(sender, f"+9198765{n:05d}") for n in range(count)])
-        return min(slot.send_in.total_seconds() for slot in slots if slot.wait is None)
-
-    # Before its first batch, a worker assumes COLD_S_PER_MESSAGE for each message
-    assert first_moment("pn-1", 100) >= 1.5 * COLD_S_PER_MESSAGE * 100
-    # Once its batches show they are quick, a batch's moments start RESERVE_LEAD_S ahead
-    transport.send_batch([])
-    assert RESERVE_LEAD_S <= first_moment("pn-2", 100) < RESERVE_LEAD_S + 0.01
-    # ...and a small batch never sooner than that
-    assert RESERVE_LEAD_S <= first_moment("pn-3", 1) < RESERVE_LEAD_S + 0.01

@@ -120,38 +120,3 @@ def test_a_step_left_sending_by_a_dead_sender_is_settled_by_the_carts_own_moment
     journey.run(steps[1].due_at)
     assert len(journey.outbox()) == 1
     assert [m.status for m in journey.messages()] == [MessageStatus.UNCERTAIN, MessageStatus.SENT]
-
-
-@pytest.mark.postgres
-def test_carts_coming_back_to_a_kept_turn_go_first_in_a_batch_of_their_own(journey, runtime):
-    # Given 4 carts due, the newest two told to wait for a turn their number's pace keeps
-    # (a later batch's, in a burst: their moment is theirs alone and passes unused if late)
-    cart_ids = _checkouts(journey, 4)
-    now = T0 + 15 * MIN + 3 * MIN
-    with runtime.database.session() as session:
-        for cart in session.exec(select(Cart).where(col(Cart.id).in_(cart_ids[2:]))):
-            cart.send_turn_at = now + timedelta(seconds=0.2)
-            session.add(cart)
-        session.commit()
-    batches: list[list[int]] = []
-    with journey.at(now):
-        claimed = dispatch_due(runtime, run=lambda _runtime, ids: batches.append(ids))
-    # Then they are claimed first, alone, and the older carts follow in a second batch of the
-    # same round: coming back to turns never holds new carts back for longer
-    assert claimed == 4 and batches == [cart_ids[2:], cart_ids[:2]]
-
-
-def test_a_round_without_room_for_a_second_batch_leaves_the_other_carts_for_the_next(journey, runtime):
-    cart_ids = _checkouts(journey, 2)
-    now = T0 + 15 * MIN + 1 * MIN
-    with runtime.database.session() as session:
-        cart = session.get(Cart, cart_ids[1])
-        assert cart is not None
-        cart.send_turn_at = now + timedelta(seconds=0.2)
-        session.add(cart)
-        session.commit()
-    batches: list[list[int]] = []
-    with journey.at(now):
-        assert dispatch_due(runtime, run=lambda _runtime, ids: batches.append(ids), room=lambda: False) == 1
-        assert dispatch_due(runtime, run=lambda _runtime, ids: batches.append(ids), room=lambda: False) == 1
-    assert batches == [[cart_ids[1]], [cart_ids[0]]]
