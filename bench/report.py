@@ -157,7 +157,10 @@ WHERE_THE_TIME_GOES = """
   lock), so the fake's log shows 79-81 messages in most calendar seconds for one number, and
   more in the first second or after a stall of 40-90 ms (up to ~86); a number held by its pace
   has its waiting carts read again at each turn (1 number: ~10 ms of worker CPU per message,
-  against ~2 ms in (c)). 10 numbers: ~5 ms of worker CPU per message. The fake is not what
+  against ~2 ms in (c)). Two more causes, measured but not yet fixed: a worker's full garbage
+  collections stop all its threads for 100-235 ms every few seconds (`gc.callbacks`), and in
+  a burst the carts told to wait are claimed after the new ones, whose batches take the
+  moments the waiting carts were due back for (the first seconds lose ~0.5-1 s of moments). 10 numbers: ~5 ms of worker CPU per message. The fake is not what
   limits it: its row "fake Graph API alone" shows what it answers without cartback.
 - **(a) ingest**: a delivery is answered by a WSGI layer in front of Flask (Flask's request
   context, routing and response objects were a third of its CPU), inserted by one autocommitted
