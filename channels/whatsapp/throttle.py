@@ -41,9 +41,9 @@ KEY_TTL_MS = 60_000
 # KEYS[3] the end of its queue: the turns promised to messages told to wait.
 # ARGV: ms between two messages, moments wanted, how far ahead they may be taken (ms), the
 # keys' TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send),
-# the lead (ms): no moment sooner than that from now. Returns {ms until each moment taken..., then for each message told to wait,
-# negated, the ms until its turn}. Numbers travel as strings: Redis truncates a Lua number
-# reply to an integer.
+# the lead (ms): no moment sooner than that from now (nor within a back-off). Returns {ms
+# until each moment taken..., then for each message told to wait, negated, the ms until its
+# turn}. Numbers travel as strings: Redis truncates a Lua number reply to an integer.
 _TAKE_MOMENTS = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
@@ -52,7 +52,7 @@ local wanted = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
 local earliest = now + tonumber(ARGV[6])
 local backoff = redis.call('PTTL', KEYS[2])
-if backoff > 0 then earliest = now + backoff end
+if backoff > 0 and now + backoff > earliest then earliest = now + backoff end
 local next_free = tonumber(redis.call('GET', KEYS[1]))
 if next_free == nil or next_free < earliest then next_free = earliest end
 local reply = {}

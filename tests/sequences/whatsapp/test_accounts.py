@@ -236,6 +236,16 @@ def test_a_batch_s_moments_start_after_the_time_it_needs_to_commit(redis_conn):
     assert all(moment.wait is not None for moment in moments[len(going) :])
 
 
+def test_a_back_off_shorter_than_the_lead_never_brings_a_moment_before_the_lead(redis_conn):
+    # A 130429 pause nearly over (50 ms left) must not undo the batch's lead: a moment sooner
+    # than its ledger needs to commit would leave late, with the next ones, above the rate.
+    throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    redis_conn.set("cartback:wa:backoff:pn-1", 1, px=50)
+    moments = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)], lead_s=0.3)
+    going = [moment for moment in moments if moment.wait is None]
+    assert going and all(moment.send_in.total_seconds() >= 0.29 for moment in going)
+
+
 def test_no_second_carries_more_than_the_numbers_rate_across_workers(redis_conn):
     # Given two workers sending batches for one number allowed 20 messages per second
     workers = [SendThrottle(redis_conn, key="k", pair_interval_ms=1) for _ in range(2)]
