@@ -110,11 +110,16 @@ def _platform_of(path: str) -> str | None:
     return name if name and "/" not in name and name not in FLASK_SERVED else None
 
 
+# The two headers WSGI keeps without the HTTP_ prefix.
+_UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+
+
 class _EnvironHeaders(HeaderMap):
     """The request's headers, read from the WSGI environ when asked, as werkzeug names them
     (HTTP_X_SHOPIFY_TOPIC is X-Shopify-Topic): a connector asks for three or four."""
 
     def __init__(self, environ: dict[str, Any]) -> None:
+        # No copy into HeaderMap's own dict: every method reads the environ.
         self._environ = environ
 
     def __getitem__(self, name: str) -> str:
@@ -131,9 +136,6 @@ class _EnvironHeaders(HeaderMap):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
-
-
-_UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
 
 
 def ingest(
