@@ -184,6 +184,10 @@ class Database:
         with self._writer_lock:
             if self._writer is None or self._writer_pid != os.getpid():
                 writer = self.engine.raw_connection()
+                # Never back to the pool, even when dropped (a forked child replacing its
+                # parent's): a session drawing a connection that does not wait for the lock
+                # failed with "database is locked" (the cloud demo's sign-in, HTTP 500).
+                writer.detach()
                 writer.execute("PRAGMA busy_timeout=0")
                 self._writer, self._writer_pid = writer, os.getpid()
             yield self._writer

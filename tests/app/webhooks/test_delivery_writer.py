@@ -47,3 +47,21 @@ def test_a_forked_child_opens_its_own_writer(runtime, monkeypatch):
         assert child is not parent
     with runtime.database.sqlite_writer() as again:
         assert again is child
+
+
+def test_the_writer_never_lends_its_no_wait_connection_to_the_pool(runtime, monkeypatch):
+    # The writer's connection gives up at once on a lock (busy timeout 0: its caller retries).
+    # Replaced in a forked child, it used to go back to the pool, and a session that drew it
+    # failed with "database is locked" instead of waiting (the cloud demo's sign-in, HTTP 500).
+    import gc
+
+    from sequences.db import SQLITE_BUSY_TIMEOUT_MS
+
+    with runtime.database.sqlite_writer():
+        pass
+    monkeypatch.setattr("sequences.db.os.getpid", lambda: -1)
+    with runtime.database.sqlite_writer():
+        pass
+    gc.collect()
+    with runtime.database.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
