@@ -105,7 +105,10 @@ def redeem(runtime: Runtime, token: str) -> SignedIn | Refused:
     except (BadSignature, ValueError, TypeError):
         return Refused(MANGLED)
     now = runtime.now()
-    with runtime.database.session() as db:
+    # Locked from the start: it reads the link, then marks it used. On SQLite a transaction
+    # that read before another connection's commit cannot write ("database is locked" at
+    # once), so the write lock is taken before the read.
+    with runtime.database.locked_session() as db:
         login = db.get(AdminLogin, login_id) if isinstance(login_id, int) else None
         if (
             login is None

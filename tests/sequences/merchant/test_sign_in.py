@@ -145,3 +145,40 @@ def test_a_store_is_found_by_its_id_or_platform_id(runtime: Runtime, reference: 
 
     assert found is not None and found.id == store_id
     assert find_store(runtime, "no-such-store") is None
+
+
+def test_a_sign_in_waits_for_another_writer_instead_of_failing_on_sqlite(
+    runtime: Runtime, monkeypatch
+) -> None:
+    # SQLite, in WAL: a transaction that read before another connection committed cannot write
+    # ("database is locked" at once, whatever the busy timeout). The cloud demo's sign-in hit
+    # it while the worker wrote (HTTP 500): redeem reads the link, then marks it used.
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from sequences.merchant import sign_in
+
+    if not runtime.database.sqlite:
+        pytest.skip("SQLite's snapshot rule")
+    store_id = _store_id(runtime)
+    token = _token(issue_login_link(runtime, store_id, "cli"))
+    real_hash = sign_in._nonce_hash
+    wrote: list[bool] = []
+
+    def another_process_writes(nonce: str) -> str:
+        # Between redeem's read and its write, as a worker's commit would land.
+        other = sqlite3.connect(make_url(runtime.database.url).database, timeout=0, isolation_level=None)
+        try:
+            other.execute("CREATE TABLE IF NOT EXISTS another_writer (n INTEGER)")
+            other.execute("INSERT INTO another_writer VALUES (1)")
+            wrote.append(True)
+        except sqlite3.OperationalError:
+            wrote.append(False)  # redeem holds the write lock: the other writer waits its turn
+        finally:
+            other.close()
+        return real_hash(nonce)
+
+    monkeypatch.setattr(sign_in, "_nonce_hash", another_process_writes)
+    assert isinstance(redeem(runtime, token), SignedIn)
+    assert wrote == [False]
