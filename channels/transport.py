@@ -55,6 +55,8 @@ class OutboundMessage:
     sender: Sender | None = None
     # Not before this ``time.monotonic()`` of the sending process: its number's pace (Slot).
     send_at: float | None = None
+    # Not after this one either: past it, it is not sent (Slot.send_by).
+    send_by: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,13 @@ class MessageTransport(Protocol):
 
 @dataclass(frozen=True)
 class Slot:
-    """A message's place in its number's sending limits: send it ``send_in`` from now, or
+    """A message's place in its number's sending limits: send it not before ``send_at`` and
+    not at all after ``send_by`` (this process's ``time.monotonic()``; None: no bound; a send
+    that late would count in the next second's limit, so its step goes again later); or
     (``wait`` set) not in this batch: its step is due again ``wait`` from now."""
 
-    send_in: timedelta = timedelta(0)
+    send_at: float | None = None
+    send_by: float | None = None
     wait: timedelta | None = None
 
 

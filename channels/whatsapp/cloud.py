@@ -13,13 +13,16 @@ because Meta may have sent it (invariant 1: a skipped message beats a duplicate)
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import os
 import ssl
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -40,9 +43,13 @@ SEND_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
 # this carries ~600 messages/s, beyond one upgraded number's 1,000/s only with more workers).
 SEND_CONCURRENCY = 64
 # A batch's moments start this far ahead: its ledger commits between the reservation and the
-# first send (tens of ms on PostgreSQL with 100 carts). A first moment passed by then would
-# leave late, together with the next ones: above the number's rate in that second.
+# first send (tens of ms on PostgreSQL with 100 carts, hundreds on a busy machine). A first
+# moment passed by then would leave late, together with the next ones. The lead is learned:
+# LEAD_MARGIN times the time this process's recent batches took per message, from
+# RESERVE_LEAD_S up to MAX_LEAD_S.
 RESERVE_LEAD_S = 0.1
+MAX_LEAD_S = 1.0
+LEAD_MARGIN = 1.5
 # The longest a worker waits for its send threads to start (warm_up); more is a machine in
 # trouble, and sending starts anyway.
 WARM_UP_TIMEOUT_S = 10.0
@@ -52,6 +59,9 @@ THREAD_LIMITS = httpx.Limits(max_connections=2, max_keepalive_connections=2)
 # Nothing left our side: these never reached Meta, so trying again cannot duplicate.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 NOT_SENT_RETRY_AFTER = timedelta(minutes=1)
+# A send whose moment's second ended before it could leave goes again this much later: its
+# number is busy, and other messages take the moments meanwhile.
+MISSED_MOMENT_RETRY_AFTER = timedelta(seconds=1)
 
 
 def recipient(phone_e164: str) -> str:
@@ -82,6 +92,9 @@ class CloudTransport:
         # One TLS context for every send thread's client: each builds its own otherwise (the
         # CA bundle read and parsed again), ~15 ms of CPU per thread, 64 threads a worker.
         self._tls: ssl.SSLContext | None = None
+        self._departures = _Departures(self._pool)
+        # Seconds from a batch's reservation to its hand-over, per message (a moving average).
+        self._ledger_s_per_message = 0.0
 
     def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
         """Each message's moment in its number's pace (throttle), before the ledger is written."""
@@ -90,6 +103,11 @@ class CloudTransport:
         for index, (sender, _phone) in enumerate(recipients):
             if sender is not None:
                 by_number[sender.phone_number_id].append(index)
+        lead_s = min(
+            MAX_LEAD_S, max(RESERVE_LEAD_S, LEAD_MARGIN * self._ledger_s_per_message * len(recipients))
+        )
+        # Read back by send_batch in this thread: the batch's ledger is written in between.
+        self._local.reserved = (time.monotonic(), len(recipients))
         for number, indexes in by_number.items():
             sender = recipients[indexes[0]][0]
             assert sender is not None
@@ -97,7 +115,7 @@ class CloudTransport:
                 number,
                 sender.messages_per_second,
                 [recipients[index][1] for index in indexes],
-                lead_s=RESERVE_LEAD_S,
+                lead_s=lead_s,
             )
             for index, slot in zip(indexes, taken, strict=True):
                 slots[index] = slot
@@ -108,18 +126,21 @@ class CloudTransport:
         waits ~100 ms on Meta)."""
         if len(messages) == 1:
             return [self._send(messages[0], throttled=False)]
-        # By moment: a thread waiting for a late one never holds up an earlier one.
-        order = sorted(range(len(messages)), key=lambda index: messages[index].send_at or 0.0)
-        sent = dict(
-            zip(
-                order,
-                self._pool().map(
-                    lambda index: self._send(messages[index], throttled=False, pooled=True), order
-                ),
-                strict=True,
+        now = time.monotonic()
+        reserved: tuple[float, int] | None = getattr(self._local, "reserved", None)
+        if reserved is not None:
+            self._local.reserved = None
+            reserved_at, count = reserved
+            per_message = (now - reserved_at) / max(count, 1)
+            self._ledger_s_per_message += (per_message - self._ledger_s_per_message) * 0.2
+        leaving = [
+            self._departures.at(
+                message.send_at or now,
+                lambda message=message: self._send(message, throttled=False, pooled=True),  # type: ignore[misc]
             )
-        )
-        return [sent[index] for index in range(len(messages))]
+            for message in messages
+        ]
+        return [future.result() for future in leaving]
 
     def warm_up(self) -> None:
         """Every send thread started, each with its client. Started as a batch needs them,
@@ -170,6 +191,16 @@ class CloudTransport:
         if message.send_at is not None and (delay := message.send_at - time.monotonic()) > 0:
             # Its number's pace (reserve): the moment it may leave.
             time.sleep(delay)
+        if message.send_by is not None and time.monotonic() > message.send_by and message.sender:
+            # Too late for its moment's second: sent now, it would count in the next one, above
+            # the number's rate there. Not sent, so trying again cannot duplicate it.
+            self._throttle.release_recipient(message.sender.phone_number_id, message.to_phone_e164)
+            return SendOutcome(
+                OutcomeKind.RETRY_LATER,
+                error_code="throttled",
+                error_detail="its moment in the number's pace passed before it could leave",
+                retry_after=MISSED_MOMENT_RETRY_AFTER,
+            )
         payload = {
             **_addressed(message.to_phone_e164),
             "type": "template",
@@ -253,6 +284,51 @@ class CloudTransport:
             error_detail=action.merchant_reason or str(error),
             retry_after=action.retry_after,
         )
+
+
+class _Departures:
+    """Hands each of a batch's sends to the send threads at its moment, from one thread that
+    keeps them in order of moment. A send thread that slept until its moment carried nothing
+    meanwhile: with up to ~0.35 s of lead and wait plus Meta's ~0.1 s per send, 64 threads
+    carried ~140 messages/s a process, below ten numbers' 800/s, and a send queued behind
+    sleeping threads left after its moment."""
+
+    def __init__(self, pool: Callable[[], ThreadPoolExecutor]) -> None:
+        self._pool = pool
+        self._due: list[tuple[float, int, Callable[[], SendOutcome], Future[SendOutcome]]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def at(self, moment: float, send: Callable[[], SendOutcome]) -> Future[SendOutcome]:
+        """``send()`` run by a send thread from ``moment`` (``time.monotonic()``) on."""
+        future: Future[SendOutcome] = Future()
+        with self._changed:
+            heapq.heappush(self._due, (moment, next(self._order), send, future))
+            if self._thread is None or self._pid != os.getpid():
+                # Started where it is first needed; a forked child starts its own.
+                self._thread = threading.Thread(target=self._run, name="graph-departures", daemon=True)
+                self._pid = os.getpid()
+                self._thread.start()
+            self._changed.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or (wait := self._due[0][0] - time.monotonic()) > 0:
+                    self._changed.wait(None if not self._due else wait)
+                _moment, _order, send, future = heapq.heappop(self._due)
+            self._pool().submit(_settle, send, future)
+
+
+def _settle(send: Callable[[], SendOutcome], future: Future[SendOutcome]) -> None:
+    if future.set_running_or_notify_cancel():
+        try:
+            future.set_result(send())
+        except Exception as exc:  # noqa: BLE001 - the caller's future.result() raises it
+            future.set_exception(exc)
 
 
 def _accepted(response: httpx.Response, message_id: int | None) -> SendOutcome:

@@ -2,11 +2,15 @@
 
 - Per number: messages are paced, one every 1/rate of a second (80 messages/s by default,
   1,000 once Meta upgrades the number). Redis keeps the number's next free moment; a sender
-  takes the next moments in turn (GCRA: no burst allowance, so no second ever carries more
-  than the rate, across all workers) and sends each message at its moment. Only moments
-  within MAX_WAIT_SECONDS are taken: the send decision is committed before the wait, and a
-  long wait would let a STOP land before the send. A 130429 answer pushes the next free
-  moment back for everyone (``back_off``), not only for the worker that was told.
+  takes the next moments in turn (GCRA: no burst allowance, across all workers) and sends
+  each message at its moment. The moments lie on a grid of Redis's clock: ``rate`` to each
+  whole second, evenly from its start to SECOND_GUARD_MS before its end, so every second
+  holds exactly ``rate`` of them (any 1 s window at most one more) and a send that leaves a
+  little late still counts in its own second; one that could not leave by then does not go
+  (``Slot.send_by``). Only moments within MAX_WAIT_SECONDS are taken: the send decision is
+  committed before the wait, and a long wait would let a STOP land before the send. A 130429
+  answer pushes the next free moment back for everyone (``back_off``), not only for the
+  worker that was told.
 - Per recipient: one message per 6 s to the same shopper from the same number (Meta's pair
   rate limit, 131056). Keys hold a hash of the phone, never the phone itself.
 """
@@ -28,10 +32,17 @@ PAIR_INTERVAL_MS = 6000
 # How far ahead a sender may take a number's moments: the send decision is already
 # committed, so a long wait would let a STOP land before the send.
 MAX_WAIT_SECONDS = 0.25
-# A message that must wait its turn is due again this long before its moment (half the
-# window a sender may take moments in), and never sooner than MIN_WAIT_SECONDS.
-EARLY_SECONDS = MAX_WAIT_SECONDS / 2
+# A message that must wait its turn is due again this long before its moment, and never
+# sooner than MIN_WAIT_SECONDS: time for a dispatcher's poll (0.1 s), its claim and the
+# batch's lead (0.1 s), so it takes its moment before the moment passes unused.
+EARLY_SECONDS = 0.3
 MIN_WAIT_SECONDS = 0.01
+# Each second's moments end this long (ms) before it does: a send that leaves late by up to
+# that (a busy worker's threads wait for the GIL) still counts in its own second.
+SECOND_GUARD_MS = 150
+# A send must have left this long before the end of its moment's second (``Slot.send_by``):
+# between the check and Meta's receipt lie the request's writing and the network.
+SEND_BY_MARGIN_S = 0.05
 # After Meta says 130429, the number pauses this long (ms) for everyone.
 BACK_OFF_MS = 1000
 # The number's keys outlive its last moment by this (ms): an idle number costs nothing.
@@ -39,28 +50,45 @@ KEY_TTL_MS = 60_000
 
 # KEYS[1] the number's next free moment (ms, Redis's clock), KEYS[2] its back-off flag,
 # KEYS[3] the end of its queue: the turns promised to messages told to wait.
-# ARGV: ms between two messages, moments wanted, how far ahead they may be taken (ms), the
-# keys' TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send),
-# the lead (ms): no moment sooner than that from now (nor within a back-off). Returns {ms
-# until each moment taken..., then for each message told to wait, negated, the ms until its
-# turn}. Numbers travel as strings: Redis truncates a Lua number reply to an integer.
+# ARGV: messages per second, moments wanted, how far ahead they may be taken (ms), the keys'
+# TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send), the
+# lead (ms): no moment sooner than that from now (nor within a back-off), the ms at the end of
+# each second that hold no moment (SECOND_GUARD_MS). Returns {for each
+# moment taken "ms until it:ms until the end of its second"..., then for each message told to
+# wait, negated, the ms until its turn}. Numbers travel as strings: Redis truncates a Lua
+# number reply to an integer.
 _TAKE_MOMENTS = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + tonumber(now_parts[2]) / 1000
-local interval = tonumber(ARGV[1])
+local rate = tonumber(ARGV[1])
+local interval = (1000 - tonumber(ARGV[7])) / rate
 local wanted = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
+-- The first moment of the grid at or after t: second + k * interval, k < rate, computed from
+-- the second each time (never summed up, so it never drifts off the grid); the guard at the
+-- end of the second holds none.
+local function on_grid(t)
+  local second = math.floor(t / 1000) * 1000
+  -- (a hundredth of an interval's tolerance: t was stored to a thousandth of a ms)
+  local k = math.ceil((t - second) / interval - 0.01)
+  if k >= rate then return second + 1000 end
+  return second + k * interval
+end
 local earliest = now + tonumber(ARGV[6])
 local backoff = redis.call('PTTL', KEYS[2])
 if backoff > 0 and now + backoff > earliest then earliest = now + backoff end
 local next_free = tonumber(redis.call('GET', KEYS[1]))
 if next_free == nil or next_free < earliest then next_free = earliest end
+next_free = on_grid(next_free)
 local reply = {}
 while #reply < wanted and next_free - now <= horizon do
-  reply[#reply + 1] = tostring(next_free - now)
-  next_free = next_free + interval
+  local second_end = math.floor(next_free / 1000) * 1000 + 1000
+  reply[#reply + 1] = tostring(next_free - now) .. ':' .. tostring(second_end - now)
+  next_free = on_grid(next_free + interval / 2)
 end
-if #reply > 0 then redis.call('SET', KEYS[1], tostring(next_free), 'PX', ARGV[4]) end
+-- Written in full: tostring keeps 14 digits, a hundredth of a ms at today's epoch, which put
+-- a moment stored as x.375 ms at x.4, past its place on the grid (a moment lost a batch).
+if #reply > 0 then redis.call('SET', KEYS[1], string.format('%.3f', next_free), 'PX', ARGV[4]) end
 if #reply < wanted and ARGV[5] == '0' then
   -- One message that must wait: when the next moment is free, nothing promised.
   reply[#reply + 1] = tostring(-(next_free - now))
@@ -69,14 +97,22 @@ elseif #reply < wanted then
   -- to wait by different batches come back one by one, not all at once.
   local tail = tonumber(redis.call('GET', KEYS[3]))
   if tail == nil or tail < next_free then tail = next_free end
+  tail = on_grid(tail)
   while #reply < wanted do
     reply[#reply + 1] = tostring(-(tail - now))
-    tail = tail + interval
+    tail = on_grid(tail + interval / 2)
   end
-  redis.call('SET', KEYS[3], tostring(tail), 'PX', ARGV[4])
+  redis.call('SET', KEYS[3], string.format('%.3f', tail), 'PX', ARGV[4])
 end
 return reply
 """
+
+
+def _second_guard_ms(messages_per_second: int) -> float:
+    """SECOND_GUARD_MS, less at a low rate: the moment after the guard stays within
+    MAX_WAIT_SECONDS of the one before it (at 5/s: 50 ms), so one send at the end of a second
+    is never refused for the guard alone."""
+    return max(0.0, min(SECOND_GUARD_MS, MAX_WAIT_SECONDS * 1000 - 1000 / messages_per_second))
 
 
 @dataclass(frozen=True)
@@ -111,28 +147,39 @@ class SendThrottle:
             f"cartback:wa:backoff:{phone_number_id}",
             f"cartback:wa:queue:{phone_number_id}",
         ]
-        interval_ms = 1000 / max(1, messages_per_second)
+        asked_at = time.monotonic()
         reply = self._take(
             keys=keys,
             args=[
-                interval_ms,
+                max(1, messages_per_second),
                 wanted,
                 (lead_s + MAX_WAIT_SECONDS) * 1000,
                 KEY_TTL_MS,
                 int(queue),
                 lead_s * 1000,
+                _second_guard_ms(max(1, messages_per_second)),
             ],
         )
+        # Redis read its clock between these two: a moment counted from the answer is never
+        # early, a deadline counted from the question never late.
+        answered_at = time.monotonic()
         slots = []
         for value in reply:
-            seconds = float(value) / 1000
-            # Due again a little before its turn: taken then, with the wait the pace asks, so
-            # a number kept busy never idles between two batches.
-            slots.append(
-                Slot(send_in=timedelta(seconds=seconds))
-                if seconds >= 0
-                else Slot(wait=timedelta(seconds=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS)))
-            )
+            if isinstance(value, bytes):
+                value = value.decode()
+            moment, _, second_end = str(value).partition(":")
+            seconds = float(moment) / 1000
+            if second_end:
+                slots.append(
+                    Slot(
+                        send_at=answered_at + seconds,
+                        send_by=asked_at + float(second_end) / 1000 - SEND_BY_MARGIN_S,
+                    )
+                )
+            else:
+                # Due again a little before its turn: taken then, with the wait the pace asks,
+                # so a number kept busy never idles between two batches.
+                slots.append(Slot(wait=timedelta(seconds=max(MIN_WAIT_SECONDS, -seconds - EARLY_SECONDS))))
         return slots
 
     def acquire(self, phone_number_id: str, messages_per_second: int, to_phone_e164: str) -> Throttled | None:
@@ -145,8 +192,8 @@ class SendThrottle:
         if not self._redis.set(pair, 1, nx=True, px=self._pair_interval_ms):
             remaining = max(int(self._redis.pttl(pair)), 1)
             return Throttled(remaining / 1000, "one message per 6 s to the same shopper")
-        if slot.send_in > timedelta(0):
-            time.sleep(slot.send_in.total_seconds())
+        if slot.send_at is not None and (delay := slot.send_at - time.monotonic()) > 0:
+            time.sleep(delay)
         return None
 
     def reserve(
@@ -181,6 +228,11 @@ class SendThrottle:
             for (index, _pair), remaining in zip(refused, pipeline.execute(), strict=True):
                 slots[index] = Slot(wait=timedelta(milliseconds=max(int(remaining), 1)))
         return slots
+
+    def release_recipient(self, phone_number_id: str, to_phone_e164: str) -> None:
+        """A message reserved but not sent (its moment passed): the shopper's pair slot is free
+        again, so its retry is not held 6 s for a message that never left."""
+        self._redis.delete(_recipient_key(self._key, phone_number_id, to_phone_e164))
 
     def back_off(self, phone_number_id: str) -> None:
         self._redis.set(f"cartback:wa:backoff:{phone_number_id}", 1, px=BACK_OFF_MS)

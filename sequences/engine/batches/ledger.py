@@ -11,7 +11,6 @@ statements. What this module does not decide goes back to the caller as "per car
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -95,8 +94,10 @@ class _Plan:
     deferred: tuple[int, datetime] | None = None
     send_step: int | None = None
     channel: Channel | None = None
-    # Its number's pace: not before this ``time.monotonic()`` (the transport waits for it).
+    # Its number's pace: not before this ``time.monotonic()`` (the transport waits for it),
+    # nor after ``send_by`` (the transport does not send it then).
     send_at: float | None = None
+    send_by: float | None = None
 
 
 @dataclass(frozen=True)
@@ -330,14 +331,13 @@ def _reserve(runtime: Runtime, state: _State, sending: list[_Plan], now: datetim
         contact = state.contacts[plan.cart.contact_id or 0]
         assert plan.channel is not None
         recipients.append((plan.channel.sender, contact.phone_e164))
-    reserved_at = time.monotonic()
     for plan, slot in zip(sending, transport.reserve(recipients), strict=True):
         if slot.wait is not None:
             # Not this time: the step stays scheduled and the cart is due when its turn comes.
             plan.send_step, plan.channel, plan.wake_at = None, None, now + slot.wait
             _give_back(state, plan)
-        elif slot.send_in:
-            plan.send_at = reserved_at + slot.send_in.total_seconds()
+        else:
+            plan.send_at, plan.send_by = slot.send_at, slot.send_by
 
 
 def _give_back(state: _State, plan: _Plan) -> None:
@@ -505,6 +505,7 @@ def _write_messages(
                     preview=rendered.preview,
                     sender=channel.sender,
                     send_at=plan.send_at,
+                    send_by=plan.send_by,
                 ),
             )
         )

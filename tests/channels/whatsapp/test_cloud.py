@@ -347,3 +347,62 @@ def test_a_worker_starts_every_send_thread_with_its_client_before_the_first_batc
     assert len(started) == SEND_CONCURRENCY
     # The clients were built then (their shared TLS context with them), not at the first moments
     assert transport._tls is not None
+
+
+def test_a_send_that_missed_its_seconds_end_is_not_sent_and_frees_the_shopper(cloud):
+    # Given a message whose moment in its number's pace was taken, but whose worker could not
+    # send it before that moment's second ended (sent now, it would count in the next second)
+    from channels.transport import OutboundMessage, OutcomeKind, Sender
+
+    transport = cloud.runtime.transport
+    sender = Sender("pn-late", ACCESS_TOKEN, 80)
+    [slot] = transport.reserve([(sender, SHOPPER)])
+    assert slot.send_at is not None and slot.send_by is not None
+    late = OutboundMessage(
+        message_id=None,
+        store_id=cloud.store_id,
+        to_phone_e164=SHOPPER,
+        template_name="cart_reminder",
+        language="en",
+        components=[],
+        biz_opaque_callback_data="m:late",
+        sender=sender,
+        send_at=slot.send_at,
+        send_by=time.monotonic() - 0.001,
+    )
+    # When the batch carrying it is sent
+    [outcome] = transport.send_batch([late])
+    # Then it never reached Meta, and goes again later (not sent, so no duplicate is possible)
+    assert cloud.sent() == []
+    assert outcome.kind == OutcomeKind.RETRY_LATER and outcome.error_code == "throttled"
+    # ...and the shopper's 6 s pair slot it had taken is free for that retry
+    [again] = transport.reserve([(sender, SHOPPER)])
+    assert again.wait is None
+
+
+def test_sends_wait_for_their_moments_without_holding_a_send_thread():
+    # Given a pool of 2 send threads and 40 sends whose moments are 0.2 s away, then one due now
+    from concurrent.futures import ThreadPoolExecutor
+
+    from channels.transport import OutcomeKind, SendOutcome
+    from channels.whatsapp.cloud import _Departures
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    departures = _Departures(lambda: pool)
+    started: list[tuple[float, float]] = []
+
+    def send(moment: float) -> SendOutcome:
+        started.append((moment, time.monotonic()))
+        return SendOutcome(OutcomeKind.SENT, provider_message_id="wamid.x")
+
+    later = time.monotonic() + 0.2
+    waiting = [departures.at(later + n * 0.001, lambda n=n: send(later + n * 0.001)) for n in range(40)]
+    now = time.monotonic()
+    urgent = departures.at(now, lambda: send(now))
+    # Then the one due now leaves at once: no thread sits waiting for the others' moments...
+    assert urgent.result(timeout=1).kind == OutcomeKind.SENT
+    assert started[0][1] - now < 0.05
+    # ...and every other leaves at its moment, not before
+    assert all(future.result(timeout=2).kind == OutcomeKind.SENT for future in waiting)
+    assert len(started) == 41 and all(began >= moment for moment, began in started)
+    pool.shutdown()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlmodel import select
 
 from channels.whatsapp.templates import DEFINITIONS
-from channels.whatsapp.throttle import EARLY_SECONDS, SendThrottle
+from channels.whatsapp.throttle import EARLY_SECONDS, SECOND_GUARD_MS, SEND_BY_MARGIN_S, SendThrottle
 from sequences.models import (
     Message,
     MessageStatus,
@@ -208,13 +208,26 @@ def test_the_sweep_rereads_stale_numbers_and_pauses_a_red_one(cloud):
     assert run_sweep(cloud.runtime).numbers_checked == 0
 
 
+def _just_before_a_whole_second(redis_conn) -> None:
+    """Redis's clock 5-10 ms before a whole second: the number's grid of moments starts there,
+    so the next moment is about now (and the figures below read as if the grid were not there)."""
+    while True:
+        _seconds, microseconds = redis_conn.time()
+        fraction = microseconds / 1_000_000
+        if 0.990 <= fraction < 0.995:
+            return
+        time.sleep(0.002 if 0.985 <= fraction < 0.990 else (0.985 - fraction) % 1)
+
+
 def test_a_batch_takes_the_numbers_next_moments_and_the_rest_wait_their_turn(redis_conn):
     # Given a number allowed 5 messages per second, asked for 8 at once by one worker's batch
     throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    _just_before_a_whole_second(redis_conn)
+    asked_at = time.monotonic()
     moments = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)])
     # Then the moments within the sender's wait are taken, one every 0.2 s...
-    going = [moment for moment in moments if moment.wait is None]
-    assert [round(moment.send_in.total_seconds(), 1) for moment in going] == [0.0, 0.2]
+    going = [moment.send_at for moment in moments if moment.send_at is not None]
+    assert [round(moment - asked_at, 1) for moment in going] == [0.0, 0.2]
     # ...and the other 6 wait their turn, in order, at the number's pace
     waits = [moment.wait.total_seconds() for moment in moments[len(going) :] if moment.wait is not None]
     assert len(waits) == 6
@@ -229,10 +242,12 @@ def test_a_batch_s_moments_start_after_the_time_it_needs_to_commit(redis_conn):
     # A batch writes its ledger between taking its moments and sending: a first moment gone by
     # then would leave late, with the next ones, above the number's rate.
     throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
-    moments = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)], lead_s=0.3)
-    going = [moment for moment in moments if moment.wait is None]
+    _just_before_a_whole_second(redis_conn)
+    asked_at = time.monotonic()
+    moments = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)], lead_s=0.18)
+    going = [moment.send_at for moment in moments if moment.send_at is not None]
     # The same span of moments as without a lead (test above), shifted by it
-    assert [round(moment.send_in.total_seconds(), 1) for moment in going] == [0.3, 0.5]
+    assert [round(moment - asked_at, 1) for moment in going] == [0.2, 0.4]
     assert all(moment.wait is not None for moment in moments[len(going) :])
 
 
@@ -241,9 +256,10 @@ def test_a_back_off_shorter_than_the_lead_never_brings_a_moment_before_the_lead(
     # than its ledger needs to commit would leave late, with the next ones, above the rate.
     throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
     redis_conn.set("cartback:wa:backoff:pn-1", 1, px=50)
+    asked_at = time.monotonic()
     moments = throttle.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(8)], lead_s=0.3)
-    going = [moment for moment in moments if moment.wait is None]
-    assert going and all(moment.send_in.total_seconds() >= 0.29 for moment in going)
+    going = [moment.send_at for moment in moments if moment.send_at is not None]
+    assert going and all(moment - asked_at >= 0.29 for moment in going)
 
 
 def test_no_second_carries_more_than_the_numbers_rate_across_workers(redis_conn):
@@ -254,10 +270,9 @@ def test_no_second_carries_more_than_the_numbers_rate_across_workers(redis_conn)
     n = 0
     while time.monotonic() - started < 1.6:
         for throttle in workers:
-            asked_at = time.monotonic()
             for moment in throttle.reserve("pn-1", 20, [f"+91987{n + i:07d}" for i in range(10)]):
-                if moment.wait is None:
-                    moments.append(asked_at + moment.send_in.total_seconds())
+                if moment.send_at is not None:
+                    moments.append(moment.send_at)
             n += 10
         time.sleep(0.05)
     # Then their messages leave at the number's pace: 20 in any second (the moments are exact
@@ -266,6 +281,41 @@ def test_no_second_carries_more_than_the_numbers_rate_across_workers(redis_conn)
     busiest = max(sum(1 for t in moments if start <= t < start + 1) for start in moments)
     assert 18 <= busiest <= 21
     assert min(later - earlier for earlier, later in pairwise(moments)) > 0.04
+
+
+def test_each_second_holds_exactly_the_numbers_rate_of_moments_from_its_start(redis_conn):
+    # Given a number allowed 80 messages per second, asked for its moments a few at a time
+    throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    taken: list[tuple[float, float]] = []
+    for batch in range(40):
+        seconds, microseconds = redis_conn.time()
+        # Redis's clock and this process's, read together (a round trip apart)
+        now, monotonic_now = seconds + microseconds / 1_000_000, time.monotonic()
+        for slot in throttle.reserve("pn-1", 80, [f"+91987{batch:03d}{i:04d}" for i in range(8)]):
+            if slot.send_at is not None:
+                assert slot.send_by is not None
+                taken.append((now + slot.send_at - monotonic_now, now + slot.send_by - monotonic_now))
+        time.sleep(0.05)
+    # Then every moment is a whole number of intervals after its second began, the second's
+    # last SECOND_GUARD_MS left free (Redis's clock; the reply's round trip blurs it by a
+    # fraction of a millisecond)...
+    interval_ms = (1000 - SECOND_GUARD_MS) / 80
+    for moment, send_by in taken:
+        second = int(moment + 0.001)  # a moment at a whole second may read a hair before it
+        offset = (moment - second) * 1000 / interval_ms
+        assert abs(offset - round(offset)) < 0.05 and round(offset) < 80, moment
+        # ...and may leave until just before the end of that second, not after
+        assert send_by == pytest.approx(second + 1 - SEND_BY_MARGIN_S, abs=0.002)
+    # ...one after another, none skipped while the number was kept busy
+    assert len(taken) > 100
+    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(sorted(taken))]
+    guard_gap = (SECOND_GUARD_MS + interval_ms) / 1000
+    assert all(
+        gap == pytest.approx(interval_ms / 1000, abs=0.0005) or gap == pytest.approx(guard_gap, abs=0.0005)
+        for gap in gaps
+        if gap < 0.04
+    )
+    assert any(gap == pytest.approx(guard_gap, abs=0.0005) for gap in gaps)
 
 
 def test_a_batch_never_messages_the_same_shopper_twice_within_6_seconds(redis_conn):
@@ -293,6 +343,7 @@ def test_messages_told_to_wait_by_two_batches_get_turns_of_their_own(redis_conn)
     # Given two workers' batches for one number allowed 5 messages a second, at once
     first = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
     second = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    _just_before_a_whole_second(redis_conn)
     one = first.reserve("pn-1", 5, [f"+9198765{index:05d}" for index in range(4)])
     two = second.reserve("pn-1", 5, [f"+9198766{index:05d}" for index in range(4)])
     # Then the second batch's messages wait behind the first batch's, never beside them: each
