@@ -201,6 +201,22 @@ def test_four_workers_send_each_due_step_once_and_nothing_after_a_purchase_or_st
     # When four worker processes start sending them, and a quarter of the shoppers buy or reply
     # STOP meanwhile (each record takes a few tens of ms: they go on through the whole burst)
     fleet.start(WORKERS, threads=THREADS)
+    # (From the burst's first send decision: started before it, the shoppers all finished
+    # while four workers were still starting in a clean clone, and nothing raced.)
+    fleet.wait_until(
+        lambda: (
+            scalar(
+                database,
+                select(func.count())
+                .select_from(RecoveryStep)
+                .where(col(RecoveryStep.attempted_at).is_not(None)),
+            )
+            > 0
+        ),
+        timeout=60,
+        what="the burst's first send decision",
+        poll=0.01,
+    )
     records: list[Record] = []
     failures: list[Exception] = []
     pending = iter(racers)
