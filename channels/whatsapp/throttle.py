@@ -3,7 +3,8 @@
 - Per number: messages are paced, one every 1/rate of a second (80 messages/s by default,
   1,000 once Meta upgrades the number). Redis keeps the number's next free moment; a sender
   takes the next moments in turn (GCRA: no burst allowance, across all workers) and sends
-  each message at its moment. The moments lie on a grid of Redis's clock: ``rate`` to each
+  each message at its moment. The moments lie on a grid of Redis's clock (at 4 messages/s
+  or more, whose moments are closer together than a sender may wait): ``rate`` to each
   whole second, evenly from its start to SECOND_GUARD_MS before its end, so every second
   holds exactly ``rate`` of them (any 1 s window at most one more) and a send that leaves a
   little late still counts in its own second; one that could not leave by then does not go
@@ -53,7 +54,9 @@ KEY_TTL_MS = 60_000
 # ARGV: messages per second, moments wanted, how far ahead they may be taken (ms), the keys'
 # TTL (ms), 1 to promise turns to the messages told to wait (a batch) or 0 (one send), the
 # lead (ms): no moment sooner than that from now (nor within a back-off), the ms at the end of
-# each second that hold no moment (SECOND_GUARD_MS). Returns {for each
+# each second that hold no moment (SECOND_GUARD_MS), 1 to put the moments on the grid or 0 (a
+# rate under 4/s, whose grid points lie further apart than a sender may wait: a batch asking
+# between two would find none). Returns {for each
 # moment taken "ms until it:ms until the end of its second"..., then for each message told to
 # wait, negated, the ms until its turn}. Numbers travel as strings: Redis truncates a Lua
 # number reply to an integer.
@@ -67,12 +70,19 @@ local horizon = tonumber(ARGV[3])
 -- The first moment of the grid at or after t: second + k * interval, k < rate, computed from
 -- the second each time (never summed up, so it never drifts off the grid); the guard at the
 -- end of the second holds none.
+local gridded = ARGV[8] == '1'
 local function on_grid(t)
+  if not gridded then return t end
   local second = math.floor(t / 1000) * 1000
   -- (a hundredth of an interval's tolerance: t was stored to a thousandth of a ms)
   local k = math.ceil((t - second) / interval - 0.01)
   if k >= rate then return second + 1000 end
   return second + k * interval
+end
+-- The moment after t: the next grid point, or one interval later off the grid.
+local function following(t)
+  if gridded then return on_grid(t + interval / 2) end
+  return t + interval
 end
 local earliest = now + tonumber(ARGV[6])
 local backoff = redis.call('PTTL', KEYS[2])
@@ -84,7 +94,7 @@ local reply = {}
 while #reply < wanted and next_free - now <= horizon do
   local second_end = math.floor(next_free / 1000) * 1000 + 1000
   reply[#reply + 1] = tostring(next_free - now) .. ':' .. tostring(second_end - now)
-  next_free = on_grid(next_free + interval / 2)
+  next_free = following(next_free)
 end
 -- Written in full: tostring keeps 14 digits, a hundredth of a ms at today's epoch, which put
 -- a moment stored as x.375 ms at x.4, past its place on the grid (a moment lost a batch).
@@ -100,7 +110,7 @@ elseif #reply < wanted then
   tail = on_grid(tail)
   while #reply < wanted do
     reply[#reply + 1] = tostring(-(tail - now))
-    tail = on_grid(tail + interval / 2)
+    tail = following(tail)
   end
   redis.call('SET', KEYS[3], string.format('%.3f', tail), 'PX', ARGV[4])
 end
@@ -158,6 +168,7 @@ class SendThrottle:
                 int(queue),
                 lead_s * 1000,
                 _second_guard_ms(max(1, messages_per_second)),
+                int(1 / max(1, messages_per_second) <= MAX_WAIT_SECONDS),
             ],
         )
         # Redis read its clock between these two: a moment counted from the answer is never

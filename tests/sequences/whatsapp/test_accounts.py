@@ -318,6 +318,18 @@ def test_each_second_holds_exactly_the_numbers_rate_of_moments_from_its_start(re
     assert any(gap == pytest.approx(guard_gap, abs=0.0005) for gap in gaps)
 
 
+def test_a_slow_number_always_has_a_first_moment_within_the_senders_wait(redis_conn):
+    # Given numbers allowed 3 messages a second (a moment every 0.33 s, longer than the 0.25 s a
+    # sender may wait), each idle, asked for one moment at times spread over 0.4 s
+    throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
+    for n in range(16):
+        [slot] = throttle.reserve(f"pn-slow-{n}", 3, ["+919876543210"])
+        # Then each gets its moment at once, wherever the clock stands in the second
+        assert slot.wait is None and slot.send_at is not None
+        assert slot.send_at - time.monotonic() < 0.05
+        time.sleep(0.025)
+
+
 def test_a_batch_never_messages_the_same_shopper_twice_within_6_seconds(redis_conn):
     throttle = SendThrottle(redis_conn, key="k")
     moments = throttle.reserve("pn-1", 80, ["+919876543210", "+919811112222", "+919876543210"])
