@@ -92,8 +92,10 @@ if next_free == nil or next_free < earliest then next_free = earliest end
 next_free = on_grid(next_free)
 local reply = {}
 while #reply < wanted and next_free - now <= horizon do
-  local second_end = math.floor(next_free / 1000) * 1000 + 1000
-  reply[#reply + 1] = tostring(next_free - now) .. ':' .. tostring(second_end - now)
+  -- Off the grid no second has a guard to leave late in: no deadline then.
+  local second_end = ''
+  if gridded then second_end = tostring(math.floor(next_free / 1000) * 1000 + 1000 - now) end
+  reply[#reply + 1] = tostring(next_free - now) .. ':' .. second_end
   next_free = following(next_free)
 end
 -- Written in full: tostring keeps 14 digits, a hundredth of a ms at today's epoch, which put
@@ -178,13 +180,15 @@ class SendThrottle:
         for value in reply:
             if isinstance(value, bytes):
                 value = value.decode()
-            moment, _, second_end = str(value).partition(":")
+            moment, taken, second_end = str(value).partition(":")
             seconds = float(moment) / 1000
-            if second_end:
+            if taken:
                 slots.append(
                     Slot(
                         send_at=answered_at + seconds,
-                        send_by=asked_at + float(second_end) / 1000 - SEND_BY_MARGIN_S,
+                        send_by=asked_at + float(second_end) / 1000 - SEND_BY_MARGIN_S
+                        if second_end
+                        else None,
                     )
                 )
             else:
