@@ -320,7 +320,12 @@ class _Departures:
                 while not self._due or (wait := self._due[0][0] - time.monotonic()) > 0:
                     self._changed.wait(None if not self._due else wait)
                 _moment, _order, send, future = heapq.heappop(self._due)
-            self._pool().submit(_settle, send, future)
+            try:
+                self._pool().submit(_settle, send, future)
+            except RuntimeError as exc:
+                # The pool is shut down (the interpreter is exiting): the batch waiting on this
+                # send learns it, rather than waiting for ever.
+                future.set_exception(exc)
 
 
 def _settle(send: Callable[[], SendOutcome], future: Future[SendOutcome]) -> None:

@@ -406,3 +406,17 @@ def test_sends_wait_for_their_moments_without_holding_a_send_thread():
     assert all(future.result(timeout=2).kind == OutcomeKind.SENT for future in waiting)
     assert len(started) == 41 and all(began >= moment for moment, began in started)
     pool.shutdown()
+
+
+def test_a_send_the_pool_can_no_longer_take_fails_its_batch_instead_of_hanging():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from channels.transport import OutcomeKind, SendOutcome
+    from channels.whatsapp.cloud import _Departures
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.shutdown()
+    departures = _Departures(lambda: pool)
+    leaving = departures.at(time.monotonic(), lambda: SendOutcome(OutcomeKind.SENT, provider_message_id="x"))
+    with pytest.raises(RuntimeError):
+        leaving.result(timeout=2)

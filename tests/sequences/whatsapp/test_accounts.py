@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlmodel import select
 
 from channels.whatsapp.templates import DEFINITIONS
-from channels.whatsapp.throttle import EARLY_SECONDS, SECOND_GUARD_MS, SEND_BY_MARGIN_S, SendThrottle
+from channels.whatsapp.throttle import EARLY_SECONDS, SECOND_GUARD_MS, SendThrottle
 from sequences.models import (
     Message,
     MessageStatus,
@@ -280,42 +280,48 @@ def test_no_second_carries_more_than_the_numbers_rate_across_workers(redis_conn)
     moments.sort()
     busiest = max(sum(1 for t in moments if start <= t < start + 1) for start in moments)
     assert 18 <= busiest <= 21
-    assert min(later - earlier for earlier, later in pairwise(moments)) > 0.04
+    # (no two together: 42.5 ms apart on Redis's clock, a round trip's jitter apart on this one)
+    assert min(later - earlier for earlier, later in pairwise(moments)) > 0.02
 
 
 def test_each_second_holds_exactly_the_numbers_rate_of_moments_from_its_start(redis_conn):
     # Given a number allowed 80 messages per second, asked for its moments a few at a time
     throttle = SendThrottle(redis_conn, key="k", pair_interval_ms=1)
-    taken: list[tuple[float, float]] = []
-    for batch in range(40):
-        seconds, microseconds = redis_conn.time()
-        # Redis's clock and this process's, read together (a round trip apart)
-        now, monotonic_now = seconds + microseconds / 1_000_000, time.monotonic()
-        for slot in throttle.reserve("pn-1", 80, [f"+91987{batch:03d}{i:04d}" for i in range(8)]):
-            if slot.send_at is not None:
-                assert slot.send_by is not None
-                taken.append((now + slot.send_at - monotonic_now, now + slot.send_by - monotonic_now))
-        time.sleep(0.05)
-    # Then every moment is a whole number of intervals after its second began, the second's
-    # last SECOND_GUARD_MS left free (Redis's clock; the reply's round trip blurs it by a
-    # fraction of a millisecond)...
     interval_ms = (1000 - SECOND_GUARD_MS) / 80
-    for moment, send_by in taken:
-        second = int(moment + 0.001)  # a moment at a whole second may read a hair before it
-        offset = (moment - second) * 1000 / interval_ms
-        assert abs(offset - round(offset)) < 0.05 and round(offset) < 80, moment
-        # ...and may leave until just before the end of that second, not after
-        assert send_by == pytest.approx(second + 1 - SEND_BY_MARGIN_S, abs=0.002)
-    # ...one after another, none skipped while the number was kept busy
-    assert len(taken) > 100
-    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(sorted(taken))]
-    guard_gap = (SECOND_GUARD_MS + interval_ms) / 1000
-    assert all(
-        gap == pytest.approx(interval_ms / 1000, abs=0.0005) or gap == pytest.approx(guard_gap, abs=0.0005)
-        for gap in gaps
-        if gap < 0.04
-    )
-    assert any(gap == pytest.approx(guard_gap, abs=0.0005) for gap in gaps)
+    grid: list[int] = []
+    for _call in range(40):
+        seconds, microseconds = redis_conn.time()
+        redis_now_ms = seconds * 1000 + microseconds / 1000
+        # The script's own answer: each moment and the end of its second, in ms from Redis's
+        # clock as it read it (exact, where a conversion to this process's clock is blurred by
+        # the round trip)
+        reply = throttle._take(
+            keys=["cartback:wa:next:pn-1", "cartback:wa:backoff:pn-1", "cartback:wa:queue:pn-1"],
+            args=[80, 8, 250, 60_000, 0, 0, SECOND_GUARD_MS, 1],
+        )
+        for value in reply:
+            moment, taken, second_end = (value.decode() if isinstance(value, bytes) else value).partition(":")
+            if not taken:
+                continue
+            # Then each moment is a whole number of intervals into its second, and none lies in
+            # the second's last SECOND_GUARD_MS...
+            into_second = 1000 - (float(second_end) - float(moment))
+            k = into_second / interval_ms
+            assert abs(k - round(k)) < 1e-6 and 0 <= round(k) < 80, into_second
+            second = round((redis_now_ms + float(moment) - into_second) / 1000)
+            grid.append(second * 80 + round(k))
+        time.sleep(0.05)
+    # ...and, the number kept busy, the moments follow one another with none left out (a
+    # moment lost per call was a real fault: one stored to 14 digits missed its grid point);
+    # a few may go unasked if this process is held off the CPU for a quarter of a second
+    assert len(grid) > 100 and len(set(grid)) == len(grid)
+    grid.sort()
+    assert grid[-1] - grid[0] + 1 - len(grid) <= 3
+    # Through the transport's view: a moment may leave up to ~100 ms late and still count in
+    # its second
+    for slot in throttle.reserve("pn-2", 80, [f"+91987{i:07d}" for i in range(8)]):
+        if slot.send_at is not None:
+            assert slot.send_by is not None and slot.send_by - slot.send_at > 0.08
 
 
 def test_a_slow_number_always_has_a_first_moment_within_the_senders_wait(redis_conn):
