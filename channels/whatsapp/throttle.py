@@ -107,12 +107,13 @@ if #reply < wanted and ARGV[5] == '0' then
 elseif #reply < wanted then
   -- Each waiting message gets its own turn after those already promised, so messages told
   -- to wait by different batches come back one by one, not all at once.
+  -- The turns run evenly at the number's rate, not on the grid: turns bunched after each
+  -- second's guard brought their carts back together, too late for the moments before it.
   local tail = tonumber(redis.call('GET', KEYS[3]))
   if tail == nil or tail < next_free then tail = next_free end
-  tail = on_grid(tail)
   while #reply < wanted do
     reply[#reply + 1] = tostring(-(tail - now))
-    tail = following(tail)
+    tail = tail + 1000 / rate
   end
   redis.call('SET', KEYS[3], string.format('%.3f', tail), 'PX', ARGV[4])
 end
