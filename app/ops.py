@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from app.current import get_runtime
 from sequences.models import Cart, DeliveryStatus, Message, WebhookDelivery
+from sequences.stores.spool import pending_count
 
 bp = Blueprint("ops", __name__)
 
@@ -123,8 +124,8 @@ def metrics() -> Response:
         lines,
         "cartback_webhook_deliveries_pending",
         "gauge",
-        "Stored deliveries not yet processed.",
-        [("", pending)],
+        "Deliveries not yet processed: stored, or waiting in a web process's spool (SQLite).",
+        [("", pending + pending_count(runtime.database))],
     )
     try:
         queued = runtime.queue.count

@@ -149,6 +149,7 @@ class Database:
         self._writer_lock = threading.Lock()
         self._writer: Any = None
         self._writer_pid = 0
+        self._on_dispose: list[Callable[[], None]] = []
         # Every unit of work comes from here, so session hooks (the dashboard's kept figures,
         # sequences.merchant.rollups.keep_figures) are installed on it, explicitly, by whoever
         # builds the runtime: importing a module changes no session.
@@ -192,7 +193,15 @@ class Database:
                 self._writer, self._writer_pid = writer, os.getpid()
             yield self._writer
 
+    def on_dispose(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` when the database is disposed: what a process keeps open beside the
+        engines for this database (its delivery spool, sequences.stores.spool)."""
+        self._on_dispose.append(closer)
+
     def dispose(self) -> None:
+        closers, self._on_dispose = self._on_dispose, []
+        for closer in closers:
+            closer()
         with self._writer_lock:
             if self._writer is not None and self._writer_pid == os.getpid():
                 self._writer.close()

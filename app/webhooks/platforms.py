@@ -3,7 +3,10 @@
 Order, every time: raw bytes -> store lookup from the headers -> constant-time signature
 check -> parse and validate -> insert under unique delivery keys -> commit -> 200. Nothing is
 enqueued: workers drain pending deliveries in batches (``sequences.engine.intake``), so a
-request costs one insert and touches no Redis. The store comes from this process's cache
+request costs one insert and touches no Redis. On SQLite the insert goes to this process's own
+spool (``sequences.stores.spool``), which the workers move into the database, unique keys and
+all: two processes inserting in turn into one SQLite file cost each insert a reload of the
+pages it touches. The store comes from this process's cache
 (``sequences.stores.store_cache``); a signature that fails against a cached secret is checked
 again against the row read afresh before the 401.
 
@@ -38,7 +41,7 @@ from connectors.base import (
 )
 from sequences.models import StoreStatus
 from sequences.runtime import Runtime
-from sequences.stores.deliveries import delivery_values, record_delivery
+from sequences.stores.deliveries import delivery_values, record_delivery, spool_delivery
 from sequences.stores.installs import record_uninstall
 from sequences.stores.store_cache import KnownStore, store_cache
 
@@ -223,6 +226,8 @@ def accept(
     if isinstance(event, AppUninstalled):
         # The store stops with the delivery's commit; processing the delivery does the rest.
         delivery_id = record_uninstall(runtime, values, store_id=store_id, occurred_at=event.occurred_at)
+    elif spool_delivery(runtime, values):
+        return _answer(200, status="accepted")
     else:
         delivery_id = record_delivery(runtime, values)
     if delivery_id is None:

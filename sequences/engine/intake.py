@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
@@ -30,6 +31,7 @@ from sqlmodel import col
 from sequences.engine.tracking import process_delivery
 from sequences.models import DeliveryStatus, WebhookDelivery
 from sequences.runtime import Runtime
+from sequences.stores.spool import COLLECT_BATCH, collect
 
 log = logging.getLogger("cartback.intake")
 
@@ -51,8 +53,14 @@ ALREADY_PROCESSED = "already processed"
 
 
 def drain_deliveries(runtime: Runtime, *, limit: int) -> int:
-    """Claim and process up to ``limit`` pending deliveries, oldest first; how many this call
-    applied (those whose processing raised are backed off, not counted)."""
+    """Claim and process up to ``limit`` pending deliveries, oldest first, after moving the
+    web processes' spooled ones in (SQLite); how many this call applied (those whose
+    processing raised are backed off, not counted)."""
+    try:
+        # All there is, within reason: moved rows are claimable by every worker.
+        collect(runtime.database, limit=max(limit, COLLECT_BATCH))
+    except (OperationalError, sqlite3.Error) as exc:
+        log.warning("spooled deliveries not collected", extra={"error": type(exc).__name__})
     processed = claimed = 0
     while claimed < limit:
         try:

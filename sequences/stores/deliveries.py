@@ -29,6 +29,7 @@ from connectors.base import (
 from sequences.db import retry_while_busy
 from sequences.models import DeliveryStatus, WebhookDelivery
 from sequences.runtime import Runtime
+from sequences.stores.spool import SPOOLS
 
 
 def content_digest(topic: str, raw_body: bytes) -> str:
@@ -86,6 +87,22 @@ def insert_delivery(connection: Connection, values: dict[str, Any]) -> int:
     delivery_id = connection.execute(_INSERT_DELIVERY, values).scalar_one()
     assert delivery_id is not None
     return delivery_id
+
+
+def spool_delivery(runtime: Runtime, values: dict[str, Any]) -> bool:
+    """Commit one delivery (``delivery_values``) to this process's spool, where the database
+    has spools (a SQLite file: ``sequences.stores.spool``); False where it has none, and the
+    caller records it itself. Whether it was received already is known when it is collected."""
+    database = runtime.database
+    if not database.sqlite:
+        return False
+    statement = _raw_insert(database.engine.dialect)
+    assert statement.order is not None  # SQLite's paramstyle is positional
+    spool = SPOOLS.own(database, statement.order)
+    if spool is None:
+        return False
+    spool.append(statement.parameters(values))
+    return True
 
 
 def record_delivery(runtime: Runtime, values: dict[str, Any]) -> int | None:

@@ -16,7 +16,7 @@ from demo.store.webhooks import build_delivery
 from sequences import queue
 from sequences.models import WebhookDelivery
 from sequences.runtime import QUEUE_NAME
-from tests.support.factories import make_store
+from tests.support.factories import collect_spooled, make_store
 
 
 @pytest.mark.parametrize("name", queue.JOB_NAMES)
@@ -76,6 +76,7 @@ def test_a_demo_webhook_job_enqueued_under_its_old_name_runs(runtime):
         delivery.body.decode("utf-8"),
     )
     assert status == 200
+    collect_spooled(runtime)
     with runtime.database.session() as session:
         received = session.exec(
             select(WebhookDelivery).where(WebhookDelivery.delivery_id == delivery.webhook_id)

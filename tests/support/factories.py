@@ -17,6 +17,7 @@ from demo.connector import sign
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.runtime import Runtime
+from sequences.stores.spool import collect, spool_directory
 
 PHONE = "+919876543210"
 _ids = itertools.count(1)
@@ -140,6 +141,19 @@ def send_webhook(
             "X-Demo-Hmac-Sha256": sign(body, secret or f"whsec-{store}"),
         },
     )
+
+
+def collect_spooled(runtime: Runtime) -> int:
+    """Move what this process's ingest spooled (SQLite) into ``webhook_delivery``, as a worker's
+    drain does before it claims; how many rows were new."""
+    return collect(runtime.database, limit=1_000_000).inserted
+
+
+def replay_answer(runtime: Runtime) -> str:
+    """The status a delivery received before is answered with: where ingest spools (SQLite) it
+    answers before the unique keys are checked, and a worker's drain drops the copy; on
+    PostgreSQL the insert itself finds it."""
+    return "accepted" if spool_directory(runtime.database) is not None else "duplicate"
 
 
 def minutes(value: float) -> timedelta:

@@ -1,8 +1,11 @@
-"""The insert a delivery costs on SQLite (sequences.stores.deliveries.record_delivery): on the
+"""The insert a delivery costs on SQLite: into the web process's own spool
+(sequences.stores.spool), which no other process's write holds up; and where a delivery is
+recorded in the database itself (sequences.stores.deliveries.record_delivery: the sync), on the
 process's kept writer connection, retried at a fine pace while another process writes."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -11,7 +14,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import func, select
 
 from sequences.models import WebhookDelivery
-from tests.support.factories import checkout_payload, make_store, send_webhook
+from sequences.stores.deliveries import delivery_values, record_delivery
+from sequences.stores.spool import pending_count
+from tests.support.factories import checkout_payload, collect_spooled, make_store, send_webhook
 
 
 def _stored(runtime) -> int:
@@ -19,22 +24,60 @@ def _stored(runtime) -> int:
         return session.exec(select(func.count()).select_from(WebhookDelivery)).one()
 
 
-def test_a_delivery_waits_for_another_process_holding_the_write_lock(client, runtime):
-    make_store(runtime)
+def _database_locked_for(runtime, seconds: float) -> tuple[sqlite3.Connection, threading.Timer]:
+    """Another process's write transaction on the database, committed after ``seconds``."""
     other = sqlite3.connect(
         make_url(runtime.database.url).database, isolation_level=None, check_same_thread=False
     )
     other.execute("BEGIN IMMEDIATE")
-    released = threading.Timer(0.3, other.execute, ["COMMIT"])
-    started = time.monotonic()
+    released = threading.Timer(seconds, other.execute, ["COMMIT"])
     released.start()
+    return other, released
+
+
+def test_a_delivery_is_accepted_while_another_process_holds_the_databases_write_lock(client, runtime):
+    make_store(runtime)
+    other, released = _database_locked_for(runtime, 2.0)
+    started = time.monotonic()
     try:
         response = send_webhook(client, "checkouts/update", checkout_payload())
+        answered_after = time.monotonic() - started
+        # Committed to this process's spool, not waiting on the database's lock.
+        assert response.status_code == 200 and response.json["status"] == "accepted"
+        assert answered_after < 1.0
+        assert pending_count(runtime.database) == 1 and _stored(runtime) == 0
     finally:
         released.join()
         other.close()
-    # Accepted once the lock was let go, not refused with "database is locked".
-    assert response.status_code == 200 and response.json["status"] == "accepted"
+    # A worker's drain moves it in once the lock is free.
+    assert collect_spooled(runtime) == 1
+    assert pending_count(runtime.database) == 0 and _stored(runtime) == 1
+
+
+def test_a_delivery_recorded_in_the_database_waits_for_another_process_holding_the_write_lock(runtime):
+    store = make_store(runtime)
+    connector = runtime.connectors.get("demo")
+    raw = json.dumps(checkout_payload()).encode()
+    identity = connector.webhook_identity(
+        {"X-Demo-Shop": "demo-bazaar", "X-Demo-Topic": "checkouts/update", "X-Demo-Webhook-Id": "w-1"}
+    )
+    values = delivery_values(
+        runtime,
+        connector,
+        store_id=store.id,
+        identity=identity,
+        raw_body=raw,
+        event=connector.parse_webhook(identity, raw, default_region="IN"),
+    )
+    other, released = _database_locked_for(runtime, 0.3)
+    started = time.monotonic()
+    try:
+        delivery_id = record_delivery(runtime, values)
+    finally:
+        released.join()
+        other.close()
+    # Stored once the lock was let go, not refused with "database is locked".
+    assert delivery_id is not None
     assert time.monotonic() - started >= 0.3
     assert _stored(runtime) == 1
 

@@ -10,6 +10,7 @@ import pytest
 from sqlmodel import func, select
 
 from sequences.models import Cart, CartStatus, StoreStatus, WebhookDelivery
+from tests.support.factories import collect_spooled, replay_answer
 from tests.support.woocommerce import (
     CARTFLOWS_FORM,
     SITE,
@@ -28,6 +29,8 @@ def woo(client, runtime, drain):
 
 
 def deliveries(woo) -> int:
+    """Deliveries stored, spooled ones included (a worker's drain moves those in first)."""
+    collect_spooled(woo.runtime)
     with woo.runtime.database.session() as session:
         return session.exec(select(func.count()).select_from(WebhookDelivery)).one()
 
@@ -129,7 +132,8 @@ def test_the_same_order_state_twice_is_one_delivery_whatever_the_delivery_id(woo
     first = woo.post("order.created", order)
     # order.updated fired by the same save, or the same webhook retried: another Delivery-ID.
     again = woo.post("order.updated", order)
-    assert first.get_json()["status"] == "accepted" and again.get_json()["status"] == "duplicate"
+    assert first.get_json()["status"] == "accepted"
+    assert again.get_json()["status"] == replay_answer(woo.runtime)
     assert deliveries(woo) == 1
 
 
@@ -260,7 +264,10 @@ def test_a_cartflows_key_for_another_store_or_made_up_is_404(woo):
 def test_cartflows_sending_the_same_abandonment_twice_is_one_delivery(woo):
     first = post_form(woo, cartflows_path(woo), CARTFLOWS_FORM)
     again = post_form(woo, cartflows_path(woo), CARTFLOWS_FORM)
-    assert (first.get_json()["status"], again.get_json()["status"]) == ("accepted", "duplicate")
+    assert (first.get_json()["status"], again.get_json()["status"]) == (
+        "accepted",
+        replay_answer(woo.runtime),
+    )
 
 
 def test_a_cartflows_key_with_an_absurd_store_number_is_404_not_an_error(woo):

@@ -15,7 +15,7 @@ from sequences.db import Database
 from sequences.engine import intake
 from sequences.engine.intake import CLAIM_LEASE, claim_deliveries, drain_deliveries, retry_delay
 from sequences.models import Cart, CartEvent, DeliveryStatus, WebhookDelivery
-from tests.support.factories import checkout_payload, make_store, send_webhook
+from tests.support.factories import checkout_payload, collect_spooled, make_store, send_webhook
 
 
 @pytest.fixture
@@ -23,15 +23,20 @@ def store(runtime):
     return make_store(runtime)
 
 
-def deliver(client, count: int) -> list[int]:
-    """``count`` checkouts from as many shoppers (distinct phones: each makes its own contact)."""
-    ids = []
+def deliver(client, runtime, count: int) -> list[int]:
+    """``count`` checkouts from as many shoppers (distinct phones: each makes its own contact),
+    stored (spooled ones moved in, as a drain does first); their ids in the order they came."""
     for n in range(count):
         payload = checkout_payload(checkout_id=f"c{n}", token=f"t{n}", phone=f"+9198{n:08d}")
         response = send_webhook(client, "checkouts/create", payload)
         assert response.json["status"] == "accepted", response.json
-        ids.append(response.json["delivery"])
-    return ids
+    collect_spooled(runtime)
+    with runtime.database.session() as session:
+        ids = session.exec(
+            select(WebhookDelivery.id).order_by(col(WebhookDelivery.received_at), col(WebhookDelivery.id))
+        ).all()
+    assert len(ids) == count
+    return [i for i in ids if i is not None]
 
 
 def rows(runtime) -> list[WebhookDelivery]:
@@ -41,7 +46,7 @@ def rows(runtime) -> list[WebhookDelivery]:
 
 def test_pending_deliveries_are_processed_oldest_first_and_once(client, runtime, store):
     # Given three stored deliveries
-    ids = deliver(client, 3)
+    ids = deliver(client, runtime, 3)
     # When the workers drain twice
     first, second = drain_deliveries(runtime, limit=100), drain_deliveries(runtime, limit=100)
     # Then all three were processed by the first drain, in the order they came, and the
@@ -55,7 +60,7 @@ def test_pending_deliveries_are_processed_oldest_first_and_once(client, runtime,
 
 
 def test_a_drain_takes_no_more_than_its_limit(client, runtime, store):
-    deliver(client, 5)
+    deliver(client, runtime, 5)
     assert drain_deliveries(runtime, limit=2) == 2
     assert [d.status for d in rows(runtime)].count(DeliveryStatus.PENDING) == 3
     assert drain_deliveries(runtime, limit=100) == 3
@@ -63,7 +68,7 @@ def test_a_drain_takes_no_more_than_its_limit(client, runtime, store):
 
 def test_a_failing_delivery_is_backed_off_and_holds_back_no_other(client, runtime, store, monkeypatch):
     # Given three deliveries, the middle one failing whenever it is processed
-    ids = deliver(client, 3)
+    ids = deliver(client, runtime, 3)
     connector = runtime.connectors["demo"]
     real_parse = connector.parse_webhook
 
@@ -100,7 +105,7 @@ def test_retry_delays_double_up_to_an_hour():
 
 def test_rows_claimed_by_a_worker_that_died_are_claimed_again_after_the_lease(client, runtime, store):
     # Given a worker claimed two deliveries and died before processing them
-    deliver(client, 2)
+    deliver(client, runtime, 2)
     now = runtime.now()
     with time_machine.travel(now, tick=False):
         dead_workers = claim_deliveries(runtime, 10)
@@ -134,7 +139,7 @@ def test_several_worker_processes_draining_at_once_process_each_delivery_once(
     client, runtime, store, settings
 ):
     # Given many pending deliveries
-    deliver(client, DELIVERIES)
+    deliver(client, runtime, DELIVERIES)
     # When four worker processes drain them at the same moment
     context = multiprocessing.get_context("fork")
     start, results = context.Event(), context.Queue()
