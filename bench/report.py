@@ -170,17 +170,18 @@ WHERE_THE_TIME_GOES = """
   CPU per message, against ~1 ms in (c)); 10 numbers: ~2.4 ms. The fake is not what
   limits it: its row "fake Graph API alone" shows what it answers without cartback.
 - **(a) ingest**: a delivery is answered by a WSGI layer in front of Flask (Flask's request
-  context, routing and response objects were a third of its CPU), inserted by one autocommitted
-  statement on the process's kept SQLite connection (taking one from the pool and giving it
-  back was a tenth), retried every 0.1-2 ms while the other web process writes (SQLite's busy
-  handler sleeps 1, 2, 5, 10... ms). What remains per delivery (in-process, ~0.35-0.45 ms): the
-  SQLite insert and its WAL commit ~30%, the demo connector's parse, the signature, JSON and
-  headers ~20%; gunicorn itself ~40%, as for hello. The insert costs ~70 µs of CPU in one
-  process alone but ~165 µs when two processes insert in turn (measured outside the app, the
-  same statement and schema): after another connection's commit SQLite drops the page cache
-  and reads again the ~20 pages of the table's and its six indexes' B-trees. On a faster
-  machine (hello 0.18 ms a request) that is what keeps ingest under 0.5×; fewer indexes
-  written at ingest, or one writer per file, is what would move it.
+  context, routing and response objects were a third of its CPU) and committed to the web
+  process's own SQLite spool (sequences.stores.spool: one table without indexes, one
+  autocommitted insert on a kept connection); the workers move spooled deliveries into
+  `webhook_delivery` (its unique keys drop replays) before they drain, ~35,000-50,000 a second
+  in one process (the run prints it). Before the spool, the insert went to the shared database
+  file and cost ~0.2 ms of a delivery's ~0.45 ms of server CPU: after another connection's
+  commit SQLite drops a connection's page cache, so with two web processes inserting in turn
+  every insert read again the ~20 pages of the table's, its six indexes' and the store's
+  B-trees (measured outside the app: ~70 µs alone, ~165 µs in turn, plus the busy retries).
+  What remains per delivery (~0.26 ms against hello's ~0.18): the spool insert and its WAL
+  commit ~40 µs, the demo connector's parse, the signature, JSON and headers ~40 µs (measured
+  by skipping the insert: ~0.22 ms); the rest is gunicorn's, as for hello.
 """
 
 TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
