@@ -160,10 +160,12 @@ WHERE_THE_TIME_GOES = """
   send threads at their moments by one thread; a worker starts its send threads before its
   first batch and freezes its start-up objects out of the garbage collector (full collections
   stopped it 100-235 ms). A moment stored with 14 digits lost one grid point a batch (74
-  messages/s for one number) until it was stored in full. What remains: on two shared CPUs the
-  carts told to wait are sometimes claimed too late for their turn (the dispatcher's poll, the
-  claim and the ledger behind other work), and that number's moment passes unused: one number
-  loses ~0.2-0.5 s of moments in 30 s (79-80 messages/s); with 10 numbers, sends leave up to
+  messages/s for one number) until it was stored in full. Carts told to wait come back at turns promised evenly, 3 % faster than the
+  rate (the surplus is told to wait again): at exactly the rate, nothing brought the number's
+  next free moment back ahead of the askers after a stall of the workers (~0.15 s on two shared
+  CPUs), it sank to the lead, and each second's last moments passed unused (1 run in 5 at 80
+  messages/s; 6 in 7 with the surplus). What remains: a stall at the wrong point of the second
+  still loses a few moments (one number: 0-15 in 30 s, 79.5-80.2 messages/s); with 10 numbers, sends leave up to
   ~100 ms after their moment (the interpreter lock, with the workers busy), so a sliding 1 s
   window shows up to ~90 for one number while each calendar second holds at most 80. A number
   held by its pace has its waiting carts read again at each turn (1 number: ~6 ms of worker
