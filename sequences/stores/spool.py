@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
@@ -68,7 +69,8 @@ def _connect(path: Path, *, busy_timeout_s: float, create: bool = False) -> sqli
     instead of being made again, empty, by the attempt."""
     mode = "rwc" if create else "rw"
     connection = sqlite3.connect(
-        f"file:{path}?mode={mode}",
+        # A URI, for its mode: a "#" or "?" in the path must not end it.
+        f"file:{quote(str(path))}?mode={mode}",
         uri=True,
         isolation_level=None,
         check_same_thread=False,

@@ -160,6 +160,20 @@ def test_a_forked_child_spools_apart_from_its_parent(client, runtime, store, mon
     parent.close()
 
 
+def test_a_database_path_with_uri_characters_spools_and_collects(tmp_path):
+    directory = tmp_path / "shop #1 data"
+    database = Database(f"sqlite:///{directory}/cartback.db")
+    try:
+        spool = spool_module.SPOOLS.own(database, ["x"])
+        assert spool is not None
+        spool.append(["one"])
+        assert spool.path.parent == directory / "cartback.db.spool"
+        assert spool.path.exists()
+        assert pending_count(database) == 1
+    finally:
+        database.dispose()
+
+
 def test_postgresql_has_no_spool(runtime):
     assert spool_directory(Database("postgresql://localhost/nothing")) is None
     assert spool_directory(Database("sqlite://")) is None
