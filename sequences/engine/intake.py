@@ -59,7 +59,7 @@ def drain_deliveries(runtime: Runtime, *, limit: int) -> int:
     try:
         # All there is, within reason: moved rows are claimable by every worker.
         collect(runtime.database, limit=max(limit, COLLECT_BATCH))
-    except (OperationalError, sqlite3.Error) as exc:
+    except (OperationalError, sqlite3.Error, OSError) as exc:
         log.warning("spooled deliveries not collected", extra={"error": type(exc).__name__})
     processed = claimed = 0
     while claimed < limit:

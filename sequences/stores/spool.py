@@ -29,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import random
 import secrets
 import sqlite3
 import threading
@@ -97,7 +98,12 @@ class OwnSpool:
         # retries at its own pace (retry_while_busy) rather than SQLite's 1-100 ms sleeps.
         self._connection = _connect(self.path, busy_timeout_s=0, create=True)
         quoted = ", ".join(_quote(column) for column in columns)
-        self._connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY, {quoted})")
+        # AUTOINCREMENT: a seq is never handed out twice. Reused once the spool was emptied, a
+        # collector that read rows before another emptied it deleted the next delivery under
+        # the old number (found on a second read; test_spool).
+        self._connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, {quoted})"
+        )
         # Column names from the delivery table's own insert (sequences.stores.deliveries), quoted.
         self._insert = f"INSERT INTO {TABLE} ({quoted}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608
         self._turn = threading.Lock()
@@ -161,21 +167,28 @@ class Collected:
 
 def collect(database: Database, *, limit: int) -> Collected:
     """Move up to ``limit`` spooled deliveries into ``webhook_delivery``, each spool's in the
-    order received (claims go by ``received_at`` across spools); remove the spools of processes that are gone once they are empty."""
+    order received (claims go by ``received_at`` across spools), the spools in a random order
+    (one kept busy holds back no other); remove the spools of processes that are gone once
+    they are empty."""
     directory = spool_directory(database)
     if directory is None or not directory.is_dir():
         return Collected(0, 0)
     moved = inserted = 0
-    for path in sorted(directory.glob("*" + SUFFIX)):
+    spools = list(directory.glob("*" + SUFFIX))
+    random.shuffle(spools)
+    for path in spools:
         if moved >= limit:
             break
         try:
             one = _collect_spool(database, path, limit - moved)
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.Error, OSError) as exc:
             if not path.exists():
                 continue  # removed by another collector meanwhile
-            # A lock held too long: next round.
-            log.warning("spool not collected", extra={"spool": path.name, "error": str(exc)})
+            # A lock held too long, a file that is not a spool, a database that refuses a row
+            # for a reason other than its store: its rows stay; the other spools go on.
+            log.warning(
+                "spool not collected", extra={"spool": path.name, "error": f"{type(exc).__name__}: {exc}"}
+            )
             continue
         moved += one.moved
         inserted += one.inserted
@@ -216,8 +229,9 @@ def _quote(column: str) -> str:
 
 def _insert_into_database(database: Database, columns: list[str], rows: list[Sequence[Any]]) -> int:
     """Insert the rows in one transaction; those already received (any unique key) are
-    skipped. A row the database refuses otherwise (its store deleted since) is logged and
-    dropped, so it cannot hold back the spool behind it."""
+    skipped. A row whose store is gone (its foreign key) is logged and dropped, so it cannot
+    hold back the spool behind it; any other refusal (a schema the spool does not fit yet)
+    raises, and the rows stay spooled."""
     names = ", ".join(_quote(c) for c in columns)
     marks = ", ".join("?" * len(columns))
     # The spool's own column names (its table_info), quoted.
@@ -236,7 +250,9 @@ def _insert_into_database(database: Database, columns: list[str], rows: list[Seq
                     try:
                         writer.execute(sql, row)
                     except sqlite3.IntegrityError as exc:
-                        log.warning("spooled delivery dropped", extra={"error": str(exc)})
+                        if "FOREIGN KEY" not in str(exc):
+                            raise
+                        log.warning("spooled delivery dropped: its store is gone", extra={"error": str(exc)})
             inserted = writer.total_changes - before
             writer.execute("COMMIT")
         except BaseException:
