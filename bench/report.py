@@ -165,7 +165,10 @@ WHERE_THE_TIME_GOES = """
   next free moment back ahead of the askers after a stall of the workers (~0.15 s on two shared
   CPUs), it sank to the lead, and each second's last moments passed unused (1 run in 5 at 80
   messages/s; 6 in 7 with the surplus). What remains: a stall at the wrong point of the second
-  still loses a few moments (one number: 0-15 in 30 s, 79.5-80.2 messages/s); with 10 numbers, sends leave up to
+  still loses a few moments (one number: 0-15 in 30 s). The measure's own ceiling is 79.97: a
+  sender using every moment sends 2,400 in 30.0 s first to last, whatever the phase, so the
+  printed 80 needs 15 lost moments or fewer; full runs print 80 or 79 (2f8d5e4: 80, 8361ac7:
+  79), single runs 80 in ~9 of 10; with 10 numbers, sends leave up to
   ~100 ms after their moment (the interpreter lock, with the workers busy), so a sliding 1 s
   window shows up to ~90 for one number while each calendar second holds at most 80. A number
   held by its pace has its waiting carts read again at each turn (1 number: ~6 ms of worker
