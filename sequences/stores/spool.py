@@ -215,12 +215,18 @@ def _collect_spool(database: Database, path: Path, limit: int) -> Collected:
                 # Only now: the database holds them (or already did).
                 connection.execute("DELETE FROM spooled_delivery WHERE seq <= ?", (rows[-1][0],))
                 moved += len(rows)
-        empty = not columns or connection.execute("SELECT 1 FROM spooled_delivery LIMIT 1").fetchone() is None
+        if _is_empty(connection):
+            _remove_if_orphaned(path, connection)
     finally:
         connection.close()
-    if empty:
-        _remove_if_orphaned(path)
     return Collected(moved, inserted)
+
+
+def _is_empty(connection: sqlite3.Connection) -> bool:
+    try:
+        return connection.execute("SELECT 1 FROM spooled_delivery LIMIT 1").fetchone() is None
+    except sqlite3.OperationalError:
+        return True  # no table: a process that died before creating it
 
 
 def _quote(column: str) -> str:
@@ -262,7 +268,7 @@ def _insert_into_database(database: Database, columns: list[str], rows: list[Seq
     return int(inserted)
 
 
-def _remove_if_orphaned(path: Path) -> None:
+def _remove_if_orphaned(path: Path, connection: sqlite3.Connection) -> None:
     """Remove an empty spool whose process is gone: its lock is free, or already removed (the
     lock goes first, so a spool without one is being removed or was left half-removed)."""
     lock_path = path.with_suffix(LOCK_SUFFIX)
@@ -276,19 +282,11 @@ def _remove_if_orphaned(path: Path) -> None:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return  # its process is alive and may append again
-        # Nobody appends now: check once more, then remove.
-        try:
-            connection = _connect(path, busy_timeout_s=COLLECTOR_BUSY_TIMEOUT_S)
-        except sqlite3.OperationalError:
-            return  # removed meanwhile
-        try:
-            leftover = connection.execute("SELECT 1 FROM spooled_delivery LIMIT 1").fetchone()
-        except sqlite3.OperationalError:
-            leftover = None  # no table: a process that died before creating it
-        finally:
-            connection.close()
-        if leftover is not None:
+        # Nobody appends now, but its process may have appended just before it died.
+        if not _is_empty(connection):
             return
+        # Closed first: a connection closing after the unlink could leave a -wal behind.
+        connection.close()
         lock_path.unlink(missing_ok=True)
         for suffix in (SUFFIX, SUFFIX + "-wal", SUFFIX + "-shm"):
             path.with_name(path.stem + suffix).unlink(missing_ok=True)

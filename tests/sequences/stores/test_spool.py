@@ -182,6 +182,10 @@ def test_web_processes_spool_apart_and_a_delivery_both_received_is_stored_once(
         ).all()
     assert ids == ["a1", "a2", "b1", "both", "here"]
     assert len(spool_files(runtime)) == 1
+    [live] = spool_files(runtime)
+    directory = spool_directory(runtime.database)
+    assert directory is not None
+    assert {p.name.split(".")[0] for p in directory.iterdir()} == {live.split(".")[0]}
     assert pending_count(runtime.database) == 0
 
 
