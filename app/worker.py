@@ -76,10 +76,6 @@ JOB_LOOP_SOCKET_TIMEOUT_SECONDS = WORKER_TTL_SECONDS + 10
 # rq logs three lines per job at INFO ("default: sweep (…)", "Job OK", "result discarded"): at
 # hundreds of jobs a second that is most of the log. rq's warnings and errors still show.
 RQ_LOG_LEVEL = "WARNING"
-# Batches whose ledger is written and whose sends wait (on their moments in a number's pace,
-# up to ~0.35 s, then Meta's ~0.1 s answer) hold a thread but not a claim slot: up to this many
-# per slot. More would only queue sends behind the transport's own threads.
-WAITING_BATCHES_PER_SLOT = 3
 
 
 class CartbackWorker(SimpleWorker):
@@ -114,12 +110,8 @@ class JobThreadWorker(CartbackWorker):
 class Dispatcher:
     """The loop that claims due carts, promotes scheduled jobs and starts periodic work.
 
-    Up to ``batches_in_flight`` claimed batches are decided and written at once, each on a
-    thread of its own. A batch frees its slot once its ledger is committed: its sends wait on
-    their moments and on Meta, and the next claim must not wait with them (held through the
-    wait, the slots stopped the claims for up to ~0.45 s, and a number's moments passed with
-    none of its waiting carts claimed to take them). A batch waiting on a slow number (or a
-    slow Graph API) holds back only itself.
+    Up to ``batches_in_flight`` claimed batches are worked on at once, each on a thread of its
+    own: a batch waiting on a slow number (or a slow Graph API) holds back only itself.
     """
 
     def __init__(self, runtime: Runtime, *, batches_in_flight: int = 1) -> None:
@@ -128,7 +120,7 @@ class Dispatcher:
         self._next_promotion = 0.0
         self._width = max(batches_in_flight, 1)
         self._slots = threading.BoundedSemaphore(self._width)
-        self._pool = self._batch_threads()
+        self._pool = ThreadPoolExecutor(self._width, thread_name_prefix="batch")
 
     def round(self) -> int:
         """One pass: periodic work, scheduled jobs, then one claim of due carts, handed to a
@@ -158,29 +150,16 @@ class Dispatcher:
                 self._slots.release()
         return claimed
 
-    def _batch_threads(self) -> ThreadPoolExecutor:
-        # The batches holding a slot, and those waiting on their sends.
-        return ThreadPoolExecutor(self._width * (1 + WAITING_BATCHES_PER_SLOT), thread_name_prefix="batch")
-
     def _advance(self, cart_ids: list[int]) -> None:
-        released = False
-
-        def release() -> None:
-            # Once: when the ledger is written, or when the batch ends without one.
-            nonlocal released
-            if not released:
-                released = True
-                self._slots.release()
-
         try:
-            advance_batch(self.runtime, cart_ids, ledger_written=release)
+            advance_batch(self.runtime, cart_ids)
         except Exception:
             # The claim's lease brings the carts back.
             log.exception(
                 "batch not advanced; its carts come due again after the lease", extra={"carts": len(cart_ids)}
             )
         finally:
-            release()
+            self._slots.release()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -212,7 +191,7 @@ class Dispatcher:
             total += claimed
         # Every batch handed out is done before the caller looks at the queue.
         self._pool.shutdown(wait=True)
-        self._pool = self._batch_threads()
+        self._pool = ThreadPoolExecutor(self._width, thread_name_prefix="batch")
         return total
 
     def stop(self, loops: list[threading.Thread] | None = None) -> None:

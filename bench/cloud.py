@@ -56,7 +56,7 @@ TARGET_TEN_NUMBERS = 250  # messages/s across 10 numbers of 10 stores, 2 workers
 ABOUT = """
 Cloud dispatch on PostgreSQL: abandoned carts whose step 1 is already due, sent by 2
 `cartback worker --threads 4` processes (each: a dispatcher claiming batches of due carts, up to
-4 batches being written at once and more waiting on their sends, the batch's sends concurrent on one 64-thread pool, each thread with its
+4 batches in flight, the batch's sends concurrent on one 64-thread pool, each thread with its
 own keep-alive connections) through the cloud transport to a fake Graph API on 127.0.0.1 that waits
 100 ms before each answer (Meta's order of magnitude), validating every payload against the
 approved template (the tests' fake, served by an asyncio server in a process of its own,

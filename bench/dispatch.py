@@ -33,7 +33,7 @@ ABOUT = """
 Sandbox dispatch rate: abandoned carts whose step 1 is already due (20,000 on PostgreSQL,
 5,000 on SQLite), then 1, 2 or 4 `cartback worker --threads 2` processes start (each: RQ job
 loops, and a dispatcher thread claiming up to 100 due carts per claim, `FOR UPDATE SKIP LOCKED`
-on PostgreSQL, with up to 2 batches being written at once). The time from starting them until the last
+on PostgreSQL, with up to 2 batches in flight). The time from starting them until the last
 step 1 is SENT gives messages/s (worker start-up included; if the time limit passes first, the
 rate is over the steps sent by then). "steady" is the rate between the first and the last send
 decision, without start-up. Worker CPU per message is the worker processes' CPU (user +

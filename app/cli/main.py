@@ -78,7 +78,7 @@ def web(bind: str, workers: int, threads: int) -> None:
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Batches of due carts decided and written at once (and RQ job loops) in this process; a batch waiting on its sends (Meta answers in ~100 ms) holds back no claim.",
+    help="Batches of due carts worked on at once (and RQ job loops) in this process: a batch waiting on Meta (~100 ms a send) holds back no other.",
 )
 def worker(burst: bool, threads: int) -> None:
     from app.logs import configure_logging

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import time_machine
 
 from app.worker import (
     SWEEP_INTERVAL_SECONDS,
-    Dispatcher,
     claim_period,
     promote_scheduled_jobs,
     run_workers,
     start_periodic_work,
 )
-from channels.transport import OutboundMessage, Sender, SendOutcome, Slot
-from sequences.sandbox import SandboxTransport
 from tests.support.factories import make_store
 from tests.support.journey import Journey
 
@@ -103,69 +96,3 @@ def test_a_threaded_worker_sends_each_step_once(client, runtime, drain):
         drain()
     assert len(journey.outbox()) == 12
     assert len({row.message_id for row in journey.outbox()}) == 12
-
-
-class _FirstBatchWaits:
-    """The sandbox, except that the first batch's sends wait until let go (Meta answering
-    slowly, or moments a few hundred ms ahead)."""
-
-    name = "sandbox"
-    needs_whatsapp_account = False
-
-    def __init__(self, sandbox: SandboxTransport) -> None:
-        self.sandbox = sandbox
-        self.waiting, self.let_go = threading.Event(), threading.Event()
-
-    def reserve(self, recipients: Sequence[tuple[Sender | None, str]]) -> list[Slot]:
-        return self.sandbox.reserve(recipients)
-
-    def warm_up(self) -> None:
-        """Nothing to start."""
-
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendOutcome]:
-        if not self.waiting.is_set():
-            self.waiting.set()
-            self.let_go.wait(timeout=10)
-        return self.sandbox.send_batch(messages)
-
-    def send(self, message: OutboundMessage) -> SendOutcome:
-        return self.sandbox.send(message)
-
-
-def _eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def test_a_batch_waiting_on_its_sends_does_not_hold_back_the_next_claim(client, runtime, drain):
-    # The dispatcher's slots bound the batches being claimed and written, not those whose
-    # sends wait on their moments: a slot held through the wait stopped the claims, and a
-    # number's moments passed with nobody to take them (bench (f), 1 number: 7-13 a start).
-    make_store(runtime)
-    journey = Journey(client, runtime, drain)
-    journey.checkout(checkout_id="chk_1", token="tok_1", phone="+919876500001")
-    journey.checkout(timedelta(minutes=1), checkout_id="chk_2", token="tok_2", phone="+919876500002")
-    assert isinstance(runtime.transport, SandboxTransport)
-    transport = _FirstBatchWaits(runtime.transport)
-    dispatcher = Dispatcher(replace(runtime, transport=transport), batches_in_flight=1)
-    claimed: list[int] = []
-    try:
-        with journey.at(timedelta(minutes=15, seconds=30)):
-            assert dispatcher.round() == 1
-            assert transport.waiting.wait(timeout=5)
-        with journey.at(timedelta(minutes=16, seconds=30)):
-            second = threading.Thread(target=lambda: claimed.append(dispatcher.round()), daemon=True)
-            second.start()
-            second.join(timeout=5)
-            assert claimed == [1], "the second cart waited for the first batch's sends"
-            # ... and sent while the first batch still waits
-            assert _eventually(lambda: [row.to_phone for row in journey.outbox()] == ["+919876500002"])
-            transport.let_go.set()
-    finally:
-        transport.let_go.set()
-        dispatcher.stop()
-    assert sorted(row.to_phone for row in journey.outbox()) == ["+919876500001", "+919876500002"]

@@ -26,7 +26,7 @@ sending.finish_send, which decide every case. The whole test suite runs through 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from channels.transport import OutboundMessage, OutcomeKind, SendOutcome, SendsBatches
 from sequences.engine.batches.ledger import write_ledger
@@ -39,18 +39,11 @@ __all__ = ["advance_batch", "transmit"]
 log = logging.getLogger("cartback.batches")
 
 
-def advance_batch(
-    runtime: Runtime, cart_ids: Sequence[int], *, ledger_written: Callable[[], None] | None = None
-) -> None:
-    """Run the clock tick of every cart in ``cart_ids`` (claimed by the caller).
-
-    ``ledger_written`` is called once the ledger is committed, before the batch waits on its
-    sends: what is left is waiting, and the caller may claim the next batch meanwhile."""
+def advance_batch(runtime: Runtime, cart_ids: Sequence[int]) -> None:
+    """Run the clock tick of every cart in ``cart_ids`` (claimed by the caller)."""
     if not cart_ids:
         return
     in_flight, per_cart = write_ledger(runtime, sorted(set(cart_ids)))
-    if ledger_written is not None:
-        ledger_written()
     if in_flight:
         # The batch's messages first: they are what is due now; the rare carts left to the
         # per-cart path (a sequence ending, a guard skipping a step) follow.
