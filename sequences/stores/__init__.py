@@ -4,6 +4,6 @@
 token, an uninstall) and ``connections`` a WooCommerce connection under way; ``access`` calls a
 platform with a live token (refreshed before expiry); ``deliveries`` stores webhook
 deliveries, through ``spool`` (each web process's own file) on SQLite; ``sync`` keeps webhooks
-registered and polls what deliveries missed; ``reconcile`` re-reads recovered orders; ``line_images``, ``discount_cleanup`` and ``opt_out_sync`` are the
-smaller platform chores.
+registered and polls what deliveries missed; ``reconcile`` re-reads recovered orders;
+``line_images``, ``discount_cleanup`` and ``opt_out_sync`` are the smaller platform chores.
 """

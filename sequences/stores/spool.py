@@ -170,11 +170,8 @@ def collect(database: Database, *, limit: int) -> Collected:
     order received (claims go by ``received_at`` across spools), the spools in a random order
     (one kept busy holds back no other); remove the spools of processes that are gone once
     they are empty."""
-    directory = spool_directory(database)
-    if directory is None or not directory.is_dir():
-        return Collected(0, 0)
     moved = inserted = 0
-    spools = list(directory.glob("*" + SUFFIX))
+    spools = _spool_files(database)
     random.shuffle(spools)
     for path in spools:
         if moved >= limit:
@@ -297,17 +294,23 @@ def _remove_if_orphaned(path: Path, connection: sqlite3.Connection) -> None:
 
 def pending_count(database: Database) -> int:
     """Deliveries waiting in spools (a gauge for operators)."""
-    directory = spool_directory(database)
-    if directory is None or not directory.is_dir():
-        return 0
     total = 0
-    for path in directory.glob("*" + SUFFIX):
+    for path in _spool_files(database):
         try:
             connection = _connect(path, busy_timeout_s=COLLECTOR_BUSY_TIMEOUT_S)
             try:
                 total += connection.execute("SELECT count(*) FROM spooled_delivery").fetchone()[0]
             finally:
                 connection.close()
-        except sqlite3.OperationalError:
+        except sqlite3.Error:
+            # Gone meanwhile, not a spool, or not readable: as collect, the others still count.
             continue
     return total
+
+
+def _spool_files(database: Database) -> list[Path]:
+    """Every spool of ``database`` now on disk; none where it has no spools."""
+    directory = spool_directory(database)
+    if directory is None or not directory.is_dir():
+        return []
+    return list(directory.glob("*" + SUFFIX))

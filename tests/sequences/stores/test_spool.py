@@ -221,3 +221,14 @@ def test_a_database_path_with_uri_characters_spools_and_collects(tmp_path):
 def test_postgresql_has_no_spool(runtime):
     assert spool_directory(Database("postgresql://localhost/nothing")) is None
     assert spool_directory(Database("sqlite://")) is None
+
+
+def test_a_file_that_is_not_a_spool_holds_back_neither_the_count_nor_the_collection(client, runtime, store):
+    # Left by hand, or by another program: /metrics still answers, the real spool is moved
+    send_webhook(client, "checkouts/create", checkout_payload())
+    directory = spool_directory(runtime.database)
+    assert directory is not None
+    (directory / ("not-a-spool" + SUFFIX)).write_bytes(b"this is not SQLite " * 400)
+    assert pending_count(runtime.database) == 1
+    assert collect(runtime.database, limit=10).moved == 1
+    assert stored(runtime) == 1 and pending_count(runtime.database) == 0
