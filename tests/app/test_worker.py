@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import time_machine
 
+from app import worker
 from app.worker import (
+    DISPATCH_POLL_SECONDS,
     SWEEP_INTERVAL_SECONDS,
+    Dispatcher,
     claim_period,
     promote_scheduled_jobs,
     run_workers,
     start_periodic_work,
 )
+from sequences.engine import dispatch
 from tests.support.factories import make_store
 from tests.support.journey import Journey
 
@@ -96,3 +102,31 @@ def test_a_threaded_worker_sends_each_step_once(client, runtime, drain):
         drain()
     assert len(journey.outbox()) == 12
     assert len({row.message_id for row in journey.outbox()}) == 12
+
+
+def test_batches_waiting_on_their_sends_are_claimed_a_poll_apart_not_all_at_once(runtime, monkeypatch):
+    # A burst on a paced number: each batch (always full) waits on its moments and on Meta.
+    # Claimed back to back, four took every slot at once, and no claim came until they ended.
+    batches_end = threading.Event()
+    claimed_at: list[float] = []
+
+    def claim(runtime, *, limit):
+        claimed_at.append(time.monotonic())
+        return list(range(len(claimed_at) * limit, (len(claimed_at) + 1) * limit))
+
+    monkeypatch.setattr(dispatch, "claim_due_carts", claim)
+    monkeypatch.setattr(worker, "advance_batch", lambda runtime, cart_ids: batches_end.wait(5))
+    dispatcher = Dispatcher(runtime, batches_in_flight=4)
+    loop = threading.Thread(target=dispatcher.run)
+    loop.start()
+    time.sleep(DISPATCH_POLL_SECONDS * 3.5)
+    dispatcher.stopping.set()
+    batches_end.set()
+    loop.join(5)
+    dispatcher.stop()
+    claimed = [at - claimed_at[0] for at in claimed_at]
+    assert len(claimed) == 4
+    # The first two back to back: no other batch was in flight.
+    assert claimed[1] < DISPATCH_POLL_SECONDS / 2
+    assert claimed[2] >= DISPATCH_POLL_SECONDS * 0.9
+    assert claimed[3] - claimed[2] >= DISPATCH_POLL_SECONDS * 0.9
