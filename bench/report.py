@@ -160,24 +160,30 @@ WHERE_THE_TIME_GOES = """
   send threads at their moments by one thread; a worker starts its send threads before its
   first batch and freezes its start-up objects out of the garbage collector (full collections
   stopped it 100-235 ms). A moment stored with 14 digits lost one grid point a batch (74
-  messages/s for one number) until it was stored in full. Carts told to wait come back at turns promised evenly, 3 % faster than the
-  rate (the surplus is told to wait again): at exactly the rate, nothing brought the number's
+  messages/s for one number) until it was stored in full. Carts told to wait come back at
+  turns promised evenly, 3 % faster than the rate (the surplus is told to wait again): at exactly the rate, nothing brought the number's
   next free moment back ahead of the askers after a stall of the workers (~0.15 s on two shared
   CPUs), it sank to the lead, and each second's last moments passed unused (1 run in 5 at 80
   messages/s; 6 in 7 with the surplus). What remains, traced moment by moment (each
   reservation against the fake's arrivals): every moment taken is sent, none late; the lost
-  ones were never taken. (1) At a burst's start all 4 batch slots of both workers hold
-  batches of fresh carts waiting ~0.45 s on their few sends, so no claim takes the returning
-  carts for ~0.35 s: 7-13 moments. Freeing a slot once its batch's ledger is committed removed
-  that, but with 10 numbers it doubled worker CPU per message and sent 100-700 sends too late
-  for their second (262-640 messages/s against 513-547): reverted. (2) Within each second the
-  carts come back evenly, 3 % above the rate, while the moments run at 94/s until the guard:
-  the lead over the moments falls from ~0.35 s towards the 0.1 s floor by the second's end, and
-  a claim that comes late there loses 1-7. Turns on a grid of the same shape kept that lead
-  flat but were no better in runs (2 in 5 at 79). The measure's own ceiling is 79.97: a sender
-  using every moment sends 2,400 in 30.0 s first to last, whatever the phase, so the printed
-  80 needs 15 lost moments or fewer; full runs print 80 or 79 (2f8d5e4: 80, 8361ac7: 79,
-  a523d46: 79 and 80), single runs 80 in ~9 of 10; with 10 numbers, sends leave up to
+  ones were never taken. (1) At a burst's start the dispatchers claimed full batches back to
+  back: all 4 batch slots of both workers held batches of fresh carts waiting ~0.45 s on their
+  few sends, and no claim took the moments that opened for ~0.35 s: 7-13 moments, 11-21 lost in
+  a run in all. Freeing a slot once its batch's ledger is committed removed that, but with 10
+  numbers it doubled worker CPU per message and sent 100-700 sends too late for their second
+  (262-640 messages/s against 513-547): reverted. Now a dispatcher claims again at once after
+  a full claim only while no other of its batches is in flight, otherwise at its next poll
+  (app.worker, `claims_back_to_back`): the claims stay a poll apart, and runs lose 0-5 moments
+  (8 single runs in a row at 80, 29.8-30.04 s first to last); 10 numbers no lower (481-534
+  in single runs, interleaved with the old claims later on a slower machine: 445 and 477
+  against 291 and 388; the full run above, 342, was slower in every row, (c) included),
+  (c) 1 worker ~8 % lower (two full claims a poll while batches overlap). (2) Within each
+  second the carts come back evenly, 3 % above the rate, while the moments run at 94/s until
+  the guard: the lead over the moments falls from ~0.35 s towards the 0.1 s floor by the
+  second's end, and a claim that comes late there loses 1-7. Turns on a grid of the same shape
+  kept that lead flat but were no better in runs (2 in 5 at 79). The measure's own ceiling is
+  79.97: a sender using every moment sends 2,400 in 30.0 s first to last, whatever the phase,
+  so the printed 80 needs 15 lost moments or fewer; with 10 numbers, sends leave up to
   ~100 ms after their moment (the interpreter lock, with the workers busy), so a sliding 1 s
   window shows up to ~90 for one number while each calendar second holds at most 80. A number
   held by its pace has its waiting carts read again at each turn (1 number: ~6 ms of worker
