@@ -279,9 +279,11 @@ def demo(port: int, no_journey: bool, exit_after_journey: bool) -> None:
     sys.exit(run_demo(port=port, play=not no_journey, wait_forever=not exit_after_journey))
 
 
+from app.cli.experiments import register as _register_experiments  # noqa: E402 - needs main defined
 from app.cli.whatsapp import register as _register_whatsapp  # noqa: E402 - needs main defined
 
 _register_whatsapp(main, _settings)
+_register_experiments(main)
 
 if __name__ == "__main__":
     main()
