@@ -24,6 +24,7 @@ from sequences.db import lock_cart_with_contact
 from sequences.engine import cart_states, policy, steps, timeline
 from sequences.engine.consent import opt_out_locked
 from sequences.engine.messages import render_step_message
+from sequences.experiments import assignment
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.models import (
     TERMINAL_CART_STATUSES,
@@ -31,6 +32,7 @@ from sequences.models import (
     CartLine,
     CartStatus,
     Contact,
+    ExperimentAssignment,
     Message,
     MessageStatus,
     RecoveryStep,
@@ -120,7 +122,14 @@ def _decide_locked(
     """Everything due now, decided under the locks the caller holds."""
     assert cart.id is not None
     now = runtime.now()
-    settings = runtime.store_settings(store)
+    store_settings = runtime.store_settings(store)
+    arm = assignment.cart_arms(session, [cart.id], {cart.store_id: store_settings}).get(cart.id)
+    running = None
+    if arm is None:
+        running = assignment.running_experiments(session, [cart.store_id]).get(cart.store_id)
+    # A cart in an arm runs with the arm's settings; before it has one, it becomes eligible
+    # after the shortest inactivity of a running experiment's arms.
+    settings = arm.settings if arm else assignment.eligibility_settings(store_settings, running)
     if cart.status in TERMINAL_CART_STATUSES:
         cart.next_wake_at = None
         return Decision()
@@ -155,7 +164,10 @@ def _decide_locked(
         cart_states.abandon(cart, inactive_at)
         timeline.record(session, cart, "cart_abandoned")
         happened.append("abandoned")
-        steps.plan(session, cart, store, settings, runtime.time_scale)
+        if running is not None and contact is not None and contact.id is not None:
+            arm = _assign(session, running, store_settings, cart, contact.id, inactive_at)
+            settings = arm.settings
+        steps.plan(session, cart, store, settings, runtime.time_scale, holdout=bool(arm and arm.holdout))
         _replace_older_sequences(session, cart, now)
 
     cart_steps = steps.steps_of(session, cart.id)
@@ -191,7 +203,7 @@ def _decide_locked(
             happened.append(f"step {step.step_number} skipped: {skip}")
             continue
         assert channel is not None
-        return _begin_send(runtime, session, store, cart, contact, step, channel, now)
+        return _begin_send(runtime, session, store, settings, cart, contact, step, channel, now)
 
     if now >= window_end:
         if cart.status in (CartStatus.ABANDONED, CartStatus.RECOVERING):
@@ -200,6 +212,33 @@ def _decide_locked(
             happened.append("expired")
         return Decision()
     return _wait(cart, window_end)
+
+
+def _assign(
+    session: Session,
+    running: assignment.RunningExperiment,
+    store_settings: StoreSettings,
+    cart: Cart,
+    contact_id: int,
+    at: datetime,
+) -> assignment.CartArm:
+    """The cart's arm in the running experiment, recorded as it becomes eligible (before
+    anything is sent); a cart assigned before (it came back and was abandoned again) keeps its."""
+    assert cart.id is not None
+    arm = assignment.pick_arm(running.experiment, running.arms, contact_id)
+    assert arm.id is not None
+    session.add(
+        ExperimentAssignment(
+            experiment_id=running.id,
+            arm_id=arm.id,
+            store_id=cart.store_id,
+            cart_id=cart.id,
+            contact_id=contact_id,
+            assigned_at=at,
+        )
+    )
+    timeline.record(session, cart, "experiment_arm", experiment=running.id, arm=arm.name)
+    return assignment.as_cart_arm(running, arm, store_settings)
 
 
 def settle_abandoned_send(session: Session, cart: Cart, step: RecoveryStep) -> str:
@@ -402,6 +441,7 @@ def _begin_send(
     runtime: Runtime,
     session: Session,
     store: Store,
+    settings: StoreSettings,
     cart: Cart,
     contact: Contact,
     step: RecoveryStep,
@@ -428,7 +468,6 @@ def _begin_send(
         session.flush()
     assert message.id is not None
     token = runtime.links.sign(message.id)
-    settings = runtime.store_settings(store)
     configured = settings.steps[step.step_number - 1] if step.step_number <= len(settings.steps) else None
     # Settings apply to every step not yet sent: the offer is the one configured now, and it
     # is frozen on the step from here on (the link's discount follows it).

@@ -8,6 +8,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from sequences.engine import policy
+from sequences.experiments.assignment import HOLDOUT_REASON
 from sequences.merchant.store_settings import Offer, StoreSettings
 from sequences.models import Cart, RecoveryStep, StepStatus, Store
 
@@ -40,9 +41,16 @@ def step_offer(step: RecoveryStep, cart: Cart, store: Store) -> Offer | None:
 
 
 def plan(
-    session: Session, cart: Cart, store: Store, settings: StoreSettings, time_scale: float
+    session: Session,
+    cart: Cart,
+    store: Store,
+    settings: StoreSettings,
+    time_scale: float,
+    *,
+    holdout: bool = False,
 ) -> list[RecoveryStep]:
-    """Create missing step rows and (re)time the ones not yet attempted from last activity."""
+    """Create missing step rows and (re)time the ones not yet attempted from last activity;
+    a holdout cart's steps are all skipped (tracked, never messaged)."""
     assert cart.id is not None
     existing = {step.step_number: step for step in steps_of(session, cart.id)}
     # Offers are set in the store's currency and platforms apply fixed codes in it; a cart in
@@ -59,7 +67,9 @@ def plan(
         elif not _replannable(step):
             continue
         step.offer = offer
-        if planned.due_at is not None:
+        if holdout:
+            step.status, step.due_at, step.reason = StepStatus.SKIPPED, None, HOLDOUT_REASON
+        elif planned.due_at is not None:
             step.status, step.due_at, step.reason = StepStatus.SCHEDULED, planned.due_at, None
         else:
             step.status, step.due_at, step.reason = StepStatus.SKIPPED, None, planned.skip_reason

@@ -32,6 +32,7 @@ from connectors.base import (
 )
 from sequences.db import lock_cart_with_contact
 from sequences.engine import attribution, cart_states, policy, steps, timeline
+from sequences.experiments import assignment
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.models import (
     TERMINAL_CART_STATUSES,
@@ -340,8 +341,9 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
 
     if cart.status == CartStatus.ABANDONED:
         cart_states.reopen(cart)  # the shopper is back
+    settings, arm = assignment.cart_settings(session, cart.id, store.id, settings)
     if steps.steps_of(session, cart.id):
-        steps.plan(session, cart, store, settings, runtime.time_scale)
+        steps.plan(session, cart, store, settings, runtime.time_scale, holdout=bool(arm and arm.holdout))
     moment = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
     hold = None
     if needs_images and moment < (held_until := runtime.now() + IMAGE_FETCH_HOLD):

@@ -26,6 +26,7 @@ from sqlmodel import col, select
 from sequences import queue
 from sequences.db import lock_cart_with_contact
 from sequences.engine import policy, steps
+from sequences.experiments import assignment
 from sequences.merchant.store_settings import COLLECT_PROBLEMS, Problem, StepSetting, StoreSettings
 from sequences.models import TERMINAL_CART_STATUSES, Cart, SettingsChange, Store
 from sequences.runtime import Runtime
@@ -276,10 +277,15 @@ def _replan_cart(runtime: Runtime, store_id: int, cart_id: int) -> Any:
             or cart.next_wake_at is None
         ):
             return None
-        settings = runtime.store_settings(store)
+        # A cart in an experiment's arm keeps the arm's settings: the store's change is not its.
+        settings, arm = assignment.cart_settings(session, cart_id, store_id, runtime.store_settings(store))
         wake = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
         if steps.steps_of(session, cart_id):
-            planned = steps.next_due(steps.plan(session, cart, store, settings, runtime.time_scale))
+            planned = steps.next_due(
+                steps.plan(
+                    session, cart, store, settings, runtime.time_scale, holdout=bool(arm and arm.holdout)
+                )
+            )
             wake = planned.due_at if planned and planned.due_at else cart.next_wake_at
         # The cart's own loop decides what is due; an earlier alarm only makes it look.
         cart.next_wake_at = min(wake, cart.next_wake_at)

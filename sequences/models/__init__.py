@@ -16,6 +16,7 @@ are timezone-aware UTC; phones are E.164. Every row that belongs to a merchant c
 - ``privacy``: customer data exports
 - ``admin``: one-time sign-in links to the standalone admin
 - ``dashboard``: the dashboard's kept figures
+- ``experiments``: experiments, their arms, and each eligible cart's arm
 
 Import the tables from here (``from sequences.models import Cart``): importing this package
 registers every table on ``SQLModel.metadata``. Foreign keys name tables by string
@@ -35,6 +36,7 @@ from sequences.models.dashboard import (
     DashboardMessageBucket,
 )
 from sequences.models.deliveries import DeliveryStatus, WebhookDelivery
+from sequences.models.experiments import Experiment, ExperimentArm, ExperimentAssignment, ExperimentStatus
 from sequences.models.messages import (
     ATTEMPTED_STEP_STATUSES,
     OPEN_STEP_STATUSES,
@@ -72,6 +74,10 @@ __all__ = [
     "DataExport",
     "DeliveryStatus",
     "Discount",
+    "Experiment",
+    "ExperimentArm",
+    "ExperimentAssignment",
+    "ExperimentStatus",
     "InboundMessage",
     "LinkClick",
     "Message",

@@ -27,6 +27,9 @@ from sequences.models import (
     DashboardMessageBucket,
     DataExport,
     Discount,
+    Experiment,
+    ExperimentArm,
+    ExperimentAssignment,
     InboundMessage,
     LinkClick,
     Message,
@@ -183,6 +186,10 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(CartEvent).where(col(CartEvent.store_id) == store_id))
     session.exec(delete(CartLine).where(col(CartLine.cart_id).in_(cart_ids)))
     session.exec(delete(Discount).where(col(Discount.store_id) == store_id))
+    experiment_ids = select(Experiment.id).where(Experiment.store_id == store_id)
+    session.exec(delete(ExperimentAssignment).where(col(ExperimentAssignment.store_id) == store_id))
+    session.exec(delete(ExperimentArm).where(col(ExperimentArm.experiment_id).in_(experiment_ids)))
+    session.exec(delete(Experiment).where(col(Experiment.store_id) == store_id))
     session.exec(delete(Cart).where(col(Cart.store_id) == store_id))
     session.exec(delete(ConsentEvent).where(col(ConsentEvent.store_id) == store_id))
     session.exec(delete(Contact).where(col(Contact.store_id) == store_id))

@@ -33,6 +33,8 @@ from sequences.engine.sending import (
     send_guard,
     template_for,
 )
+from sequences.experiments import assignment
+from sequences.experiments.assignment import HOLDOUT_REASON
 from sequences.merchant import rollups
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import (
@@ -42,6 +44,7 @@ from sequences.models import (
     CartLine,
     CartStatus,
     Contact,
+    ExperimentAssignment,
     Message,
     MessageStatus,
     RecoveryStep,
@@ -57,6 +60,7 @@ from sequences.whatsapp.accounts import sender_for
 log = logging.getLogger("cartback.batches")
 
 CART, STEP, MESSAGE, EVENT = table_of(Cart), table_of(RecoveryStep), table_of(Message), table_of(CartEvent)
+ASSIGNMENT = table_of(ExperimentAssignment)
 
 
 @dataclass
@@ -79,6 +83,9 @@ class _State:
     with_message: set[int]
     # Each store's number as the transport needs it (one decryption per batch).
     senders: dict[int, Sender] = field(default_factory=dict)
+    # The carts already in an experiment's arm, and each store's running experiment.
+    arms: dict[int, assignment.CartArm] = field(default_factory=dict)
+    running: dict[int, assignment.RunningExperiment] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +105,9 @@ class _Plan:
     # nor after ``send_by`` (the transport does not send it then).
     send_at: float | None = None
     send_by: float | None = None
+    # The settings the cart runs with (its arm's, if it has one), and an arm given in this batch.
+    settings: StoreSettings | None = None
+    assigned: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +198,8 @@ def _load(runtime: Runtime, session: Session, cart_ids: list[int], now: datetime
         open_carts=defaultdict(list),
         with_message=set(),
     )
+    state.arms = assignment.cart_arms(session, ids, state.settings)
+    state.running = assignment.running_experiments(session, store_ids)
     for cart_id, contact_id, store_id, last_activity in session.execute(
         select(col(Cart.id), col(Cart.contact_id), col(Cart.store_id), col(Cart.last_activity_at)).where(
             col(Cart.contact_id).in_(contact_ids), col(Cart.status).not_in(list(TERMINAL_CART_STATUSES))
@@ -230,7 +242,13 @@ class _Step:
 def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan | None:
     """sending._decide_locked for the common path; None hands the cart to the per-cart path."""
     store = state.stores[cart.store_id]
-    settings = state.settings[cart.store_id]
+    arm = state.arms.get(cart.id or 0)
+    running = None if arm is not None else state.running.get(cart.store_id)
+    # A cart in an arm runs with the arm's settings; before it has one, it becomes eligible
+    # after the shortest inactivity of a running experiment's arms (experiments.assignment).
+    settings = (
+        arm.settings if arm else assignment.eligibility_settings(state.settings[cart.store_id], running)
+    )
     contact = state.contacts.get(cart.contact_id) if cart.contact_id is not None else None
     if cart.status in TERMINAL_CART_STATUSES or store.status != StoreStatus.ACTIVE:
         return None
@@ -242,7 +260,7 @@ def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan
         return None
     window_end = policy.sequence_window_end(cart.last_activity_at, runtime.time_scale)
     existing = state.steps.get(cart.id or 0, [])
-    plan = _Plan(cart)
+    plan = _Plan(cart, settings=settings)
     if cart.status == CartStatus.ACTIVE:
         if existing or not contact.marketing_consent or cart.line_count == 0:
             return None
@@ -252,23 +270,40 @@ def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan
         ):
             return None  # an older sequence to replace
         plan.abandon_at = inactive_at
+        holdout = False
+        if running is not None:
+            given = assignment.pick_arm(running.experiment, running.arms, contact.id or 0)
+            plan.assigned = {
+                "experiment_id": running.id,
+                "arm_id": given.id,
+                "store_id": cart.store_id,
+                "cart_id": cart.id,
+                "contact_id": contact.id,
+                "assigned_at": inactive_at,
+                "name": given.name,
+            }
+            settings = plan.settings = assignment.arm_settings(state.settings[cart.store_id], given)
+            holdout = given.is_holdout
         offers_apply = cart.currency == store.currency
         candidates = []
         for planned in policy.plan_steps(cart.last_activity_at, settings, store.timezone, runtime.time_scale):
+            goes = planned.due_at is not None and not holdout
             plan.new_steps.append(
                 {
                     "store_id": cart.store_id,
                     "cart_id": cart.id,
                     "step_number": planned.step_number,
-                    "status": StepStatus.SCHEDULED if planned.due_at else StepStatus.SKIPPED,
-                    "reason": planned.skip_reason,
-                    "due_at": planned.due_at,
+                    "status": StepStatus.SCHEDULED if goes else StepStatus.SKIPPED,
+                    "reason": HOLDOUT_REASON if holdout else planned.skip_reason,
+                    "due_at": planned.due_at if goes else None,
                     "offer": planned.offer.model_dump(mode="json")
                     if planned.offer and offers_apply
                     else None,
                 }
             )
-            candidates.append(_Step(planned.step_number, plan.new_steps[-1]["status"], planned.due_at, None))
+            candidates.append(
+                _Step(planned.step_number, plan.new_steps[-1]["status"], plan.new_steps[-1]["due_at"], None)
+            )
     else:
         if any(step.status == StepStatus.SENDING for step in existing):
             return None
@@ -362,6 +397,22 @@ def _write(
             rollups.count_change(session, Cart, before, before | moved)
             events.append(timeline.row(plan.cart, "cart_abandoned", now))
         update_rows(session, CART, ["status", "abandoned_at"], rows)
+    assigned = [plan.assigned for plan in plans if plan.assigned is not None]
+    if assigned:
+        session.execute(
+            insert(ASSIGNMENT), [{k: v for k, v in row.items() if k != "name"} for row in assigned]
+        )
+        for plan in plans:
+            if plan.assigned is not None:
+                events.append(
+                    timeline.row(
+                        plan.cart,
+                        "experiment_arm",
+                        now,
+                        experiment=plan.assigned["experiment_id"],
+                        arm=plan.assigned["name"],
+                    )
+                )
     step_ids: dict[tuple[int, int], int] = {
         (step.cart_id, step.step_number): step.id
         for cart_steps in state.steps.values()
@@ -454,7 +505,7 @@ def _write_messages(
     for plan, row in zip(sending, rows, strict=True):
         cart, channel, number = plan.cart, plan.channel, plan.send_step or 0
         assert channel is not None
-        store, settings = state.stores[cart.store_id], state.settings[cart.store_id]
+        store, settings = state.stores[cart.store_id], plan.settings or state.settings[cart.store_id]
         contact = state.contacts[cart.contact_id or 0]
         message_id = message_ids[row["step_id"]]
         token = runtime.links.sign(message_id)

@@ -1,0 +1,154 @@
+"""Which arm a cart is in, and the settings that arm gives it.
+
+Assignment is deterministic and sticky per shopper: a keyed hash of the experiment and the
+contact picks the arm, so every cart of one shopper lands in the same arm for the
+experiment's life, and no one can tell a shopper's arm from their contact id. It is decided,
+and recorded, when a cart becomes abandoned and reachable (engine: sending and batches),
+before anything is sent: carts that never become eligible are in no arm, and every arm is
+analysed by intent to treat. A cart keeps its arm until its sequence ends, even after the
+experiment stops.
+
+While an experiment runs, a cart becomes eligible after the shortest inactivity of the
+store's and the arms' settings (``eligibility_settings``): an arm that waits longer must not
+decide which carts are counted at all, or a shopper who comes back in between would be
+counted only in the arms that wait less.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from sequences.merchant.store_settings import StoreSettings
+from sequences.models import Experiment, ExperimentArm, ExperimentAssignment, ExperimentStatus
+
+# Every step of a holdout cart is skipped with this reason: it is tracked, never messaged.
+HOLDOUT_REASON = "holdout: no message (experiment)"
+
+
+@dataclass(frozen=True)
+class RunningExperiment:
+    experiment: Experiment
+    arms: tuple[ExperimentArm, ...]
+
+    @property
+    def id(self) -> int:
+        assert self.experiment.id is not None
+        return self.experiment.id
+
+
+@dataclass(frozen=True)
+class CartArm:
+    """A cart's arm: the settings it runs with, and whether it is the holdout."""
+
+    arm_id: int
+    experiment_id: int
+    settings: StoreSettings
+    holdout: bool
+
+
+def pick_arm(experiment: Experiment, arms: Sequence[ExperimentArm], contact_id: int) -> ExperimentArm:
+    """The contact's arm: a keyed hash mapped onto the arms' weights, in their order."""
+    ordered = sorted(arms, key=lambda arm: (arm.position, arm.id or 0))
+    total = sum(max(arm.weight, 0) for arm in ordered)
+    if total <= 0:
+        raise ValueError("an experiment's arms need a positive weight")
+    digest = hmac.new(experiment.assignment_key.encode(), f"contact:{contact_id}".encode(), hashlib.sha256)
+    # 64 bits: the modulo bias over a total weight of at most hundreds is ~1e-17.
+    point = int.from_bytes(digest.digest()[:8], "big") % total
+    for arm in ordered:
+        point -= max(arm.weight, 0)
+        if point < 0:
+            return arm
+    return ordered[-1]
+
+
+def arm_settings(store_settings: StoreSettings, arm: ExperimentArm) -> StoreSettings:
+    """The store's settings with the arm's changes (a holdout keeps the store's: it sends
+    nothing, but its carts are timed and tracked like the others)."""
+    if not arm.overrides or arm.is_holdout:
+        return store_settings
+    return StoreSettings.model_validate({**store_settings.to_stored(), **arm.overrides})
+
+
+def eligibility_settings(store_settings: StoreSettings, running: RunningExperiment | None) -> StoreSettings:
+    """The settings that say when a cart becomes eligible: the shortest inactivity of the store
+    and the running experiment's arms."""
+    if running is None:
+        return store_settings
+    shortest = min(
+        [store_settings.inactivity_minutes]
+        + [arm_settings(store_settings, arm).inactivity_minutes for arm in running.arms]
+    )
+    if shortest == store_settings.inactivity_minutes:
+        return store_settings
+    return store_settings.model_copy(update={"inactivity_minutes": shortest})
+
+
+def running_experiments(session: Session, store_ids: Iterable[int]) -> dict[int, RunningExperiment]:
+    """Each store's running experiment (a store runs one at a time), with its arms."""
+    ids = sorted(set(store_ids))
+    if not ids:
+        return {}
+    experiments = session.exec(
+        select(Experiment).where(
+            col(Experiment.store_id).in_(ids), Experiment.status == ExperimentStatus.RUNNING
+        )
+    ).all()
+    if not experiments:
+        return {}
+    arms: dict[int, list[ExperimentArm]] = {}
+    for arm in session.exec(
+        select(ExperimentArm).where(col(ExperimentArm.experiment_id).in_([e.id for e in experiments]))
+    ):
+        arms.setdefault(arm.experiment_id, []).append(arm)
+    return {
+        experiment.store_id: RunningExperiment(experiment, tuple(arms.get(experiment.id or 0, ())))
+        for experiment in experiments
+    }
+
+
+def cart_arms(
+    session: Session, cart_ids: Iterable[int], store_settings: dict[int, StoreSettings]
+) -> dict[int, CartArm]:
+    """The arm of each of these carts that has one (any experiment, running or stopped).
+    ``store_settings``: each store's settings by store id."""
+    ids = sorted(set(cart_ids))
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(ExperimentAssignment, ExperimentArm)
+        .join(ExperimentArm, col(ExperimentArm.id) == col(ExperimentAssignment.arm_id))
+        .where(col(ExperimentAssignment.cart_id).in_(ids))
+        .order_by(col(ExperimentAssignment.id))
+    ).all()
+    found: dict[int, CartArm] = {}
+    for assignment, arm in rows:
+        # A cart is assigned once per experiment; with several, the latest experiment's arm.
+        found[assignment.cart_id] = CartArm(
+            arm_id=assignment.arm_id,
+            experiment_id=assignment.experiment_id,
+            settings=arm_settings(store_settings[assignment.store_id], arm),
+            holdout=arm.is_holdout,
+        )
+    return found
+
+
+def as_cart_arm(running: RunningExperiment, arm: ExperimentArm, store_settings: StoreSettings) -> CartArm:
+    assert arm.id is not None
+    return CartArm(arm.id, running.id, arm_settings(store_settings, arm), arm.is_holdout)
+
+
+def cart_settings(
+    session: Session, cart_id: int, store_id: int, store_settings: StoreSettings
+) -> tuple[StoreSettings, CartArm | None]:
+    """The settings one cart runs with: its arm's, or (in no arm yet) the store's with the
+    running experiment's shortest inactivity; and its arm."""
+    arm = cart_arms(session, [cart_id], {store_id: store_settings}).get(cart_id)
+    if arm is not None:
+        return arm.settings, arm
+    return eligibility_settings(store_settings, running_experiments(session, [store_id]).get(store_id)), None
