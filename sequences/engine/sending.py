@@ -165,7 +165,8 @@ def _decide_locked(
         timeline.record(session, cart, "cart_abandoned")
         happened.append("abandoned")
         if running is not None and contact is not None and contact.id is not None:
-            arm = _assign(session, running, store_settings, cart, contact.id, inactive_at)
+            counts_until = inactive_at + policy.attribution_window(store_settings, runtime.time_scale)
+            arm = _assign(session, running, store_settings, cart, contact.id, inactive_at, counts_until)
             settings = arm.settings
         steps.plan(session, cart, store, settings, runtime.time_scale, holdout=bool(arm and arm.holdout))
         _replace_older_sequences(session, cart, now)
@@ -221,6 +222,7 @@ def _assign(
     cart: Cart,
     contact_id: int,
     at: datetime,
+    counts_until: datetime,
 ) -> assignment.CartArm:
     """The cart's arm in the running experiment, recorded as it becomes eligible (before
     anything is sent); a cart assigned before (it came back and was abandoned again) keeps its."""
@@ -235,6 +237,7 @@ def _assign(
             cart_id=cart.id,
             contact_id=contact_id,
             assigned_at=at,
+            counts_until=counts_until,
         )
     )
     timeline.record(session, cart, "experiment_arm", experiment=running.id, arm=arm.name)

@@ -140,6 +140,10 @@ class StoreSettings(BaseModel):
     # Most messages one contact may get from this store in any 24 h.
     max_messages_per_24h: int = Field(default=3, ge=1, le=MAX_STEPS)
     attribution_days: int = Field(default=7, ge=1, le=30)
+    # What the store keeps of a sale's revenue, in percent: experiments weigh an arm by net
+    # revenue (revenue x margin, less discounts and messaging cost), so a discount that buys
+    # a sale is paid out of the margin, not out of the price.
+    gross_margin_percent: Decimal = Field(default=Decimal("40"), gt=0, le=100, decimal_places=2)
     # "checkout_checkbox": only shoppers who ticked the platform's marketing box.
     # "store_collects_optin": the merchant collects WhatsApp opt-in elsewhere (recorded).
     consent_policy: Literal["checkout_checkbox", "store_collects_optin"] = "checkout_checkbox"

@@ -76,3 +76,7 @@ class ExperimentAssignment(SQLModel, table=True):
     cart_id: int = Field(foreign_key="cart.id")
     contact_id: int = Field(foreign_key="contact.id")
     assigned_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # An order up to this moment counts as the cart recovered, in every arm alike (the store's
+    # attribution window from the moment the cart became eligible, not from a message: the
+    # holdout gets none).
+    counts_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

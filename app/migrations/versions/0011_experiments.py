@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("cart_id", sa.Integer(), nullable=False),
         sa.Column("contact_id", sa.Integer(), nullable=False),
         sa.Column("assigned_at", column_types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("counts_until", column_types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["arm_id"],
             ["experiment_arm.id"],

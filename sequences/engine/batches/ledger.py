@@ -280,6 +280,8 @@ def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan
                 "cart_id": cart.id,
                 "contact_id": contact.id,
                 "assigned_at": inactive_at,
+                "counts_until": inactive_at
+                + policy.attribution_window(state.settings[cart.store_id], runtime.time_scale),
                 "name": given.name,
             }
             settings = plan.settings = assignment.arm_settings(state.settings[cart.store_id], given)

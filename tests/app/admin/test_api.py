@@ -812,3 +812,29 @@ def test_a_proxys_basic_auth_header_does_not_hide_the_cookie_session(journey: An
     response = journey.client.get("/api/settings", headers={"Authorization": "Basic dXNlcjpwYXNz"})
 
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("margin", ["0", "120", "forty", "12.345"])
+def test_a_gross_margin_outside_0_to_100_percent_is_refused_with_its_reason(
+    journey: Any, margin: str
+) -> None:
+    csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+    payload = _settings_payload(journey.client)
+    assert payload["gross_margin_percent"] == "40"
+
+    response = _put(journey.client, csrf, payload | {"gross_margin_percent": margin})
+
+    assert response.status_code == 422
+    assert "gross_margin_percent" in response.get_json()["fields"]
+    assert _settings_payload(journey.client)["gross_margin_percent"] == "40"
+
+
+def test_the_gross_margin_is_saved_exactly_and_audited(journey: Any) -> None:
+    csrf = sign_in(journey.client, journey.runtime, _store(journey.runtime).id)
+    payload = _settings_payload(journey.client)
+
+    response = _put(journey.client, csrf, payload | {"gross_margin_percent": "32.5"})
+
+    assert response.status_code == 200, response.get_json()
+    assert _settings_payload(journey.client)["gross_margin_percent"] == "32.5"
+    assert any("gross_margin_percent" in str(entry.changes) for entry in _audit(journey.runtime))

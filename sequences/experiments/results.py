@@ -1,0 +1,291 @@
+"""An experiment's results per arm, counted from its carts, their orders and their messages.
+
+Every arm is counted by intent to treat: all the carts given the arm, whatever happened to
+them after (a holdout cart is never messaged; an arm's cart the shopper bought before any
+message still counts in that arm). A cart counts as recovered when its order came by the
+end of the store's attribution window from the moment the cart became eligible
+(``ExperimentAssignment.counts_until``), in every arm alike: an order does not need a
+message to count, or the holdout could never show what happens without cartback.
+
+A cart's net revenue is its recovered order (refunds taken off) times the store's gross
+margin, less the discount it used and what its messages cost. The intervals
+(experiments.stats) compare each arm with the control and each messaging arm with the
+holdout; an arm is declared better only when its interval on the experiment's metric lies
+above zero and its opt-out rate is not worse than the control's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from scipy.stats import chisquare
+from sqlalchemy import Numeric, and_, case, cast, func, select
+from sqlmodel import Session, col
+
+from sequences.experiments import stats
+from sequences.merchant.rollups import exact, exact_sum
+from sequences.merchant.store_settings import StoreSettings
+from sequences.models import Cart, CartStatus, Experiment, ExperimentArm, ExperimentAssignment, Message
+
+RECOVERY_RATE, NET_REVENUE = "recovery_rate", "net_revenue_per_cart"
+# A sample-ratio mismatch this unlikely under the weights means assignment is broken (a
+# 1-in-1,000 chance of a false alarm on a healthy experiment, read every day for a year).
+SRM_P_VALUE = 0.001
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    arm_id: int
+    name: str
+    weight: int
+    control: bool
+    holdout: bool
+    eligible: int
+    messaged: int
+    read: int
+    clicked: int
+    recovered: int
+    opted_out: int
+    revenue: Decimal
+    discounts: Decimal
+    messaging_cost: Decimal
+    net_revenue: Decimal
+    # Sum of each cart's net revenue squared (the intervals' variance).
+    net_squares: float
+
+    @property
+    def recovery_rate(self) -> float:
+        return self.recovered / self.eligible if self.eligible else 0.0
+
+    @property
+    def opt_out_rate(self) -> float:
+        return self.opted_out / self.eligible if self.eligible else 0.0
+
+    @property
+    def net_revenue_per_cart(self) -> Decimal:
+        return (self.net_revenue / self.eligible).quantize(Decimal("0.01")) if self.eligible else Decimal(0)
+
+    def sample(self, metric: str) -> stats.Sample:
+        if metric == RECOVERY_RATE:
+            return stats.Sample(self.eligible, float(self.recovered), float(self.recovered))
+        if metric == "opt_out_rate":
+            return stats.Sample(self.eligible, float(self.opted_out), float(self.opted_out))
+        return stats.Sample(self.eligible, float(self.net_revenue), self.net_squares)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``arm`` against ``reference`` (the control or the holdout) on one metric."""
+
+    arm_id: int
+    reference_id: int
+    against: str
+    metric: str
+    interval: stats.Interval | None
+
+
+@dataclass(frozen=True)
+class SampleRatio:
+    """Assignment counts against the weights: a mismatch means carts are lost or mis-assigned."""
+
+    p_value: float | None
+
+    @property
+    def mismatch(self) -> bool:
+        return self.p_value is not None and self.p_value < SRM_P_VALUE
+
+
+@dataclass(frozen=True)
+class Results:
+    experiment: Experiment
+    arms: list[ArmResult]
+    comparisons: list[Comparison]
+    sample_ratio: SampleRatio
+    # Arms declared better than the control on the experiment's metric, guardrail held.
+    better: list[int]
+    gross_margin_percent: Decimal
+
+    def comparison(self, arm_id: int, against: str, metric: str) -> Comparison | None:
+        return next(
+            (
+                c
+                for c in self.comparisons
+                if c.arm_id == arm_id and c.against == against and c.metric == metric
+            ),
+            None,
+        )
+
+
+def _amount(column: Any) -> Any:
+    # Stored as text on SQLite (exact decimals): cast for arithmetic on both backends.
+    return cast(column, Numeric(18, 4))
+
+
+def _per_arm(session: Session, experiment_id: int, margin: Decimal) -> dict[int, dict[str, Any]]:
+    """One row per arm: the counts and sums over its carts, in one statement."""
+    assigned = select(col(ExperimentAssignment.cart_id)).where(
+        col(ExperimentAssignment.experiment_id) == experiment_id
+    )
+    messages = (
+        select(
+            col(Message.cart_id).label("cart_id"),
+            func.count(col(Message.sent_at)).label("sent"),
+            func.count(col(Message.read_at)).label("reads"),
+            func.count(col(Message.clicked_at)).label("clicks"),
+            func.coalesce(func.sum(_amount(col(Message.cost))), 0).label("cost"),
+        )
+        .where(col(Message.cart_id).in_(assigned))
+        .group_by(col(Message.cart_id))
+        .subquery()
+    )
+    recovered = and_(
+        col(Cart.ordered_at).is_not(None), col(Cart.ordered_at) <= col(ExperimentAssignment.counts_until)
+    )
+    revenue = case(
+        (
+            recovered,
+            func.coalesce(_amount(col(Cart.order_total_store)), 0)
+            - func.coalesce(_amount(col(Cart.order_refunded)), 0),
+        ),
+        else_=0,
+    )
+    discount = case((recovered, func.coalesce(_amount(col(Cart.discount_given)), 0)), else_=0)
+    cost = func.coalesce(messages.c.cost, 0)
+    per_cart = (
+        select(
+            col(ExperimentAssignment.arm_id).label("arm_id"),
+            case((recovered, 1), else_=0).label("recovered"),
+            case((func.coalesce(messages.c.sent, 0) > 0, 1), else_=0).label("messaged"),
+            case((func.coalesce(messages.c.reads, 0) > 0, 1), else_=0).label("read"),
+            case((func.coalesce(messages.c.clicks, 0) > 0, 1), else_=0).label("clicked"),
+            case((col(Cart.status) == CartStatus.OPTED_OUT, 1), else_=0).label("opted_out"),
+            revenue.label("revenue"),
+            discount.label("discount"),
+            cost.label("cost"),
+            (revenue * cast(margin / 100, Numeric(18, 6)) - discount - cost).label("net"),
+        )
+        .join(Cart, col(Cart.id) == col(ExperimentAssignment.cart_id))
+        .outerjoin(messages, messages.c.cart_id == col(ExperimentAssignment.cart_id))
+        .where(col(ExperimentAssignment.experiment_id) == experiment_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            per_cart.c.arm_id,
+            func.count(),
+            func.sum(per_cart.c.messaged),
+            func.sum(per_cart.c.read),
+            func.sum(per_cart.c.clicked),
+            func.sum(per_cart.c.recovered),
+            func.sum(per_cart.c.opted_out),
+            exact_sum(per_cart.c.revenue),
+            exact_sum(per_cart.c.discount),
+            exact_sum(per_cart.c.cost),
+            exact_sum(per_cart.c.net),
+            func.sum(cast(per_cart.c.net, Numeric(18, 4)) * cast(per_cart.c.net, Numeric(18, 4))),
+        ).group_by(per_cart.c.arm_id)
+    ).all()
+    names = ("eligible", "messaged", "read", "clicked", "recovered", "opted_out")
+    found: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        arm_id, *counts = row[:7]
+        revenue_sum, discount_sum, cost_sum, net_sum, squares = row[7:]
+        found[int(arm_id)] = {name: int(value or 0) for name, value in zip(names, counts, strict=True)} | {
+            "revenue": exact(revenue_sum),
+            "discounts": exact(discount_sum),
+            "messaging_cost": exact(cost_sum),
+            "net_revenue": exact(net_sum),
+            "net_squares": float(squares or 0),
+        }
+    return found
+
+
+def _sample_ratio(arms: list[ArmResult]) -> SampleRatio:
+    total = sum(arm.eligible for arm in arms)
+    weights = sum(arm.weight for arm in arms)
+    if total < 100 or len(arms) < 2 or weights <= 0:
+        return SampleRatio(None)
+    expected = [total * arm.weight / weights for arm in arms]
+    result = chisquare([arm.eligible for arm in arms], expected)
+    return SampleRatio(float(result.pvalue))
+
+
+def experiment_results(session: Session, experiment: Experiment, store_settings: StoreSettings) -> Results:
+    assert experiment.id is not None
+    margin = store_settings.gross_margin_percent
+    arms = session.scalars(
+        select(ExperimentArm)
+        .where(col(ExperimentArm.experiment_id) == experiment.id)
+        .order_by(col(ExperimentArm.position), col(ExperimentArm.id))
+    ).all()
+    figures = _per_arm(session, experiment.id, margin)
+    empty = {
+        "eligible": 0,
+        "messaged": 0,
+        "read": 0,
+        "clicked": 0,
+        "recovered": 0,
+        "opted_out": 0,
+        "revenue": Decimal("0.0000"),
+        "discounts": Decimal("0.0000"),
+        "messaging_cost": Decimal("0.0000"),
+        "net_revenue": Decimal("0.0000"),
+        "net_squares": 0.0,
+    }
+    results = [
+        ArmResult(
+            arm_id=arm.id or 0,
+            name=arm.name,
+            weight=arm.weight,
+            control=arm.is_control,
+            holdout=arm.is_holdout,
+            **figures.get(arm.id or 0, empty),
+        )
+        for arm in arms
+    ]
+    control = next((arm for arm in results if arm.control), None)
+    holdout = next((arm for arm in results if arm.holdout), None)
+    challengers = [arm for arm in results if not arm.control and not arm.holdout]
+    comparisons: list[Comparison] = []
+    better: list[int] = []
+    planned = experiment.planned_per_arm
+    if control is not None:
+        for arm in challengers:
+            for metric in (NET_REVENUE, RECOVERY_RATE, "opt_out_rate"):
+                interval = stats.difference(
+                    control.sample(metric),
+                    arm.sample(metric),
+                    rate=metric != NET_REVENUE,
+                    planned_per_arm=planned,
+                    comparisons=len(challengers),
+                )
+                comparisons.append(Comparison(arm.arm_id, control.arm_id, "control", metric, interval))
+            chosen = comparisons[-3] if experiment.metric == NET_REVENUE else comparisons[-2]
+            guardrail = comparisons[-1].interval
+            if (
+                chosen.interval is not None
+                and chosen.interval.above_zero
+                and not (guardrail and guardrail.above_zero)
+            ):
+                better.append(arm.arm_id)
+    if holdout is not None:
+        treated = [arm for arm in results if not arm.holdout]
+        for arm in treated:
+            for metric in (NET_REVENUE, RECOVERY_RATE):
+                interval = stats.difference(
+                    holdout.sample(metric),
+                    arm.sample(metric),
+                    rate=metric == RECOVERY_RATE,
+                    planned_per_arm=planned,
+                    comparisons=len(treated),
+                )
+                comparisons.append(Comparison(arm.arm_id, holdout.arm_id, "holdout", metric, interval))
+    return Results(experiment, results, comparisons, _sample_ratio(results), better, margin)
+
+
+def finite(value: float) -> float | None:
+    """A figure for JSON: None for a NaN or an infinity."""
+    return value if math.isfinite(value) else None
