@@ -65,6 +65,7 @@ def create_app(
     runtime_module.install(runtime)
 
     from app import links, ops, outbox
+    from app.admin import experiments as admin_experiments
     from app.admin import login as admin_login
     from app.admin import pages as admin_pages
     from app.admin import session as admin_session
@@ -91,6 +92,7 @@ def create_app(
     app.register_blueprint(admin_login.bp)
     app.register_blueprint(admin_pages.bp)
     app.register_blueprint(admin_settings.bp)
+    app.register_blueprint(admin_experiments.bp)
     app.register_blueprint(woocommerce_connect.bp)
     app.register_blueprint(cartflows_webhook.bp)
     admin_session.configure_sessions(app, settings.app_url)

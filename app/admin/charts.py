@@ -188,3 +188,66 @@ def funnel_chart(chart_id: str, stages: Sequence[tuple[str, int]], *, title: str
         )
     parts.append("</g></svg>")
     return Markup("".join(parts))  # noqa: S704 - every piece of text in it was escaped above
+
+
+@dataclass(frozen=True)
+class Lift:
+    """One arm's difference from a reference, with its interval; None bounds: not yet known."""
+
+    label: str
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+def interval_chart(
+    chart_id: str,
+    lifts: Sequence[Lift],
+    *,
+    title: str,
+    description: str,
+    value_format: Callable[[float], str] = lambda value: f"{value:+.2f}",
+) -> Markup:
+    """Each arm's lift as a line from the low to the high end of its interval, a dot at the
+    estimate, against a line at zero: green when the whole interval is above zero, red below,
+    grey when it crosses zero (not yet told apart)."""
+    _check_id(chart_id)
+    row_h, label_w, right = 34, 170, 24
+    height = PAD_TOP + max(len(lifts), 1) * row_h + 28
+    known = [lift for lift in lifts if lift.low is not None and lift.high is not None]
+    reach = max([abs(v) for lift in known for v in (lift.low, lift.high) if v is not None] + [0.0]) or 1.0
+    plot_w = WIDTH - label_w - right
+
+    def x(value: float) -> float:
+        return label_w + plot_w * (value + reach) / (2 * reach)
+
+    parts = _head(chart_id, title, description, height)
+    parts.append(f"<g {FONT}>")
+    parts.append(
+        f'<line x1="{_fmt(x(0))}" y1="{PAD_TOP - 6}" x2="{_fmt(x(0))}" y2="{height - 26}" '
+        'stroke="#8a8a8a" stroke-dasharray="4 3"/>'
+        f'<text x="{_fmt(x(0))}" y="{height - 8}" text-anchor="middle">0</text>'
+        f'<text x="{_fmt(x(-reach))}" y="{height - 8}">{escape(value_format(-reach))}</text>'
+        f'<text x="{_fmt(x(reach))}" y="{height - 8}" text-anchor="end">{escape(value_format(reach))}</text>'
+    )
+    for index, lift in enumerate(lifts):
+        mid = PAD_TOP + index * row_h + row_h / 2
+        parts.append(f'<text x="0" y="{_fmt(mid + 5)}">{escape(lift.label)}</text>')
+        if lift.low is None or lift.high is None or lift.estimate is None:
+            parts.append(
+                f'<text x="{_fmt(x(0) + 8)}" y="{_fmt(mid + 5)}" fill="#6d7175">not enough carts yet</text>'
+            )
+            continue
+        colour = "#29845a" if lift.low > 0 else "#c70a24" if lift.high < 0 else "#6d7175"
+        tip = (
+            f"{lift.label}: {value_format(lift.estimate)} "
+            f"(from {value_format(lift.low)} to {value_format(lift.high)})"
+        )
+        parts.append(
+            f'<g data-lift="{escape(lift.label)}"><title>{escape(tip)}</title>'
+            f'<line x1="{_fmt(x(lift.low))}" y1="{_fmt(mid)}" x2="{_fmt(x(lift.high))}" y2="{_fmt(mid)}" '
+            f'stroke="{colour}" stroke-width="4" stroke-linecap="round"/>'
+            f'<circle cx="{_fmt(x(lift.estimate))}" cy="{_fmt(mid)}" r="6" fill="{colour}"/></g>'
+        )
+    parts.append("</g></svg>")
+    return Markup("".join(parts))  # noqa: S704 - every piece of text in it was escaped above

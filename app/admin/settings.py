@@ -31,7 +31,7 @@ from sequences.models import Store
 bp = Blueprint("admin_settings", __name__)
 
 
-def _rejected(problems: list[Problem], status: int = 422) -> Response:
+def rejection(problems: list[Problem], status: int = 422) -> Response:
     response = jsonify(
         error="some settings need changing: nothing was saved",
         fields={problem.field: problem.message for problem in problems},
@@ -40,7 +40,7 @@ def _rejected(problems: list[Problem], status: int = 422) -> Response:
     return response
 
 
-def _json_body() -> Any:
+def json_request_body() -> Any:
     """The request's JSON with exact decimals (money is never a float)."""
     if not request.is_json:
         raise SettingsRejected([Problem("body", "send JSON (Content-Type: application/json)")])
@@ -101,10 +101,10 @@ def show(merchant: MerchantSession) -> Any:
 def update(merchant: MerchantSession) -> Any:
     runtime = get_runtime()
     try:
-        saved = save(runtime, merchant.store_id, _json_body(), merchant.actor)
+        saved = save(runtime, merchant.store_id, json_request_body(), merchant.actor)
     except SettingsRejected as rejected:
         status = 400 if rejected.problems and rejected.problems[0].field == "body" else 422
-        return _rejected(rejected.problems, status)
+        return rejection(rejected.problems, status)
     if saved.replan_needed:
         enqueue_replan(runtime, merchant.store_id)
     store = _store(merchant)
@@ -123,7 +123,7 @@ def show_history(merchant: MerchantSession) -> Any:
 
 
 def _preview_request() -> tuple[Any, int, str | None]:
-    body = _json_body()
+    body = json_request_body()
     if not isinstance(body, dict):
         raise SettingsRejected([Problem("body", "send a JSON object")])
     step = body.get("step", 0)
@@ -146,9 +146,9 @@ def preview(merchant: MerchantSession) -> Any:
             assert store is not None
             shown = render_preview(runtime, session, store, settings, step, language)
     except SettingsRejected as rejected:
-        return _rejected(rejected.problems)
+        return rejection(rejected.problems)
     except PreviewRefused as refused:
-        return _rejected([refused.problem], refused.status)
+        return rejection([refused.problem], refused.status)
     message = shown.rendered
     return jsonify(
         source=shown.source,
@@ -164,12 +164,12 @@ def preview(merchant: MerchantSession) -> Any:
 def test_message(merchant: MerchantSession) -> Any:
     runtime = get_runtime()
     try:
-        body = _json_body()
+        body = json_request_body()
         raw, step, language = _preview_request()
         settings, _timezone, _paused = validate(raw)
         sent = send_test_message(runtime, merchant.store_id, settings, step, language, body.get("phone"))
     except SettingsRejected as rejected:
-        return _rejected(rejected.problems)
+        return rejection(rejected.problems)
     except PreviewRefused as refused:
-        return _rejected([refused.problem], refused.status)
+        return rejection([refused.problem], refused.status)
     return jsonify(sent=True, **sent)

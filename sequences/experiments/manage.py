@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import select
 
+from sequences.experiments.assignment import arm_settings
+from sequences.merchant.settings_changes import Saved, as_payload, save
 from sequences.merchant.store_settings import COLLECT_PROBLEMS, Problem, StoreSettings
 from sequences.models import Experiment, ExperimentArm, ExperimentStatus, Store
 from sequences.runtime import Runtime
@@ -36,6 +38,10 @@ class ExperimentError(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(f"{problem.field}: {problem.message}" for problem in problems))
         self.problems = problems
+
+
+class ExperimentNotFound(LookupError):
+    """No such experiment (or arm) for this store."""
 
 
 @dataclass(frozen=True)
@@ -176,3 +182,35 @@ def stop_experiment(runtime: Runtime, store_id: int, experiment_id: int) -> Expe
             session.commit()
             session.refresh(experiment)
         return experiment
+
+
+def promote_arm(runtime: Runtime, store_id: int, experiment_id: int, arm_id: int, actor: str) -> Saved:
+    """The store's settings become the arm's, recorded in the settings audit trail as the
+    merchant's change, and the experiment stops (its carts keep their arms). Promoting the
+    control only stops it: its settings are the store's."""
+    with runtime.database.session() as session:
+        experiment = session.exec(
+            select(Experiment).where(Experiment.id == experiment_id, Experiment.store_id == store_id)
+        ).first()
+        arm = session.exec(
+            select(ExperimentArm).where(
+                ExperimentArm.id == arm_id, ExperimentArm.experiment_id == experiment_id
+            )
+        ).first()
+        store = session.get(Store, store_id)
+        if experiment is None or arm is None or store is None:
+            raise ExperimentNotFound(experiment_id)
+        if arm.is_holdout:
+            raise ExperimentError([Problem("arm", "the holdout sends nothing: promote an arm that messages")])
+        payload = as_payload(store, arm_settings(runtime.store_settings(store), arm))
+        # The pause switch is not the arm's to change.
+        payload.pop("sending_paused", None)
+        label = f"{actor} · promoted “{arm.name}” of experiment “{experiment.name}”"
+    saved = save(runtime, store_id, payload, label)
+    with runtime.database.locked_session() as session:
+        held = session.exec(select(Experiment).where(Experiment.id == experiment_id).with_for_update()).one()
+        held.promoted_arm_id = arm_id
+        if held.status == ExperimentStatus.RUNNING:
+            held.status, held.stopped_at = ExperimentStatus.STOPPED, runtime.now()
+        session.commit()
+    return saved

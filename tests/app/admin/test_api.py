@@ -454,7 +454,31 @@ TENANCY_CASES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/whatsapp/check"): {},
     ("POST", "/api/whatsapp/pause"): {},
     ("POST", "/api/whatsapp/resume"): {},
+    ("GET", "/api/experiments"): {},
+    ("POST", "/api/experiments"): {
+        "json": {"name": "Theirs", "arms": [{"name": "a", "control": True}, {"name": "b"}]}
+    },
+    ("GET", "/api/experiments/<int(max=2147483647):experiment_id>"): {},
+    ("GET", "/api/experiments/<int(max=2147483647):experiment_id>.csv"): {},
+    ("POST", "/api/experiments/<int(max=2147483647):experiment_id>/stop"): {},
+    (
+        "POST",
+        "/api/experiments/<int(max=2147483647):experiment_id>/arms/<int(max=2147483647):arm_id>/promote",
+    ): {},
 }
+
+
+def _challenger_arm(runtime: Runtime, experiment_id: int | None) -> int:
+    from sequences.models import ExperimentArm
+
+    with runtime.database.session() as session:
+        arm = session.exec(
+            select(ExperimentArm).where(
+                ExperimentArm.experiment_id == experiment_id, col(ExperimentArm.is_control).is_(False)
+            )
+        ).first()
+        assert arm is not None and arm.id is not None
+        return arm.id
 
 
 def test_every_api_route_is_checked_for_tenancy(app: Any) -> None:
@@ -482,6 +506,12 @@ def test_another_stores_session_cannot_read_or_change_this_store(
         session.add(export)
         session.commit()
         export_id = export.id
+    from sequences.experiments.manage import ArmSpec, start_experiment
+    from sequences.models import Experiment, ExperimentStatus
+
+    experiment = start_experiment(
+        runtime, mine.id, "Mine secret test", [ArmSpec("Mine control", control=True), ArmSpec("Mine b")]
+    )
     before = _store(runtime)
     other = make_store(runtime, "other-shop")
     csrf = sign_in(journey.client, runtime, other.id)
@@ -500,14 +530,19 @@ def test_another_stores_session_cannot_read_or_change_this_store(
         rule.replace("<int(max=2147483647):export_id>", str(export_id))
         .replace("<int(max=2147483647):cart_id>", str(my_cart.id))
         .replace("<int(max=2147483647):contact_id>", str(my_cart.contact_id))
+        .replace("<int(max=2147483647):experiment_id>", str(experiment.id))
+        .replace("<int(max=2147483647):arm_id>", str(_challenger_arm(runtime, experiment.id)))
     )
 
     response = journey.client.open(path, method=method, headers={"X-CSRF-Token": csrf}, **options)
 
     text = response.get_data(as_text=True)
     assert response.status_code < 500
-    for secret in ("demo-bazaar", "chk_seed", "mine-request", "9876500001", "0001", "2499"):
+    for secret in ("demo-bazaar", "chk_seed", "mine-request", "9876500001", "0001", "2499", "Mine "):
         assert secret not in text
+    with runtime.database.session() as session:
+        mine_experiment = session.get(Experiment, experiment.id)
+        assert mine_experiment is not None and mine_experiment.status == ExperimentStatus.RUNNING
     after = _store(runtime)
     assert (after.settings, after.timezone, after.sending_paused) == (
         before.settings,

@@ -1,0 +1,178 @@
+"""The experiments API: start, read live results, stop, CSV; bad requests get their reasons."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import select
+
+from sequences.models import Experiment, ExperimentArm, Store
+from tests.support.admin import sign_in
+
+OFFER = {"steps": [{"delay_minutes": 15, "offer": {"kind": "fixed", "value": "100"}}]}
+BODY = {
+    "name": "Does ₹100 off pay?",
+    "holdout": True,
+    "arms": [{"name": "₹0 off", "control": True}, {"name": "₹100 off", "overrides": OFFER}],
+}
+
+
+def _signed_in(journey: Any) -> str:
+    with journey.runtime.database.session() as session:
+        store = session.exec(select(Store)).one()
+    return sign_in(journey.client, journey.runtime, store.id)
+
+
+def _start(journey: Any, csrf: str, body: Any = BODY) -> Any:
+    return journey.client.post("/api/experiments", json=body, headers={"X-CSRF-Token": csrf})
+
+
+def test_without_a_session_every_experiments_route_answers_401(journey: Any) -> None:
+    for method, path in (
+        ("GET", "/api/experiments"),
+        ("POST", "/api/experiments"),
+        ("GET", "/api/experiments/1"),
+    ):
+        assert journey.client.open(path, method=method, json={}).status_code == 401
+
+
+def test_an_experiment_started_with_a_holdout_shows_its_arms_at_zero(journey: Any) -> None:
+    csrf = _signed_in(journey)
+
+    response = _start(journey, csrf)
+
+    assert response.status_code == 201, response.get_json()
+    started = response.get_json()
+    assert [(arm["name"], arm["weight"], arm["holdout"]) for arm in started["arms"]] == [
+        ("₹0 off", 45, False),
+        ("₹100 off", 45, False),
+        ("Holdout (no messages)", 10, True),
+    ]
+    assert all(arm["eligible"] == 0 and arm["net_revenue"] == "0.00" for arm in started["arms"])
+    assert started["arms"][1]["lift_vs_control"]["net_revenue_per_cart"]["estimate"] is None
+    listed = journey.client.get("/api/experiments").get_json()["experiments"]
+    assert [(e["id"], e["status"]) for e in listed] == [(started["id"], "running")]
+
+
+def test_live_results_count_the_carts_given_each_arm(journey: Any) -> None:
+    # Signed in on the journey's clock: the session must not come from its future.
+    with journey.at(timedelta(0)):
+        csrf = _signed_in(journey)
+        experiment_id = _start(journey, csrf).get_json()["id"]
+    for n in range(30):
+        journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+91987650{n:04d}")
+    journey.run(timedelta(minutes=16))
+
+    with journey.at(timedelta(minutes=17)):
+        results = journey.client.get(f"/api/experiments/{experiment_id}").get_json()
+
+    arms = {arm["name"]: arm for arm in results["arms"]}
+    assert sum(arm["eligible"] for arm in arms.values()) == 30
+    assert arms["Holdout (no messages)"]["messaged"] == 0
+    assert arms["₹0 off"]["messaged"] == arms["₹0 off"]["eligible"]
+    assert results["sample_ratio"]["p_value"] is None  # fewer than 100 carts: not judged yet
+
+
+def test_an_experiment_that_cannot_start_gets_a_reason_per_field_and_saves_nothing(journey: Any) -> None:
+    csrf = _signed_in(journey)
+    body = {
+        "name": "Bad",
+        "arms": [
+            {"name": "a", "control": True},
+            {"name": "b", "overrides": {"steps": [{"delay_minutes": 2}]}},
+            {"name": "c", "overrides": {"quiet_hours_enabled": False}},
+        ],
+    }
+
+    response = _start(journey, csrf, body)
+
+    assert response.status_code == 422
+    fields = response.get_json()["fields"]
+    assert "arms.1.overrides.steps.0.delay_minutes" in fields
+    assert fields["arms.2.overrides.quiet_hours_enabled"] == "an arm may change only steps and inactivity"
+    with journey.runtime.database.session() as session:
+        assert not session.exec(select(Experiment)).all() and not session.exec(select(ExperimentArm)).all()
+
+
+def test_malformed_or_mistyped_requests_are_4xx_with_a_reason(journey: Any) -> None:
+    csrf = _signed_in(journey)
+    headers = {"X-CSRF-Token": csrf}
+    malformed = journey.client.post(
+        "/api/experiments", data=b"{nope", content_type="application/json", headers=headers
+    )
+    assert malformed.status_code == 400 and "body" in malformed.get_json()["fields"]
+    for body, field in (
+        ([], "body"),
+        ({"name": 5, "arms": []}, "name"),
+        ({"name": "x", "arms": "ab"}, "arms"),
+        ({"name": "x", "arms": [{"name": "a", "weight": "3"}]}, "arms.0.weight"),
+        (
+            {"name": "x", "arms": [{"name": "a", "control": True}, {"name": "b"}], "holdout_share": 1.5},
+            "holdout_share",
+        ),
+        (
+            {"name": "x", "planned_per_arm": 5, "arms": [{"name": "a", "control": True}, {"name": "b"}]},
+            "planned_per_arm",
+        ),
+    ):
+        response = _start(journey, csrf, body)
+        assert 400 <= response.status_code < 500, body
+        assert field in response.get_json()["fields"], (body, response.get_json())
+    assert journey.client.post("/api/experiments", json=BODY).status_code == 403  # no CSRF token
+
+
+def test_a_stopped_experiment_lets_the_next_one_start(journey: Any) -> None:
+    csrf = _signed_in(journey)
+    first = _start(journey, csrf).get_json()["id"]
+    assert _start(journey, csrf).status_code == 422  # one at a time
+
+    stopped = journey.client.post(f"/api/experiments/{first}/stop", headers={"X-CSRF-Token": csrf})
+
+    assert stopped.status_code == 200 and stopped.get_json()["status"] == "stopped"
+    assert _start(journey, csrf).status_code == 201
+    missing = journey.client.post("/api/experiments/999/stop", headers={"X-CSRF-Token": csrf})
+    assert missing.status_code == 404
+
+
+def test_the_csv_has_a_row_per_arm_and_no_formula_in_a_name(journey: Any) -> None:
+    csrf = _signed_in(journey)
+    body = {
+        "name": "CSV",
+        "arms": [{"name": "=HYPERLINK(1)", "control": True}, {"name": "b", "overrides": OFFER}],
+    }
+    experiment_id = _start(journey, csrf, body).get_json()["id"]
+
+    response = journey.client.get(f"/api/experiments/{experiment_id}.csv")
+
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    lines = response.get_data(as_text=True).splitlines()
+    assert lines[0].startswith("arm,control,holdout,eligible")
+    assert lines[1].startswith("'=HYPERLINK(1)") and lines[2].startswith("b,")
+
+
+def test_promoting_an_arm_makes_its_settings_the_stores_in_the_audit_trail(journey: Any) -> None:
+    from sequences.models import SettingsChange
+
+    csrf = _signed_in(journey)
+    started = _start(journey, csrf).get_json()
+    offer_arm = next(arm for arm in started["arms"] if arm["name"] == "₹100 off")
+    holdout = next(arm for arm in started["arms"] if arm["holdout"])
+    base = f"/api/experiments/{started['id']}/arms"
+    headers = {"X-CSRF-Token": csrf}
+
+    refused = journey.client.post(f"{base}/{holdout['id']}/promote", headers=headers)
+    assert refused.status_code == 422 and "holdout" in refused.get_json()["fields"]["arm"]
+    assert journey.client.post(f"{base}/999/promote", headers=headers).status_code == 404
+    assert journey.client.post(f"{base}/{offer_arm['id']}/promote").status_code == 403  # no CSRF token
+
+    response = journey.client.post(f"{base}/{offer_arm['id']}/promote", headers=headers)
+
+    assert response.status_code == 200, response.get_json()
+    promoted = response.get_json()
+    assert promoted["status"] == "stopped" and promoted["promoted_arm_id"] == offer_arm["id"]
+    settings = journey.client.get("/api/settings").get_json()["settings"]
+    assert len(settings["steps"]) == 1 and settings["steps"][0]["offer"]["value"] == "100"
+    with journey.runtime.database.session() as session:
+        audit = session.exec(select(SettingsChange)).all()
+    assert len(audit) == 1 and "promoted “₹100 off”" in audit[0].actor
