@@ -1,4 +1,5 @@
-"""The experiments API: a store's experiments, their live results, start, stop and CSV.
+"""The Experiments page and API: a store's experiments, live results, plan, start, stop,
+promote and CSV.
 
 Every route is scoped to the signed-in store: another store's experiment is a 404, the same
 answer as one that does not exist. The writes are in sequences.experiments.
@@ -8,13 +9,19 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
+from markupsafe import Markup
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from app.admin.session import MerchantSession, api_view
+from app.admin import charts
+from app.admin.pages import render_admin
+from app.admin.session import MerchantSession, api_view, page_view
 from app.admin.settings import json_request_body, rejection
 from app.current import get_runtime
 from sequences.experiments.manage import (
@@ -28,9 +35,11 @@ from sequences.experiments.manage import (
     with_holdout,
 )
 from sequences.experiments.results import NET_REVENUE, RECOVERY_RATE, ArmResult, Results, experiment_results
+from sequences.experiments.stats import plan_rates
 from sequences.merchant.settings_changes import SettingsRejected, enqueue_replan
 from sequences.merchant.store_settings import Problem
-from sequences.models import Experiment, Store
+from sequences.models import Cart, CartStatus, Experiment, Store
+from sequences.money import format_money
 
 bp = Blueprint("admin_experiments", __name__)
 
@@ -321,3 +330,150 @@ def experiment_csv(merchant: MerchantSession, experiment_id: int) -> Any:
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+# The store's volume is read over this many days to turn a plan into days.
+VOLUME_DAYS = 28
+
+
+def eligible_per_day(session: Session, store_id: int, now: Any) -> float:
+    """Carts a day that became abandoned and reachable, over the last VOLUME_DAYS days."""
+    count = session.exec(
+        select(func.count())
+        .select_from(Cart)
+        .where(
+            Cart.store_id == store_id,
+            col(Cart.abandoned_at) >= now - timedelta(days=VOLUME_DAYS),
+            col(Cart.status) != CartStatus.UNREACHABLE,
+        )
+    ).one()
+    return int(count) / VOLUME_DAYS
+
+
+def _number(name: str, default: float | None = None) -> float:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise SettingsRejected([Problem(name, "required")])
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsRejected([Problem(name, "a number, as a fraction (0.08 for 8 %)")]) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SettingsRejected([Problem(name, "a finite number")])
+    return value
+
+
+@bp.get("/api/experiments/plan")
+@api_view
+def experiments_plan(merchant: MerchantSession) -> Any:
+    """The carts each arm needs, and the days that takes at the store's own volume."""
+    try:
+        baseline, mde = _number("baseline_rate"), _number("mde")
+        power, arms = _number("power", 0.8), _number("arms", 2)
+        if arms != int(arms) or not 2 <= arms <= 6:
+            raise SettingsRejected([Problem("arms", "2 to 6 arms, the control included")])
+        try:
+            planned = plan_rates(baseline, mde, power=power, arms=int(arms))
+        except ValueError as exc:
+            field = "mde" if "effect" in str(exc) else "power" if "power" in str(exc) else "baseline_rate"
+            raise SettingsRejected([Problem(field, str(exc))]) from None
+    except SettingsRejected as rejected:
+        return rejection(rejected.problems)
+    runtime = get_runtime()
+    with runtime.database.session() as session:
+        per_day = eligible_per_day(session, merchant.store_id, runtime.now())
+    total = planned.carts_per_arm * int(arms)
+    return jsonify(
+        carts_per_arm=planned.carts_per_arm,
+        carts_in_all=total,
+        eligible_per_day=round(per_day, 1),
+        days=None if per_day <= 0 else int(-(-total // per_day)),
+    )
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def _page_charts(results: Results, money: Callable[[Decimal], str]) -> dict[str, Markup]:
+    """The lifts against the control and against the holdout, as interval charts."""
+
+    def lifts(against: str, metric: str) -> list[charts.Lift]:
+        found = []
+        for arm in results.arms:
+            comparison = results.comparison(arm.arm_id, against, metric)
+            if comparison is None:
+                continue
+            interval = comparison.interval
+            found.append(
+                charts.Lift(
+                    arm.name,
+                    interval.estimate if interval else None,
+                    interval.low if interval else None,
+                    interval.high if interval else None,
+                )
+            )
+        return found
+
+    def signed_money(value: float) -> str:
+        return ("+" if value >= 0 else "-") + money(Decimal(str(round(abs(value), 2))))
+
+    def points(value: float) -> str:
+        return f"{value * 100:+.1f} pts"
+
+    drawn: dict[str, Markup] = {}
+    for key, against, metric, fmt, title in (
+        ("net-control", "control", NET_REVENUE, signed_money, "Net revenue per cart, against the control"),
+        ("rate-control", "control", RECOVERY_RATE, points, "Recovery rate, against the control"),
+        ("net-holdout", "holdout", NET_REVENUE, signed_money, "Net revenue per cart, against the holdout"),
+        ("rate-holdout", "holdout", RECOVERY_RATE, points, "Recovery rate, against the holdout (true lift)"),
+    ):
+        rows = lifts(against, metric)
+        if rows:
+            drawn[key] = charts.interval_chart(
+                f"lift-{key}",
+                rows,
+                title=title,
+                description=(
+                    "Each arm's difference, with the range it lies in at 95 % confidence at every look. "
+                    "Green: better, red: worse, grey: not told apart yet."
+                ),
+                value_format=fmt,
+            )
+    return drawn
+
+
+@bp.get("/admin/experiments")
+@page_view
+def experiments_page(merchant: MerchantSession) -> Any:
+    runtime = get_runtime()
+    chosen = request.args.get("id", "")
+    with runtime.database.session() as session:
+        store = session.get(Store, merchant.store_id)
+        assert store is not None
+        found = session.exec(
+            select(Experiment)
+            .where(Experiment.store_id == merchant.store_id)
+            .order_by(col(Experiment.started_at).desc(), col(Experiment.id).desc())
+        ).all()
+        shown = next((e for e in found if str(e.id) == chosen), found[0] if found else None)
+        results = experiment_results(session, shown, runtime.store_settings(store)) if shown else None
+        per_day = eligible_per_day(session, merchant.store_id, runtime.now())
+        currency, locale = store.currency, store.locale
+        experiments = [(e.id, e.name, e.status) for e in found]
+
+    def money(amount: Decimal) -> str:
+        return str(format_money(amount, currency, locale))
+
+    return render_admin(
+        "admin/experiments.html",
+        merchant,
+        "experiments",
+        experiments=experiments,
+        results=results,
+        drawn=_page_charts(results, money) if results else {},
+        percent=_percent,
+        eligible_per_day=per_day,
+    )

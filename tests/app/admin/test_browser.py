@@ -364,3 +364,42 @@ def test_pausing_from_the_settings_page_pauses_sending_and_a_later_save_keeps_it
     store = admin.store()
     assert (store.sending_paused, store.pause_source) == (True, "merchant")
     assert store.settings["attribution_days"] == 5
+
+
+def test_the_experiments_page_plans_shows_ranges_and_starts_the_next_one(admin: Admin, page: Any) -> None:
+    from tests.support.experiments import seed_experiment
+
+    seed_experiment(admin.runtime, admin.store().id or 0)
+    admin.sign_in(page)
+    page.click("nav.tabs a:text('Experiments')")
+    page.wait_for_url(f"{admin.base_url}/admin/experiments")
+
+    assert page.locator("#arms tr[data-arm]").count() == 3
+    assert page.locator("#lift-net-control").is_visible() and page.locator("#lift-rate-holdout").is_visible()
+    # 15 % against 3 % over 600 and 150 carts: the true lift shows, in green.
+    assert page.locator("#lift-rate-holdout [data-lift='₹100 off'] line").get_attribute("stroke") == "#29845a"
+    page.fill("#baseline", "8")
+    page.fill("#mde", "2")
+    page.click("#plan")
+    page.wait_for_function("document.getElementById('plan-result').textContent.includes('carts per arm')")
+    screenshot(page, "experiments")
+
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#results h2').textContent.includes('stopped')")
+    page.fill("#name", "A line of our own")
+    page.fill("#challenger-line", "Your cart misses you: {offer}")
+    page.click("#start")
+    page.wait_for_function("document.querySelector('#results h2')?.textContent.includes('A line of our own')")
+    assert page.locator("#arms tr[data-arm]").count() == 3
+    assert "Holdout (no messages)" in page.locator("#arms").inner_text()
+
+
+def test_a_bad_challenger_shows_its_error_beside_the_field(admin: Admin, page: Any) -> None:
+    admin.sign_in(page)
+    page.goto(f"{admin.base_url}/admin/experiments")
+    page.fill("#name", "Too soon")
+    page.fill("#challenger-delay", "2")
+    page.click("#start")
+    page.wait_for_function("document.getElementById('start-status').textContent !== 'Starting…'")
+    assert page.locator("#experiment-list").count() == 0
+    assert page.locator("#start-status").inner_text() or page.locator("[data-error-for] >> text=/./").count()

@@ -176,3 +176,41 @@ def test_promoting_an_arm_makes_its_settings_the_stores_in_the_audit_trail(journ
     with journey.runtime.database.session() as session:
         audit = session.exec(select(SettingsChange)).all()
     assert len(audit) == 1 and "promoted “₹100 off”" in audit[0].actor
+
+
+def test_the_plan_gives_the_carts_per_arm_and_the_days_at_the_stores_volume(journey: Any) -> None:
+    with journey.at(timedelta(0)):
+        _signed_in(journey)
+    for n in range(56):
+        journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+91987650{n:04d}")
+    journey.run(timedelta(minutes=16))
+
+    with journey.at(timedelta(minutes=20)):
+        plan = journey.client.get("/api/experiments/plan?baseline_rate=0.08&mde=0.02&arms=3").get_json()
+        bad = journey.client.get("/api/experiments/plan?baseline_rate=8&mde=0.02")
+        missing = journey.client.get("/api/experiments/plan?mde=0.02")
+
+    assert plan["carts_per_arm"] > 6_000 and plan["carts_in_all"] == 3 * plan["carts_per_arm"]
+    assert plan["eligible_per_day"] == 2.0  # 56 carts over the last 28 days
+    assert plan["days"] == -(-plan["carts_in_all"] // 2)
+    assert bad.status_code == 422 and "0.08 for 8 %" in bad.get_json()["fields"]["baseline_rate"]
+    assert missing.status_code == 422 and missing.get_json()["fields"]["baseline_rate"] == "required"
+
+
+def test_the_experiments_page_shows_each_arm_and_its_ranges(journey: Any) -> None:
+    with journey.at(timedelta(0)):
+        csrf = _signed_in(journey)
+        started = _start(journey, csrf).get_json()
+    for n in range(30):
+        journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=f"+91987650{n:04d}")
+    journey.run(timedelta(minutes=16))
+
+    with journey.at(timedelta(minutes=20)):
+        page = journey.client.get("/admin/experiments").get_data(as_text=True)
+        other = journey.client.get("/admin/experiments?id=999").get_data(as_text=True)
+
+    assert "Does ₹100 off pay?" in page and 'data-arm="Holdout (no messages)"' in page
+    assert 'id="lift-rate-holdout"' in page and "not enough carts yet" in page
+    assert "holdout" in page.lower() and "Net revenue per cart" in page
+    # An id that is not this store's shows the latest of its own.
+    assert f'data-experiment="{started["id"]}"' in other
