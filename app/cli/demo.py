@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlmodel import select
 
 from app.gunicorn_config import CONFIG_SPEC
 from app.local_redis import DEBIAN_REDIS_SERVER, find_redis_server, redis_server_argv
@@ -284,6 +285,7 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
             )
             assert store.id is not None
             open_dashboard(base_url, runtime, store.id)
+            print(f"  Experiment : {announce_experiment(runtime, store.id)}\n", flush=True)
         if not wait_forever:
             return 0
         print("  Everything keeps running; open the URLs above. Press Ctrl-C to stop.", flush=True)
@@ -343,3 +345,41 @@ def open_dashboard(base_url: str, runtime: Runtime, store_id: int) -> dict[str, 
     if os.environ.get("DISPLAY") or sys.platform == "darwin":
         webbrowser.open(fresh)
     return figures
+
+
+DEMO_EXPERIMENT = "Does ₹100 off in the first message pay?"
+
+
+def announce_experiment(runtime: Runtime, store_id: int) -> str:
+    """Start the demo store's experiment (once: a rerun finds it running) and say what it does."""
+    from sequences.experiments.manage import ArmSpec, ExperimentError, start_experiment, with_holdout
+    from sequences.experiments.results import experiment_results
+    from sequences.models import Experiment, ExperimentStatus, Store
+
+    first_offer = {"steps": [{"delay_minutes": 15, "offer": {"kind": "fixed", "value": "100"}}]}
+    arms = with_holdout(
+        [ArmSpec("Today's reminders", control=True), ArmSpec("₹100 off first", overrides=first_offer)]
+    )
+    # A rerun of the demo finds one running already: that is the one described.
+    with contextlib.suppress(ExperimentError):
+        start_experiment(runtime, store_id, DEMO_EXPERIMENT, arms, planned_per_arm=6_148)
+    with runtime.database.session() as session:
+        experiment = session.exec(
+            select(Experiment).where(
+                Experiment.store_id == store_id, Experiment.status == ExperimentStatus.RUNNING
+            )
+        ).first()
+        store = session.get(Store, store_id)
+        if experiment is None or store is None:
+            return "none running"
+        results = experiment_results(session, experiment, runtime.store_settings(store))
+    total = sum(arm.weight for arm in results.arms) or 1
+    shares = ", ".join(
+        f"{arm.weight * 100 // total} % {arm.name.lower() if not arm.holdout else 'the holdout (no message)'}"
+        for arm in results.arms
+    )
+    carts = sum(arm.eligible for arm in results.arms)
+    return (
+        f"“{experiment.name}” is running on the demo store: new abandoned carts are split {shares}; "
+        f"{carts} cart{'' if carts == 1 else 's'} in it so far, results at /admin/experiments."
+    )

@@ -50,5 +50,8 @@ def test_the_cloud_demo_sends_templates_follows_statuses_and_honours_stop(tmp_pa
     # After the journey the demo signs in to the dashboard and reads the recovery off it.
     assert "Dashboard  : 1 cart recovered, ₹2,098.00 recovered revenue" in output
     assert "/admin/login#token=" in output
+    # Then it starts the demo store's experiment and says what it does.
+    assert "Experiment : “Does ₹100 off in the first message pay?” is running on the demo store" in output
+    assert "10 % the holdout (no message)" in output
     assert "taps Stop promotions" in output
     assert "step 2's time passed and nothing went out: cart opted_out" in output
