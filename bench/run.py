@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks, print figures as they come, rewrite bench/README.md.
 
     .venv/bin/python -m bench.run                 # everything (~20 minutes on 2 cores; admin seeds 1M carts)
-    .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud admin
+    .venv/bin/python -m bench.run --only memory   # one or more of: ingest lateness dispatch memory shopify cloud admin experiments
     .venv/bin/python -m bench.run --quick         # small counts, a smoke test of the bench itself
 
 One private redis-server serves the whole run (emptied between scenarios), and one private
@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import admin, cloud, dispatch, ingest, lateness, redis_memory, shopify_webhooks
+from bench import admin, cloud, dispatch, experiments, ingest, lateness, redis_memory, shopify_webhooks
 from bench.environment import BenchEnv
 from bench.processes import start_redis, stop_all_uninterrupted
 from bench.report import Machine, Section, say, write_readme
 
-BENCHMARKS = ("ingest", "lateness", "dispatch", "memory", "shopify", "cloud", "admin")
+BENCHMARKS = ("ingest", "lateness", "dispatch", "memory", "shopify", "cloud", "admin", "experiments")
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "cloud": lambda: cloud.run(bench_env, cloud.quick() if args.quick else None),
             "admin": lambda: admin.run(bench_env, admin.quick() if args.quick else None),
+            "experiments": lambda: experiments.run(bench_env, experiments.quick() if args.quick else None),
         }
         for name in BENCHMARKS:
             if name not in chosen:

@@ -3,51 +3,14 @@ every day, the power the planner promises, and the coverage of the intervals."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-from sequences.experiments.stats import (
-    MIN_CARTS_PER_ARM,
-    Sample,
-    difference,
-    plan_rates,
-)
+from sequences.experiments.stats import MIN_CARTS_PER_ARM, Sample, difference, plan_rates
+from tests.support.simulation import net_revenue, simulate
 
 EXPERIMENTS = 2_000
-LOOKS = 50
 BASELINE, MDE = 0.08, 0.02
-
-
-def _looks(per_arm: int) -> list[int]:
-    return sorted({round(float(x)) for x in np.linspace(MIN_CARTS_PER_ARM, per_arm, LOOKS)})
-
-
-def _run(outcomes_a: np.ndarray, outcomes_b: np.ndarray, *, rate: bool, planned: int, truth: float) -> dict:
-    """Each experiment read at every look with the shipped ``difference``: whether it ever
-    declared either arm better, whether B was found better, whether every interval held the
-    truth."""
-    looks = _looks(outcomes_a.shape[1])
-    sums = [np.cumsum(outcomes, axis=1) for outcomes in (outcomes_a, outcomes_b)]
-    squares = [np.cumsum(outcomes * outcomes, axis=1) for outcomes in (outcomes_a, outcomes_b)]
-    ever_declared = found = covered = 0
-    for e in range(outcomes_a.shape[0]):
-        declared = b_better = False
-        holds = True
-        for n in looks:
-            a = Sample(n, float(sums[0][e, n - 1]), float(squares[0][e, n - 1]))
-            b = Sample(n, float(sums[1][e, n - 1]), float(squares[1][e, n - 1]))
-            interval = difference(a, b, rate=rate, planned_per_arm=planned)
-            assert interval is not None
-            declared = declared or interval.above_zero or interval.below_zero
-            b_better = b_better or interval.above_zero
-            holds = holds and interval.covers(truth)
-        ever_declared += declared
-        found += b_better
-        covered += holds
-    count = outcomes_a.shape[0]
-    return {"declared": ever_declared / count, "found": found / count, "covered": covered / count}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +46,7 @@ def test_a_aa_experiment_read_fifty_times_declares_a_winner_at_most_one_time_in_
     shape = (EXPERIMENTS, planned)
     a = (rng.random(shape) < BASELINE).astype(np.float64)
     b = (rng.random(shape) < BASELINE).astype(np.float64)
-    result = _run(a, b, rate=True, planned=planned, truth=0.0)
+    result = simulate(a, b, rate=True, planned=planned, truth=0.0)
     assert result["declared"] <= 0.05, result
     assert result["covered"] >= 0.95, result
 
@@ -93,26 +56,16 @@ def test_a_lift_as_large_as_planned_is_found_in_the_planned_carts_four_times_in_
     shape = (EXPERIMENTS, planned)
     a = (rng.random(shape) < BASELINE).astype(np.float64)
     b = (rng.random(shape) < BASELINE + MDE).astype(np.float64)
-    result = _run(a, b, rate=True, planned=planned, truth=MDE)
+    result = simulate(a, b, rate=True, planned=planned, truth=MDE)
     assert result["found"] >= 0.80, result
     assert result["covered"] >= 0.95, result
-
-
-def _net_revenue(rng: np.random.Generator, shape: tuple[int, int], rate: float) -> np.ndarray:
-    """A cart's net revenue: most carts do not buy and cost a message or two (₹0.88 each);
-    a recovered one brings a log-normal order (median ₹1,100, a long tail: 1 in 100 above
-    ₹11,000) at a 40 % margin, less a ₹100 discount."""
-    bought = rng.random(shape) < rate
-    orders = np.exp(rng.normal(math.log(1_100), 1.0, shape))
-    messages = rng.integers(1, 4, shape) * 0.88
-    return np.where(bought, orders * 0.4 - 100, 0.0) - messages
 
 
 def test_net_revenue_with_a_long_tail_still_declares_at_most_one_aa_winner_in_twenty(planned):
     rng = np.random.default_rng(11)
     shape = (EXPERIMENTS, planned)
-    a, b = _net_revenue(rng, shape, BASELINE), _net_revenue(rng, shape, BASELINE)
-    result = _run(a, b, rate=False, planned=planned, truth=0.0)
+    a, b = net_revenue(rng, shape, BASELINE), net_revenue(rng, shape, BASELINE)
+    result = simulate(a, b, rate=False, planned=planned, truth=0.0)
     assert result["declared"] <= 0.05, result
     assert result["covered"] >= 0.95, result
 
