@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from channels.transport import OutboundMessage, OutcomeKind, Sender, SendOutcome, callback_data
 from channels.whatsapp.templates import TEMPLATE_TEXT_ONLY, TEMPLATE_WITH_IMAGE
 from sequences.db import lock_cart_with_contact
-from sequences.engine import cart_states, policy, steps, timeline
+from sequences.engine import cart_states, offer_rules, policy, steps, timeline
 from sequences.engine.consent import opt_out_locked
 from sequences.engine.messages import render_step_message
 from sequences.experiments import assignment
@@ -474,11 +474,15 @@ def _begin_send(
     configured = settings.steps[step.step_number - 1] if step.step_number <= len(settings.steps) else None
     # Settings apply to every step not yet sent: the offer is the one configured now, and it
     # is frozen on the step from here on (the link's discount follows it).
-    step.offer = (
-        configured.offer.model_dump(mode="json")
-        if configured and configured.offer and cart.currency == store.currency
-        else None
-    )
+    wanted = configured.offer if configured and configured.offer and cart.currency == store.currency else None
+    if wanted is not None:
+        history = offer_rules.load_history(
+            session, {store.id: store}, {store.id: settings}, [contact.id], now, runtime.time_scale
+        )
+        wanted = offer_rules.allowed_offer(
+            wanted, cart, contact.id, settings, history, now, runtime.time_scale
+        )
+    step.offer = wanted.model_dump(mode="json") if wanted else None
     offer = steps.step_offer(step, cart, store)
     rendered = render_step_message(
         store=store,

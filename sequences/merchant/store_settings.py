@@ -144,6 +144,12 @@ class StoreSettings(BaseModel):
     # revenue (revenue x margin, less discounts and messaging cost), so a discount that buys
     # a sale is paid out of the margin, not out of the price.
     gross_margin_percent: Decimal = Field(default=Decimal("40"), gt=0, le=100, decimal_places=2)
+    # Discount rules (engine.offer_rules): no offer to a shopper offered one for another cart
+    # within this many days (0: no such rule); offers stop once the month's discounts used
+    # reach the budget (None: no budget); no offer above this share of the cart's value.
+    repeat_offer_days: int = Field(default=30, ge=0, le=365)
+    monthly_discount_budget: Decimal | None = Field(default=None, gt=0, le=MAX_MONEY, decimal_places=2)
+    max_offer_percent: Decimal | None = Field(default=None, gt=0, le=100, decimal_places=2)
     # "checkout_checkbox": only shoppers who ticked the platform's marketing box.
     # "store_collects_optin": the merchant collects WhatsApp opt-in elsewhere (recorded).
     consent_policy: Literal["checkout_checkbox", "store_collects_optin"] = "checkout_checkbox"

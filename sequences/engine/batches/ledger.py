@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from channels.transport import OutboundMessage, Sender, SendsBatches, callback_data
 from sequences.db import lock_carts_with_contacts, table_of, update_rows
-from sequences.engine import cart_states, policy, timeline
+from sequences.engine import cart_states, offer_rules, policy, timeline
 from sequences.engine.messages import render_step_message
 from sequences.engine.sending import (
     REACHED_SHOPPER,
@@ -504,6 +504,16 @@ def _write_messages(
         )
     )
     contents, step_rows, in_flight = [], [], []
+    # The discount rules' past (engine.offer_rules), for every cart in the batch at once.
+    offered = {plan.cart.store_id for plan in sending if plan.channel is not None}
+    history = offer_rules.load_history(
+        session,
+        {store_id: state.stores[store_id] for store_id in offered},
+        {store_id: state.settings[store_id] for store_id in offered},
+        [plan.cart.contact_id for plan in sending if plan.cart.contact_id is not None],
+        now,
+        runtime.time_scale,
+    )
     for plan, row in zip(sending, rows, strict=True):
         cart, channel, number = plan.cart, plan.channel, plan.send_step or 0
         assert channel is not None
@@ -515,6 +525,12 @@ def _write_messages(
         # Settings apply to every step not yet sent: the offer is the one configured now,
         # frozen on the step from here on (the link's discount follows it).
         offer = configured.offer if configured.offer and cart.currency == store.currency else None
+        if offer is not None:
+            offer = offer_rules.allowed_offer(
+                offer, cart, contact.id or 0, settings, history, now, runtime.time_scale
+            )
+            if offer is not None:
+                offer_rules.count_sent(history, contact.id or 0, cart.store_id, cart.id or 0, now)
         rendered = render_step_message(
             store=store,
             cart=cart,
