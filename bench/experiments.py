@@ -205,7 +205,7 @@ def _analysis(env: BenchEnv, config: ExperimentsConfig, section: Section) -> Non
             p50, p95 = _timed_ms(api, config)
             section.add(
                 f"GET /api/experiments/<id> ({assigned:,} carts in 3 arms)",
-                f"**p50 {p50:.0f} ms** · p95 {p95:.0f} ms ({p50 / max(base50, 0.001):,.0f}× /healthz)",
+                f"**{p50:,.0f} ms** p50 · p95 {p95:,.0f} ms ({p50 / max(base50, 0.001):,.0f}× /healthz)",
                 f"{config.carts:,} carts in the store; target ≤ {TARGET_MS:.0f} ms",
             )
             r50, r95 = _timed_ms(results, config)
