@@ -16,15 +16,20 @@ counted only in the arms that wait less.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Experiment, ExperimentArm, ExperimentAssignment, ExperimentStatus
+
+log = logging.getLogger("cartback.experiments")
 
 # Every step of a holdout cart is skipped with this reason: it is tracked, never messaged.
 HOLDOUT_REASON = "holdout: no message (experiment)"
@@ -69,10 +74,32 @@ def pick_arm(experiment: Experiment, arms: Sequence[ExperimentArm], contact_id: 
 
 def arm_settings(store_settings: StoreSettings, arm: ExperimentArm) -> StoreSettings:
     """The store's settings with the arm's changes (a holdout keeps the store's: it sends
-    nothing, but its carts are timed and tracked like the others)."""
+    nothing, but its carts are timed and tracked like the others).
+
+    Never raises: the arm was checked against the store's settings when the experiment
+    started, but the merchant may change those since (a longer inactivity than the arm's first
+    step). The arm's own steps then win (its carts count as abandoned by its first step), and
+    an arm that still does not fit runs with the store's settings, logged, rather than
+    stopping its carts' sequences."""
     if not arm.overrides or arm.is_holdout:
         return store_settings
-    return StoreSettings.model_validate({**store_settings.to_stored(), **arm.overrides})
+    merged = {**store_settings.to_stored(), **arm.overrides}
+    try:
+        return StoreSettings.model_validate(merged)
+    except ValidationError:
+        pass
+    steps = merged.get("steps") or []
+    first = steps[0].get("delay_minutes") if steps and isinstance(steps[0], dict) else None
+    if isinstance(first, int) and "inactivity_minutes" not in arm.overrides:
+        with contextlib.suppress(ValidationError):
+            return StoreSettings.model_validate(
+                merged | {"inactivity_minutes": min(store_settings.inactivity_minutes, first)}
+            )
+    log.warning(
+        "an experiment arm no longer fits the store's settings: its carts run with the store's",
+        extra={"experiment_id": arm.experiment_id, "arm_id": arm.id},
+    )
+    return store_settings
 
 
 def eligibility_settings(store_settings: StoreSettings, running: RunningExperiment | None) -> StoreSettings:

@@ -268,3 +268,35 @@ def test_deleting_a_stores_data_deletes_its_experiments(journey):
     with journey.runtime.database.session() as session:
         for table in (Experiment, ExperimentArm, ExperimentAssignment):
             assert not session.exec(select(table)).all()
+
+
+def test_an_arm_keeps_running_when_the_store_waits_longer_than_its_first_step_since(journey):
+    from sequences.merchant.settings_changes import as_payload, save
+    from sequences.models import Store
+
+    start_experiment(
+        journey.runtime,
+        1,
+        "Early offer",
+        [ArmSpec("store", control=True), ArmSpec("offer", overrides=HUNDRED_OFF)],
+    )
+    # The merchant moves the store's first message to 30 minutes: the arm's 15 no longer fits.
+    with journey.runtime.database.session() as session:
+        store = session.get(Store, 1)
+        assert store is not None
+        payload = as_payload(store, journey.runtime.store_settings(store))
+    payload["inactivity_minutes"] = 30
+    payload["steps"][0]["delay_minutes"] = 30
+    save(journey.runtime, 1, payload, "test")
+    for n in range(20):
+        journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=_shopper(n))
+    journey.run(timedelta(minutes=16))
+    assigned = _assignments(journey.runtime)
+    with journey.runtime.database.session() as session:
+        messaged = {m.cart_id for m in session.exec(select(Message)).all()}
+    # Every cart is in an arm; the arm's carts had their message at 15 minutes, the others wait.
+    assert len(assigned) == 20
+    assert messaged == {cart_id for cart_id, (_c, name, _h) in assigned.items() if name == "offer"}
+    journey.run(timedelta(minutes=31))
+    with journey.runtime.database.session() as session:
+        assert len(session.exec(select(Message)).all()) == 20
