@@ -34,7 +34,14 @@ from sequences.experiments.manage import (
     stop_experiment,
     with_holdout,
 )
-from sequences.experiments.results import NET_REVENUE, RECOVERY_RATE, ArmResult, Results, experiment_results
+from sequences.experiments.results import (
+    NET_REVENUE,
+    OPT_OUT_RATE,
+    RECOVERY_RATE,
+    ArmResult,
+    Results,
+    experiment_results,
+)
 from sequences.experiments.stats import plan_rates
 from sequences.merchant.settings_changes import SettingsRejected, enqueue_replan
 from sequences.merchant.store_settings import Problem
@@ -98,7 +105,7 @@ def results_json(results: Results) -> dict[str, Any]:
                 "lift_vs_control": {
                     "net_revenue_per_cart": _interval(results, arm, "control", NET_REVENUE),
                     "recovery_rate": _interval(results, arm, "control", RECOVERY_RATE),
-                    "opt_out_rate": _interval(results, arm, "control", "opt_out_rate"),
+                    "opt_out_rate": _interval(results, arm, "control", OPT_OUT_RATE),
                 },
                 "lift_vs_holdout": {
                     "net_revenue_per_cart": _interval(results, arm, "holdout", NET_REVENUE),
@@ -130,6 +137,17 @@ def _owned(session: Session, merchant: MerchantSession, experiment_id: int) -> E
     ).first()
 
 
+def _store_experiments(session: Session, store_id: int) -> list[Experiment]:
+    """The store's experiments, newest first."""
+    return list(
+        session.exec(
+            select(Experiment)
+            .where(Experiment.store_id == store_id)
+            .order_by(col(Experiment.started_at).desc(), col(Experiment.id).desc())
+        ).all()
+    )
+
+
 def _results(merchant: MerchantSession, experiment_id: int) -> Results | None:
     runtime = get_runtime()
     with runtime.database.session() as session:
@@ -144,11 +162,7 @@ def _results(merchant: MerchantSession, experiment_id: int) -> Results | None:
 @api_view
 def experiments_list(merchant: MerchantSession) -> Any:
     with get_runtime().database.session() as session:
-        found = session.exec(
-            select(Experiment)
-            .where(Experiment.store_id == merchant.store_id)
-            .order_by(col(Experiment.started_at).desc(), col(Experiment.id).desc())
-        ).all()
+        found = _store_experiments(session, merchant.store_id)
         return jsonify(
             experiments=[
                 {
@@ -453,11 +467,7 @@ def experiments_page(merchant: MerchantSession) -> Any:
     with runtime.database.session() as session:
         store = session.get(Store, merchant.store_id)
         assert store is not None
-        found = session.exec(
-            select(Experiment)
-            .where(Experiment.store_id == merchant.store_id)
-            .order_by(col(Experiment.started_at).desc(), col(Experiment.id).desc())
-        ).all()
+        found = _store_experiments(session, merchant.store_id)
         shown = next((e for e in found if str(e.id) == chosen), found[0] if found else None)
         results = experiment_results(session, shown, runtime.store_settings(store)) if shown else None
         per_day = eligible_per_day(session, merchant.store_id, runtime.now())

@@ -123,13 +123,10 @@ def _decide_locked(
     assert cart.id is not None
     now = runtime.now()
     store_settings = runtime.store_settings(store)
-    arm = assignment.cart_arms(session, [cart.id], {cart.store_id: store_settings}).get(cart.id)
-    running = None
-    if arm is None:
-        running = assignment.running_experiments(session, [cart.store_id]).get(cart.store_id)
     # A cart in an arm runs with the arm's settings; before it has one, it becomes eligible
     # after the shortest inactivity of a running experiment's arms.
-    settings = arm.settings if arm else assignment.eligibility_settings(store_settings, running)
+    resolved = assignment.cart_settings(session, cart.id, cart.store_id, store_settings)
+    settings, arm, running = resolved.settings, resolved.arm, resolved.running
     if cart.status in TERMINAL_CART_STATUSES:
         cart.next_wake_at = None
         return Decision()
@@ -165,8 +162,12 @@ def _decide_locked(
         timeline.record(session, cart, "cart_abandoned")
         happened.append("abandoned")
         if running is not None and contact is not None and contact.id is not None:
-            counts_until = inactive_at + policy.attribution_window(store_settings, runtime.time_scale)
-            arm = _assign(session, running, store_settings, cart, contact.id, inactive_at, counts_until)
+            # Recorded as the cart becomes eligible, before anything is sent.
+            row, arm = assignment.assign(
+                running, store_settings, cart, contact.id, inactive_at, runtime.time_scale
+            )
+            session.add(ExperimentAssignment(**row))
+            timeline.record(session, cart, "experiment_arm", experiment=arm.experiment_id, arm=arm.name)
             settings = arm.settings
         steps.plan(session, cart, store, settings, runtime.time_scale, holdout=bool(arm and arm.holdout))
         _replace_older_sequences(session, cart, now)
@@ -213,35 +214,6 @@ def _decide_locked(
             happened.append("expired")
         return Decision()
     return _wait(cart, window_end)
-
-
-def _assign(
-    session: Session,
-    running: assignment.RunningExperiment,
-    store_settings: StoreSettings,
-    cart: Cart,
-    contact_id: int,
-    at: datetime,
-    counts_until: datetime,
-) -> assignment.CartArm:
-    """The cart's arm in the running experiment, recorded as it becomes eligible (before
-    anything is sent); a cart assigned before (it came back and was abandoned again) keeps its."""
-    assert cart.id is not None
-    arm = assignment.pick_arm(running.experiment, running.arms, contact_id)
-    assert arm.id is not None
-    session.add(
-        ExperimentAssignment(
-            experiment_id=running.id,
-            arm_id=arm.id,
-            store_id=cart.store_id,
-            cart_id=cart.id,
-            contact_id=contact_id,
-            assigned_at=at,
-            counts_until=counts_until,
-        )
-    )
-    timeline.record(session, cart, "experiment_arm", experiment=running.id, arm=arm.name)
-    return assignment.as_cart_arm(running, arm, store_settings)
 
 
 def settle_abandoned_send(session: Session, cart: Cart, step: RecoveryStep) -> str:

@@ -341,7 +341,9 @@ def apply_snapshot(runtime: Runtime, session: Session, store: Store, snapshot: C
 
     if cart.status == CartStatus.ABANDONED:
         cart_states.reopen(cart)  # the shopper is back
-    settings, arm = assignment.cart_settings(session, cart.id, store.id, settings)
+    # A cart just created has no arm yet: one statement fewer on the intake's path.
+    resolved = assignment.cart_settings(session, cart.id, store.id, settings, may_have_arm=not created)
+    settings, arm = resolved.settings, resolved.arm
     if steps.steps_of(session, cart.id):
         steps.plan(session, cart, store, settings, runtime.time_scale, holdout=bool(arm and arm.holdout))
     moment = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)

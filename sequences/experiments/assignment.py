@@ -22,12 +22,15 @@ import hmac
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from sequences.engine import policy
 from sequences.merchant.store_settings import StoreSettings
-from sequences.models import Experiment, ExperimentArm, ExperimentAssignment, ExperimentStatus
+from sequences.models import Cart, Experiment, ExperimentArm, ExperimentAssignment, ExperimentStatus
 
 log = logging.getLogger("cartback.experiments")
 
@@ -52,8 +55,20 @@ class CartArm:
 
     arm_id: int
     experiment_id: int
+    name: str
     settings: StoreSettings
     holdout: bool
+
+
+@dataclass(frozen=True)
+class CartSettings:
+    """What one cart runs with: its arm's settings, or (in no arm yet) the store's with the
+    running experiment's shortest inactivity, and that experiment, which gives it an arm when
+    it becomes eligible."""
+
+    settings: StoreSettings
+    arm: CartArm | None
+    running: RunningExperiment | None
 
 
 def pick_arm(experiment: Experiment, arms: Sequence[ExperimentArm], contact_id: int) -> ExperimentArm:
@@ -159,23 +174,44 @@ def cart_arms(
         found[assignment.cart_id] = CartArm(
             arm_id=assignment.arm_id,
             experiment_id=assignment.experiment_id,
+            name=arm.name,
             settings=arm_settings(store_settings[assignment.store_id], arm),
             holdout=arm.is_holdout,
         )
     return found
 
 
-def as_cart_arm(running: RunningExperiment, arm: ExperimentArm, store_settings: StoreSettings) -> CartArm:
-    assert arm.id is not None
-    return CartArm(arm.id, running.id, arm_settings(store_settings, arm), arm.is_holdout)
+def assign(
+    running: RunningExperiment,
+    store_settings: StoreSettings,
+    cart: Cart,
+    contact_id: int,
+    at: datetime,
+    time_scale: float,
+) -> tuple[dict[str, Any], CartArm]:
+    """The cart's arm in the running experiment, as it becomes eligible at ``at``: the row to
+    record (``ExperimentAssignment``) and the arm. Its orders count as recovered up to the end
+    of the store's attribution window from ``at``, in every arm alike."""
+    arm = pick_arm(running.experiment, running.arms, contact_id)
+    assert arm.id is not None and cart.id is not None
+    row = {
+        "experiment_id": running.id,
+        "arm_id": arm.id,
+        "store_id": cart.store_id,
+        "cart_id": cart.id,
+        "contact_id": contact_id,
+        "assigned_at": at,
+        "counts_until": at + policy.attribution_window(store_settings, time_scale),
+    }
+    return row, CartArm(arm.id, running.id, arm.name, arm_settings(store_settings, arm), arm.is_holdout)
 
 
 def cart_settings(
-    session: Session, cart_id: int, store_id: int, store_settings: StoreSettings
-) -> tuple[StoreSettings, CartArm | None]:
-    """The settings one cart runs with: its arm's, or (in no arm yet) the store's with the
-    running experiment's shortest inactivity; and its arm."""
-    arm = cart_arms(session, [cart_id], {store_id: store_settings}).get(cart_id)
+    session: Session, cart_id: int, store_id: int, store_settings: StoreSettings, *, may_have_arm: bool = True
+) -> CartSettings:
+    """One cart's settings (``may_have_arm=False``: a cart just created, which has no arm yet)."""
+    arm = cart_arms(session, [cart_id], {store_id: store_settings}).get(cart_id) if may_have_arm else None
     if arm is not None:
-        return arm.settings, arm
-    return eligibility_settings(store_settings, running_experiments(session, [store_id]).get(store_id)), None
+        return CartSettings(arm.settings, arm, None)
+    running = running_experiments(session, [store_id]).get(store_id)
+    return CartSettings(eligibility_settings(store_settings, running), None, running)

@@ -16,7 +16,6 @@ above zero and its opt-out rate is not worse than the control's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -30,7 +29,7 @@ from sequences.merchant.rollups import exact, exact_sum
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Cart, CartStatus, Experiment, ExperimentArm, ExperimentAssignment, Message
 
-RECOVERY_RATE, NET_REVENUE = "recovery_rate", "net_revenue_per_cart"
+RECOVERY_RATE, NET_REVENUE, OPT_OUT_RATE = "recovery_rate", "net_revenue_per_cart", "opt_out_rate"
 # A sample-ratio mismatch this unlikely under the weights means assignment is broken (a
 # 1-in-1,000 chance of a false alarm on a healthy experiment, read every day for a year).
 SRM_P_VALUE = 0.001
@@ -71,7 +70,7 @@ class ArmResult:
     def sample(self, metric: str) -> stats.Sample:
         if metric == RECOVERY_RATE:
             return stats.Sample(self.eligible, float(self.recovered), float(self.recovered))
-        if metric == "opt_out_rate":
+        if metric == OPT_OUT_RATE:
             return stats.Sample(self.eligible, float(self.opted_out), float(self.opted_out))
         return stats.Sample(self.eligible, float(self.net_revenue), self.net_squares)
 
@@ -254,22 +253,23 @@ def experiment_results(session: Session, experiment: Experiment, store_settings:
     planned = experiment.planned_per_arm
     if control is not None:
         for arm in challengers:
-            for metric in (NET_REVENUE, RECOVERY_RATE, "opt_out_rate"):
-                interval = stats.difference(
+            against_control = {
+                metric: stats.difference(
                     control.sample(metric),
                     arm.sample(metric),
                     rate=metric != NET_REVENUE,
                     planned_per_arm=planned,
                     comparisons=len(challengers),
                 )
-                comparisons.append(Comparison(arm.arm_id, control.arm_id, "control", metric, interval))
-            chosen = comparisons[-3] if experiment.metric == NET_REVENUE else comparisons[-2]
-            guardrail = comparisons[-1].interval
-            if (
-                chosen.interval is not None
-                and chosen.interval.above_zero
-                and not (guardrail and guardrail.above_zero)
-            ):
+                for metric in (NET_REVENUE, RECOVERY_RATE, OPT_OUT_RATE)
+            }
+            comparisons.extend(
+                Comparison(arm.arm_id, control.arm_id, "control", metric, interval)
+                for metric, interval in against_control.items()
+            )
+            chosen, guardrail = against_control[experiment.metric], against_control[OPT_OUT_RATE]
+            # Better: clear of zero on the deciding figure, and opt-outs not clearly worse.
+            if chosen is not None and chosen.above_zero and not (guardrail and guardrail.above_zero):
                 better.append(arm.arm_id)
     if holdout is not None:
         treated = [arm for arm in results if not arm.holdout]
@@ -284,8 +284,3 @@ def experiment_results(session: Session, experiment: Experiment, store_settings:
                 )
                 comparisons.append(Comparison(arm.arm_id, holdout.arm_id, "holdout", metric, interval))
     return Results(experiment, results, comparisons, _sample_ratio(results), better, margin)
-
-
-def finite(value: float) -> float | None:
-    """A figure for JSON: None for a NaN or an infinity."""
-    return value if math.isfinite(value) else None

@@ -278,7 +278,8 @@ def _replan_cart(runtime: Runtime, store_id: int, cart_id: int) -> Any:
         ):
             return None
         # A cart in an experiment's arm keeps the arm's settings: the store's change is not its.
-        settings, arm = assignment.cart_settings(session, cart_id, store_id, runtime.store_settings(store))
+        resolved = assignment.cart_settings(session, cart_id, store_id, runtime.store_settings(store))
+        settings, arm = resolved.settings, resolved.arm
         wake = policy.abandoned_at(cart.last_activity_at, settings, runtime.time_scale)
         if steps.steps_of(session, cart_id):
             planned = steps.next_due(

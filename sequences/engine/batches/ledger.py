@@ -105,9 +105,10 @@ class _Plan:
     # nor after ``send_by`` (the transport does not send it then).
     send_at: float | None = None
     send_by: float | None = None
-    # The settings the cart runs with (its arm's, if it has one), and an arm given in this batch.
+    # The settings the cart runs with (its arm's, if it has one), and an arm given in this
+    # batch: the row to record and the arm.
     settings: StoreSettings | None = None
-    assigned: dict[str, Any] | None = None
+    assigned: tuple[dict[str, Any], assignment.CartArm] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,20 +273,12 @@ def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan
         plan.abandon_at = inactive_at
         holdout = False
         if running is not None:
-            given = assignment.pick_arm(running.experiment, running.arms, contact.id or 0)
-            plan.assigned = {
-                "experiment_id": running.id,
-                "arm_id": given.id,
-                "store_id": cart.store_id,
-                "cart_id": cart.id,
-                "contact_id": contact.id,
-                "assigned_at": inactive_at,
-                "counts_until": inactive_at
-                + policy.attribution_window(state.settings[cart.store_id], runtime.time_scale),
-                "name": given.name,
-            }
-            settings = plan.settings = assignment.arm_settings(state.settings[cart.store_id], given)
-            holdout = given.is_holdout
+            plan.assigned = assignment.assign(
+                running, state.settings[cart.store_id], cart, contact.id or 0, inactive_at, runtime.time_scale
+            )
+            given = plan.assigned[1]
+            settings = plan.settings = given.settings
+            holdout = given.holdout
         offers_apply = cart.currency == store.currency
         candidates = []
         for planned in policy.plan_steps(cart.last_activity_at, settings, store.timezone, runtime.time_scale):
@@ -399,22 +392,13 @@ def _write(
             rollups.count_change(session, Cart, before, before | moved)
             events.append(timeline.row(plan.cart, "cart_abandoned", now))
         update_rows(session, CART, ["status", "abandoned_at"], rows)
-    assigned = [plan.assigned for plan in plans if plan.assigned is not None]
+    assigned = [(plan.cart, plan.assigned) for plan in plans if plan.assigned is not None]
     if assigned:
-        session.execute(
-            insert(ASSIGNMENT), [{k: v for k, v in row.items() if k != "name"} for row in assigned]
+        session.execute(insert(ASSIGNMENT), [row for _cart, (row, _arm) in assigned])
+        events.extend(
+            timeline.row(cart, "experiment_arm", now, experiment=arm.experiment_id, arm=arm.name)
+            for cart, (_row, arm) in assigned
         )
-        for plan in plans:
-            if plan.assigned is not None:
-                events.append(
-                    timeline.row(
-                        plan.cart,
-                        "experiment_arm",
-                        now,
-                        experiment=plan.assigned["experiment_id"],
-                        arm=plan.assigned["name"],
-                    )
-                )
     step_ids: dict[tuple[int, int], int] = {
         (step.cart_id, step.step_number): step.id
         for cart_steps in state.steps.values()
@@ -504,16 +488,9 @@ def _write_messages(
         )
     )
     contents, step_rows, in_flight = [], [], []
-    # The discount rules' past (engine.offer_rules), for every cart in the batch at once.
-    offered = {plan.cart.store_id for plan in sending if plan.channel is not None}
-    history = offer_rules.load_history(
-        session,
-        {store_id: state.stores[store_id] for store_id in offered},
-        {store_id: state.settings[store_id] for store_id in offered},
-        [plan.cart.contact_id for plan in sending if plan.cart.contact_id is not None],
-        now,
-        runtime.time_scale,
-    )
+    # The discount rules' past (engine.offer_rules), read for every cart in the batch at once,
+    # and only once a message carries an offer.
+    history: offer_rules.OfferHistory | None = None
     for plan, row in zip(sending, rows, strict=True):
         cart, channel, number = plan.cart, plan.channel, plan.send_step or 0
         assert channel is not None
@@ -526,6 +503,16 @@ def _write_messages(
         # frozen on the step from here on (the link's discount follows it).
         offer = configured.offer if configured.offer and cart.currency == store.currency else None
         if offer is not None:
+            if history is None:
+                stores = {plan.cart.store_id for plan in sending}
+                history = offer_rules.load_history(
+                    session,
+                    {store_id: state.stores[store_id] for store_id in stores},
+                    {store_id: state.settings[store_id] for store_id in stores},
+                    [plan.cart.contact_id for plan in sending if plan.cart.contact_id is not None],
+                    now,
+                    runtime.time_scale,
+                )
             offer = offer_rules.allowed_offer(
                 offer, cart, contact.id or 0, settings, history, now, runtime.time_scale
             )
