@@ -19,6 +19,7 @@ from connectors.woocommerce import WooCommerceConnector
 from sequences.clicks.links import LinkSigner
 from sequences.config import ConfigError, Settings
 from sequences.db import Database
+from sequences.experiments import figures as experiment_figures
 from sequences.merchant import rollups
 from sequences.runtime import Runtime
 from sequences.sandbox import SandboxTransport
@@ -69,8 +70,10 @@ def build_runtime(
     redis: Redis | None = None,
 ) -> Runtime:
     database = database or Database(settings.database_url)
-    # Every transaction of this runtime keeps the dashboard's figures as it changes carts.
+    # Every transaction of this runtime keeps the dashboard's figures as it changes carts, and
+    # then (the lock order) the experiments' figures.
     rollups.keep_figures(database)
+    experiment_figures.keep_figures(database)
     http = http or httpx.Client(timeout=PLATFORM_TIMEOUT, follow_redirects=False)
     redis = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     whatsapp_http = new_http_client()

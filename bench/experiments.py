@@ -18,6 +18,7 @@ from bench.admin_seed import AdminConfig, libpq_url, seed
 from bench.environment import BenchEnv, make_store, private_postgres
 from bench.report import Section, say
 from sequences.config import Settings
+from sequences.experiments import figures as experiment_figures
 from sequences.experiments.manage import ArmSpec, start_experiment, with_holdout
 from sequences.experiments.results import experiment_results
 from sequences.experiments.stats import plan_rates
@@ -153,7 +154,10 @@ def _analysis(env: BenchEnv, config: ExperimentsConfig, section: Section) -> Non
     say(f"  seeding {config.carts:,} carts into PostgreSQL for the analysis")
     with private_postgres() as server_url:
         database_url = create_database(server_url, "cartback_bench_experiments")
-        upgrade(database_url)
+        # The schema before the experiments' kept figures: the carts are assigned in bulk as
+        # a store running an experiment before them would have them, then migration 0012
+        # counts them, as it would on that store's upgrade.
+        upgrade(database_url, "0011")
         path = env.root / "experiments"
         path.mkdir(parents=True, exist_ok=True)
         env.flush_redis()
@@ -182,6 +186,17 @@ def _analysis(env: BenchEnv, config: ExperimentsConfig, section: Section) -> Non
             )
             assert experiment.id is not None
             assigned = _assign_all(database_url, experiment.id, store.id)
+            began = time.perf_counter()
+            upgrade(database_url)
+            say(f"  migration 0012 counted {assigned:,} assignments in {time.perf_counter() - began:.1f} s")
+            section.note(
+                f"migration 0012 counted the {assigned:,} assignments into their arms' kept figures in"
+                f" {time.perf_counter() - began:.1f} s"
+            )
+            with runtime.database.session() as session:
+                wrong = experiment_figures.differences(session, experiment.id)
+            if wrong:
+                raise RuntimeError(f"kept figures differ from a recount: {wrong}")
             client = create_app(runtime=runtime).test_client()
             _sign_in(client, runtime, store.id)
 

@@ -20,8 +20,9 @@ from app.wiring import build_runtime
 from sequences.config import Settings
 from sequences.db import Database
 from sequences.engine.intake import drain_deliveries
+from sequences.experiments import figures as experiment_figures
 from sequences.merchant import rollups
-from sequences.models import Store
+from sequences.models import Experiment, Store
 from sequences.runtime import Runtime
 
 pytest_plugins = ["tests.servers"]
@@ -89,13 +90,19 @@ def database(settings: Settings) -> Iterator[Database]:
     yield database
     # Whatever the test did, the dashboard's kept figures equal a recount (sequences.merchant.rollups).
     with database.session() as session:
-        kept_wrong = {
+        kept_wrong: dict[Any, list[str]] = {
             store_id: problems
             for store_id in session.exec(select(Store.id)).all()
             if (problems := rollups.differences(session, store_id))  # type: ignore[arg-type]
         }
+        # And so do the experiments' (sequences.experiments.figures).
+        kept_wrong |= {
+            f"experiment {experiment_id}": problems
+            for experiment_id in session.exec(select(Experiment.id)).all()
+            if (problems := experiment_figures.differences(session, experiment_id))  # type: ignore[arg-type]
+        }
     database.dispose()
-    assert not kept_wrong, f"dashboard figures kept wrong: {kept_wrong}"
+    assert not kept_wrong, f"kept figures wrong: {kept_wrong}"
 
 
 class _LateWsgi:

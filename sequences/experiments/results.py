@@ -1,11 +1,13 @@
-"""An experiment's results per arm, counted from its carts, their orders and their messages.
+"""An experiment's results per arm, from the figures kept as its carts, their orders and their
+messages change (``experiments.figures``, which defines what each cart counts).
 
 Every arm is counted by intent to treat: all the carts given the arm, whatever happened to
 them after (a holdout cart is never messaged; an arm's cart the shopper bought before any
 message still counts in that arm). A cart counts as recovered when its order came by the
 end of the store's attribution window from the moment the cart became eligible
 (``ExperimentAssignment.counts_until``), in every arm alike: an order does not need a
-message to count, or the holdout could never show what happens without cartback.
+message to count, or the holdout could never show what happens without cartback; nor does an
+order cancelled since.
 
 A cart's net revenue is its recovered order (refunds taken off) times the store's gross
 margin, less the discount it used and what its messages cost. The intervals
@@ -21,18 +23,19 @@ from decimal import Decimal
 from typing import Any
 
 from scipy.stats import chisquare
-from sqlalchemy import Numeric, and_, case, cast, func, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
-from sequences.experiments import stats
-from sequences.merchant.rollups import exact, exact_sum
+from sequences.experiments import figures, stats
+from sequences.merchant.rollups import exact
 from sequences.merchant.store_settings import StoreSettings
-from sequences.models import Cart, CartStatus, Experiment, ExperimentArm, ExperimentAssignment, Message
+from sequences.models import Experiment, ExperimentArm
 
 RECOVERY_RATE, NET_REVENUE, OPT_OUT_RATE = "recovery_rate", "net_revenue_per_cart", "opt_out_rate"
 # A sample-ratio mismatch this unlikely under the weights means assignment is broken (a
 # 1-in-1,000 chance of a false alarm on a healthy experiment, read every day for a year).
 SRM_P_VALUE = 0.001
+_COUNTED = ("eligible", "messaged", "read", "clicked", "recovered", "opted_out")
 
 
 @dataclass(frozen=True)
@@ -118,86 +121,24 @@ class Results:
         )
 
 
-def _amount(column: Any) -> Any:
-    # Stored as text on SQLite (exact decimals): cast for arithmetic on both backends.
-    return cast(column, Numeric(18, 4))
-
-
 def _per_arm(session: Session, experiment_id: int, margin: Decimal) -> dict[int, dict[str, Any]]:
-    """One row per arm: the counts and sums over its carts, in one statement."""
-    assigned = select(col(ExperimentAssignment.cart_id)).where(
-        col(ExperimentAssignment.experiment_id) == experiment_id
-    )
-    messages = (
-        select(
-            col(Message.cart_id).label("cart_id"),
-            func.count(col(Message.sent_at)).label("sent"),
-            func.count(col(Message.read_at)).label("reads"),
-            func.count(col(Message.clicked_at)).label("clicks"),
-            func.coalesce(func.sum(_amount(col(Message.cost))), 0).label("cost"),
-        )
-        .where(col(Message.cart_id).in_(assigned))
-        .group_by(col(Message.cart_id))
-        .subquery()
-    )
-    recovered = and_(
-        col(Cart.ordered_at).is_not(None), col(Cart.ordered_at) <= col(ExperimentAssignment.counts_until)
-    )
-    revenue = case(
-        (
-            recovered,
-            func.coalesce(_amount(col(Cart.order_total_store)), 0)
-            - func.coalesce(_amount(col(Cart.order_refunded)), 0),
-        ),
-        else_=0,
-    )
-    discount = case((recovered, func.coalesce(_amount(col(Cart.discount_given)), 0)), else_=0)
-    cost = func.coalesce(messages.c.cost, 0)
-    per_cart = (
-        select(
-            col(ExperimentAssignment.arm_id).label("arm_id"),
-            case((recovered, 1), else_=0).label("recovered"),
-            case((func.coalesce(messages.c.sent, 0) > 0, 1), else_=0).label("messaged"),
-            case((func.coalesce(messages.c.reads, 0) > 0, 1), else_=0).label("read"),
-            case((func.coalesce(messages.c.clicks, 0) > 0, 1), else_=0).label("clicked"),
-            case((col(Cart.status) == CartStatus.OPTED_OUT, 1), else_=0).label("opted_out"),
-            revenue.label("revenue"),
-            discount.label("discount"),
-            cost.label("cost"),
-            (revenue * cast(margin / 100, Numeric(18, 6)) - discount - cost).label("net"),
-        )
-        .join(Cart, col(Cart.id) == col(ExperimentAssignment.cart_id))
-        .outerjoin(messages, messages.c.cart_id == col(ExperimentAssignment.cart_id))
-        .where(col(ExperimentAssignment.experiment_id) == experiment_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(
-            per_cart.c.arm_id,
-            func.count(),
-            func.sum(per_cart.c.messaged),
-            func.sum(per_cart.c.read),
-            func.sum(per_cart.c.clicked),
-            func.sum(per_cart.c.recovered),
-            func.sum(per_cart.c.opted_out),
-            exact_sum(per_cart.c.revenue),
-            exact_sum(per_cart.c.discount),
-            exact_sum(per_cart.c.cost),
-            exact_sum(per_cart.c.net),
-            func.sum(cast(per_cart.c.net, Numeric(18, 4)) * cast(per_cart.c.net, Numeric(18, 4))),
-        ).group_by(per_cart.c.arm_id)
-    ).all()
-    names = ("eligible", "messaged", "read", "clicked", "recovered", "opted_out")
+    """Each arm's figures, from the ones kept as its carts change (experiments.figures)."""
     found: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        arm_id, *counts = row[:7]
-        revenue_sum, discount_sum, cost_sum, net_sum, squares = row[7:]
-        found[int(arm_id)] = {name: int(value or 0) for name, value in zip(names, counts, strict=True)} | {
-            "revenue": exact(revenue_sum),
-            "discounts": exact(discount_sum),
-            "messaging_cost": exact(cost_sum),
-            "net_revenue": exact(net_sum),
-            "net_squares": float(squares or 0),
+    rate = float(margin / 100)
+    for arm_id, kept in figures.arm_figures(session, experiment_id).items():
+        # Each cart's net revenue is r·m − s (r its revenue, s its discount and messaging
+        # cost): its sum from the kept sums, its sum of squares from Σr², Σr·s and Σs².
+        net = kept["revenue"] * margin / 100 - kept["discounts"] - kept["messaging_cost"]
+        squares = (
+            rate * rate * kept["revenue_squares"] - 2 * rate * kept["revenue_spend"] + kept["spend_squares"]
+        )
+        found[arm_id] = {name: kept[name] for name in _COUNTED} | {
+            "revenue": kept["revenue"],
+            "discounts": kept["discounts"],
+            "messaging_cost": kept["messaging_cost"],
+            "net_revenue": exact(net),
+            # Never below zero (float cancellation on carts that all net the same).
+            "net_squares": max(squares, 0.0),
         }
     return found
 

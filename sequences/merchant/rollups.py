@@ -159,7 +159,7 @@ def _exact_add_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
     return f"printf('%.4f', {compiler.process(kept, **kw)} + {compiler.process(delta, **kw)})"
 
 
-def _amount(column: Any) -> Any:
+def amount(column: Any) -> Any:
     # Stored as text on SQLite (exact decimals): cast for arithmetic on both backends.
     return cast(column, Numeric(18, 4))
 
@@ -175,7 +175,7 @@ def exact(value: Any) -> Decimal:
 # What the dashboard counts, defined once: the recount, the rebuild and the tests use these.
 _recovered = and_(col(Cart.status) == CartStatus.RECOVERED, col(Cart.order_cancelled_at).is_(None))
 _messaged = col(Cart.first_message_at).is_not(None)
-_revenue = _amount(col(Cart.order_total_store)) - func.coalesce(_amount(col(Cart.order_refunded)), 0)
+_revenue = amount(col(Cart.order_total_store)) - func.coalesce(amount(col(Cart.order_refunded)), 0)
 CART_FIGURES: dict[str, Any] = {
     "abandoned": func.count(),
     "reachable": _count(
@@ -194,7 +194,7 @@ CART_FIGURES: dict[str, Any] = {
     "revenue_verified": exact_sum(
         case((and_(_recovered, col(Cart.order_verified_at).is_not(None)), _revenue), else_=None)
     ),
-    "discounts": exact_sum(case((_recovered, _amount(col(Cart.discount_given))), else_=None)),
+    "discounts": exact_sum(case((_recovered, amount(col(Cart.discount_given))), else_=None)),
 }
 CART_MONEY = ("revenue", "revenue_verified", "discounts")
 _CART_ZERO = {name: ZERO if name in CART_MONEY else 0 for name in CART_FIGURES}
@@ -208,7 +208,7 @@ MESSAGE_FIGURES: dict[str, Any] = {
     "clicked": _count(and_(_was_sent, col(Message.clicked_at).is_not(None))),
     "failed": _count(col(Message.status) == MessageStatus.FAILED),
     "priced": _count(col(Message.cost).is_not(None)),
-    "cost": exact_sum(_amount(col(Message.cost))),
+    "cost": exact_sum(amount(col(Message.cost))),
 }
 MESSAGE_MONEY = ("cost",)
 _MESSAGE_ZERO = {name: ZERO if name in MESSAGE_MONEY else 0 for name in MESSAGE_FIGURES}

@@ -36,7 +36,13 @@ from sequences.models.dashboard import (
     DashboardMessageBucket,
 )
 from sequences.models.deliveries import DeliveryStatus, WebhookDelivery
-from sequences.models.experiments import Experiment, ExperimentArm, ExperimentAssignment, ExperimentStatus
+from sequences.models.experiments import (
+    Experiment,
+    ExperimentArm,
+    ExperimentArmFigures,
+    ExperimentAssignment,
+    ExperimentStatus,
+)
 from sequences.models.messages import (
     ATTEMPTED_STEP_STATUSES,
     OPEN_STEP_STATUSES,
@@ -76,6 +82,7 @@ __all__ = [
     "Discount",
     "Experiment",
     "ExperimentArm",
+    "ExperimentArmFigures",
     "ExperimentAssignment",
     "ExperimentStatus",
     "InboundMessage",

@@ -3,19 +3,25 @@
 An arm changes some of the store's recovery settings for the carts it is given
 (``ExperimentArm.overrides``, the same fields as ``StoreSettings``) or, as the holdout, sends
 them nothing. ``ExperimentAssignment`` is written when a cart becomes abandoned and reachable,
-before anything is sent, and never changes: every arm is analysed by intent to treat.
+before anything is sent, and its arm never changes: every arm is analysed by intent to treat.
+
+What each assigned cart counts in its arm's results (messaged, read, recovered, the money) is
+kept on its assignment and summed per arm in ``ExperimentArmFigures`` as carts and messages
+change (``sequences.experiments.figures``), so an experiment's results read a few rows
+however many carts it has.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, Index, String, Text, UniqueConstraint
+from sqlalchemy import Column, Float, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from sequences.models.types import UTCDateTime, json_field, time_field, utcnow
+from sequences.models.types import MoneyAmount, UTCDateTime, json_field, time_field, utcnow
 
 
 class ExperimentStatus(StrEnum):
@@ -80,3 +86,54 @@ class ExperimentAssignment(SQLModel, table=True):
     # attribution window from the moment the cart became eligible, not from a message: the
     # holdout gets none).
     counts_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # What the cart counts in its arm's kept figures (``sequences.experiments.figures``), as last
+    # counted: ``counted`` once it is in them at all; then each outcome, the money in the
+    # store's currency (recovered order less refunds, the discount it used, its messages' cost).
+    counted: bool = Field(default=False)
+    messaged: bool = Field(default=False)
+    read: bool = Field(default=False)
+    clicked: bool = Field(default=False)
+    recovered: bool = Field(default=False)
+    opted_out: bool = Field(default=False)
+    revenue: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    discount: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    messaging_cost: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+
+
+class ExperimentArmFigures(SQLModel, table=True):
+    """An arm's results kept as sums over its carts, split in ``shard`` rows by cart id so that
+    concurrent transactions seldom wait on one row. A read sums an arm's shards."""
+
+    __tablename__ = "experiment_arm_figures"
+    __table_args__ = (Index("ix_experiment_arm_figures_experiment", "experiment_id"),)
+
+    arm_id: int = Field(foreign_key="experiment_arm.id", primary_key=True)
+    shard: int = Field(primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id")
+    eligible: int = Field(default=0)
+    messaged: int = Field(default=0)
+    read: int = Field(default=0)
+    clicked: int = Field(default=0)
+    recovered: int = Field(default=0)
+    opted_out: int = Field(default=0)
+    revenue: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    discounts: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    messaging_cost: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    # For the variance of net revenue per cart, r·m − s (r revenue, s discount plus messaging
+    # cost, m the gross margin the merchant may change at any time): Σr², Σs² and Σr·s. Floats:
+    # a variance needs no cent-exact sum, and Σr² of a million carts overflows Numeric(18, 4).
+    revenue_squares: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+    spend_squares: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+    revenue_spend: float = Field(default=0.0, sa_column=Column(Float, nullable=False))

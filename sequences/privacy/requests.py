@@ -15,6 +15,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from connectors.base import CustomerDataRequest, CustomerRedact, CustomerRef
 from sequences.db import lock_carts_of
+from sequences.experiments import figures as experiment_figures
 from sequences.merchant import rollups
 from sequences.models import (
     AdminLogin,
@@ -187,6 +188,7 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(CartLine).where(col(CartLine.cart_id).in_(cart_ids)))
     session.exec(delete(Discount).where(col(Discount.store_id) == store_id))
     experiment_ids = select(Experiment.id).where(Experiment.store_id == store_id)
+    experiment_figures.forget_experiments(session, experiment_ids)
     session.exec(delete(ExperimentAssignment).where(col(ExperimentAssignment.store_id) == store_id))
     session.exec(delete(ExperimentArm).where(col(ExperimentArm.experiment_id).in_(experiment_ids)))
     session.exec(delete(Experiment).where(col(Experiment.store_id) == store_id))

@@ -91,5 +91,6 @@ def test_a_three_arm_experiment_counts_exactly_what_the_carts_and_orders_say(jou
         lift = arms[name]["lift_vs_holdout"]["recovery_rate"]
         assert lift["low"] is not None and lift["low"] < lift["estimate"] < lift["high"]
         expected_lift = arms[name]["recovery_rate"] - arms["Holdout (no messages)"]["recovery_rate"]
-        assert abs(lift["estimate"] - expected_lift) < 1e-6
+        # Three figures each rounded to 6 decimals by the API: up to 1.5e-6 apart.
+        assert abs(lift["estimate"] - expected_lift) < 2e-6
     assert 'id="lift-rate-holdout"' in page

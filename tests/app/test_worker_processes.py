@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlmodel import col
 
 from app.wiring import build_runtime
@@ -40,11 +40,15 @@ from sequences.db import Database
 from sequences.engine.consent import handle_reply
 from sequences.engine.dispatch import CLAIM_LEASE
 from sequences.engine.tracking import apply_order
+from sequences.experiments import figures as experiment_figures
+from sequences.experiments.manage import ArmSpec, start_experiment
 from sequences.merchant import rollups
 from sequences.models import (
     Cart,
     CartStatus,
     Contact,
+    ExperimentArm,
+    ExperimentAssignment,
     Message,
     RecoveryStep,
     SandboxOutboxMessage,
@@ -182,14 +186,55 @@ def race(runtime: Runtime, store_id: int, cart_id: int, kind: str, phone: str) -
     return Record(cart_id, kind, datetime.now(UTC))
 
 
+def in_experiment(runtime: Runtime, store_id: int) -> int:
+    """Every abandoned cart of the store in one of two arms of a running experiment, its
+    figures counted once (the seed's bulk inserts bypass them, as the dashboard's)."""
+    experiment = start_experiment(
+        runtime, store_id, "Two arms", [ArmSpec("A", control=True), ArmSpec("B")], planned_per_arm=1_000
+    )
+    assert experiment.id is not None
+    with runtime.database.session() as session:
+        arms = sorted(
+            session.execute(
+                select(col(ExperimentArm.id)).where(col(ExperimentArm.experiment_id) == experiment.id)
+            ).scalars()
+        )
+        carts = session.execute(
+            select(col(Cart.id), col(Cart.contact_id), col(Cart.abandoned_at)).where(
+                col(Cart.store_id) == store_id
+            )
+        ).all()
+        session.execute(
+            insert(ExperimentAssignment),
+            [
+                {
+                    "experiment_id": experiment.id,
+                    "arm_id": arms[cart_id % 2],
+                    "store_id": store_id,
+                    "cart_id": cart_id,
+                    "contact_id": contact_id,
+                    "assigned_at": abandoned_at,
+                    "counts_until": abandoned_at + timedelta(days=7),
+                }
+                for cart_id, contact_id, abandoned_at in carts
+            ],
+        )
+        experiment_figures.rebuild(session, experiment.id)
+        session.commit()
+    return experiment.id
+
+
 def test_four_workers_send_each_due_step_once_and_nothing_after_a_purchase_or_stop(
     engine_runtime: Runtime, database: Database, fleet: WorkerFleet
 ) -> None:
-    # Given 2,000 abandoned carts whose step 1 is due in the same second
+    # Given 2,000 abandoned carts whose step 1 is due in the same second, each in an arm of an
+    # experiment (whose kept figures must come out equal to a recount, checked as every test
+    # ends: four processes' commits adding to the same arms, purchases and STOPs among them)
     runtime = engine_runtime
     due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
     store = seed(runtime, [due] * CARTS)
     assert store.id is not None
+    experiment_id = in_experiment(runtime, store.id)
     with database.session() as session:
         phones = dict(session.execute(select(col(Cart.id), col(Contact.phone_e164)).join(Contact)).all())
     racers = [
@@ -315,9 +360,16 @@ def test_four_workers_send_each_due_step_once_and_nothing_after_a_purchase_or_st
     )
     assert messaged_first > 0 and never_messaged > 0 and during > 0, (messaged_first, never_messaged, during)
 
-    # And the dashboard's kept figures equal a recount (conftest checks it again at teardown)
+    # And the dashboard's and the experiment's kept figures equal a recount (conftest checks it
+    # again at teardown): every cart, send, purchase and STOP counted once, in its arm
     with database.session() as session:
         assert rollups.differences(session, store.id) == []
+        assert experiment_figures.differences(session, experiment_id) == []
+        arms = experiment_figures.arm_figures(session, experiment_id).values()
+    assert sum(arm["eligible"] for arm in arms) == CARTS
+    assert sum(arm["messaged"] for arm in arms) == len(sends)
+    assert sum(arm["opted_out"] for arm in arms) == sum(record.kind == "stop" for record in records)
+    assert sum(arm["recovered"] for arm in arms) == sum(record.kind == "purchase" for record in records)
 
 
 # -- 2. the worker claiming due work is SIGKILLed mid-burst ----------------------------------

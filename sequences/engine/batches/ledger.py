@@ -34,6 +34,7 @@ from sequences.engine.sending import (
     template_for,
 )
 from sequences.experiments import assignment
+from sequences.experiments import figures as experiment_figures
 from sequences.experiments.assignment import HOLDOUT_REASON
 from sequences.merchant import rollups
 from sequences.merchant.store_settings import StoreSettings
@@ -395,6 +396,7 @@ def _write(
     assigned = [(plan.cart, plan.assigned) for plan in plans if plan.assigned is not None]
     if assigned:
         session.execute(insert(ASSIGNMENT), [row for _cart, (row, _arm) in assigned])
+        experiment_figures.touch(session, [cart.id for cart, _assigned in assigned])
         events.extend(
             timeline.row(cart, "experiment_arm", now, experiment=arm.experiment_id, arm=arm.name)
             for cart, (_row, arm) in assigned

@@ -18,6 +18,7 @@ from sequences.db import lock_carts_with_contacts, update_rows
 from sequences.engine import cart_states, policy, steps, timeline
 from sequences.engine.batches.ledger import CART, EVENT, MESSAGE, STEP, InFlight, grouped
 from sequences.engine.sending import SENDING_GRACE, Decision
+from sequences.experiments import figures as experiment_figures
 from sequences.merchant import rollups
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import (
@@ -105,6 +106,7 @@ def record_outcomes(
                 cart
             )
             rollups.count_change(session, Cart, cart_before, cart_before | cart_after)
+            experiment_figures.touch(session, [cart.id])
             settings = runtime.store_settings(stores[cart.store_id])
             cart_rows.append(
                 cart_after

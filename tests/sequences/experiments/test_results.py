@@ -37,7 +37,14 @@ def _recount(runtime) -> dict[str, dict[str, object]]:
         margin = runtime.store_settings(store).gross_margin_percent / 100
         arms = {arm.id: arm.name for arm in session.exec(select(ExperimentArm)).all()}
         out: dict[str, dict[str, object]] = {
-            name: {"eligible": 0, "recovered": 0, "messaged": 0, "revenue": Decimal(0), "net": Decimal(0)}
+            name: {
+                "eligible": 0,
+                "recovered": 0,
+                "messaged": 0,
+                "revenue": Decimal(0),
+                "net": Decimal(0),
+                "squares": 0.0,
+            }
             for name in arms.values()
         }
         for assignment in session.exec(select(ExperimentAssignment)).all():
@@ -48,7 +55,11 @@ def _recount(runtime) -> dict[str, dict[str, object]]:
             cost = sum((m.cost or Decimal(0) for m in messages), Decimal(0))
             row["eligible"] = int(row["eligible"]) + 1
             row["messaged"] = int(row["messaged"]) + (1 if any(m.sent_at for m in messages) else 0)
-            bought = cart.ordered_at is not None and cart.ordered_at <= assignment.counts_until
+            bought = (
+                cart.ordered_at is not None
+                and cart.ordered_at <= assignment.counts_until
+                and cart.order_cancelled_at is None
+            )
             revenue = (
                 (cart.order_total_store or Decimal(0)) - (cart.order_refunded or Decimal(0))
                 if bought
@@ -57,7 +68,9 @@ def _recount(runtime) -> dict[str, dict[str, object]]:
             discount = (cart.discount_given or Decimal(0)) if bought else Decimal(0)
             row["recovered"] = int(row["recovered"]) + int(bought)
             row["revenue"] = Decimal(str(row["revenue"])) + revenue
-            row["net"] = Decimal(str(row["net"])) + revenue * margin - discount - cost
+            net = revenue * margin - discount - cost
+            row["net"] = Decimal(str(row["net"])) + net
+            row["squares"] = float(str(row["squares"])) + float(net) ** 2
     return out
 
 
@@ -89,6 +102,10 @@ def test_results_per_arm_equal_a_recount_from_carts_orders_and_messages(journey)
         refunded = session.exec(select(Cart).where(Cart.platform_cart_id == "chk_3")).one()
         refunded.order_refunded = Decimal("250.25")
         session.add(refunded)
+        # A cash-on-delivery order returned undelivered: no longer recovered.
+        cancelled = session.exec(select(Cart).where(Cart.platform_cart_id == "chk_6")).one()
+        cancelled.order_cancelled_at = cancelled.ordered_at
+        session.add(cancelled)
         session.commit()
     results = _results(journey.runtime)
     recount = _recount(journey.runtime)
@@ -100,8 +117,10 @@ def test_results_per_arm_equal_a_recount_from_carts_orders_and_messages(journey)
         assert arm.messaged == expected["messaged"]
         assert arm.revenue == expected["revenue"]
         assert arm.net_revenue == Decimal(str(expected["net"])).quantize(Decimal("0.0001"))
+        # The intervals' sum of squares, from the kept Σr², Σr·s and Σs²: each cart's, summed.
+        assert arm.net_squares == pytest.approx(float(str(expected["squares"])), rel=1e-9)
     assert sum(arm.eligible for arm in results.arms) == 60
-    assert sum(arm.recovered for arm in results.arms) == 20
+    assert sum(arm.recovered for arm in results.arms) == 19
     holdout = next(arm for arm in results.arms if arm.holdout)
     # The holdout is never messaged, and its shoppers' orders count all the same.
     assert holdout.messaged == 0 and holdout.recovered > 0
