@@ -255,6 +255,12 @@ class OrderEvent:
     store_total: Decimal | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def total_in(self, store_currency: str) -> Decimal | None:
+        """The total in the store's currency, None when the platform did not say."""
+        if self.store_total is not None:
+            return self.store_total
+        return self.total if self.currency == store_currency else None
+
 
 @dataclass(frozen=True)
 class AppUninstalled:

@@ -35,6 +35,7 @@ from sequences.experiments.manage import (
     with_holdout,
 )
 from sequences.experiments.results import (
+    CUSTOMER_VALUE,
     NET_REVENUE,
     OPT_OUT_RATE,
     RECOVERY_RATE,
@@ -101,15 +102,22 @@ def results_json(results: Results) -> dict[str, Any]:
                 "messaging_cost": _money(arm.messaging_cost),
                 "net_revenue": _money(arm.net_revenue),
                 "net_revenue_per_cart": _money(arm.net_revenue_per_cart),
+                "shoppers": arm.shoppers,
+                "customer_value_90d": _money(arm.customer_value),
+                "customer_value_per_shopper": _money(arm.customer_value_per_shopper),
+                "abandoned_again": arm.abandoned_again,
+                "abandon_again_rate": round(arm.abandon_again_rate, 6),
                 "better_than_control": arm.arm_id in results.better,
                 "lift_vs_control": {
                     "net_revenue_per_cart": _interval(results, arm, "control", NET_REVENUE),
                     "recovery_rate": _interval(results, arm, "control", RECOVERY_RATE),
                     "opt_out_rate": _interval(results, arm, "control", OPT_OUT_RATE),
+                    "customer_value_per_shopper": _interval(results, arm, "control", CUSTOMER_VALUE),
                 },
                 "lift_vs_holdout": {
                     "net_revenue_per_cart": _interval(results, arm, "holdout", NET_REVENUE),
                     "recovery_rate": _interval(results, arm, "holdout", RECOVERY_RATE),
+                    "customer_value_per_shopper": _interval(results, arm, "holdout", CUSTOMER_VALUE),
                 },
             }
         )
@@ -305,6 +313,10 @@ CSV_COLUMNS = (
     "messaging_cost",
     "net_revenue",
     "net_revenue_per_cart",
+    "shoppers",
+    "customer_value_90d",
+    "customer_value_per_shopper",
+    "abandoned_again",
 )
 
 
@@ -336,6 +348,10 @@ def experiment_csv(merchant: MerchantSession, experiment_id: int) -> Any:
                 _money(arm.messaging_cost),
                 _money(arm.net_revenue),
                 _money(arm.net_revenue_per_cart),
+                arm.shoppers,
+                _money(arm.customer_value),
+                _money(arm.customer_value_per_shopper),
+                arm.abandoned_again,
             ]
         )
     response = Response(out.getvalue(), mimetype="text/csv")
@@ -443,6 +459,20 @@ def _page_charts(results: Results, money: Callable[[Decimal], str]) -> dict[str,
         ("rate-control", "control", RECOVERY_RATE, points, "Recovery rate, against the control"),
         ("net-holdout", "holdout", NET_REVENUE, signed_money, "Net revenue per cart, against the holdout"),
         ("rate-holdout", "holdout", RECOVERY_RATE, points, "Recovery rate, against the holdout (true lift)"),
+        (
+            "value-control",
+            "control",
+            CUSTOMER_VALUE,
+            signed_money,
+            "90-day value per shopper, against the control",
+        ),
+        (
+            "value-holdout",
+            "holdout",
+            CUSTOMER_VALUE,
+            signed_money,
+            "90-day value per shopper, against the holdout",
+        ),
     ):
         rows = lifts(against, metric)
         if rows:

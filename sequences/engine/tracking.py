@@ -32,7 +32,7 @@ from connectors.base import (
 )
 from sequences.db import lock_cart_with_contact
 from sequences.engine import attribution, cart_states, policy, steps, timeline
-from sequences.experiments import assignment
+from sequences.experiments import assignment, orders
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
 from sequences.models import (
     TERMINAL_CART_STATUSES,
@@ -413,23 +413,24 @@ def apply_deleted(runtime: Runtime, session: Session, store: Store, event: CartD
 def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEvent) -> Applied:
     found = attribution.find_cart_for_order(runtime, session, store, order)
     if found is None or found.id is None:
+        # Still the shopper's order, if an experiment follows their customer value.
+        orders.record_order(session, store, order, None, None)
         return Applied("order matches no tracked cart")
     cart, _contact = lock_cart_with_contact(session, found.id)
     assert cart is not None and cart.id is not None
     if cart.order_platform_id is not None:
-        same = cart.order_platform_id == order.order_id
-        return Applied("order already recorded" if same else "cart already matched another order")
+        if cart.order_platform_id == order.order_id:
+            return Applied("order already recorded")
+        orders.record_order(session, store, order, cart.contact_id, None)
+        return Applied("cart already matched another order")
     settings = runtime.store_settings(store)
     now = runtime.now()
     steps.cancel_open(session, cart.id, "order placed")
     cart.order_platform_id, cart.order_total = order.order_id, order.total
     cart.order_currency, cart.ordered_at = order.currency, order.created_at
     cart.discount_given = attribution.discount_given(session, cart, order)
-    cart.order_total_store = (
-        order.store_total
-        if order.store_total is not None
-        else (order.total if order.currency == store.currency else None)
-    )
+    cart.order_total_store = order.total_in(store.currency)
+    orders.record_order(session, store, order, cart.contact_id, cart.id)
     attributed = attribution.is_attributed(
         cart, order, policy.attribution_window(settings, runtime.time_scale)
     )

@@ -36,6 +36,9 @@ log = logging.getLogger("cartback.experiments")
 
 # Every step of a holdout cart is skipped with this reason: it is tracked, never messaged.
 HOLDOUT_REASON = "holdout: no message (experiment)"
+# How long after their first cart a shopper's orders count as their customer value: long
+# enough to see a discount teach shoppers to wait for one (they buy less at full price).
+CUSTOMER_VALUE_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ def assign(
         "contact_id": contact_id,
         "assigned_at": at,
         "counts_until": at + policy.attribution_window(store_settings, time_scale),
+        "value_until": at + policy.scaled(CUSTOMER_VALUE_DAYS * 24 * 60, time_scale),
     }
     return row, CartArm(arm.id, running.id, arm.name, arm_settings(store_settings, arm), arm.is_holdout)
 

@@ -6,13 +6,15 @@ clicked when any of its messages was; recovered when its order came by the end o
 attribution window from the moment it became eligible (``counts_until``) and was not
 cancelled, in every arm alike (an order needs no message to count, or the holdout could never
 show what happens without cartback); opted out; the recovered order less refunds, the discount
-it used, what its messages cost.
+it used, what its messages cost. And per shopper, on their first cart in the experiment: their
+orders over the next 90 days (``ShopperOrder``, whichever cart they came from or none), and
+whether they abandoned another cart meanwhile.
 
 How the figures stay exact, in the transaction that changes the carts and messages:
 
 - Before each flush, every cart or message whose counted columns change (ORM objects), and
   every cart a Core statement changed (``touch``, called beside ``rollups.count_change``), is
-  noted.
+  noted; so is the shopper of a new order or of a cart just abandoned (``touch_contacts``).
 - Just before commit, after the dashboard's buckets (the lock order, sequences.db): the noted
   carts' assignments are locked by id, then what each counts is read again from its cart and
   messages, in a statement of its own so it sees every change committed while it waited for
@@ -27,25 +29,32 @@ A recount from the carts (``recount``) gives the same figures: every test ends b
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, inspect, update
+from sqlalchemy import bindparam, event, exists, func, inspect, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import SessionTransaction, sessionmaker
+from sqlalchemy.orm import SessionTransaction, aliased, sessionmaker
 from sqlmodel import Session, col
 
 from sequences.db import Database, table_of
 from sequences.merchant import rollups
 from sequences.merchant.rollups import exact, exact_add, exact_sum
-from sequences.models import Cart, CartStatus, ExperimentArmFigures, ExperimentAssignment, Message
+from sequences.models import (
+    Cart,
+    CartStatus,
+    ExperimentArmFigures,
+    ExperimentAssignment,
+    Message,
+    ShopperOrder,
+)
 
 # Rows per arm in ExperimentArmFigures: a commit locks the shards of the carts it changed, so
 # with 8 the busy send path's batches (many carts each) still wait for one another now and
@@ -56,13 +65,16 @@ CART_COLUMNS = frozenset(
     {"status", "ordered_at", "order_total_store", "order_refunded", "order_cancelled_at", "discount_given"}
 )
 MESSAGE_COLUMNS = frozenset({"cart_id", "sent_at", "read_at", "clicked_at", "cost"})
+# A shopper's cart abandoned: their first cart's "abandoned again" may change.
+ABANDONED = frozenset({"abandoned_at"})
 # Carts per statement when reading outcomes again (an IN list).
 CHUNK = 500
 ZERO = Decimal(0)
 _TOUCHED = "cartback.experiment_carts"
-COUNTS = ("eligible", "messaged", "read", "clicked", "recovered", "opted_out")
-MONEY = ("revenue", "discounts", "messaging_cost")
-SQUARES = ("revenue_squares", "spend_squares", "revenue_spend")
+_TOUCHED_CONTACTS = "cartback.experiment_contacts"
+COUNTS = ("eligible", "messaged", "read", "clicked", "recovered", "opted_out", "shoppers", "abandoned_again")
+MONEY = ("revenue", "discounts", "messaging_cost", "customer_value")
+SQUARES = ("revenue_squares", "spend_squares", "revenue_spend", "customer_value_squares")
 ASSIGNMENT = table_of(ExperimentAssignment)
 FIGURES = table_of(ExperimentArmFigures)
 
@@ -80,12 +92,17 @@ class Outcome:
     revenue: Decimal = ZERO
     discount: Decimal = ZERO
     messaging_cost: Decimal = ZERO
+    # Zero and False unless ``shopper``: the shopper's first cart in the experiment.
+    shopper: bool = False
+    customer_value: Decimal = ZERO
+    abandoned_again: bool = False
 
     def figures(self) -> dict[str, Any]:
         """Its share of the arm's figures."""
         if not self.counted:
             return dict.fromkeys(COUNTS, 0) | dict.fromkeys(MONEY, ZERO) | dict.fromkeys(SQUARES, 0.0)
         revenue, spend = float(self.revenue), float(self.discount + self.messaging_cost)
+        value = float(self.customer_value)
         return {
             "eligible": 1,
             "messaged": int(self.messaged),
@@ -99,6 +116,10 @@ class Outcome:
             "revenue_squares": revenue * revenue,
             "spend_squares": spend * spend,
             "revenue_spend": revenue * spend,
+            "shoppers": int(self.shopper),
+            "customer_value": self.customer_value,
+            "customer_value_squares": value * value,
+            "abandoned_again": int(self.abandoned_again),
         }
 
 
@@ -125,6 +146,28 @@ def _outcomes(session: Session, where: Any) -> Iterator[tuple[int, int, int, Out
         .group_by(col(Message.cart_id))
         .subquery()
     )
+    assignment, earlier, later = ExperimentAssignment, aliased(ExperimentAssignment), aliased(Cart)
+    # The shopper's first cart in this experiment; their orders and later carts within 90 days.
+    first = ~exists().where(
+        col(earlier.experiment_id) == col(assignment.experiment_id),
+        col(earlier.contact_id) == col(assignment.contact_id),
+        col(earlier.id) < col(assignment.id),
+    )
+    value = (
+        sql_select(exact_sum(rollups.amount(col(ShopperOrder.total_store))))
+        .where(
+            col(ShopperOrder.contact_id) == col(assignment.contact_id),
+            col(ShopperOrder.ordered_at) >= col(assignment.assigned_at),
+            col(ShopperOrder.ordered_at) <= col(assignment.value_until),
+        )
+        .scalar_subquery()
+    )
+    again = exists().where(
+        col(later.contact_id) == col(assignment.contact_id),
+        col(later.id) != col(assignment.cart_id),
+        col(later.abandoned_at) > col(assignment.assigned_at),
+        col(later.abandoned_at) <= col(assignment.value_until),
+    )
     rows = session.execute(
         sql_select(
             col(ExperimentAssignment.id),
@@ -141,6 +184,9 @@ def _outcomes(session: Session, where: Any) -> Iterator[tuple[int, int, int, Out
             messages.c.reads,
             messages.c.clicks,
             messages.c.cost,
+            first,
+            value,
+            again,
         )
         .join(Cart, col(Cart.id) == col(ExperimentAssignment.cart_id))
         .outerjoin(messages, messages.c.cart_id == col(ExperimentAssignment.cart_id))
@@ -148,7 +194,7 @@ def _outcomes(session: Session, where: Any) -> Iterator[tuple[int, int, int, Out
     ).all()
     for row in rows:
         (assignment_id, arm_id, cart_id, counts_until, status, ordered_at, cancelled_at, total) = row[:8]
-        refunded, discount, sent, reads, clicks, cost = row[8:]
+        refunded, discount, sent, reads, clicks, cost, shopper, customer_value, abandoned_again = row[8:]
         recovered = ordered_at is not None and ordered_at <= counts_until and cancelled_at is None
         yield (
             assignment_id,
@@ -164,6 +210,9 @@ def _outcomes(session: Session, where: Any) -> Iterator[tuple[int, int, int, Out
                 revenue=(total or ZERO) - (refunded or ZERO) if recovered else ZERO,
                 discount=(discount or ZERO) if recovered else ZERO,
                 messaging_cost=exact(cost),
+                shopper=bool(shopper),
+                customer_value=exact(customer_value) if shopper else ZERO,
+                abandoned_again=bool(shopper and abandoned_again),
             ),
         )
 
@@ -175,18 +224,30 @@ def touch(session: OrmSession, cart_ids: Iterable[int | None]) -> None:
     noted.update(cart_id for cart_id in cart_ids if cart_id is not None)
 
 
+def touch_contacts(session: OrmSession, contact_ids: Iterable[int | None]) -> None:
+    """These shoppers ordered or abandoned a cart (by a Core statement): their first carts'
+    customer value and "abandoned again" are read again before commit."""
+    noted: set[int] = session.info.setdefault(_TOUCHED_CONTACTS, set())
+    noted.update(contact_id for contact_id in contact_ids if contact_id is not None)
+
+
 def _collect(session: OrmSession, _flush_context: Any, _instances: Any) -> None:
-    """Before each flush: the carts whose outcome may change with it."""
+    """Before each flush: the carts and shoppers whose outcome may change with it."""
     noted: set[int] = session.info.setdefault(_TOUCHED, set())
+    shoppers: set[int] = session.info.setdefault(_TOUCHED_CONTACTS, set())
     for obj in session.new:
         if isinstance(obj, Message | ExperimentAssignment) and obj.cart_id is not None:
             noted.add(obj.cart_id)
+        elif isinstance(obj, ShopperOrder):
+            shoppers.add(obj.contact_id)
     for obj in session.deleted:
         if isinstance(obj, Message | ExperimentAssignment) and obj.cart_id is not None:
             noted.add(obj.cart_id)
     for obj in session.dirty:
         if isinstance(obj, Cart) and obj.id is not None and _changes(obj, CART_COLUMNS):
             noted.add(obj.id)
+        if isinstance(obj, Cart) and obj.contact_id is not None and _changes(obj, ABANDONED):
+            shoppers.add(obj.contact_id)
         elif isinstance(obj, Message) and obj.cart_id is not None and _changes(obj, MESSAGE_COLUMNS):
             noted.add(obj.cart_id)
 
@@ -200,23 +261,37 @@ def _apply(session: OrmSession) -> None:
     """Before commit (after the dashboard's buckets): bring the noted carts' arms up to date."""
     session.flush()
     noted: set[int] = session.info.pop(_TOUCHED, set())
-    if noted:
-        refresh(session, noted)  # type: ignore[arg-type]
+    shoppers: set[int] = session.info.pop(_TOUCHED_CONTACTS, set())
+    if noted or shoppers:
+        refresh(session, noted, shoppers)  # type: ignore[arg-type]
 
 
 def _forget(session: OrmSession, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_TOUCHED, None)
+        session.info.pop(_TOUCHED_CONTACTS, None)
 
 
-def refresh(session: Session, cart_ids: Iterable[int]) -> None:
-    """Count these carts' assignments again and add what changed to their arms' figures."""
-    ids = sorted(set(cart_ids))
+def refresh(session: Session, cart_ids: Iterable[int], contact_ids: Iterable[int] = ()) -> None:
+    """Count again the assignments of these carts, and of these shoppers, and add what changed
+    to their arms' figures."""
+    carts, contacts = sorted(set(cart_ids)), sorted(set(contact_ids))
+    found: set[int] = set()
+    for ids, column in ((carts, ASSIGNMENT.c.cart_id), (contacts, ASSIGNMENT.c.contact_id)):
+        for start in range(0, len(ids), CHUNK):
+            found.update(
+                session.execute(
+                    sql_select(ASSIGNMENT.c.id).where(column.in_(ids[start : start + CHUNK]))
+                ).scalars()
+            )
+    if not found:
+        return
     postgresql = session.get_bind().dialect.name == "postgresql"
     kept: dict[int, tuple[int, int, int, Outcome]] = {}
-    for start in range(0, len(ids), CHUNK):
-        # The assignments' locks, by id (sequences.db's lock order), before their outcomes are
-        # read: a later statement sees what a transaction we waited for committed.
+    assignment_ids = sorted(found)
+    for start in range(0, len(assignment_ids), CHUNK):
+        # The assignments' locks, by id ascending (sequences.db's lock order), before their
+        # outcomes are read: a later statement sees what a transaction we waited for committed.
         lock = (
             sql_select(
                 ASSIGNMENT.c.id,
@@ -225,7 +300,7 @@ def refresh(session: Session, cart_ids: Iterable[int]) -> None:
                 ASSIGNMENT.c.cart_id,
                 *(ASSIGNMENT.c[name] for name in OUTCOME_COLUMNS),
             )
-            .where(ASSIGNMENT.c.cart_id.in_(ids[start : start + CHUNK]))
+            .where(ASSIGNMENT.c.id.in_(assignment_ids[start : start + CHUNK]))
             .order_by(ASSIGNMENT.c.id)
         )
         for row in session.execute(lock.with_for_update() if postgresql else lock):
@@ -234,7 +309,6 @@ def refresh(session: Session, cart_ids: Iterable[int]) -> None:
         return
     changed: list[dict[str, Any]] = []
     deltas: dict[tuple[int, int, int], dict[str, Any]] = {}
-    assignment_ids = sorted(kept)
     for start in range(0, len(assignment_ids), CHUNK):
         where = col(ExperimentAssignment.id).in_(assignment_ids[start : start + CHUNK])
         for assignment_id, arm_id, cart_id, outcome in _outcomes(session, where):
@@ -251,9 +325,10 @@ def refresh(session: Session, cart_ids: Iterable[int]) -> None:
     _add(session, deltas)
 
 
-def _stored(values: Iterable[Any]) -> Outcome:
+def _stored(values: Sequence[Any]) -> Outcome:
     """What an assignment last counted, as kept on it."""
-    counted, messaged, read, clicked, recovered, opted_out, revenue, discount, cost = values
+    (counted, messaged, read, clicked, recovered, opted_out, revenue, discount, cost) = values[:9]
+    shopper, customer_value, abandoned_again = values[9:]
     return Outcome(
         counted=bool(counted),
         messaged=bool(messaged),
@@ -264,6 +339,9 @@ def _stored(values: Iterable[Any]) -> Outcome:
         revenue=revenue,
         discount=discount,
         messaging_cost=cost,
+        shopper=bool(shopper),
+        customer_value=customer_value,
+        abandoned_again=bool(abandoned_again),
     )
 
 

@@ -32,10 +32,21 @@ from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Experiment, ExperimentArm
 
 RECOVERY_RATE, NET_REVENUE, OPT_OUT_RATE = "recovery_rate", "net_revenue_per_cart", "opt_out_rate"
+# A shopper's orders over the 90 days after their first cart in the experiment.
+CUSTOMER_VALUE = "customer_value_per_shopper"
 # A sample-ratio mismatch this unlikely under the weights means assignment is broken (a
 # 1-in-1,000 chance of a false alarm on a healthy experiment, read every day for a year).
 SRM_P_VALUE = 0.001
-_COUNTED = ("eligible", "messaged", "read", "clicked", "recovered", "opted_out")
+_COUNTED = (
+    "eligible",
+    "messaged",
+    "read",
+    "clicked",
+    "recovered",
+    "opted_out",
+    "shoppers",
+    "abandoned_again",
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,12 @@ class ArmResult:
     net_revenue: Decimal
     # Sum of each cart's net revenue squared (the intervals' variance).
     net_squares: float
+    # Per shopper (their first cart in the experiment): how many, their orders over 90 days
+    # and its sum of squares, and how many abandoned another cart within them.
+    shoppers: int = 0
+    customer_value: Decimal = Decimal(0)
+    customer_value_squares: float = 0.0
+    abandoned_again: int = 0
 
     @property
     def recovery_rate(self) -> float:
@@ -67,6 +84,16 @@ class ArmResult:
         return self.opted_out / self.eligible if self.eligible else 0.0
 
     @property
+    def customer_value_per_shopper(self) -> Decimal:
+        return (
+            (self.customer_value / self.shoppers).quantize(Decimal("0.01")) if self.shoppers else Decimal(0)
+        )
+
+    @property
+    def abandon_again_rate(self) -> float:
+        return self.abandoned_again / self.shoppers if self.shoppers else 0.0
+
+    @property
     def net_revenue_per_cart(self) -> Decimal:
         return (self.net_revenue / self.eligible).quantize(Decimal("0.01")) if self.eligible else Decimal(0)
 
@@ -75,6 +102,8 @@ class ArmResult:
             return stats.Sample(self.eligible, float(self.recovered), float(self.recovered))
         if metric == OPT_OUT_RATE:
             return stats.Sample(self.eligible, float(self.opted_out), float(self.opted_out))
+        if metric == CUSTOMER_VALUE:
+            return stats.Sample(self.shoppers, float(self.customer_value), self.customer_value_squares)
         return stats.Sample(self.eligible, float(self.net_revenue), self.net_squares)
 
 
@@ -139,6 +168,8 @@ def _per_arm(session: Session, experiment_id: int, margin: Decimal) -> dict[int,
             "net_revenue": exact(net),
             # Never below zero (float cancellation on carts that all net the same).
             "net_squares": max(squares, 0.0),
+            "customer_value": kept["customer_value"],
+            "customer_value_squares": kept["customer_value_squares"],
         }
     return found
 
@@ -198,11 +229,11 @@ def experiment_results(session: Session, experiment: Experiment, store_settings:
                 metric: stats.difference(
                     control.sample(metric),
                     arm.sample(metric),
-                    rate=metric != NET_REVENUE,
+                    rate=metric in (RECOVERY_RATE, OPT_OUT_RATE),
                     planned_per_arm=planned,
                     comparisons=len(challengers),
                 )
-                for metric in (NET_REVENUE, RECOVERY_RATE, OPT_OUT_RATE)
+                for metric in (NET_REVENUE, RECOVERY_RATE, OPT_OUT_RATE, CUSTOMER_VALUE)
             }
             comparisons.extend(
                 Comparison(arm.arm_id, control.arm_id, "control", metric, interval)
@@ -215,7 +246,7 @@ def experiment_results(session: Session, experiment: Experiment, store_settings:
     if holdout is not None:
         treated = [arm for arm in results if not arm.holdout]
         for arm in treated:
-            for metric in (NET_REVENUE, RECOVERY_RATE):
+            for metric in (NET_REVENUE, RECOVERY_RATE, CUSTOMER_VALUE):
                 interval = stats.difference(
                     holdout.sample(metric),
                     arm.sample(metric),

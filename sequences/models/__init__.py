@@ -42,6 +42,7 @@ from sequences.models.experiments import (
     ExperimentArmFigures,
     ExperimentAssignment,
     ExperimentStatus,
+    ShopperOrder,
 )
 from sequences.models.messages import (
     ATTEMPTED_STEP_STATUSES,
@@ -95,6 +96,7 @@ __all__ = [
     "RecoveryStep",
     "SandboxOutboxMessage",
     "SettingsChange",
+    "ShopperOrder",
     "StepStatus",
     "Store",
     "StoreStatus",

@@ -73,6 +73,7 @@ class ExperimentAssignment(SQLModel, table=True):
         UniqueConstraint("experiment_id", "cart_id"),
         Index("ix_experiment_assignment_arm", "experiment_id", "arm_id"),
         Index("ix_experiment_assignment_cart", "cart_id"),
+        Index("ix_experiment_assignment_contact", "contact_id", "experiment_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -86,6 +87,9 @@ class ExperimentAssignment(SQLModel, table=True):
     # attribution window from the moment the cart became eligible, not from a message: the
     # holdout gets none).
     counts_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # The shopper's orders up to this moment (90 days on from ``assigned_at``) are their
+    # customer value, counted on their first cart in the experiment.
+    value_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     # What the cart counts in its arm's kept figures (``sequences.experiments.figures``), as last
     # counted: ``counted`` once it is in them at all; then each outcome, the money in the
     # store's currency (recovered order less refunds, the discount it used, its messages' cost).
@@ -104,6 +108,13 @@ class ExperimentAssignment(SQLModel, table=True):
     messaging_cost: Decimal = Field(
         default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
     )
+    # The shopper's first cart in the experiment (a shopper counts once however often they
+    # abandon), their orders until ``value_until``, and whether they abandoned another cart by then.
+    shopper: bool = Field(default=False)
+    customer_value: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    abandoned_again: bool = Field(default=False)
 
 
 class ExperimentArmFigures(SQLModel, table=True):
@@ -137,3 +148,32 @@ class ExperimentArmFigures(SQLModel, table=True):
     revenue_squares: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
     spend_squares: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
     revenue_spend: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+    # Per shopper (their first cart in the experiment): how many, their orders over 90 days,
+    # its sum of squares, and how many abandoned another cart within them.
+    shoppers: int = Field(default=0)
+    customer_value: Decimal = Field(
+        default=Decimal(0), sa_column=Column(MoneyAmount(), nullable=False, default=Decimal(0))
+    )
+    customer_value_squares: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+    abandoned_again: int = Field(default=0)
+
+
+class ShopperOrder(SQLModel, table=True):
+    """An order of a shopper in an experiment, whichever cart it came from or none: their
+    90-day customer value counts every one. Kept only for shoppers some experiment assigned
+    (``tracking.apply_order``), with nothing more about the order than its total and time."""
+
+    __tablename__ = "shopper_order"
+    __table_args__ = (
+        UniqueConstraint("store_id", "order_platform_id"),
+        Index("ix_shopper_order_contact", "contact_id", "ordered_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    store_id: int = Field(foreign_key="store.id")
+    contact_id: int = Field(foreign_key="contact.id")
+    order_platform_id: str = Field(sa_column=Column(String(255), nullable=False))
+    ordered_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # In the store's currency; None when the platform gave it only in another.
+    total_store: Decimal | None = Field(default=None, sa_column=Column(MoneyAmount(), nullable=True))
+    cart_id: int | None = Field(default=None, foreign_key="cart.id")

@@ -37,6 +37,7 @@ from sequences.models import (
     RecoveryStep,
     SandboxOutboxMessage,
     SettingsChange,
+    ShopperOrder,
     Store,
     VariantImage,
     WebhookDelivery,
@@ -189,6 +190,7 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(Discount).where(col(Discount.store_id) == store_id))
     experiment_ids = select(Experiment.id).where(Experiment.store_id == store_id)
     experiment_figures.forget_experiments(session, experiment_ids)
+    session.exec(delete(ShopperOrder).where(col(ShopperOrder.store_id) == store_id))
     session.exec(delete(ExperimentAssignment).where(col(ExperimentAssignment.store_id) == store_id))
     session.exec(delete(ExperimentArm).where(col(ExperimentArm.experiment_id).in_(experiment_ids)))
     session.exec(delete(Experiment).where(col(Experiment.store_id) == store_id))

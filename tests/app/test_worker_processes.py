@@ -215,6 +215,7 @@ def in_experiment(runtime: Runtime, store_id: int) -> int:
                     "contact_id": contact_id,
                     "assigned_at": abandoned_at,
                     "counts_until": abandoned_at + timedelta(days=7),
+                    "value_until": abandoned_at + timedelta(days=90),
                 }
                 for cart_id, contact_id, abandoned_at in carts
             ],

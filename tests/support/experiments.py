@@ -87,6 +87,7 @@ def seed_experiment(
                         contact_id=contact.id,
                         assigned_at=abandoned,
                         counts_until=abandoned + timedelta(days=7),
+                        value_until=abandoned + timedelta(days=90),
                     )
                 )
         session.commit()

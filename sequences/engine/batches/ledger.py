@@ -393,6 +393,8 @@ def _write(
             rollups.count_change(session, Cart, before, before | moved)
             events.append(timeline.row(plan.cart, "cart_abandoned", now))
         update_rows(session, CART, ["status", "abandoned_at"], rows)
+        # A shopper in an experiment who abandons again: their first cart's figures change.
+        experiment_figures.touch_contacts(session, [plan.cart.contact_id for plan in abandoned])
     assigned = [(plan.cart, plan.assigned) for plan in plans if plan.assigned is not None]
     if assigned:
         session.execute(insert(ASSIGNMENT), [row for _cart, (row, _arm) in assigned])

@@ -15,7 +15,7 @@ from app.dbmigrate import alembic_config, upgrade
 from sequences.experiments import figures
 from sequences.experiments.manage import ArmSpec, start_experiment, with_holdout
 from sequences.experiments.results import experiment_results
-from sequences.models import Cart, Experiment, ExperimentArmFigures, Store
+from sequences.models import Cart, Experiment, ExperimentArmFigures, ExperimentAssignment, ShopperOrder, Store
 from tests.support.factories import order_payload
 
 HUNDRED_OFF = {"steps": [{"delay_minutes": 15, "offer": {"kind": "fixed", "value": "100"}}]}
@@ -119,3 +119,61 @@ def test_the_migration_counts_the_carts_assigned_before_figures_were_kept(journe
             assert after[arm_id][name] == (
                 pytest.approx(value, rel=1e-9) if name in figures.SQUARES else value
             )
+
+
+@pytest.mark.postgres
+def test_a_shoppers_orders_over_90_days_and_their_next_abandoned_cart_count_once_in_their_arm(journey):
+    arms = [ArmSpec("₹0 off", control=True), ArmSpec("₹100 off", overrides=HUNDRED_OFF)]
+    experiment = start_experiment(journey.runtime, 1, "Does ₹100 off pay?", arms)
+    phones = [f"+91987650{n:04d}" for n in range(4)]
+    for n, phone in enumerate(phones[:3]):
+        journey.checkout(checkout_id=f"chk_{n}", token=f"tok_{n}", phone=phone)
+    journey.run(timedelta(minutes=16))
+    # Shopper 0 buys ten days on, from no cart of ours (a new visit): their order still counts.
+    journey.webhook(
+        timedelta(days=10),
+        "orders/create",
+        order_payload(
+            order_id="later_0", checkout_id="elsewhere_0", token="x_0", total="700.00", phone=phones[0]
+        ),
+    )
+    # Shopper 1 buys their cart, then again after the 90 days: only the first counts.
+    journey.webhook(
+        timedelta(hours=2),
+        "orders/create",
+        order_payload(order_id="cart_1", checkout_id="chk_1", token="tok_1", total="1500.00"),
+    )
+    journey.webhook(
+        timedelta(days=95),
+        "orders/create",
+        order_payload(
+            order_id="late_1", checkout_id="elsewhere_1", token="x_1", total="999.00", phone=phones[1]
+        ),
+    )
+    # Shopper 2 abandons a second cart five days on: abandoned again, and still one shopper.
+    journey.checkout(timedelta(days=5), checkout_id="chk_2b", token="tok_2b", phone=phones[2])
+    journey.run(timedelta(days=5, minutes=16))
+    # Someone in no experiment buys: nothing of theirs is kept.
+    journey.webhook(
+        timedelta(days=6),
+        "orders/create",
+        order_payload(order_id="stranger", checkout_id="elsewhere_3", token="x_3", phone=phones[3]),
+    )
+    with journey.runtime.database.session() as session:
+        recorded = {order.order_platform_id for order in session.exec(select(ShopperOrder)).all()}
+        kept = figures.arm_figures(session, experiment.id)
+        assert figures.differences(session, experiment.id) == []
+        assignments = session.exec(select(ExperimentAssignment)).all()
+    assert recorded == {"later_0", "cart_1", "late_1"}
+    # Four carts in arms (shopper 2's two), three shoppers.
+    assert len(assignments) == 4
+    assert sum(arm["eligible"] for arm in kept.values()) == 4
+    assert sum(arm["shoppers"] for arm in kept.values()) == 3
+    assert sum(arm["customer_value"] for arm in kept.values()) == Decimal("2200.0000")
+    assert sum(arm["abandoned_again"] for arm in kept.values()) == 1
+    by_contact = {a.contact_id: a for a in assignments if a.shopper}
+    assert sorted(a.customer_value for a in by_contact.values()) == [
+        Decimal(0),
+        Decimal("700.00"),
+        Decimal("1500.00"),
+    ]
