@@ -24,6 +24,7 @@ from app.admin.pages import render_admin
 from app.admin.session import MerchantSession, api_view, page_view
 from app.admin.settings import json_request_body, rejection
 from app.current import get_runtime
+from sequences.experiments.calibration import Calibration, Level, calibrate
 from sequences.experiments.manage import (
     DEFAULT_HOLDOUT_SHARE,
     ArmSpec,
@@ -362,6 +363,46 @@ def experiment_csv(merchant: MerchantSession, experiment_id: int) -> Any:
     return response
 
 
+def _level_json(level: Level) -> dict[str, Any]:
+    interval = level.interval
+    return {
+        "offer": level.label,
+        "source": level.source,
+        "carts": level.carts,
+        "recovered": level.recovered,
+        "net_revenue": _money(level.net_revenue),
+        "net_revenue_per_cart": _money(level.net_per_cart),
+        "interval": None
+        if interval is None
+        else {
+            "low": round(interval.low, 2),
+            "high": round(interval.high, 2),
+            "estimate": round(interval.estimate, 2),
+        },
+    }
+
+
+def _calibration(merchant: MerchantSession) -> Calibration:
+    runtime = get_runtime()
+    with runtime.database.session() as session:
+        store = session.get(Store, merchant.store_id)
+        assert store is not None
+        return calibrate(session, store, runtime.store_settings(store), runtime.now())
+
+
+@bp.get("/api/experiments/calibration")
+@api_view
+def experiments_calibration(merchant: MerchantSession) -> Any:
+    """Net revenue per cart at each offer level: the store's history, and its offer experiments."""
+    found = _calibration(merchant)
+    return jsonify(
+        since=found.since.isoformat(),
+        history=[_level_json(level) for level in found.history],
+        experiments=[_level_json(level) for level in found.experiments],
+        best=None if found.best is None else {"offer": found.best.label, "clearly_best": found.clear},
+    )
+
+
 # The store's volume is read over this many days to turn a plan into days.
 VOLUME_DAYS = 28
 
@@ -503,6 +544,7 @@ def experiments_page(merchant: MerchantSession) -> Any:
         per_day = eligible_per_day(session, merchant.store_id, runtime.now())
         currency, locale = store.currency, store.locale
         experiments = [(e.id, e.name, e.status) for e in found]
+        calibration = calibrate(session, store, runtime.store_settings(store), runtime.now())
 
     def money(amount: Decimal) -> str:
         return str(format_money(amount, currency, locale))
@@ -516,4 +558,5 @@ def experiments_page(merchant: MerchantSession) -> Any:
         drawn=_page_charts(results, money) if results else {},
         percent=_percent,
         eligible_per_day=per_day,
+        calibration=calibration,
     )

@@ -122,6 +122,18 @@ def difference(
     return Interval(estimate, estimate - half, estimate + half)
 
 
+def mean(
+    sample: Sample, *, planned: int = DEFAULT_PLANNED_PER_ARM, alpha: float = ALPHA, comparisons: int = 1
+) -> Interval | None:
+    """One group's mean with an interval valid at every look (the same sequence as
+    ``difference``, for one mean); None below MIN_CARTS_PER_ARM."""
+    if sample.n < MIN_CARTS_PER_ARM:
+        return None
+    level = alpha / max(comparisons, 1)
+    half = math.sqrt(sample.variance(rate=False)) * boundary(sample.n, rho_for(planned, level), level)
+    return Interval(sample.mean, sample.mean - half, sample.mean + half)
+
+
 @dataclass(frozen=True)
 class Plan:
     carts_per_arm: int

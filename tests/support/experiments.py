@@ -16,6 +16,7 @@ from sequences.models import (
     Experiment,
     ExperimentArm,
     ExperimentAssignment,
+    ShopperOrder,
 )
 from sequences.runtime import Runtime
 
@@ -90,5 +91,17 @@ def seed_experiment(
                         value_until=abandoned + timedelta(days=90),
                     )
                 )
+                if bought:
+                    # What tracking.apply_order keeps for a shopper in an experiment.
+                    session.add(
+                        ShopperOrder(
+                            store_id=store_id,
+                            contact_id=contact.id,
+                            order_platform_id=f"exp_order_{number}",
+                            ordered_at=abandoned + timedelta(hours=5),
+                            total_store=total,
+                            cart_id=cart.id,
+                        )
+                    )
         session.commit()
     return experiment

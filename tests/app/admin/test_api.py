@@ -456,6 +456,7 @@ TENANCY_CASES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/whatsapp/resume"): {},
     ("GET", "/api/experiments"): {},
     ("GET", "/api/experiments/plan"): {"query_string": {"baseline_rate": "0.08", "mde": "0.02"}},
+    ("GET", "/api/experiments/calibration"): {},
     ("POST", "/api/experiments"): {
         "json": {"name": "Theirs", "arms": [{"name": "a", "control": True}, {"name": "b"}]}
     },

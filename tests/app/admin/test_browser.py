@@ -378,6 +378,10 @@ def test_the_experiments_page_plans_shows_ranges_and_starts_the_next_one(admin: 
     assert page.locator("#lift-net-control").is_visible() and page.locator("#lift-rate-holdout").is_visible()
     # 15 % against 3 % over 600 and 150 carts: the true lift shows, in green.
     assert page.locator("#lift-rate-holdout [data-lift='₹100 off'] line").get_attribute("stroke") == "#29845a"
+    # Each arm's shoppers over 90 days, and which discount pays, experiment by arm.
+    assert page.locator("#customer-value tr[data-arm]").count() == 3
+    assert page.locator("#calibration").is_visible()
+    assert page.locator("#calibration-experiments tr").count() == 3
     page.fill("#baseline", "8")
     page.fill("#mde", "2")
     page.click("#plan")

@@ -214,3 +214,20 @@ def test_the_experiments_page_shows_each_arm_and_its_ranges(journey: Any) -> Non
     assert "holdout" in page.lower() and "Net revenue per cart" in page
     # An id that is not this store's shows the latest of its own.
     assert f'data-experiment="{started["id"]}"' in other
+
+
+def test_the_calibration_gives_each_offer_levels_net_revenue_per_cart(journey: Any) -> None:
+    from tests.support.experiments import seed_experiment
+
+    with journey.at(timedelta(0)):
+        csrf = _signed_in(journey)
+        seed_experiment(journey.runtime, 1, per_arm=120)
+        response = journey.client.get("/api/experiments/calibration", headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 200
+    found = response.get_json()
+    arms = {level["source"].split(" · ")[1]: level for level in found["experiments"]}
+    assert set(arms) == {"₹0 off", "₹100 off"}
+    assert arms["₹100 off"]["carts"] == 120 and arms["₹100 off"]["interval"] is not None
+    assert set(arms["₹100 off"]) >= {"offer", "net_revenue_per_cart", "recovered"}
+    # The seeded carts were never messaged: no history level, so no best yet.
+    assert found["history"] == [] and found["best"] is None
