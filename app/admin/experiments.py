@@ -129,6 +129,7 @@ def results_json(results: Results) -> dict[str, Any]:
         "metric": experiment.metric,
         "planned_per_arm": experiment.planned_per_arm,
         "promoted_arm_id": experiment.promoted_arm_id,
+        "auto_promote": experiment.auto_promote,
         "started_at": experiment.started_at.isoformat(),
         "stopped_at": experiment.stopped_at.isoformat() if experiment.stopped_at else None,
         "gross_margin_percent": str(results.gross_margin_percent),
@@ -241,9 +242,19 @@ def _arm_specs(body: Any) -> tuple[str, str, int, list[ArmSpec]]:
 @api_view
 def experiments_start(merchant: MerchantSession) -> Any:
     try:
-        name, metric, planned, arms = _arm_specs(json_request_body())
+        body = json_request_body()
+        name, metric, planned, arms = _arm_specs(body)
+        auto_promote = body.get("auto_promote", False)
+        if not isinstance(auto_promote, bool):
+            raise SettingsRejected([Problem("auto_promote", "true or false")])
         experiment = start_experiment(
-            get_runtime(), merchant.store_id, name, arms, metric=metric, planned_per_arm=planned
+            get_runtime(),
+            merchant.store_id,
+            name,
+            arms,
+            metric=metric,
+            planned_per_arm=planned,
+            auto_promote=auto_promote,
         )
     except SettingsRejected as rejected:
         status = 400 if rejected.problems and rejected.problems[0].field == "body" else 422

@@ -22,6 +22,7 @@ from sequences.db import lock_cart_with_contact
 from sequences.engine.intake import drain_deliveries
 from sequences.engine.scheduling import enqueue_opt_out_syncs
 from sequences.engine.sending import SENDING_GRACE, settle_abandoned_send
+from sequences.experiments.manage import promote_winners
 from sequences.models import Cart, RecoveryStep, StepStatus
 from sequences.privacy.erasure import purge_processed_payloads
 from sequences.runtime import Runtime
@@ -48,6 +49,7 @@ class SweepReport:
     opt_out_syncs_queued: int = 0
     tokens_renewed: int = 0
     numbers_checked: int = 0
+    winners_promoted: int = 0
 
     def __str__(self) -> str:
         return (
@@ -55,7 +57,8 @@ class SweepReport:
             f"{self.deliveries_applied} waiting deliveries applied, {self.steps_uncertain} steps marked uncertain, "
             f"{self.steps_failed} steps failed as Meta reported, "
             f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued, "
-            f"{self.tokens_renewed} lapsing platform tokens renewed, {self.numbers_checked} WhatsApp numbers checked"
+            f"{self.tokens_renewed} lapsing platform tokens renewed, {self.numbers_checked} WhatsApp numbers checked, "
+            f"{self.winners_promoted} experiment winners promoted"
         )
 
 
@@ -100,6 +103,7 @@ def run_sweep(runtime: Runtime) -> SweepReport:
     report.opt_out_syncs_queued = enqueue_opt_out_syncs(runtime)
     report.tokens_renewed = renew_lapsing_tokens(runtime)
     forget_lapsed_connections(runtime)
+    report.winners_promoted = len(promote_winners(runtime))
     if runtime.transport.needs_whatsapp_account:
         report.numbers_checked = recheck_numbers(runtime)
     log.info("sweep done", extra={"report": str(report)})

@@ -10,6 +10,7 @@ have.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from pydantic import ValidationError
 from sqlmodel import select
 
 from sequences.experiments.assignment import arm_settings
-from sequences.merchant.settings_changes import Saved, as_payload, save
+from sequences.experiments.results import experiment_results
+from sequences.merchant.settings_changes import Saved, SettingsRejected, as_payload, enqueue_replan, save
 from sequences.merchant.store_settings import COLLECT_PROBLEMS, Problem, StoreSettings
-from sequences.models import Experiment, ExperimentArm, ExperimentStatus, Store
+from sequences.models import Experiment, ExperimentArm, ExperimentStatus, Store, StoreStatus
 from sequences.runtime import Runtime
 
 # What an arm may change (StoreSettings' field names).
@@ -29,6 +31,9 @@ LEVERS = frozenset({"steps", "inactivity_minutes"})
 METRICS = ("net_revenue_per_cart", "recovery_rate")
 # The holdout's share when the merchant turns it on without naming one.
 DEFAULT_HOLDOUT_SHARE = 0.10
+# Who the settings history names for a winner promoted by itself.
+AUTO_PROMOTER = "cartback (auto-promotion)"
+log = logging.getLogger("cartback.experiments")
 MAX_ARMS = 6
 
 
@@ -115,6 +120,7 @@ def start_experiment(
     *,
     metric: str = "net_revenue_per_cart",
     planned_per_arm: int = 5_000,
+    auto_promote: bool = False,
 ) -> Experiment:
     """Start an experiment for the store: from now on each cart that becomes eligible is given
     an arm. A store runs one experiment at a time."""
@@ -142,6 +148,7 @@ def start_experiment(
             name=name.strip(),
             metric=metric,
             planned_per_arm=planned_per_arm,
+            auto_promote=auto_promote,
             assignment_key=secrets.token_hex(32),
             started_at=runtime.now(),
             created_at=runtime.now(),
@@ -214,3 +221,49 @@ def promote_arm(runtime: Runtime, store_id: int, experiment_id: int, arm_id: int
             held.status, held.stopped_at = ExperimentStatus.STOPPED, runtime.now()
         session.commit()
     return saved
+
+
+def promote_winners(runtime: Runtime) -> list[tuple[int, int]]:
+    """Promote the winner of every running experiment the merchant set to promote by itself:
+    an arm declared better than the control on the deciding figure with the opt-out guardrail
+    held (the best of them, when several), exactly as the merchant's click would. The
+    intervals are valid at every look, so promoting at the first look that shows a winner
+    keeps their error rate. Returns (experiment id, arm id) of each promotion."""
+    chosen: list[tuple[int, int, int]] = []
+    with runtime.database.session() as session:
+        candidates = session.exec(
+            select(Experiment).where(
+                Experiment.status == ExperimentStatus.RUNNING,
+                Experiment.auto_promote == True,  # noqa: E712
+            )
+        ).all()
+        for experiment in candidates:
+            assert experiment.id is not None
+            store = session.get(Store, experiment.store_id)
+            if store is None or store.status != StoreStatus.ACTIVE:
+                continue
+            results = experiment_results(session, experiment, runtime.store_settings(store))
+
+            def estimate(arm_id: int, found: Any = results, metric: str = experiment.metric) -> float:
+                comparison = found.comparison(arm_id, "control", metric)
+                return comparison.interval.estimate if comparison and comparison.interval else 0.0
+
+            if results.better:
+                chosen.append((experiment.store_id, experiment.id, max(results.better, key=estimate)))
+    promoted: list[tuple[int, int]] = []
+    for store_id, experiment_id, arm_id in chosen:
+        try:
+            saved = promote_arm(runtime, store_id, experiment_id, arm_id, AUTO_PROMOTER)
+        except (ExperimentError, SettingsRejected) as refused:
+            # The store's settings moved since the start and the arm no longer fits them:
+            # the merchant decides; the experiment runs on and the page shows the winner.
+            log.warning(
+                "experiment winner not promoted",
+                extra={"experiment_id": experiment_id, "arm_id": arm_id, "reason": type(refused).__name__},
+            )
+            continue
+        if saved.replan_needed:
+            enqueue_replan(runtime, store_id)
+        log.info("experiment winner promoted", extra={"experiment_id": experiment_id, "arm_id": arm_id})
+        promoted.append((experiment_id, arm_id))
+    return promoted

@@ -48,6 +48,9 @@ class Experiment(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     stopped_at: datetime | None = time_field()
     promoted_arm_id: int | None = Field(default=None)
+    # The merchant lets cartback promote the winner by itself: the sweep promotes an arm as
+    # soon as it is declared better (``manage.promote_winners``), as the merchant's click would.
+    auto_promote: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

@@ -231,3 +231,13 @@ def test_the_calibration_gives_each_offer_levels_net_revenue_per_cart(journey: A
     assert set(arms["₹100 off"]) >= {"offer", "net_revenue_per_cart", "recovered"}
     # The seeded carts were never messaged: no history level, so no best yet.
     assert found["history"] == [] and found["best"] is None
+
+
+def test_auto_promotion_is_asked_for_with_true_or_false_only(journey: Any) -> None:
+    csrf = _signed_in(journey)
+
+    refused = _start(journey, csrf, BODY | {"auto_promote": "yes"})
+    started = _start(journey, csrf, BODY | {"auto_promote": True})
+
+    assert refused.status_code == 422 and "auto_promote" in refused.get_json()["fields"]
+    assert started.status_code == 201 and started.get_json()["auto_promote"] is True
