@@ -10,6 +10,7 @@ saving, previews and downloads.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -28,10 +29,11 @@ from app.shopify.home import verified_store
 from app.shopify.session_token import shopify_connector
 from app.webhooks.cartflows import cartflows_url
 from channels.whatsapp.templates import copy_for
+from sequences.experiments.results import ArmFunnel, latest_funnel
 from sequences.merchant import dashboard, lists
 from sequences.merchant.settings_changes import as_payload, history
 from sequences.merchant.store_settings import COPY_LANGUAGES, MAX_COPY_CHARS, MAX_STEPS
-from sequences.models import Contact, DataExport, InboundMessage, Store
+from sequences.models import Contact, DataExport, Experiment, InboundMessage, Store
 from sequences.money import format_money
 
 bp = Blueprint("admin_pages", __name__)
@@ -157,8 +159,10 @@ def _dashboard_context(merchant: MerchantSession) -> dict[str, Any]:
             .order_by(col(DataExport.id).desc())
             .limit(10)
         ).all()
+        arm_funnel = latest_funnel(session, merchant.store_id)
         return {
             "board": board,
+            "arm_funnel": arm_funnel,
             "period_problem": problem,
             "charts": _charts(board, store),
             "percent": _percent,
@@ -261,7 +265,24 @@ def dashboard_json(merchant: MerchantSession) -> Any:
             period = _period(store)
         except dashboard.PeriodError as exc:
             return jsonify(error=str(exc)), 400
-        return jsonify(dashboard.as_json(dashboard.build(session, store, period)))
+        board = dashboard.as_json(dashboard.build(session, store, period))
+        return jsonify(
+            board | {"experiment_funnel": _arm_funnel_json(latest_funnel(session, merchant.store_id))}
+        )
+
+
+def _arm_funnel_json(found: tuple[Experiment, list[ArmFunnel]] | None) -> dict[str, Any] | None:
+    """The newest experiment's funnel per arm, over the experiment's life (not the period)."""
+    if found is None:
+        return None
+    experiment, arms = found
+    return {
+        "experiment_id": experiment.id,
+        "name": experiment.name,
+        "status": experiment.status,
+        "since": experiment.started_at.isoformat(),
+        "arms": [asdict(arm) for arm in arms],
+    }
 
 
 def _export(merchant: MerchantSession, kind: str) -> Any:

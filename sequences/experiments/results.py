@@ -256,3 +256,48 @@ def experiment_results(session: Session, experiment: Experiment, store_settings:
                 )
                 comparisons.append(Comparison(arm.arm_id, holdout.arm_id, "holdout", metric, interval))
     return Results(experiment, results, comparisons, _sample_ratio(results), better, margin)
+
+
+@dataclass(frozen=True)
+class ArmFunnel:
+    """One arm's carts from abandoned to recovered, for the dashboard's funnel split by arm."""
+
+    name: str
+    holdout: bool
+    carts: int
+    messaged: int
+    read: int
+    clicked: int
+    recovered: int
+
+
+def latest_funnel(session: Session, store_id: int) -> tuple[Experiment, list[ArmFunnel]] | None:
+    """The store's newest experiment and each arm's funnel over its whole life, from the kept
+    figures (a few rows, whatever the store's size); None for a store that never ran one."""
+    experiment = session.scalars(
+        select(Experiment)
+        .where(col(Experiment.store_id) == store_id)
+        .order_by(col(Experiment.started_at).desc(), col(Experiment.id).desc())
+    ).first()
+    if experiment is None or experiment.id is None:
+        return None
+    kept = figures.arm_figures(session, experiment.id)
+    arms = session.scalars(
+        select(ExperimentArm)
+        .where(col(ExperimentArm.experiment_id) == experiment.id)
+        .order_by(col(ExperimentArm.position), col(ExperimentArm.id))
+    ).all()
+    funnel = []
+    for arm in arms:
+        counted = kept.get(arm.id or 0, {})
+        funnel.append(
+            ArmFunnel(
+                arm.name,
+                arm.is_holdout,
+                *(
+                    int(counted.get(name, 0))
+                    for name in ("eligible", "messaged", "read", "clicked", "recovered")
+                ),
+            )
+        )
+    return experiment, funnel

@@ -241,3 +241,33 @@ def test_auto_promotion_is_asked_for_with_true_or_false_only(journey: Any) -> No
 
     assert refused.status_code == 422 and "auto_promote" in refused.get_json()["fields"]
     assert started.status_code == 201 and started.get_json()["auto_promote"] is True
+
+
+def test_the_dashboard_splits_the_newest_experiments_funnel_by_arm(journey: Any) -> None:
+    from tests.support.experiments import seed_experiment
+
+    with journey.at(timedelta(0)):
+        csrf = _signed_in(journey)
+        seed_experiment(journey.runtime, 1, per_arm=120, rates=(0.1, 0.2, 0.05))
+        found = journey.client.get(
+            "/api/dashboard",
+            query_string={"from": "2026-11-01", "to": "2026-11-30"},
+            headers={"X-CSRF-Token": csrf},
+        ).get_json()
+        page = journey.client.get("/admin").get_data(as_text=True)
+    arms = {arm["name"]: arm for arm in found["experiment_funnel"]["arms"]}
+    assert [arms[name]["carts"] for name in ("₹0 off", "₹100 off", "Holdout (no messages)")] == [120, 120, 30]
+    assert arms["Holdout (no messages)"]["messaged"] == 0
+    assert sum(arm["recovered"] for arm in arms.values()) > 0
+    assert 'id="arm-funnel"' in page and 'data-arm="₹100 off"' in page
+
+
+def test_a_store_that_never_ran_an_experiment_has_no_split_funnel(journey: Any) -> None:
+    with journey.at(timedelta(0)):
+        csrf = _signed_in(journey)
+        found = journey.client.get(
+            "/api/dashboard",
+            query_string={"from": "2026-11-01", "to": "2026-11-30"},
+            headers={"X-CSRF-Token": csrf},
+        ).get_json()
+    assert found["experiment_funnel"] is None
