@@ -53,11 +53,7 @@ def find_cart_for_order(runtime: Runtime, session: Session, store: Store, order:
         cart = session.exec(scoped.where(Cart.platform_cart_token == order.cart_token)).first()
         if cart:
             return cart
-    same_shopper: list[ColumnElement[bool]] = []
-    if order.phone_e164:
-        same_shopper.append(col(Contact.phone_e164) == order.phone_e164)
-    if order.email:
-        same_shopper.append(func.lower(col(Contact.email)) == order.email.lower())
+    same_shopper = shopper_conditions(order)
     if not same_shopper:
         return None
     settings = runtime.store_settings(store)
@@ -83,6 +79,16 @@ def find_cart_for_order(runtime: Runtime, session: Session, store: Store, order:
             col(Cart.last_activity_at) <= order.created_at,
         ).order_by(col(Cart.last_activity_at).desc())
     ).first()
+
+
+def shopper_conditions(order: OrderEvent) -> list[ColumnElement[bool]]:
+    """The contact the order names, by its phone or email (any one of them matching)."""
+    same_shopper: list[ColumnElement[bool]] = []
+    if order.phone_e164:
+        same_shopper.append(col(Contact.phone_e164) == order.phone_e164)
+    if order.email:
+        same_shopper.append(func.lower(col(Contact.email)) == order.email.lower())
+    return same_shopper
 
 
 def discount_given(session: Session, cart: Cart, order: OrderEvent) -> Decimal | None:

@@ -7,10 +7,11 @@ order's id, total and time: nobody else's order history is held.
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from connectors.base import OrderEvent
+from sequences.engine.attribution import shopper_conditions
 from sequences.models import Contact, ExperimentAssignment, ShopperOrder, Store
 
 
@@ -51,11 +52,7 @@ def record_order(
 
 
 def _shopper_of(session: Session, store_id: int, order: OrderEvent) -> int | None:
-    same_shopper = []
-    if order.phone_e164:
-        same_shopper.append(col(Contact.phone_e164) == order.phone_e164)
-    if order.email:
-        same_shopper.append(func.lower(col(Contact.email)) == order.email.lower())
+    same_shopper = shopper_conditions(order)
     if not same_shopper:
         return None
     return session.exec(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlmodel import col, select
 
@@ -21,6 +22,42 @@ from sequences.models import (
 from sequences.runtime import Runtime
 
 OFFER = {"steps": [{"delay_minutes": 15, "offer": {"kind": "fixed", "value": "100"}}]}
+
+
+def sold_or_not(
+    store_id: int,
+    reference: str,
+    contact_id: int | None,
+    abandoned: datetime,
+    *,
+    total: Decimal,
+    bought_after: timedelta | None,
+    discount: Decimal | None = None,
+    **fields: Any,
+) -> Cart:
+    """An abandoned one-line cart in INR, recovered ``bought_after`` it was abandoned (its
+    order named ``<reference>_order``, ``discount`` used) or, with None, expired unbought."""
+    bought = bought_after is not None
+    return Cart(
+        store_id=store_id,
+        platform_cart_id=reference,
+        contact_id=contact_id,
+        status=CartStatus.RECOVERED if bought else CartStatus.EXPIRED,
+        currency="INR",
+        subtotal=total,
+        total=total,
+        line_count=1,
+        platform_updated_at=abandoned,
+        last_activity_at=fields.pop("last_activity_at", abandoned),
+        abandoned_at=abandoned,
+        ordered_at=abandoned + bought_after if bought_after is not None else None,
+        order_platform_id=f"{reference}_order" if bought else None,
+        order_total=total if bought else None,
+        order_total_store=total if bought else None,
+        order_currency="INR" if bought else None,
+        discount_given=discount if bought else None,
+        **fields,
+    )
 
 
 def seed_experiment(
@@ -57,24 +94,15 @@ def seed_experiment(
                 abandoned = now - timedelta(days=3, minutes=number % 600)
                 bought = chooser.random() < rate
                 total = Decimal(chooser.choice(["899.00", "1499.00", "2198.00", "3499.00"]))
-                cart = Cart(
-                    store_id=store_id,
-                    platform_cart_id=f"exp_{number}",
-                    contact_id=contact.id,
-                    status=CartStatus.RECOVERED if bought else CartStatus.EXPIRED,
-                    currency="INR",
-                    subtotal=total,
+                cart = sold_or_not(
+                    store_id,
+                    f"exp_{number}",
+                    contact.id,
+                    abandoned,
                     total=total,
-                    line_count=1,
-                    platform_updated_at=abandoned,
+                    bought_after=timedelta(hours=5) if bought else None,
+                    discount=Decimal("100.00") if arm.overrides else None,
                     last_activity_at=abandoned - timedelta(minutes=15),
-                    abandoned_at=abandoned,
-                    ordered_at=abandoned + timedelta(hours=5) if bought else None,
-                    order_platform_id=f"exp_order_{number}" if bought else None,
-                    order_total=total if bought else None,
-                    order_total_store=total if bought else None,
-                    order_currency="INR" if bought else None,
-                    discount_given=Decimal("100.00") if bought and arm.overrides else None,
                 )
                 session.add(cart)
                 session.flush()
@@ -97,7 +125,7 @@ def seed_experiment(
                         ShopperOrder(
                             store_id=store_id,
                             contact_id=contact.id,
-                            order_platform_id=f"exp_order_{number}",
+                            order_platform_id=f"exp_{number}_order",
                             ordered_at=abandoned + timedelta(hours=5),
                             total_store=total,
                             cart_id=cart.id,

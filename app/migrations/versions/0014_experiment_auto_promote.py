@@ -19,12 +19,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("experiment", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("auto_promote", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    # Not batch mode (see downgrade): SQLite adds a column with a default itself.
+    op.add_column(
+        "experiment", sa.Column("auto_promote", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("experiment", schema=None) as batch_op:
-        batch_op.drop_column("auto_promote")
+    if op.get_bind().dialect.name == "sqlite":
+        # Not batch mode: it would copy and drop the experiment table, which the arms and
+        # assignments reference (SQLite's foreign keys are on). SQLite drops a column itself.
+        op.execute("ALTER TABLE experiment DROP COLUMN auto_promote")
+    else:
+        op.drop_column("experiment", "auto_promote")

@@ -10,8 +10,8 @@ from decimal import Decimal
 from sqlmodel import select
 
 from sequences.experiments.calibration import NO_OFFER, calibrate
-from sequences.models import Cart, CartStatus, Contact, RecoveryStep, StepStatus, Store
-from tests.support.experiments import seed_experiment
+from sequences.models import Cart, Contact, RecoveryStep, StepStatus, Store
+from tests.support.experiments import seed_experiment, sold_or_not
 
 HUNDRED = {"kind": "fixed", "value": "100"}
 TEN_PERCENT = {"kind": "percent", "value": "10", "max_amount": "300"}
@@ -40,25 +40,15 @@ def _history(
                 bought = chooser.random() < rate
                 total = Decimal("1000.00")
                 discount = Decimal("100.00") if bought and offer else None
-                cart = Cart(
-                    store_id=store_id,
-                    platform_cart_id=f"cal_{number}",
-                    contact_id=contact.id,
-                    status=CartStatus.RECOVERED if bought else CartStatus.EXPIRED,
-                    currency="INR",
-                    subtotal=total,
+                cart = sold_or_not(
+                    store_id,
+                    f"cal_{number}",
+                    contact.id,
+                    abandoned,
                     total=total,
-                    line_count=1,
-                    platform_updated_at=abandoned,
-                    last_activity_at=abandoned,
-                    abandoned_at=abandoned,
+                    bought_after=timedelta(hours=3) if bought else None,
+                    discount=discount,
                     first_message_at=abandoned + timedelta(minutes=15),
-                    ordered_at=abandoned + timedelta(hours=3) if bought else None,
-                    order_platform_id=f"cal_order_{number}" if bought else None,
-                    order_total=total if bought else None,
-                    order_total_store=total if bought else None,
-                    order_currency="INR" if bought else None,
-                    discount_given=discount,
                 )
                 session.add(cart)
                 session.flush()
