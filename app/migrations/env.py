@@ -45,6 +45,11 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
             render_as_batch=database.sqlite,
             compare_type=True,
+            # Each migration commits on its own: a backfill then reads the rows the one before
+            # it rewrote as committed (in one transaction, 0013's correlated lookups over the
+            # assignments 0012 had just rewritten took 20x as long), and an upgrade that stops
+            # halfway keeps what it finished.
+            transaction_per_migration=True,
             # New migrations name the frozen column types, never the live models'.
             render_item=render_item,
         )
