@@ -68,6 +68,23 @@ def matching_contacts(
     return list(session.exec(query.with_for_update() if lock else query).all())
 
 
+# What an assignment last counted in its arm's figures: bookkeeping, not about the shopper.
+ASSIGNMENT_FIGURES = (
+    "counted",
+    "messaged",
+    "read",
+    "clicked",
+    "recovered",
+    "opted_out",
+    "revenue",
+    "discount",
+    "messaging_cost",
+    "shopper",
+    "customer_value",
+    "abandoned_again",
+)
+
+
 def _row(model: SQLModel, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {key: value for key, value in model.model_dump(mode="json").items() if key not in skip}
 
@@ -129,6 +146,23 @@ def export_customer(session: Session, store: Store, request: CustomerDataRequest
                     for cart in carts
                 ],
                 "cart_count": len(cart_ids),
+                # The arms experiments put them in, and their orders kept for their 90-day value.
+                "experiment_arms": [
+                    _row(assignment, skip=ASSIGNMENT_FIGURES)
+                    for assignment in session.exec(
+                        select(ExperimentAssignment)
+                        .where(ExperimentAssignment.contact_id == contact.id)
+                        .order_by(col(ExperimentAssignment.id))
+                    ).all()
+                ],
+                "orders_followed": [
+                    _row(order)
+                    for order in session.exec(
+                        select(ShopperOrder)
+                        .where(ShopperOrder.contact_id == contact.id)
+                        .order_by(col(ShopperOrder.id))
+                    ).all()
+                ],
             }
         )
     export = DataExport(

@@ -177,3 +177,29 @@ def test_a_shoppers_orders_over_90_days_and_their_next_abandoned_cart_count_once
         Decimal("700.00"),
         Decimal("1500.00"),
     ]
+
+
+def test_a_data_request_lists_the_shoppers_arm_and_the_orders_kept_for_their_value(journey):
+    from connectors.base import CustomerDataRequest, CustomerRef
+    from sequences.privacy.requests import export_customer
+
+    arms = [ArmSpec("₹0 off", control=True), ArmSpec("₹100 off", overrides=HUNDRED_OFF)]
+    start_experiment(journey.runtime, 1, "Does ₹100 off pay?", arms)
+    phone = "+919876500077"
+    journey.checkout(checkout_id="chk_77", token="tok_77", phone=phone)
+    journey.run(timedelta(minutes=16))
+    journey.webhook(
+        timedelta(days=10),
+        "orders/create",
+        order_payload(order_id="later_77", checkout_id="elsewhere", token="x", total="650.00", phone=phone),
+    )
+    with journey.runtime.database.session() as session:
+        store = session.get(Store, 1)
+        assert store is not None
+        export = export_customer(session, store, CustomerDataRequest(CustomerRef(phone_e164=phone)))
+    (contact,) = export.content["contacts"]
+    assert [arm["cart_id"] for arm in contact["experiment_arms"]] == [contact["carts"][0]["id"]]
+    assert "customer_value" not in contact["experiment_arms"][0]
+    assert [(order["order_platform_id"], order["total_store"]) for order in contact["orders_followed"]] == [
+        ("later_77", "650.00")
+    ]
