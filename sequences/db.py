@@ -26,6 +26,9 @@ one of a later tier:
 5. The store row, when a transaction holding carts writes it (a send or a status pausing the
    store, an uninstall); the settings page locks it with nothing else held.
 6. The dashboard's bucket rows, just before commit, in key order (``merchant.rollups``).
+7. The experiment assignments of the carts and shoppers the transaction changed, by id
+   ascending, just before commit and after the buckets (``experiments.figures``).
+8. The experiments' arm figure rows, in key order, last (``experiments.figures``).
 
 Locks are only ever taken in the same tier as the ones held (in that tier's order) or a later
 one, so two transactions that meet wait for each other in one direction and PostgreSQL never
