@@ -185,7 +185,6 @@ def _experiment_levels(session: Session, store: Store, margin: Decimal) -> list[
         .order_by(col(Experiment.id), col(ExperimentArm.position))
     ).all()
     kept: dict[int, dict[int, dict[str, Any]]] = {}
-    rate = float(margin / 100)
     for experiment, arm in experiments:
         assert experiment.id is not None and arm.id is not None
         if experiment.id not in kept:
@@ -201,12 +200,7 @@ def _experiment_levels(session: Session, store: Store, margin: Decimal) -> list[
         arm_figures = kept[experiment.id].get(arm.id)
         if arm_figures is None:
             continue
-        net = arm_figures["revenue"] * margin / 100 - arm_figures["discounts"] - arm_figures["messaging_cost"]
-        squares = (
-            rate * rate * arm_figures["revenue_squares"]
-            - 2 * rate * arm_figures["revenue_spend"]
-            + arm_figures["spend_squares"]
-        )
+        net, squares = figures.net_revenue(arm_figures, margin)
         rows.append(
             (
                 label,
@@ -215,7 +209,7 @@ def _experiment_levels(session: Session, store: Store, margin: Decimal) -> list[
                 arm_figures["eligible"],
                 arm_figures["recovered"],
                 net,
-                max(squares, 0.0),
+                squares,
             )
         )
     return _levels(rows, comparisons=max(len(rows), 1))

@@ -426,6 +426,19 @@ def recount(session: Session, experiment_id: int) -> dict[int, dict[str, Any]]:
     }
 
 
+def net_revenue(kept: dict[str, Any], margin: Decimal) -> tuple[Decimal, float]:
+    """An arm's net revenue and its sum of squares over carts, at gross margin ``margin`` (%).
+
+    Each cart's net revenue is r·m − s (r its revenue, s its discount and messaging cost): its
+    sum from the kept sums, its sum of squares from Σr², Σr·s and Σs², so the merchant may
+    change the margin at any time."""
+    rate = float(margin / 100)
+    net = kept["revenue"] * margin / 100 - kept["discounts"] - kept["messaging_cost"]
+    squares = rate * rate * kept["revenue_squares"] - 2 * rate * kept["revenue_spend"] + kept["spend_squares"]
+    # Never below zero (float cancellation on carts that all net the same).
+    return exact(net), max(squares, 0.0)
+
+
 def differences(session: Session, experiment_id: int) -> list[str]:
     """Where the kept figures differ from a recount (none, unless a change bypassed the hooks).
     The squares are floats added in a different order: equal to a relative 1e-9."""

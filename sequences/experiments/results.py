@@ -27,7 +27,6 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from sequences.experiments import figures, stats
-from sequences.merchant.rollups import exact
 from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Experiment, ExperimentArm
 
@@ -153,21 +152,14 @@ class Results:
 def _per_arm(session: Session, experiment_id: int, margin: Decimal) -> dict[int, dict[str, Any]]:
     """Each arm's figures, from the ones kept as its carts change (experiments.figures)."""
     found: dict[int, dict[str, Any]] = {}
-    rate = float(margin / 100)
     for arm_id, kept in figures.arm_figures(session, experiment_id).items():
-        # Each cart's net revenue is r·m − s (r its revenue, s its discount and messaging
-        # cost): its sum from the kept sums, its sum of squares from Σr², Σr·s and Σs².
-        net = kept["revenue"] * margin / 100 - kept["discounts"] - kept["messaging_cost"]
-        squares = (
-            rate * rate * kept["revenue_squares"] - 2 * rate * kept["revenue_spend"] + kept["spend_squares"]
-        )
+        net, squares = figures.net_revenue(kept, margin)
         found[arm_id] = {name: kept[name] for name in _COUNTED} | {
             "revenue": kept["revenue"],
             "discounts": kept["discounts"],
             "messaging_cost": kept["messaging_cost"],
-            "net_revenue": exact(net),
-            # Never below zero (float cancellation on carts that all net the same).
-            "net_squares": max(squares, 0.0),
+            "net_revenue": net,
+            "net_squares": squares,
             "customer_value": kept["customer_value"],
             "customer_value_squares": kept["customer_value_squares"],
         }
