@@ -36,16 +36,6 @@ CUSTOMER_VALUE = "customer_value_per_shopper"
 # A sample-ratio mismatch this unlikely under the weights means assignment is broken (a
 # 1-in-1,000 chance of a false alarm on a healthy experiment, read every day for a year).
 SRM_P_VALUE = 0.001
-_COUNTED = (
-    "eligible",
-    "messaged",
-    "read",
-    "clicked",
-    "recovered",
-    "opted_out",
-    "shoppers",
-    "abandoned_again",
-)
 
 
 @dataclass(frozen=True)
@@ -154,7 +144,7 @@ def _per_arm(session: Session, experiment_id: int, margin: Decimal) -> dict[int,
     found: dict[int, dict[str, Any]] = {}
     for arm_id, kept in figures.arm_figures(session, experiment_id).items():
         net, squares = figures.net_revenue(kept, margin)
-        found[arm_id] = {name: kept[name] for name in _COUNTED} | {
+        found[arm_id] = {name: kept[name] for name in figures.COUNTS} | {
             "revenue": kept["revenue"],
             "discounts": kept["discounts"],
             "messaging_cost": kept["messaging_cost"],
