@@ -7,6 +7,8 @@ value for WHATSAPP_GRAPH_URL; every path below is relative to it:
 * ``POST /{phone-number-id}/messages``: template messages (checked against the stored template,
   rules in ``whatsapp_templates_rules``) and text replies.
 * ``GET /{phone-number-id}``, ``GET /{waba-id}``, ``GET /{waba-id}/phone_numbers``.
+* ``GET /{waba-id}?fields=pricing_analytics.start(..).end(..).granularity(..)...``: what this fake
+  billed, from delivered template messages and ``bill`` (``whatsapp_pricing``).
 * ``GET|POST|DELETE /{waba-id}/subscribed_apps``.
 * ``GET|POST /{waba-id}/message_templates``, ``GET /{template-id}``.
 * The Resumable Upload API for header examples: ``POST /{app-id}/uploads``, then
@@ -61,6 +63,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode
@@ -68,6 +72,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes import whatsapp_pricing as pricing
 from tests.fakes import whatsapp_webhooks as webhooks
 from tests.fakes.shopify_http import json_response
 from tests.fakes.whatsapp_templates_rules import (
@@ -114,6 +119,9 @@ PHONE_DEFAULT_FIELDS = ("id", "display_phone_number", "verified_name", "quality_
 WABA_FIELDS = frozenset(
     {"id", "name", "timezone_id", "message_template_namespace", "account_review_status"}
     | {"business_verification_status", "country", "ownership_type", "primary_business_location"}
+    # The currency pricing_analytics costs are in (whatsapp_pricing); a WABA field as Meta returns
+    # it per AWS's MetaFlowWhatsAppBusinessAccountInfo, asked beside pricing_analytics in public code.
+    | {"currency"}
 )
 WABA_DEFAULT_FIELDS = ("id", "name")  # WABA_API
 TEMPLATE_FIELDS = frozenset(
@@ -335,6 +343,7 @@ class Waba:
     name: str
     phone_number_ids: list[str] = field(default_factory=list)
     subscribed: bool = False
+    currency: str = "INR"
     message_template_namespace: str = field(default_factory=lambda: str(uuid.uuid4()).replace("-", "_"))
 
     def node(self) -> dict[str, Any]:
@@ -348,6 +357,7 @@ class Waba:
             "country": "IN",
             "ownership_type": "SELF_OWNED",
             "primary_business_location": "IN",
+            "currency": self.currency,
         }
 
 
@@ -460,6 +470,7 @@ class FakeGraphAPI:
         self.wabas: dict[str, Waba] = {}
         self.phone_numbers: dict[str, PhoneNumber] = {}
         self.templates: dict[str, StoredTemplate] = {}
+        self.billing = pricing.BillingLedger()  # what Meta charged each WABA (see bill, billed)
         self._tokens: dict[str, set[str]] = {}  # token -> WABA ids it was granted
         self._revoked: set[str] = set()
         self._failures: list[InjectedFailure] = []
@@ -524,9 +535,9 @@ class FakeGraphAPI:
         self.stop()
 
     def reset(self) -> None:
-        """Forget every account, template, token, upload, injected failure and recorded request,
-        so one started server can serve many tests; webhook deliveries are switched off, those
-        not yet due dropped and the record of past ones cleared."""
+        """Forget every account, template, token, upload, injected failure, billed message and
+        recorded request, so one started server can serve many tests; webhook deliveries are
+        switched off, those not yet due dropped and the record of past ones cleared."""
         with self._outbox_changed:
             self._outbox.clear()
         with self._delivered:
@@ -549,6 +560,7 @@ class FakeGraphAPI:
             ):
                 mapping.clear()
             self._revoked.clear()
+            self.billing.clear()
 
     # --- seeding -------------------------------------------------------------------------------
 
@@ -563,14 +575,18 @@ class FakeGraphAPI:
         throughput_level: str = "STANDARD",
         *,
         waba_name: str | None = None,
+        currency: str = "INR",
     ) -> PhoneNumber:
-        """A phone number in a WABA (created on first use), and a token granted that WABA."""
+        """A phone number in a WABA (created on first use, billing in ``currency``), and a token
+        granted that WABA."""
         if quality_rating not in QUALITY_RATINGS or throughput_level not in THROUGHPUT_LEVELS:
             raise ValueError("unknown quality_rating or throughput_level")
         with self._lock:
             if phone_number_id in self.phone_numbers or phone_number_id in self.wabas:
                 raise ValueError(f"{phone_number_id} is already seeded")
-            waba = self.wabas.setdefault(waba_id, Waba(waba_id, waba_name or verified_name))
+            waba = self.wabas.setdefault(
+                waba_id, Waba(waba_id, waba_name or verified_name, currency=currency)
+            )
             phone = PhoneNumber(
                 phone_number_id,
                 waba_id,
@@ -662,11 +678,50 @@ class FakeGraphAPI:
         with self._lock:
             return self.wabas[waba_id].subscribed
 
+    def bill(
+        self,
+        waba_id: str,
+        *,
+        at: datetime,
+        phone_number_id: str | None = None,
+        country: str = "IN",
+        category: str = "MARKETING",
+        pricing_type: str = "REGULAR",
+        volume: int = 1,
+        cost: Decimal | None = None,
+    ) -> pricing.BilledMessage:
+        """Billing Meta did that the app may not have seen (a delivery whose webhook was lost, a
+        send from another tool on the same WABA): ``volume`` messages from ``phone_number_id``
+        (the WABA's first number by default) delivered at ``at`` (timezone-aware), costing
+        ``cost`` in all, or the fake rate card's price (``whatsapp_pricing.RATES``)."""
+        with self._lock:
+            waba = self.wabas[waba_id]
+            phone_id = phone_number_id or waba.phone_number_ids[0]
+            if phone_id not in waba.phone_number_ids:
+                raise ValueError(f"{phone_id} is not a number of WABA {waba_id}")
+            digits = _digits(self.phone_numbers[phone_id].display_phone_number)
+        return self.billing.bill(
+            waba_id,
+            digits,
+            at=at,
+            country=country,
+            category=category,
+            pricing_type=pricing_type,
+            volume=volume,
+            cost=cost,
+        )
+
+    def billed(self, waba_id: str) -> list[pricing.BilledMessage]:
+        """What Meta charged the WABA, in the order billed: deliveries and ``bill`` calls."""
+        return self.billing.entries(waba_id)
+
     # --- webhooks ------------------------------------------------------------------------------
 
     def status_for(self, sent: SentMessage, status: str, **overrides: Any) -> dict[str, Any]:
         """A status webhook for a message this fake accepted. Template sends are billed at their
-        category's rate; a text reply is a free customer-service message (STATUS pricing types)."""
+        category's rate; a text reply is a free customer-service message (STATUS pricing types).
+        The first delivered (or read) status of a billable template send bills it, at the
+        status's timestamp, as Meta charges on delivery whether or not the app hears of it."""
         phone = self.phone_numbers[sent.phone_number_id]
         arguments: dict[str, Any] = {
             "timestamp": int(time.time()),
@@ -677,7 +732,7 @@ class FakeGraphAPI:
             "billable": sent.type == "template",
         }
         arguments.update(overrides)
-        return webhooks.status(
+        body = webhooks.status(
             sent.waba_id,
             sent.phone_number_id,
             phone.display_phone_number,
@@ -686,6 +741,19 @@ class FakeGraphAPI:
             sent.wa_id,
             **arguments,
         )
+        if sent.type == "template" and any(accepted.wamid == sent.wamid for accepted in self.sent_messages):
+            self.billing.record_delivery(
+                wamid=sent.wamid,
+                waba_id=sent.waba_id,
+                phone_number=_digits(phone.display_phone_number),
+                recipient=sent.wa_id,
+                status=status,
+                timestamp=int(arguments["timestamp"]),
+                category=arguments["pricing_category"],
+                pricing_type=arguments.get("pricing_type"),
+                billable=bool(arguments["billable"]),
+            )
+        return body
 
     def button_reply_for(
         self, sent: SentMessage, index: int, *, timestamp: int | None = None, profile_name: str = "Asha"
@@ -958,6 +1026,8 @@ class FakeGraphAPI:
             return json_response(self._select(phone.node(), names))
         if node in self.wabas:
             waba = self._waba(token, node, "GET")
+            if pricing.FIELD in request.args.get("fields", ""):
+                return json_response(self._pricing_answer(waba, request.args["fields"]))
             names = self._fields(request, WABA_FIELDS, WABA_DEFAULT_FIELDS, "WhatsAppBusinessAccount")
             return json_response(self._select(waba.node(), names))
         if node in self.templates:
@@ -966,6 +1036,18 @@ class FakeGraphAPI:
             names = self._fields(request, TEMPLATE_FIELDS, TEMPLATE_DEFAULT_FIELDS, "WhatsAppMessageTemplate")
             return json_response(self._select(stored.node(), names))
         raise _unsupported("GET", node)
+
+    def _pricing_answer(self, waba: Waba, fields: str) -> dict[str, Any]:
+        try:
+            return pricing.answer_fields(
+                fields,
+                waba.node(),
+                WABA_FIELDS,
+                "WhatsAppBusinessAccount",
+                lambda query: self.billing.data_points(waba.id, query),
+            )
+        except pricing.AnalyticsRefusal as refusal:
+            raise GraphError(refusal.code, message=refusal.message, cloud_api=False) from refusal
 
     def _page(self, request: Request, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Cursor paging as Graph pages edges: ``limit``, ``after``, ``paging.cursors`` and ``next``."""
