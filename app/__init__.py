@@ -68,6 +68,7 @@ def create_app(
     from app.admin import experiments as admin_experiments
     from app.admin import login as admin_login
     from app.admin import pages as admin_pages
+    from app.admin import reconciliation as admin_reconciliation
     from app.admin import session as admin_session
     from app.admin import settings as admin_settings
     from app.admin import whatsapp as whatsapp_settings
@@ -93,6 +94,7 @@ def create_app(
     app.register_blueprint(admin_pages.bp)
     app.register_blueprint(admin_settings.bp)
     app.register_blueprint(admin_experiments.bp)
+    app.register_blueprint(admin_reconciliation.bp)
     app.register_blueprint(woocommerce_connect.bp)
     app.register_blueprint(cartflows_webhook.bp)
     admin_session.configure_sessions(app, settings.app_url)

@@ -59,6 +59,9 @@ SWEEP_INTERVAL_SECONDS = 60
 # their webhooks re-activated and changed orders read back. A lost order update is caught
 # within this, well inside the 15 minutes before a cart's first message.
 PLATFORM_SYNC_INTERVAL_SECONDS = 600
+# Seconds between deletions of discount codes that expired unused (a code lives 48 h or so:
+# an hour late keeps the merchant's discount list clean enough).
+DISCOUNT_CLEANUP_INTERVAL_SECONDS = 3600
 # How often an idle dispatcher looks for due carts: the schedule's granularity (a step goes
 # out at most this late, plus the time to send it). An index range scan that finds nothing.
 DISPATCH_POLL_SECONDS = 0.1
@@ -341,6 +344,12 @@ def start_periodic_work(runtime: Runtime) -> None:
         enqueue_sweep(runtime.redis, slot)
     if (slot := claim_period(runtime.redis, "platform-sync", PLATFORM_SYNC_INTERVAL_SECONDS)) is not None:
         enqueue_platform_syncs(runtime.redis, runtime, slot)
+    if (
+        slot := claim_period(runtime.redis, "discount-cleanup", DISCOUNT_CLEANUP_INTERVAL_SECONDS)
+    ) is not None:
+        enqueue_periodic(
+            runtime.redis, queue.DELETE_EXPIRED_DISCOUNTS, f"discount-cleanup-{slot}", "discount cleanup"
+        )
 
 
 def promote_scheduled_jobs(connection: Redis) -> int:
@@ -380,10 +389,14 @@ def enqueue_platform_syncs(connection: Redis, runtime: Runtime, slot: int) -> No
 
 
 def enqueue_sweep(connection: Redis, slot: int) -> None:
-    options = JobOptions(f"sweep-{slot}", "sweep", failure_ttl=None, job_timeout=None, retry_intervals=())
+    enqueue_periodic(connection, queue.SWEEP, f"sweep-{slot}", "sweep")
+
+
+def enqueue_periodic(connection: Redis, name: str, job_id: str, description: str) -> None:
+    options = JobOptions(job_id, description, failure_ttl=None, job_timeout=None, retry_intervals=())
     try:
-        queue.enqueue(_queue(connection), queue.SWEEP, options=options)
+        queue.enqueue(_queue(connection), name, options=options)
     except DuplicateJobError:
         pass
     except RedisError:
-        log.warning("sweep not enqueued: Redis unreachable")
+        log.warning("periodic job not enqueued: Redis unreachable", extra={"job": description})

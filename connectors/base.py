@@ -254,12 +254,26 @@ class OrderEvent:
     # paid in another); None: the same as ``total`` if the currencies agree, else unknown.
     store_total: Decimal | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # What the body says of the order now (refunds, cancellation, payment) where it says all of
+    # it (WooCommerce's order bodies): an order already recorded takes it as a change.
+    status: OrderStatus | None = field(default=None, compare=False)
 
     def total_in(self, store_currency: str) -> Decimal | None:
         """The total in the store's currency, None when the platform did not say."""
         if self.store_total is not None:
             return self.store_total
         return self.total if self.currency == store_currency else None
+
+
+@dataclass(frozen=True)
+class OrderChanged:
+    """An order was refunded, cancelled or edited after it was placed. ``status`` is what the
+    platform says of it now when the body holds all of that (WooCommerce's order bodies);
+    None: read the order again (Shopify's refund and update bodies hold only part of it)."""
+
+    order_id: str
+    occurred_at: datetime
+    status: OrderStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -314,7 +328,9 @@ class Ignored:
     reason: str
 
 
-WebhookEvent = CartSnapshot | CartDeleted | OrderEvent | AppUninstalled | PrivacyRequest | Ignored
+WebhookEvent = (
+    CartSnapshot | CartDeleted | OrderEvent | OrderChanged | AppUninstalled | PrivacyRequest | Ignored
+)
 
 
 @dataclass(frozen=True)
@@ -364,6 +380,13 @@ class OrderStatus:
     current_total: Decimal | None = None
     refunded: Decimal | None = None
     currency: str | None = None
+    # The platform's word for why it was cancelled (Shopify: customer, declined, fraud...).
+    cancel_reason: str | None = None
+    # Paid in cash on delivery: a cancellation before payment is a parcel returned to origin.
+    cash_on_delivery: bool = False
+    # The money is not collected yet (cash on delivery in transit, a bank transfer on hold):
+    # its revenue is pending until the platform says it was paid.
+    awaiting_payment: bool = False
 
 
 class DiscountKind(StrEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from connectors.base import (
     DiscountRequest,
     Ignored,
     OrderEvent,
+    OrderStatus,
     PayloadError,
     PlatformError,
     RebuiltCheckout,
@@ -220,6 +221,26 @@ class DemoConnector:
         }
         created = self._call(store, "POST", "/api/discounts", body)
         return CreatedDiscount(code=created["code"], platform_discount_id=str(created["id"]))
+
+    def order_statuses(self, store: StoreAccess, order_ids: Sequence[str]) -> list[OrderStatus]:
+        answer = self._call(store, "POST", "/api/orders/statuses", {"ids": list(order_ids)})
+        statuses = []
+        for entry in answer.get("orders") or []:
+            if not entry.get("found"):
+                statuses.append(OrderStatus(order_id=str(entry.get("id")), found=False))
+                continue
+            refunded = parse_decimal(str(entry.get("refunded") or "0"), "refunded")
+            statuses.append(
+                OrderStatus(
+                    order_id=str(entry["id"]),
+                    found=True,
+                    financial_status=str(entry.get("status") or "") or None,
+                    current_total=parse_decimal(str(entry.get("total")), "total") - refunded,
+                    refunded=refunded,
+                    currency=str(entry.get("currency") or "") or None,
+                )
+            )
+        return statuses
 
     def rebuild_checkout(
         self, store: StoreAccess, checkout: CheckoutRef, discount_code: str | None

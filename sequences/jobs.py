@@ -13,9 +13,11 @@ from sequences.engine.sweep import run_sweep
 from sequences.engine.tracking import process_delivery
 from sequences.merchant.settings_changes import replan_store
 from sequences.models import Store
+from sequences.reconciliation import orders as reconciled_orders
+from sequences.reconciliation import runs as reconciliation_runs
 from sequences.stores.connections import complete_connection
+from sequences.stores.discount_cleanup import delete_expired_discounts
 from sequences.stores.opt_out_sync import sync_opt_out
-from sequences.stores.reconcile import reconcile_orders
 from sequences.stores.sync import SYNC_LOCK_SECONDS, active_store_ids, set_up_store, sync_store
 from sequences.whatsapp.confirmations import send_confirmation
 
@@ -81,13 +83,26 @@ def sync_store_job(store_id: int) -> str:
     runtime = runtime_module.current()
     report = sync_store(runtime, store_id)
     with runtime.database.session() as session:
-        store = session.get(Store, store_id)
-        if store is None:
+        if session.get(Store, store_id) is None:
             return "store gone"
-        platform, ref = store.platform, store.platform_store_id
-    # Recovered revenue checked against refunds and cancellations on the same round.
-    return f"{report}; {reconcile_orders(runtime, platform, store_ref=ref)}"
+    # Recovered revenue checked against refunds and cancellations on the same round: WooCommerce
+    # sends no refund webhook of its own.
+    return f"{report}; {reconciled_orders.recheck_store(runtime, store_id)}"
 
 
 def replan_store_job(store_id: int) -> int:
     return replan_store(runtime_module.current(), store_id)
+
+
+def reconcile_store_job(run_id: int) -> str:
+    run = reconciliation_runs.execute(runtime_module.current(), run_id)
+    return "already run" if run is None else f"{run.status}: {run.problem or 'done'}"
+
+
+def recheck_order_job(store_id: int, order_id: str) -> str:
+    return reconciled_orders.recheck_order(runtime_module.current(), store_id, order_id)
+
+
+def delete_expired_discounts_job() -> str:
+    report = delete_expired_discounts(runtime_module.current())
+    return f"{report.deleted} expired codes deleted, {report.failed} not"

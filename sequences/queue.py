@@ -34,6 +34,9 @@ SYNC_PLATFORM = "sequences.jobs.sync_platform_job"
 SYNC_STORE = "sequences.jobs.sync_store_job"
 REPLAN_STORE = "sequences.jobs.replan_store_job"
 COMPLETE_WOOCOMMERCE_CONNECTION = "sequences.jobs.complete_connection_job"
+RECONCILE_STORE = "sequences.jobs.reconcile_store_job"
+RECHECK_ORDER = "sequences.jobs.recheck_order_job"
+DELETE_EXPIRED_DISCOUNTS = "sequences.jobs.delete_expired_discounts_job"
 # The demo platform's webhook sender: development only (demo/ is never loaded in production).
 DELIVER_DEMO_WEBHOOK = "demo.store.webhooks.deliver_webhook"
 
@@ -48,6 +51,9 @@ JOB_NAMES = (
     SYNC_STORE,
     REPLAN_STORE,
     COMPLETE_WOOCOMMERCE_CONNECTION,
+    RECONCILE_STORE,
+    RECHECK_ORDER,
+    DELETE_EXPIRED_DISCOUNTS,
     DELIVER_DEMO_WEBHOOK,
 )
 

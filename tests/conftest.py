@@ -250,17 +250,13 @@ def fake_graph() -> Iterator[Any]:
         yield fake
 
 
-@pytest.fixture
-def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph: Any) -> Iterator[Any]:
-    """The app sending through the cloud transport to the fake Graph API; one demo store with
-    its WhatsApp number connected and the templates pushed and approved."""
+def cloud_app(
+    settings: Settings, database: Database, redis_conn: Redis, fake_graph: Any
+) -> tuple[Flask, Runtime, httpx.Client]:
+    """The app on these settings sending through the cloud transport to the fake Graph API."""
     from channels.whatsapp.cloud import CloudTransport
     from channels.whatsapp.throttle import SendThrottle
-    from sequences.whatsapp.accounts import connect
-    from sequences.whatsapp.template_push import push_templates
-    from tests.support.cloud import CloudJourney
-    from tests.support.factories import make_store
-    from tests.support.whatsapp import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
+    from tests.support.whatsapp import APP_SECRET, VERIFY_TOKEN
 
     cloud_settings = settings.with_overrides(
         whatsapp_transport="cloud",
@@ -279,6 +275,20 @@ def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph:
     )
     app = create_app(runtime=runtime)
     late.app = app
+    return app, runtime, http
+
+
+@pytest.fixture
+def cloud(settings: Settings, database: Database, redis_conn: Redis, fake_graph: Any) -> Iterator[Any]:
+    """The app sending through the cloud transport to the fake Graph API; one demo store with
+    its WhatsApp number connected and the templates pushed and approved."""
+    from sequences.whatsapp.accounts import connect
+    from sequences.whatsapp.template_push import push_templates
+    from tests.support.cloud import CloudJourney
+    from tests.support.factories import make_store
+    from tests.support.whatsapp import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID
+
+    app, runtime, http = cloud_app(settings, database, redis_conn, fake_graph)
     store = make_store(runtime)
     assert store.id is not None
     fake_graph.auto_approve = True

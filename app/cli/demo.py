@@ -284,6 +284,7 @@ def run_demo(port: int = 8000, play: bool = True, wait_forever: bool = True) -> 
                 flush=True,
             )
             assert store.id is not None
+            print(f"  Reconciled : {reconcile_now(runtime, store.id)}", flush=True)
             open_dashboard(base_url, runtime, store.id)
             print(f"  Experiment : {announce_experiment(runtime, store.id)}\n", flush=True)
         if not wait_forever:
@@ -319,6 +320,20 @@ Callback = Callable[[str], None]
 _FIGURE = re.compile(r'data-figure="([a-z-]+)"><strong>([^<]*)</strong>')
 
 
+def reconcile_now(runtime: Runtime, store_id: int) -> str:
+    """What the merchant's "Reconcile now" does: the store confirms the order it just took, so
+    the dashboard counts it as reconciled revenue, not pending."""
+    from sequences.models import RunTrigger
+    from sequences.reconciliation import report, runs
+
+    run = runs.open_run(runtime, store_id, RunTrigger.COMMAND, enqueue=False)
+    assert run.id is not None
+    done = runs.execute(runtime, run.id)
+    if done is None:
+        return "a weekly run is under way; the dashboard shows its result when it ends"
+    return (report.summary_lines(done) or ["nothing to reconcile"])[0]
+
+
 def open_dashboard(base_url: str, runtime: Runtime, store_id: int) -> dict[str, str]:
     """Sign in to the store's admin as the merchant would, read the dashboard, print a link.
 
@@ -336,7 +351,8 @@ def open_dashboard(base_url: str, runtime: Runtime, store_id: int) -> dict[str, 
     recovered, sent = figures.get("recovered", "?"), figures.get("sent", "?")
     print(
         f"  Dashboard  : {recovered} cart{'' if recovered == '1' else 's'} recovered, "
-        f"{html.unescape(figures.get('revenue', '?'))} recovered revenue, "
+        f"{html.unescape(figures.get('revenue', '?'))} recovered revenue reconciled "
+        f"(+ {html.unescape(figures.get('pending-revenue', '?'))} pending), "
         f"{sent} message{'' if sent == '1' else 's'} sent (last 30 days)",
         flush=True,
     )

@@ -165,40 +165,70 @@ def purge() -> None:
 
 
 @main.command(
-    help="Re-read the orders of recovered carts and mark refunded or cancelled ones. For platforms that "
-    "never retry a failed delivery (WooCommerce), also re-activate disabled webhooks and read back every "
-    "order changed since the last sync (the worker runs this every 10 minutes)."
+    help="Reconcile now (the worker also does it weekly per store): re-read the orders counted as recovered in "
+    "the last 60 days and record refunds, cancellations and cash-on-delivery returns; delete discount codes "
+    "that expired unused; compare a week of messaging cost with Meta's figures. Prints each store's report "
+    "(also on the admin's Reconciliation page). For platforms that never retry a failed delivery "
+    "(WooCommerce), first re-activates disabled webhooks and reads back every order changed since the last sync."
 )
-@click.option("--platform", required=True, help="Which platform's stores, e.g. shopify or woocommerce.")
+@click.option("--platform", default=None, help="Only this platform's stores, e.g. shopify or woocommerce.")
 @click.option(
     "--store",
     "store_ref",
     default=None,
     help="Only this store (its platform id, e.g. bazaar.myshopify.com or https://shop.example).",
 )
-def reconcile(platform: str, store_ref: str | None) -> None:
+def reconcile(platform: str | None, store_ref: str | None) -> None:
+    from sqlmodel import col, select
+
     from app.wiring import build_runtime
     from sequences import runtime as runtime_module
-    from sequences.stores.reconcile import reconcile_orders
+    from sequences.models import RunStatus, RunTrigger, Store, StoreStatus
+    from sequences.reconciliation import report as reconciliation_report
+    from sequences.reconciliation import runs
     from sequences.stores.sync import sync_platform
 
     runtime = build_runtime(_settings())
     runtime_module.install(runtime)
-    if runtime.connectors.get(platform) is None:
+    configured = ", ".join(runtime.connectors.platforms())
+    if platform is not None and runtime.connectors.get(platform) is None:
+        raise click.ClickException(f"platform {platform!r} is not configured here. Configured: {configured}")
+    sync_failed = 0
+    for name in [platform] if platform else runtime.connectors.platforms():
+        synced = sync_platform(runtime, name, store_ref=store_ref, progress=click.echo)
+        if synced.stores:
+            click.echo(f"Synced: {synced}.")
+        sync_failed += synced.failed_stores
+    with runtime.database.session() as session:
+        query = select(Store.id, Store.platform_store_id).where(Store.status == StoreStatus.ACTIVE)
+        if platform:
+            query = query.where(Store.platform == platform)
+        if store_ref:
+            query = query.where(Store.platform_store_id == store_ref)
+        stores = [
+            (store_id, ref) for store_id, ref in session.exec(query.order_by(col(Store.id))).all() if store_id
+        ]
+    if not stores:
+        raise click.ClickException("no active store matches: check --store (its platform id) and --platform")
+    failed = 0
+    for store_id, ref in stores:
+        run = runs.open_run(runtime, store_id, RunTrigger.COMMAND, enqueue=False)
+        assert run.id is not None
+        done = runs.execute(runtime, run.id, progress=click.echo)
+        if done is None:
+            click.echo(
+                f"{ref}: a run is already under way (started {run.started_at or run.created_at:%Y-%m-%d %H:%M} UTC)"
+            )
+            continue
+        click.echo(f"Reconciled {ref}:")
+        for line in reconciliation_report.summary_lines(done):
+            click.echo(f"  {line}")
+        failed += done.status == RunStatus.FAILED
+    if failed:
         raise click.ClickException(
-            f"platform {platform!r} is not configured here. Configured: {', '.join(runtime.connectors.platforms())}"
+            f"{failed} store(s) could not be reconciled: see above, then run this again"
         )
-    synced = sync_platform(runtime, platform, store_ref=store_ref, progress=click.echo)
-    if synced.stores:
-        click.echo(f"Synced: {synced}.")
-    try:
-        report = reconcile_orders(runtime, platform, store_ref=store_ref, progress=click.echo)
-    except ValueError as exc:
-        raise click.ClickException(
-            f"{exc}. Configured: {', '.join(runtime.connectors.platforms())}"
-        ) from None
-    click.echo(f"Reconciled: {report}.")
-    if report.failed_stores or synced.failed_stores:
+    if sync_failed:
         raise SystemExit(1)
 
 

@@ -406,19 +406,36 @@ def _money(bag: Any) -> tuple[Decimal | None, str | None]:
     return parse_decimal(str(money["amount"]), "amount"), money.get("currencyCode")
 
 
+# Financial statuses of an order whose money is not collected yet (Admin GraphQL
+# OrderDisplayFinancialStatus): its revenue stays pending until it is paid.
+UNPAID_FINANCIAL_STATUSES = frozenset({"pending", "authorized", "partially_paid", "expired"})
+
+
+# Shopify names the manual payment method "Cash on Delivery (COD)"; stores rename it.
+CASH_ON_DELIVERY_NAME = re.compile(r"cash on delivery|\bcod\b", re.IGNORECASE)
+
+
+def _cash_on_delivery(gateways: Any) -> bool:
+    return any(isinstance(name, str) and CASH_ON_DELIVERY_NAME.search(name) for name in gateways or [])
+
+
 def _order_status(order_id: str, node: Any) -> OrderStatus:
     if not isinstance(node, dict):
         return OrderStatus(order_id=order_id, found=False)
     total, currency = _money(node.get("currentTotalPriceSet"))
     refunded, _ = _money(node.get("totalRefundedSet"))
+    financial_status = str(node.get("displayFinancialStatus") or "").lower() or None
     return OrderStatus(
         order_id=order_id,
         found=True,
-        financial_status=str(node.get("displayFinancialStatus") or "").lower() or None,
+        financial_status=financial_status,
         cancelled_at=_parse_optional_time(node.get("cancelledAt")),
         current_total=total,
         refunded=refunded,
         currency=currency,
+        cancel_reason=str(node.get("cancelReason") or "").lower() or None,
+        cash_on_delivery=_cash_on_delivery(node.get("paymentGatewayNames")),
+        awaiting_payment=financial_status in UNPAID_FINANCIAL_STATUSES,
     )
 
 

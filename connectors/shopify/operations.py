@@ -72,7 +72,9 @@ query CartbackOrderStatuses($ids: [ID!]!) {
     ... on Order {
       id
       cancelledAt
+      cancelReason
       displayFinancialStatus
+      paymentGatewayNames
       currentTotalPriceSet { shopMoney { amount currencyCode } }
       totalRefundedSet { shopMoney { amount currencyCode } }
     }

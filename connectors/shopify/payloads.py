@@ -29,6 +29,7 @@ from connectors.base import (
     CustomerRedact,
     CustomerRef,
     Ignored,
+    OrderChanged,
     OrderEvent,
     PayloadError,
     StoreRedact,
@@ -49,10 +50,20 @@ from connectors.payload_fields import (
 
 CHECKOUT_TOPICS = frozenset({"checkouts/create", "checkouts/update"})
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
+# After an order is placed: its refunds, cancellation (a COD parcel returned among them) and
+# edits. Their bodies hold only part of the order's money, so the order is read again.
+ORDER_CHANGE_TOPICS = frozenset({"orders/updated", "orders/cancelled"})
+REFUND_TOPIC = "refunds/create"
 COMPLIANCE_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 # Shopify sends shop/redact this long after the uninstall it follows.
 SHOP_REDACT_DELAY = timedelta(hours=48)
-KNOWN_TOPICS = CHECKOUT_TOPICS | ORDER_TOPICS | COMPLIANCE_TOPICS | {"checkouts/delete", "app/uninstalled"}
+KNOWN_TOPICS = (
+    CHECKOUT_TOPICS
+    | ORDER_TOPICS
+    | ORDER_CHANGE_TOPICS
+    | COMPLIANCE_TOPICS
+    | {REFUND_TOPIC, "checkouts/delete", "app/uninstalled"}
+)
 # Consent states on Shopify's customer marketing-consent objects.
 SUBSCRIBED = "subscribed"
 REFUSED_STATES = frozenset({"unsubscribed", "redacted", "not_subscribed"})
@@ -73,6 +84,10 @@ def parse(
     if topic in ORDER_TOPICS:
         return order_event(payload, default_region)
     occurred_at = triggered_at or datetime.now(UTC)
+    if topic in ORDER_CHANGE_TOPICS:
+        return OrderChanged(order_id=platform_id(payload, "id"), occurred_at=occurred_at)
+    if topic == REFUND_TOPIC:
+        return OrderChanged(order_id=platform_id(payload, "order_id"), occurred_at=occurred_at)
     if topic == "checkouts/delete":
         return CartDeleted(
             cart_id=platform_id(payload, "id"),

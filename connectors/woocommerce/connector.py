@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +39,6 @@ from connectors.base import (
     WebhookIdentity,
     WebhookRejected,
     WebhookSync,
-    parse_decimal,
 )
 from connectors.payload_fields import load_json_object
 from connectors.woocommerce import checkout, payloads
@@ -356,7 +354,7 @@ class WooCommerceConnector:
             batch = list(order_ids[start : start + PAGE_SIZE])
             for order in self._pages(rest, "orders", {"include": ",".join(batch)}, "read recovered orders"):
                 found[str(order.get("id"))] = order
-        return [_order_status(order_id, found.get(order_id)) for order_id in order_ids]
+        return [payloads.order_status(order_id, found.get(order_id)) for order_id in order_ids]
 
 
 def _zone_for_offset(offset: Any) -> str:
@@ -370,43 +368,3 @@ def _zone_for_offset(offset: Any) -> str:
         return "Asia/Kolkata"
     # Etc/GMT zones exist for whole hours only, with the sign inverted (POSIX).
     return f"Etc/GMT{-int(hours):+d}" if hours.is_integer() and hours else ("UTC" if hours == 0 else "")
-
-
-def _money(order: Mapping[str, Any], name: str) -> Decimal | None:
-    value = order.get(name)
-    if value is None:
-        return None
-    try:
-        return parse_decimal(str(value).lstrip("-"), name)
-    except PayloadError:
-        return None
-
-
-def _order_status(order_id: str, order: Mapping[str, Any] | None) -> OrderStatus:
-    if order is None or order.get("status") == "trash":
-        return OrderStatus(order_id=order_id, found=False)
-    refunded = sum(
-        (
-            _money(refund, "total") or Decimal(0)
-            for refund in order.get("refunds") or []
-            if isinstance(refund, dict)
-        ),
-        Decimal(0),
-    )
-    total = _money(order, "total")
-    status = str(order.get("status") or "") or None
-    cancelled_at = None
-    if status in ("cancelled", "failed"):
-        try:
-            cancelled_at = payloads.parse_gmt(order.get("date_modified_gmt"), "date_modified_gmt")
-        except PayloadError:
-            cancelled_at = datetime.now(UTC)
-    return OrderStatus(
-        order_id=order_id,
-        found=True,
-        financial_status=status,
-        cancelled_at=cancelled_at,
-        current_total=None if total is None else max(total - refunded, Decimal(0)),
-        refunded=refunded,
-        currency=str(order.get("currency") or "") or None,
-    )

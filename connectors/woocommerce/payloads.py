@@ -32,7 +32,9 @@ from connectors.base import (
     CartSnapshot,
     ConsentSource,
     Ignored,
+    OrderChanged,
     OrderEvent,
+    OrderStatus,
     PayloadError,
     WebhookEvent,
     parse_currency,
@@ -61,6 +63,8 @@ UNPAID_STATUSES = frozenset({"pending", "failed"})
 # The order was placed: paid, accepted to be paid at the door (cash on delivery), or awaiting
 # the merchant's confirmation of a bank transfer or cheque (on-hold). Any of these ends the cart.
 PLACED_STATUSES = frozenset({"processing", "completed", "on-hold"})
+# Where a placed order ends when it is undone: its recovered revenue is taken back.
+SETTLED_STATUSES = frozenset({"cancelled", "refunded"})
 # Orders the shopper made at the storefront: classic checkout and the block checkout (Store
 # API). Orders made in the admin or over REST (ours included) are nobody's abandoned cart.
 SHOPPER_CHANNELS = frozenset({"checkout", "store-api"})
@@ -265,6 +269,15 @@ def order(payload: dict[str, Any], default_region: str) -> WebhookEvent:
             phone_e164=buyer.phone_e164,
             email=buyer.email,
             raw=payload,
+            status=order_status(order_id, payload),
+        )
+    if status in SETTLED_STATUSES:
+        # A placed order cancelled or refunded since (a COD parcel returned has no payment
+        # date): recovered revenue changes if a recovered cart has it.
+        return OrderChanged(
+            order_id=order_id,
+            occurred_at=parse_gmt(payload.get("date_modified_gmt"), "date_modified_gmt"),
+            status=order_status(order_id, payload),
         )
     if status not in UNPAID_STATUSES:
         # Cancelled is how WooCommerce ends an unpaid order once its held stock times out: the
@@ -395,3 +408,58 @@ def billing_details(payload: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(customer, dict):
         return {}
     return {name: value.strip() for name in BILLING_FIELDS if isinstance(value := customer.get(name), str)}
+
+
+# -- reconciliation ---------------------------------------------------------------------------
+
+
+def _refund_money(order: Mapping[str, Any], name: str) -> Decimal | None:
+    value = order.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_decimal(str(value).lstrip("-"), name)
+    except PayloadError:
+        return None
+
+
+# Placed but not paid: a bank transfer or cheque on hold, an order still pending payment.
+AWAITING_PAYMENT_STATUSES = frozenset({"pending", "on-hold"})
+
+
+def order_status(order_id: str, order: Mapping[str, Any] | None) -> OrderStatus:
+    """What an order body (REST or webhook) says of the order now: refunds, cancellation,
+    payment; for reconciling recovered revenue."""
+    if order is None or order.get("status") == "trash":
+        return OrderStatus(order_id=order_id, found=False)
+    refunded = sum(
+        (
+            _refund_money(refund, "total") or Decimal(0)
+            for refund in order.get("refunds") or []
+            if isinstance(refund, dict)
+        ),
+        Decimal(0),
+    )
+    total = _refund_money(order, "total")
+    status = str(order.get("status") or "") or None
+    cash_on_delivery = str(order.get("payment_method") or "").lower() == CASH_ON_DELIVERY
+    cancelled_at = None
+    if status in ("cancelled", "failed"):
+        try:
+            cancelled_at = parse_gmt(order.get("date_modified_gmt"), "date_modified_gmt")
+        except PayloadError:
+            cancelled_at = datetime.now(UTC)
+    return OrderStatus(
+        order_id=order_id,
+        found=True,
+        financial_status=status,
+        cancelled_at=cancelled_at,
+        current_total=None if total is None else max(total - refunded, Decimal(0)),
+        refunded=refunded,
+        currency=str(order.get("currency") or "") or None,
+        cancel_reason=status if status in ("cancelled", "failed") else None,
+        cash_on_delivery=cash_on_delivery,
+        # Cash on delivery is "processing" until the merchant completes it on delivery (WooCommerce
+        # may set date_paid on entering "processing", so that date proves nothing for COD).
+        awaiting_payment=status in AWAITING_PAYMENT_STATUSES or (cash_on_delivery and status == "processing"),
+    )

@@ -17,13 +17,13 @@ from urllib.parse import quote
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from werkzeug.exceptions import HTTPException
 
 from connectors.base import DiscountKind, PayloadError, parse_timestamp
 from demo.store.blueprint import get_runtime
 from demo.store.catalogue import CURRENCY
-from demo.store.models import DemoCheckout, DemoDiscount
+from demo.store.models import DemoCheckout, DemoDiscount, DemoOrder
 from demo.store.seed import find_demo_store
 from demo.store.webhooks import checkout_url
 
@@ -32,6 +32,8 @@ log = logging.getLogger("cartback.demo_store.api")
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_USAGE_LIMIT = 1_000_000
+# Orders one status request may name (the connector asks in batches of 100).
+MAX_ORDER_IDS = 250
 
 
 class InvalidInput(ValueError):
@@ -237,3 +239,45 @@ def recovery_url(checkout_id: str) -> Any:
     if code is not None:
         url = f"{url}?discount={quote(code, safe='')}"
     return jsonify(url=url), 200
+
+
+# -- orders -------------------------------------------------------------------------------
+
+
+@api_bp.post("/orders/statuses")
+def order_statuses() -> Any:
+    """What the store says of these orders now: demo orders are paid at once, never refunded
+    or cancelled (the demo has no admin to do either)."""
+    try:
+        body = _json_object()
+    except InvalidInput as exc:
+        return _error(422, str(exc))
+    ids = body.get("ids")
+    if (
+        not isinstance(ids, list)
+        or len(ids) > MAX_ORDER_IDS
+        or not all(isinstance(i, str) and i.isdigit() and len(i) <= 18 for i in ids)
+    ):
+        return _error(422, f"ids must be a list of at most {MAX_ORDER_IDS} order ids (digits, as strings)")
+    with get_runtime().database.session() as session:
+        found = {
+            str(order.id): order
+            for order in session.exec(
+                select(DemoOrder).where(col(DemoOrder.id).in_([int(i) for i in ids]))
+            ).all()
+        }
+    return jsonify(
+        orders=[
+            {
+                "id": i,
+                "found": True,
+                "status": "paid",
+                "total": str(found[i].total),
+                "refunded": "0.00",
+                "currency": found[i].currency,
+            }
+            if i in found
+            else {"id": i, "found": False}
+            for i in ids
+        ]
+    )

@@ -4,7 +4,8 @@ Run once a minute across all workers (app.worker) and by `cartback sweep`: appli
 deliveries nobody drained, resolves steps whose sender died mid-send (UNCERTAIN, never
 resent; FAILED when Meta has reported the message failed meanwhile) where no cart moment did,
 reports how many carts are overdue (the workers are not keeping up when that grows), and runs
-the chores (old payloads, opt-out syncs, lapsing tokens, WhatsApp numbers). Redis holds no
+the chores (old payloads, opt-out syncs, lapsing tokens, WhatsApp numbers, each store's weekly
+reconciliation). Redis holds no
 alarm to rebuild: the workers claim due carts from ``Cart.next_wake_at`` (engine.dispatch).
 Safe to run at any time, any number of times.
 """
@@ -25,6 +26,7 @@ from sequences.engine.sending import SENDING_GRACE, settle_abandoned_send
 from sequences.experiments.manage import promote_winners
 from sequences.models import Cart, RecoveryStep, StepStatus
 from sequences.privacy.erasure import purge_processed_payloads
+from sequences.reconciliation import runs as reconciliation_runs
 from sequences.runtime import Runtime
 from sequences.stores.access import renew_lapsing_tokens
 from sequences.stores.sync import forget_lapsed_connections
@@ -50,6 +52,7 @@ class SweepReport:
     tokens_renewed: int = 0
     numbers_checked: int = 0
     winners_promoted: int = 0
+    reconciliations_queued: int = 0
 
     def __str__(self) -> str:
         return (
@@ -58,7 +61,8 @@ class SweepReport:
             f"{self.steps_failed} steps failed as Meta reported, "
             f"{self.payloads_purged} old payloads emptied, {self.opt_out_syncs_queued} opt-out syncs queued, "
             f"{self.tokens_renewed} lapsing platform tokens renewed, {self.numbers_checked} WhatsApp numbers checked, "
-            f"{self.winners_promoted} experiment winners promoted"
+            f"{self.winners_promoted} experiment winners promoted, "
+            f"{self.reconciliations_queued} weekly reconciliations queued"
         )
 
 
@@ -104,6 +108,7 @@ def run_sweep(runtime: Runtime) -> SweepReport:
     report.tokens_renewed = renew_lapsing_tokens(runtime)
     forget_lapsed_connections(runtime)
     report.winners_promoted = len(promote_winners(runtime))
+    report.reconciliations_queued = reconciliation_runs.queue_due(runtime)
     if runtime.transport.needs_whatsapp_account:
         report.numbers_checked = recheck_numbers(runtime)
     log.info("sweep done", extra={"report": str(report)})

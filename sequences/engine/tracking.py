@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
+from rq.exceptions import DuplicateJobError
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
@@ -23,6 +25,7 @@ from connectors.base import (
     CustomerDataRequest,
     CustomerRedact,
     Ignored,
+    OrderChanged,
     OrderEvent,
     PayloadError,
     PrivacyRequest,
@@ -30,7 +33,8 @@ from connectors.base import (
     WebhookEvent,
     WebhookIdentity,
 )
-from sequences.db import lock_cart_with_contact
+from sequences import queue
+from sequences.db import lock_cart, lock_cart_with_contact
 from sequences.engine import attribution, cart_states, policy, steps, timeline
 from sequences.experiments import assignment, orders
 from sequences.merchant.store_settings import STORE_POLICY_CONSENT, StoreSettings
@@ -50,6 +54,7 @@ from sequences.models import (
 )
 from sequences.privacy import requests as privacy_requests
 from sequences.privacy.erasure import is_suppressed
+from sequences.reconciliation import orders as reconciled_orders
 from sequences.runtime import Runtime
 from sequences.stores.line_images import fetch_missing_images, fill_lines_from_cache
 
@@ -75,6 +80,8 @@ class Applied:
     hold: ImageHold | None = None
     # The store's data was deleted, this delivery's row with it: nothing left to mark.
     delivery_deleted: bool = False
+    # A recovered order the platform says changed: read again after the commit (its cart id).
+    order_to_recheck: tuple[int, str] | None = None
 
 
 def process_delivery(runtime: Runtime, delivery_id: int) -> str:
@@ -130,6 +137,8 @@ def process_delivery(runtime: Runtime, delivery_id: int) -> str:
             log.exception("variant images not fetched", extra={"cart_id": applied.images_for_cart})
     if applied.hold is not None and applied.images_for_cart is not None:
         _release_hold(runtime, applied.images_for_cart, applied.hold)
+    if applied.order_to_recheck is not None:
+        _queue_recheck(runtime, store_id, *applied.order_to_recheck)
     log.info("delivery processed", extra={"delivery_id": delivery_id, "outcome": applied.outcome})
     return applied.outcome
 
@@ -145,6 +154,19 @@ def _release_hold(runtime: Runtime, cart_id: int, hold: ImageHold) -> None:
         )
 
 
+def _queue_recheck(runtime: Runtime, store_id: int, cart_id: int, order_id: str) -> None:
+    """The order is read again by a job (never inside the delivery's transaction); a refund
+    and the order update that follows it share one read. Lost (Redis down): the weekly
+    reconciliation reads it."""
+    options = queue.JobOptions(f"recheck-order-{cart_id}", "recheck a recovered order")
+    try:
+        queue.enqueue(runtime.queue, queue.RECHECK_ORDER, store_id, order_id, options=options)
+    except DuplicateJobError:
+        pass
+    except RedisError:
+        log.warning("order recheck not queued: Redis unreachable", extra={"cart_id": cart_id})
+
+
 def _cart_named(session: Session, store_id: int, event: WebhookEvent) -> int | None:
     """The cart a delivery was about: an erasure empties its payload by this, even where the
     payload names the shopper in ways no search would find (a phone as typed, an order id)."""
@@ -154,7 +176,7 @@ def _cart_named(session: Session, store_id: int, event: WebhookEvent) -> int | N
         if found is None and event.cart_token:
             found = session.exec(scoped.where(Cart.platform_cart_token == event.cart_token)).first()
         return found
-    if isinstance(event, OrderEvent):
+    if isinstance(event, OrderEvent | OrderChanged):
         return session.exec(scoped.where(Cart.order_platform_id == event.order_id)).first()
     return None
 
@@ -420,6 +442,9 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     assert cart is not None and cart.id is not None
     if cart.order_platform_id is not None:
         if cart.order_platform_id == order.order_id:
+            if order.status is not None and cart.status == CartStatus.RECOVERED:
+                reconciled_orders.apply_status(session, cart, order.status, store.currency, runtime.now())
+                return Applied("order already recorded; its change recorded")
             return Applied("order already recorded")
         orders.record_order(session, store, order, cart.contact_id, None)
         return Applied("cart already matched another order")
@@ -464,6 +489,28 @@ def apply_order(runtime: Runtime, session: Session, store: Store, order: OrderEv
     cart_states.close(cart, CartStatus.CONVERTED_UNASSISTED, reason, now)
     timeline.record(session, cart, "converted_unassisted", reason=reason)
     return Applied("converted unassisted")
+
+
+def apply_order_change(runtime: Runtime, session: Session, store: Store, change: OrderChanged) -> Applied:
+    """A refund, cancellation or edit of an order: only recovered carts' orders matter (their
+    revenue is on the dashboard). The platform's word is recorded at once when the body holds
+    it, else the order is read again after the commit."""
+    cart_id = session.exec(
+        select(Cart.id).where(
+            Cart.store_id == store.id,
+            Cart.order_platform_id == change.order_id,
+            Cart.status == CartStatus.RECOVERED,
+        )
+    ).first()
+    if cart_id is None:
+        return Applied("order change: no recovered cart has this order")
+    if change.status is None:
+        return Applied("order change: read again", order_to_recheck=(cart_id, change.order_id))
+    cart = lock_cart(session, cart_id)
+    if cart is None or cart.status != CartStatus.RECOVERED or cart.order_platform_id != change.order_id:
+        return Applied("order change: the cart changed meanwhile")
+    reconciled_orders.apply_status(session, cart, change.status, store.currency, runtime.now())
+    return Applied("order change recorded")
 
 
 def _close_other_carts(runtime: Runtime, session: Session, cart: Cart, order: OrderEvent) -> None:
@@ -537,6 +584,7 @@ EventHandler = Callable[[Runtime, Session, Store, Any], Applied]
 _HANDLERS: dict[type[Any], EventHandler] = {
     CartSnapshot: apply_snapshot,
     OrderEvent: apply_order,
+    OrderChanged: apply_order_change,
     CartDeleted: apply_deleted,
     AppUninstalled: apply_uninstall,
     CustomerDataRequest: apply_data_request,

@@ -189,6 +189,12 @@ class Dashboard:
     templates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def revenue_pending(self) -> Decimal:
+        """Recovered revenue the platform has not confirmed yet: orders not re-read since they
+        were placed, cash on delivery not collected, orders the platform no longer shows."""
+        return self.revenue - self.revenue_verified
+
+    @property
     def recovery_rate(self) -> Decimal | None:
         return percent(self.recovered, self.reachable)
 
@@ -417,7 +423,10 @@ def as_json(board: Dashboard) -> dict[str, Any]:
             "recovery_rate": as_text(board.recovery_rate),
         },
         "revenue": {
+            # Reconciled (confirmed by the platform) and pending add up to the recovered figure.
             "recovered": str(board.revenue),
+            "reconciled": str(board.revenue_verified),
+            "pending_reconciliation": str(board.revenue_pending),
             "verified": str(board.revenue_verified),
             "discounts": str(board.discounts),
         },

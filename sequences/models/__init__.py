@@ -17,6 +17,7 @@ are timezone-aware UTC; phones are E.164. Every row that belongs to a merchant c
 - ``admin``: one-time sign-in links to the standalone admin
 - ``dashboard``: the dashboard's kept figures
 - ``experiments``: experiments, their arms, and each eligible cart's arm
+- ``reconciliation``: each store's reconciliation runs and their reports
 
 Import the tables from here (``from sequences.models import Cart``): importing this package
 registers every table on ``SQLModel.metadata``. Foreign keys name tables by string
@@ -53,6 +54,7 @@ from sequences.models.messages import (
     StepStatus,
 )
 from sequences.models.privacy import DataExport
+from sequences.models.reconciliation import ReconciliationRun, RunStatus, RunTrigger
 from sequences.models.stores import PlatformConnection, SettingsChange, Store, StoreStatus, VariantImage
 from sequences.models.types import MoneyAmount, UTCDateTime, utcnow
 from sequences.models.whatsapp import (
@@ -93,7 +95,10 @@ __all__ = [
     "MoneyAmount",
     "OptOutSync",
     "PlatformConnection",
+    "ReconciliationRun",
     "RecoveryStep",
+    "RunStatus",
+    "RunTrigger",
     "SandboxOutboxMessage",
     "SettingsChange",
     "ShopperOrder",

@@ -84,8 +84,10 @@ class Cart(SQLModel, table=True):
     # another): recovered revenue is summed in this, refunds are recorded in it too.
     order_total_store: Decimal | None = money_field()
     ordered_at: datetime | None = time_field()
-    # Reconciliation (`cartback reconcile`): what the platform says of the order since; refunds
-    # in the store's currency.
+    # Reconciliation (sequences.reconciliation): what the platform says of the order since;
+    # refunds in the store's currency. ``order_verified_at``: when the platform last confirmed
+    # the order (paid, or settled by a refund or cancellation); None while it is pending
+    # (not read again yet, cash on delivery not collected, no longer on the platform).
     order_financial_status: str | None = Field(default=None, sa_column=Column(String(32)))
     order_refunded: Decimal | None = money_field()
     order_cancelled_at: datetime | None = time_field()

@@ -34,6 +34,7 @@ from sequences.models import (
     InboundMessage,
     LinkClick,
     Message,
+    ReconciliationRun,
     RecoveryStep,
     SandboxOutboxMessage,
     SettingsChange,
@@ -236,6 +237,7 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(WebhookDelivery).where(col(WebhookDelivery.store_id) == store_id))
     session.exec(delete(SettingsChange).where(col(SettingsChange.store_id) == store_id))
     session.exec(delete(AdminLogin).where(col(AdminLogin.store_id) == store_id))
+    session.exec(delete(ReconciliationRun).where(col(ReconciliationRun.store_id) == store_id))
     session.exec(delete(DashboardMessageBucket).where(col(DashboardMessageBucket.store_id) == store_id))
     session.exec(delete(DashboardCartBucket).where(col(DashboardCartBucket.store_id) == store_id))
     rollups.forget_store(session, store_id)

@@ -30,8 +30,9 @@ def _delete(deleter: DeletesDiscounts, platform_discount_id: str, _: object, acc
 
 
 def delete_expired_discounts(
-    runtime: Runtime, progress: Callable[[str], None] = lambda _: None
+    runtime: Runtime, progress: Callable[[str], None] = lambda _: None, *, store_id: int | None = None
 ) -> CleanupReport:
+    """Every active store's expired unused codes, or one store's (its reconciliation run)."""
     report = CleanupReport()
     now = runtime.now()
     with runtime.database.session() as session:
@@ -45,14 +46,15 @@ def delete_expired_discounts(
                 col(Discount.ends_at) < now,
                 Store.status == StoreStatus.ACTIVE,
             )
+            .where(*([Discount.store_id == store_id] if store_id is not None else []))
             .order_by(col(Discount.id))
         ).all()
-    for index, (discount_id, store_id, platform_discount_id, platform) in enumerate(rows, start=1):
+    for index, (discount_id, owner_id, platform_discount_id, platform) in enumerate(rows, start=1):
         deleter = runtime.connectors.capable(platform, DeletesDiscounts)
         if deleter is None or not platform_discount_id:
             continue
         try:
-            call_platform(runtime, store_id, partial(_delete, deleter, platform_discount_id))
+            call_platform(runtime, owner_id, partial(_delete, deleter, platform_discount_id))
         except PlatformError as exc:
             report.failed += 1
             log.warning(

@@ -92,6 +92,9 @@ SHOPIFY_RECORDED = {
     "customers_redact": "customers/redact",
     "orders_create": "orders/create",
     "orders_paid": "orders/paid",
+    "orders_updated": "orders/updated",
+    "orders_cancelled": "orders/cancelled",
+    "refunds_create": "refunds/create",
     "shop_redact": "shop/redact",
 }
 WOOCOMMERCE_RECORDED = {

@@ -66,7 +66,9 @@ def test_platform_syncs_are_queued_once_per_interval_for_the_platforms_that_need
     # Only WooCommerce gives up on failed deliveries; demo (and Shopify) need no sync.
     [sync] = [job for job in jobs if job.id.startswith("sync-")]
     assert sync.args == ("woocommerce",) and sync.id.startswith("sync-woocommerce-")
-    assert runtime.queue.count == 2  # the sync and the sweep
+    [cleanup] = [job for job in jobs if job.id.startswith("discount-cleanup-")]
+    assert cleanup.func_name == "sequences.jobs.delete_expired_discounts_job"
+    assert runtime.queue.count == 3  # the sync, the sweep and the hourly discount cleanup
 
 
 def test_a_job_waiting_for_its_retry_is_put_back_on_the_queue_when_due(runtime):

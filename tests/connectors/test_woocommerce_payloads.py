@@ -13,6 +13,7 @@ from connectors.base import (
     CartSnapshot,
     ConsentSource,
     Ignored,
+    OrderChanged,
     OrderEvent,
     PayloadError,
     WebhookIdentity,
@@ -72,7 +73,6 @@ def test_a_failed_payment_is_abandoned_too():
         ({"payment_method": "cod"}, "cash on delivery"),
         ({"created_via": "admin"}, "created via admin"),
         ({"created_via": "rest-api"}, "created via rest-api"),
-        ({"status": "cancelled"}, "order cancelled"),
         ({"status": "checkout-draft"}, "order checkout-draft"),
         ({"needs_payment": False}, "nothing left to pay"),
     ],
@@ -80,6 +80,34 @@ def test_a_failed_payment_is_abandoned_too():
 def test_orders_that_are_not_a_dropped_payment_are_acknowledged_and_left(change, reason):
     event = parse("order.updated", fixture("order_pending_razorpay") | change)
     assert isinstance(event, Ignored) and reason in event.reason
+
+
+def test_a_cancelled_order_is_a_change_that_carries_what_the_order_says_now():
+    """Cancelled is where an unpaid order ends (nothing for a cart still recovering) and where a
+    cash-on-delivery parcel returned ends: the body says it all, no read again needed."""
+    cod = fixture("order_processing_paid") | {
+        "status": "cancelled",
+        "payment_method": "cod",
+        "date_paid_gmt": None,
+        "date_modified_gmt": "2026-12-03T10:00:00",
+    }
+    event = parse("order.updated", cod)
+    assert isinstance(event, OrderChanged) and event.status is not None
+    assert event.status.cancelled_at == datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    assert event.status.cash_on_delivery and event.status.cancel_reason == "cancelled"
+
+
+def test_a_placed_order_carries_its_refunds_and_whether_it_is_paid():
+    refunded = fixture("order_processing_paid") | {
+        "refunds": [{"id": 9, "reason": "size", "total": "-500.00"}]
+    }
+    event = parse("order.updated", refunded)
+    assert isinstance(event, OrderEvent) and event.status is not None
+    assert event.status.refunded == Decimal("500.00") and not event.status.awaiting_payment
+    cod = parse("order.updated", fixture("order_processing_paid") | {"payment_method": "cod"})
+    assert isinstance(cod, OrderEvent) and cod.status is not None and cod.status.awaiting_payment
+    on_hold = parse("order.updated", fixture("order_processing_paid") | {"status": "on-hold"})
+    assert isinstance(on_hold, OrderEvent) and on_hold.status is not None and on_hold.status.awaiting_payment
 
 
 def test_a_bank_transfer_on_hold_is_a_placed_order_dated_when_the_shopper_placed_it():

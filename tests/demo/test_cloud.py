@@ -48,7 +48,8 @@ def test_the_cloud_demo_sends_templates_follows_statuses_and_honours_stop(tmp_pa
     assert "Meta reports the message sent, delivered and read" in output
     assert "cart recovered: ₹2,098.00 revenue" in output
     # After the journey the demo signs in to the dashboard and reads the recovery off it.
-    assert "Dashboard  : 1 cart recovered, ₹2,098.00 recovered revenue" in output
+    assert "Reconciled : 1 recovered orders re-read: 1 confirmed for ₹2,098.00" in output
+    assert "Dashboard  : 1 cart recovered, ₹2,098.00 recovered revenue reconciled (+ ₹0.00 pending)" in output
     assert "/admin/login#token=" in output
     # Then it starts the demo store's experiment and says what it does.
     assert "Experiment : “Does ₹100 off in the first message pay?” is running on the demo store" in output

@@ -351,6 +351,43 @@ def test_the_connector_creates_discounts_through_the_api(runtime, store):
     assert repeated.platform_discount_id == created.platform_discount_id
 
 
+def test_the_connector_reads_orders_back_for_reconciliation(runtime, store):
+    from demo.store.models import DemoOrder
+
+    with runtime.database.session() as session:
+        order = DemoOrder(
+            checkout_id="c1",
+            checkout_token="t1",
+            subtotal=Decimal("1299"),
+            discount_amount=Decimal("100"),
+            total=Decimal("1199.00"),
+        )
+        session.add(order)
+        session.commit()
+        session.refresh(order)
+    connector = runtime.connectors["demo"]
+
+    found, missing = connector.order_statuses(runtime.store_access(store), [str(order.id), "987654"])
+
+    assert (found.found, found.financial_status, found.refunded, found.current_total) == (
+        True,
+        "paid",
+        Decimal("0.00"),
+        Decimal("1199.00"),
+    )
+    assert not found.awaiting_payment and found.cancelled_at is None
+    assert (missing.order_id, missing.found) == ("987654", False)
+
+
+@pytest.mark.parametrize("ids", [None, "1", [1], ["x"], ["1"] * 251])
+def test_order_statuses_refuse_a_bad_id_list_with_422(client, runtime, store, ids):
+    response = client.post(
+        "/demo-store/api/orders/statuses", json={"ids": ids}, headers=bearer(runtime, store)
+    )
+
+    assert response.status_code == 422 and "ids must be" in response.json["error"]
+
+
 # -- Admin API: recovery URLs -------------------------------------------------------------
 
 

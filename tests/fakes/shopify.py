@@ -189,10 +189,18 @@ class FakeShopify(ShopifyOAuth, AdminGraphQL):
         cancelled_at: str | None = None,
         financial_status: str = "PAID",
         refunded: str = "0.00",
+        cash_on_delivery: bool = False,
     ) -> None:
+        """An order as Shopify holds it; cash on delivery is PENDING until the parcel is paid."""
         with self._lock:
             self.orders[order_id] = FakeOrder(
-                order_id, Decimal(total), currency, cancelled_at, financial_status, Decimal(refunded)
+                order_id,
+                Decimal(total),
+                currency,
+                cancelled_at,
+                "PENDING" if cash_on_delivery and financial_status == "PAID" else financial_status,
+                Decimal(refunded),
+                ("Cash on Delivery (COD)",) if cash_on_delivery else FakeOrder.payment_gateway_names,
             )
 
     def refund_order(self, order_id: int, amount: str) -> None:
@@ -201,9 +209,20 @@ class FakeShopify(ShopifyOAuth, AdminGraphQL):
             order.refunded += Decimal(amount)
             order.financial_status = "REFUNDED" if order.refunded >= order.total else "PARTIALLY_REFUNDED"
 
-    def cancel_order(self, order_id: int) -> None:
+    def cancel_order(self, order_id: int, reason: str = "CUSTOMER") -> None:
+        """Cancelled in the Shopify admin; an unpaid order's payment is voided (a COD parcel
+        returned to origin is cancelled with reason DECLINED)."""
         with self._lock:
-            self.orders[order_id].cancelled_at = _iso(_now().replace(microsecond=0))
+            order = self.orders[order_id]
+            order.cancelled_at = _iso(_now().replace(microsecond=0))
+            order.cancel_reason = reason
+            if order.financial_status in ("PENDING", "AUTHORIZED"):
+                order.financial_status = "VOIDED"
+
+    def collect_payment(self, order_id: int) -> None:
+        """The courier collected the cash on delivery: the order is paid."""
+        with self._lock:
+            self.orders[order_id].financial_status = "PAID"
 
     def redeem_discount(self, shop: str, code: str) -> None:
         """A shopper completed an order with the code (counts towards usageLimit)."""

@@ -114,7 +114,16 @@ class AdminGraphQL:
             self._throttle_next += n
 
     def fail_next(self, operation_name: str, user_errors: list[dict[str, Any]]) -> None:
-        """The next call of that mutation (operation or root field name) answers these userErrors."""
+        """The next call of that mutation (operation or root field name) answers these userErrors;
+        of a query (operation name), these top-level errors (Shopify answers an internal error so,
+        HTTP 200 with ``errors`` and no ``data``)."""
+        if (
+            self.OPERATIONS.get(operation_name) is not None
+            and self.OPERATIONS[operation_name].kind == "query"
+        ):
+            with self._lock:
+                self._fail_next.setdefault(operation_name, []).append(user_errors)
+            return
         names = {name for name, op in self.OPERATIONS.items() if op.kind == "mutation"}
         names |= {self.OPERATIONS[name].root_field for name in names}
         if operation_name not in names:
@@ -147,6 +156,9 @@ class AdminGraphQL:
         if self._throttle_next:
             self._throttle_next -= 1
             return self._throttled(cost)
+        queued = self._fail_next.get(name) if operation.kind == "query" else None
+        if queued:
+            return self._graphql_answer(cost, errors=queued.pop(0))
         try:
             self._check_document(name, operation, head.group(1), head.group(3) or "", body["query"], token)
             variables = {
@@ -302,7 +314,9 @@ class AdminGraphQL:
         return {
             "id": gid,
             "cancelledAt": order.cancelled_at,
+            "cancelReason": order.cancel_reason,
             "displayFinancialStatus": order.financial_status,
+            "paymentGatewayNames": list(order.payment_gateway_names),
             "currentTotalPriceSet": money(max(Decimal(0), order.total - order.refunded)),
             "totalRefundedSet": money(order.refunded),
         }

@@ -59,6 +59,10 @@ class FakeOrder:
     cancelled_at: str | None
     financial_status: str
     refunded: Decimal
+    # Admin GraphQL Order.paymentGatewayNames ("Cash on Delivery (COD)" for COD) and
+    # Order.cancelReason (OrderCancelReason: CUSTOMER, DECLINED, FRAUD, INVENTORY, OTHER, STAFF).
+    payment_gateway_names: tuple[str, ...] = ("Razorpay Secure (UPI, Cards, Wallets, NetBanking)",)
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -344,7 +344,13 @@ def test_the_dashboard_shows_the_exact_figures_of_the_seeded_data(journey: Any) 
         "recovered": expected.recovered,
         "recovery_rate": "33.3",
     }
-    assert data["revenue"] == {"recovered": "3499.00", "verified": "2499.00", "discounts": "100.00"}
+    assert data["revenue"] == {
+        "recovered": "3499.00",
+        "reconciled": "2499.00",
+        "pending_reconciliation": "1000.00",
+        "verified": "2499.00",
+        "discounts": "100.00",
+    }
     messages = data["messages"]
     assert (messages["sent"], messages["delivered"], messages["read"], messages["clicked"]) == (5, 5, 3, 2)
     assert (messages["delivered_rate"], messages["read_rate"], messages["clicked_rate"]) == (
@@ -467,6 +473,9 @@ TENANCY_CASES: dict[tuple[str, str], dict[str, Any]] = {
         "POST",
         "/api/experiments/<int(max=2147483647):experiment_id>/arms/<int(max=2147483647):arm_id>/promote",
     ): {},
+    ("GET", "/api/reconciliation"): {},
+    ("POST", "/api/reconciliation/runs"): {},
+    ("GET", "/api/reconciliation/runs/<int(max=2147483647):run_id>"): {},
 }
 
 
@@ -514,6 +523,21 @@ def test_another_stores_session_cannot_read_or_change_this_store(
     experiment = start_experiment(
         runtime, mine.id, "Mine secret test", [ArmSpec("Mine control", control=True), ArmSpec("Mine b")]
     )
+    from sequences.models import ReconciliationRun, RunStatus, RunTrigger
+    from sequences.reconciliation import runs
+
+    my_run = runs.open_run(runtime, mine.id, RunTrigger.SCHEDULE, enqueue=False)
+    with runtime.database.session() as session:
+        stored_run = session.get(ReconciliationRun, my_run.id)
+        assert stored_run is not None
+        stored_run.status = RunStatus.DONE
+        stored_run.report = {
+            "currency": "INR",
+            "differences": [
+                {"order_id": "o-1002", "amount": None, "explanation": "Mine partly refunded 2499"}
+            ],
+        }
+        session.commit()
     before = _store(runtime)
     other = make_store(runtime, "other-shop")
     csrf = sign_in(journey.client, runtime, other.id)
@@ -534,6 +558,7 @@ def test_another_stores_session_cannot_read_or_change_this_store(
         .replace("<int(max=2147483647):contact_id>", str(my_cart.contact_id))
         .replace("<int(max=2147483647):experiment_id>", str(experiment.id))
         .replace("<int(max=2147483647):arm_id>", str(_challenger_arm(runtime, experiment.id)))
+        .replace("<int(max=2147483647):run_id>", str(my_run.id))
     )
 
     response = journey.client.open(path, method=method, headers={"X-CSRF-Token": csrf}, **options)

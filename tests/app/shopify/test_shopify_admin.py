@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
-from click.testing import CliRunner
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -14,7 +13,6 @@ from connectors.base import DiscountKind, DiscountRequest
 from connectors.shopify.connector import discount_input
 from sequences.models import Cart, CartStatus, ConsentEvent, Contact, Discount, OptOutSync, Store
 from sequences.stores.discount_cleanup import delete_expired_discounts
-from sequences.stores.reconcile import reconcile_orders
 from tests.support.shopify import MIN, OFFER_FIRST, SHOP, fixture
 
 # -- app home and tokens ---------------------------------------------------------------------
@@ -221,38 +219,6 @@ def _recovered(shopify) -> str:
     assert shopify.cart(checkout["token"]).status == CartStatus.RECOVERED
     shopify.fake.add_order(int(order["id"]), total="4696.00")
     return str(checkout["token"])
-
-
-def test_reconcile_records_refunds_and_cancellations_so_revenue_is_verified(shopify):
-    token = _recovered(shopify)
-    order_id = int(fixture("orders_create")["id"])
-    shopify.fake.refund_order(order_id, "1499.00")
-    lines: list[str] = []
-    report = reconcile_orders(shopify.runtime, "shopify", progress=lines.append)
-    assert (report.checked, report.partially_refunded) == (1, 1)
-    cart = shopify.cart(token)
-    assert cart.order_refunded == Decimal("1499.00") and cart.order_verified_at is not None
-    assert lines and "1 of 1" in lines[-1]
-
-    shopify.fake.cancel_order(order_id)
-    report = reconcile_orders(shopify.runtime, "shopify")
-    assert report.cancelled == 1 and shopify.cart(token).order_cancelled_at is not None
-    with shopify.at(60 * MIN):
-        page = shopify.open_app().get_data(as_text=True)
-    assert "₹0.00" in page  # a cancelled order is no recovered revenue
-
-
-def test_the_reconcile_command_reports_progress_and_what_it_found(shopify, monkeypatch):
-    _recovered(shopify)
-    from app.cli import main as cli
-
-    monkeypatch.setattr("app.wiring.build_runtime", lambda settings: shopify.runtime)
-    monkeypatch.setattr(cli, "_settings", lambda: shopify.runtime.settings)
-    result = CliRunner().invoke(cli.main, ["reconcile", "--platform", "shopify"])
-    assert result.exit_code == 0, result.output
-    assert "1 of 1 orders checked" in result.output and "1 recovered orders checked" in result.output
-    unknown = CliRunner().invoke(cli.main, ["reconcile", "--platform", "magento"])
-    assert unknown.exit_code != 0 and "not configured" in unknown.output
 
 
 def test_two_processes_needing_a_refresh_at_once_refresh_only_once(shopify):

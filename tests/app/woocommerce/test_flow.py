@@ -304,21 +304,35 @@ def test_a_host_that_strips_the_authorization_header_gets_the_keys_in_the_query(
 
 
 def test_recovered_revenue_is_checked_against_refunds_and_unused_coupons_are_purged(live):
+    from sequences.reconciliation.orders import Difference, recheck_store
     from sequences.stores.discount_cleanup import delete_expired_discounts
-    from sequences.stores.reconcile import reconcile_orders
 
     test_a_store_connects_and_a_dropped_razorpay_payment_is_won_back_with_a_fresh_coupon(live)
     order_id = int(live.cart(status=CartStatus.RECOVERED).order_platform_id or 0)
     with live.at(2 * 60 * MIN):
         live.fake.refund(order_id, "500.00")
         _drain_queue(live.runtime)
-        report = reconcile_orders(live.runtime, "woocommerce")
-    assert report.partially_refunded == 1
+        # The order.updated body carries the refund: recorded at once, confirmed (paid, less it).
+        cart = live.cart(status=CartStatus.RECOVERED)
+        assert cart.order_refunded == Decimal("500.00") and cart.order_verified_at is not None
+        report = recheck_store(live.runtime, live.store().id)
+    assert report.count(Difference.PARTLY_REFUNDED) == 1
     assert live.cart(status=CartStatus.RECOVERED).order_refunded == Decimal("500.00")
 
     # A redeemed code stays (the order refers to it); nothing else expired: nothing is deleted.
     with live.at(5 * 24 * 60 * MIN):
         assert delete_expired_discounts(live.runtime).deleted == 0
+
+
+def test_a_recovered_order_the_merchant_cancels_takes_its_revenue_back_at_once(live):
+    test_a_store_connects_and_a_dropped_razorpay_payment_is_won_back_with_a_fresh_coupon(live)
+    order_id = int(live.cart(status=CartStatus.RECOVERED).order_platform_id or 0)
+    with live.at(3 * 60 * MIN):
+        live.fake.set_status(order_id, "cancelled")
+        _drain_queue(live.runtime)
+    cart = live.cart(status=CartStatus.RECOVERED)
+    assert cart.order_cancelled_at is not None and cart.order_financial_status == "cancelled"
+    assert cart.order_verified_at is not None  # settled at nothing: reconciled, not pending
 
 
 def test_nothing_personal_or_secret_is_logged_along_the_way(live, caplog):
