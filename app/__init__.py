@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.current import EXTENSION_KEY
+from app.error_tracking import init_error_tracking
 from app.request_bodies import GuardedJSONProvider
 from sequences import runtime as runtime_module
 from sequences.config import ConfigError, Settings
@@ -41,6 +42,8 @@ def create_app(
     problem = settings.production_problem()
     if problem:
         raise ConfigError(problem)
+    # Before the app exists: the SDK's Flask integration hooks Flask as it starts.
+    init_error_tracking(settings)
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=None)
     # request.get_json goes through the untrusted-body checks (depth, UTF-8, surrogates).

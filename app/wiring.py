@@ -24,6 +24,7 @@ from sequences.merchant import rollups
 from sequences.runtime import Runtime
 from sequences.sandbox import SandboxTransport
 from sequences.secrets import SecretBox
+from sequences.telemetry import Telemetry
 
 # Platform API calls: fail fast, the click handler falls back to the plain checkout.
 PLATFORM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -77,6 +78,8 @@ def build_runtime(
     http = http or httpx.Client(timeout=PLATFORM_TIMEOUT, follow_redirects=False)
     redis = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     whatsapp_http = new_http_client()
+    telemetry = Telemetry(settings.metrics_dir or None)
+    telemetry.instrument_graph_client(whatsapp_http)
     return Runtime(
         settings=settings,
         database=database,
@@ -87,4 +90,5 @@ def build_runtime(
         secrets=SecretBox(settings.encryption_keys),
         http=http,
         whatsapp_http=whatsapp_http,
+        telemetry=telemetry,
     )

@@ -64,6 +64,9 @@ bench/results/admin-plans.txt (git-ignored).
 TITLE = "(g) merchant admin"
 TARGET_MS = 300.0  # the issue's target for the dashboard and lists, per request
 TARGET = f"target ≤ {TARGET_MS:.0f} ms"
+METRICS_TARGET_MS = 50.0  # issue 18: a scrape of /metrics over this data set
+METRICS_TARGET = f"target ≤ {METRICS_TARGET_MS:.0f} ms"
+METRICS_TOKEN = "bench-metrics-token"
 YEAR = "worst case; the target is for the default view"
 EXPLAIN_FROM_S = 0.02  # statements slower than this get their plan written (seconds)
 DATABASE = "cartback_bench"
@@ -133,12 +136,15 @@ def _views(
         View("GET /api/carts?q= (checkout id)", [f"/api/carts?q={q}" for q in checkouts]),
         View("GET /api/carts/<id> (recovered cart)", [f"/api/carts/{i}" for i in recovered]),
         View("GET /api/contacts/<id>", [f"/api/contacts/{i}" for i in contacts]),
+        View("GET /metrics (Prometheus scrape)", ["/metrics"], METRICS_TARGET),
         View("GET /admin/carts?q= (last 4 digits)", [f"/admin/carts?q={q}" for q in last4]),
     ]  # fmt: skip
 
 
 def _get(client: FlaskClient, path: str) -> Any:
-    response = client.get(path)
+    # The scrape carries the metrics token; the admin's views their cookie session.
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"} if path == "/metrics" else {}
+    response = client.get(path, headers=headers)
     if response.status_code != 200:
         raise RuntimeError(f"GET {path}: {response.status_code} {response.get_data(as_text=True)[:300]}")
     return response
@@ -190,6 +196,7 @@ def _sign_in(client: FlaskClient, runtime: Runtime, store_id: int) -> None:
 def measure(
     runtime: Runtime, database_url: str, store_id: int, config: AdminConfig, section: Section
 ) -> None:
+    runtime.settings = runtime.settings.with_overrides(metrics_token=METRICS_TOKEN)
     client = create_app(runtime=runtime).test_client()
     _sign_in(client, runtime, store_id)
     with runtime.database.session() as session:
@@ -211,8 +218,8 @@ def measure(
             continue
         result = f"p50 {_ms(p50)} · p95 {_ms(p95)} ({p50 / baseline:,.0f}× /healthz)"
         section.add(view.name, result, view.reference + (f"; {view.rounds} requests" if view.rounds else ""))
-        over = p95 * 1000 > TARGET_MS
-        if over and view.reference == TARGET:
+        over = p95 * 1000 > (METRICS_TARGET_MS if view.reference == METRICS_TARGET else TARGET_MS)
+        if over and view.reference in (TARGET, METRICS_TARGET):
             slow.append(view.name)
         # Once more with every SQL statement timed: where the request's time goes.
         with sql_log(runtime.database.engine) as log:
@@ -227,7 +234,7 @@ def measure(
         if "dashboard" in view.name or over:
             plans.append(_plans(runtime.database.engine, view.name, log))
     if slow:
-        section.note(f"p95 above {TARGET_MS:.0f} ms: {', '.join(slow)}")
+        section.note(f"p95 above target: {', '.join(slow)}")
     PLANS.parent.mkdir(exist_ok=True)
     PLANS.write_text("\n".join(plans))
     say(f"  statements and EXPLAIN (ANALYZE, BUFFERS) plans of the slow views: {PLANS}")

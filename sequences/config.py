@@ -69,6 +69,13 @@ class Settings:
     forwarded_proxies: int = 0
     # Bearer token for GET /metrics (store-level business figures); unset, /metrics is off.
     metrics_token: str = ""
+    # Where the processes of a host keep their Prometheus samples (PROMETHEUS_MULTIPROC_DIR, as
+    # prometheus_client names it; <instance path>/metrics by default, which the web and worker
+    # processes of one checkout share). Empty: each process reports only its own.
+    metrics_dir: str = ""
+    # Sentry's DSN: with it, unhandled errors of the web app and the workers are reported,
+    # scrubbed of personal data (app.error_tracking). Empty: no error tracking.
+    sentry_dsn: str = ""
     # Demo only: 60 makes 15 policy minutes pass in 15 wall-clock seconds.
     time_scale: float = 1.0
     # Largest webhook body we accept, in bytes; platform payloads are far smaller.
@@ -196,6 +203,8 @@ class Settings:
             or "https://{shop}/admin/api/{version}",
             time_scale=time_scale,
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+            or str(Path(instance_path) / "metrics"),
             forwarded_proxies=forwarded_proxies,
             instance_path=instance_path,
         )

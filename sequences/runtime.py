@@ -6,7 +6,7 @@ here so RQ jobs, which receive ids only, can reach it. Nothing is built at impor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
@@ -22,6 +22,7 @@ from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Store
 from sequences.queue import CartbackJob
 from sequences.secrets import SecretBox
+from sequences.telemetry import Telemetry
 
 QUEUE_NAME = "default"
 # The key under which the web app keeps its Runtime in ``Flask.extensions`` (app and demo read it).
@@ -41,6 +42,8 @@ class Runtime:
     http: httpx.Client
     # Outbound HTTP to Meta's Graph API (sends, checks, template pushes), pooled for threads.
     whatsapp_http: httpx.Client
+    # Histograms and counters of this process (sequences.telemetry).
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
     @property
     def queue(self) -> Queue:

@@ -87,6 +87,13 @@ def worker(burst: bool, threads: int) -> None:
 
     settings = _settings()
     configure_logging()
+    from app.error_tracking import init_error_tracking
+
+    init_error_tracking(settings)
+    if settings.metrics_dir:
+        from sequences.telemetry import forget_dead_processes
+
+        forget_dead_processes(settings.metrics_dir)
     try:
         runtime = worker_runtime(settings)
     except ConfigError as exc:

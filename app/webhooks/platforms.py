@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -80,6 +81,7 @@ class PlatformWebhooks:
         if platform is None:
             return self.app(environ, start_response)
         extra: list[tuple[str, str]] = []
+        started = time.perf_counter()
         if environ.get("REQUEST_METHOD") != "POST":
             answer = _answer(405, error="webhooks are delivered with POST")
             extra.append(("Allow", "POST"))
@@ -96,11 +98,23 @@ class PlatformWebhooks:
                 log.exception("webhook not ingested", extra={"platform": platform})
                 answer = _answer(500, error="internal error; the platform will retry this delivery")
         body = json.dumps(answer.body).encode()
+        self.runtime.telemetry.webhook_ingest.labels(
+            platform if platform in self.runtime.connectors.platforms() else "unknown", _outcome(answer)
+        ).observe(time.perf_counter() - started)
         start_response(
             f"{answer.status} {HTTPStatus(answer.status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra],
         )
         return [body]
+
+
+def _outcome(answer: Answer) -> str:
+    """accepted, duplicate, ignored, pong; rejected (4xx); error (5xx): a handful of label values."""
+    if answer.status >= 500:
+        return "error"
+    if answer.status >= 400:
+        return "rejected"
+    return str(answer.body.get("status") or "accepted")
 
 
 def _platform_of(path: str) -> str | None:

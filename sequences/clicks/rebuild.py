@@ -361,10 +361,18 @@ def _rebuild_on_platform(runtime: Runtime, plan: RebuildPlan) -> ClickOutcome:
                 starts_at=plan.now,
                 customer_email=plan.customer_email,
             )
-            made = call_platform(runtime, plan.ids.store_id, lambda c, a: c.create_discount(a, request))
+            made = call_platform(
+                runtime,
+                plan.ids.store_id,
+                lambda c, a: c.create_discount(a, request),
+                operation="create_discount",
+            )
             created = CreatedDiscount(code=plan.discount.code, platform_discount_id=made.platform_discount_id)
         rebuilt = call_platform(
-            runtime, plan.ids.store_id, lambda c, a: c.rebuild_checkout(a, plan.checkout, code)
+            runtime,
+            plan.ids.store_id,
+            lambda c, a: c.rebuild_checkout(a, plan.checkout, code),
+            operation="rebuild_checkout",
         )
     except PlatformError as exc:
         log.warning("checkout rebuild failed", extra={"cart_id": plan.ids.cart_id, "reason": exc.reason})

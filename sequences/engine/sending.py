@@ -10,7 +10,7 @@ send that step again (invariant 1): an unresolved SENDING step becomes UNCERTAIN
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -66,6 +66,8 @@ class Decision:
 
     outbound: OutboundMessage | None = None
     step_id: int | None = None
+    # When the step was due: its lateness is measured at the hand-over to the transport.
+    due_at: datetime | None = None
 
 
 def advance_cart(runtime: Runtime, cart_id: int) -> list[str]:
@@ -73,7 +75,9 @@ def advance_cart(runtime: Runtime, cart_id: int) -> list[str]:
     happened: list[str] = []
     decision = _decide(runtime, cart_id, happened)
     if decision.outbound is not None:
-        finish_send(runtime, cart_id, decision, _transmit(runtime, decision.outbound), happened)
+        finish_send(
+            runtime, cart_id, decision, _transmit(runtime, decision.outbound, decision.due_at), happened
+        )
     return happened
 
 
@@ -87,10 +91,20 @@ def finish_send(
         decision = _record_outcome(runtime, cart_id, decision, outcome, happened)
         if decision.outbound is None:
             return
-        outcome = _transmit(runtime, decision.outbound)
+        outcome = _transmit(runtime, decision.outbound, decision.due_at)
 
 
-def _transmit(runtime: Runtime, outbound: OutboundMessage) -> SendOutcome:
+def observe_lateness(runtime: Runtime, due_times: Sequence[datetime | None]) -> None:
+    """Step lateness (telemetry): from each step's due time to now, its hand-over."""
+    now = runtime.now()
+    histogram = runtime.telemetry.step_lateness.labels(runtime.transport.name)
+    for due_at in due_times:
+        if due_at is not None:
+            histogram.observe(max((now - due_at).total_seconds(), 0.0))
+
+
+def _transmit(runtime: Runtime, outbound: OutboundMessage, due_at: datetime | None = None) -> SendOutcome:
+    observe_lateness(runtime, [due_at])
     try:
         return runtime.transport.send(outbound)
     except Exception as exc:
@@ -476,6 +490,7 @@ def _begin_send(
     cart.next_wake_at = now + SENDING_GRACE
     return Decision(
         step_id=step.id,
+        due_at=step.due_at,
         outbound=OutboundMessage(
             message_id=message.id,
             store_id=store.id,

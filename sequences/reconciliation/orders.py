@@ -236,7 +236,9 @@ def check_orders(
     for start in range(0, len(order_ids), BATCH):
         batch = order_ids[start : start + BATCH]
         try:
-            statuses = call_platform(runtime, store_id, partial(_read, reconciler, batch))
+            statuses = call_platform(
+                runtime, store_id, partial(_read, reconciler, batch), operation="read_orders"
+            )
         except PlatformError as exc:
             result.problem = f"could not read orders from {platform} ({exc.reason}); they stay as they were"
             break

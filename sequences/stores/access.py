@@ -146,7 +146,9 @@ def refresh_store_details(runtime: Runtime, store_id: int) -> None:
     describer = runtime.connectors.capable(store.platform, DescribesStore)
     if describer is None:
         return
-    details = call_platform(runtime, store_id, lambda _, access: describer.store_details(access))
+    details = call_platform(
+        runtime, store_id, lambda _, access: describer.store_details(access), operation="store_details"
+    )
     with runtime.database.session() as session:
         row = session.get(Store, store_id)
         assert row is not None
@@ -156,14 +158,36 @@ def refresh_store_details(runtime: Runtime, store_id: int) -> None:
         session.commit()
 
 
-def call_platform(runtime: Runtime, store_id: int, call: Callable[[Connector, StoreAccess], T]) -> T:
-    """Run one platform call; after a 401, refresh the token once and try again."""
+def call_platform(
+    runtime: Runtime, store_id: int, call: Callable[[Connector, StoreAccess], T], *, operation: str
+) -> T:
+    """Run one platform call; after a 401, refresh the token once and try again. Each attempt
+    is timed, and counted by its error, under ``operation`` (telemetry)."""
     store = _load(runtime, store_id)
     connector = runtime.connectors[store.platform]
     access = _fresh(runtime, store, force=False, rejected_token=None)
     try:
-        return call(connector, access)
+        return _timed(runtime, store.platform, operation, call, connector, access)
     except PlatformUnauthorized:
         # Re-read: the app page may have exchanged a new token meanwhile.
         renewed = _fresh(runtime, _load(runtime, store_id), force=True, rejected_token=access.access_token)
-        return call(connector, renewed)
+        return _timed(runtime, store.platform, operation, call, connector, renewed)
+
+
+def _timed(
+    runtime: Runtime,
+    platform: str,
+    operation: str,
+    call: Callable[[Connector, StoreAccess], T],
+    connector: Connector,
+    access: StoreAccess,
+) -> T:
+    with runtime.telemetry.api_call(platform, operation) as outcome:
+        try:
+            return call(connector, access)
+        except PlatformUnauthorized:
+            outcome["code"] = "unauthorized"
+            raise
+        except PlatformError as exc:
+            outcome["code"] = "unavailable" if exc.retryable else "refused"
+            raise

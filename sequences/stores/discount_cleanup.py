@@ -54,7 +54,12 @@ def delete_expired_discounts(
         if deleter is None or not platform_discount_id:
             continue
         try:
-            call_platform(runtime, owner_id, partial(_delete, deleter, platform_discount_id))
+            call_platform(
+                runtime,
+                owner_id,
+                partial(_delete, deleter, platform_discount_id),
+                operation="delete_discount",
+            )
         except PlatformError as exc:
             report.failed += 1
             log.warning(

@@ -99,6 +99,7 @@ def fetch_missing_images(runtime: Runtime, store_id: int, cart_id: int) -> int:
                 runtime,
                 store_id,
                 lambda _, access: wanted.fetcher.fetch_variant_images(access, wanted.variant_ids),
+                operation="variant_images",
             )
         )
         return retrying.run(lambda: _store(runtime, store_id, cart_id, wanted.variant_ids, images))

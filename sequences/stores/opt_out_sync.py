@@ -48,7 +48,12 @@ def sync_opt_out(runtime: Runtime, event_id: int) -> str:
     if not active:
         return _finish(runtime, event_id, OptOutSync.SKIPPED, "store uninstalled cartback")
     try:
-        call_platform(runtime, store_id, lambda _, access: syncer.sync_opt_out(access, customer_id))
+        call_platform(
+            runtime,
+            store_id,
+            lambda _, access: syncer.sync_opt_out(access, customer_id),
+            operation="sync_opt_out",
+        )
     except PlatformError as exc:
         if exc.retryable and runtime.now() - created_at < GIVE_UP_AFTER:
             raise  # RQ retries; the sweep re-queues what is still pending after that

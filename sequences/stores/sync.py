@@ -88,7 +88,10 @@ def ensure_webhooks(
         if held is False:
             raise PlatformError("a worker is registering them right now; reload in a minute", retryable=True)
         return call_platform(
-            runtime, store_id, lambda _, access: registrar.ensure_webhooks(access, url, set_secret=set_secret)
+            runtime,
+            store_id,
+            lambda _, access: registrar.ensure_webhooks(access, url, set_secret=set_secret),
+            operation="ensure_webhooks",
         )
 
 
@@ -134,7 +137,7 @@ def _poll(
             if record_delivery(runtime, values) is not None:
                 report.orders_new += 1
 
-    call_platform(runtime, store_id, read)
+    call_platform(runtime, store_id, read, operation="read_changed_orders")
 
 
 def active_store_ids(runtime: Runtime, platform: str, store_ref: str | None = None) -> list[int]:

@@ -87,15 +87,63 @@ def test_readyz_says_which_dependency_is_down(client, runtime, redis_url):
 METRICS_TOKEN = "metrics-token-for-tests"
 
 
-def test_metrics_count_carts_messages_and_recovered_revenue(journey, client, runtime):
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_after_a_journey_time_it_and_count_it(journey, client, runtime):
+    """Checkout, reminder, click, order: the histograms count each, and the gauges say what
+    the dashboard's buckets hold for the last 24 hours."""
     from tests.support.factories import order_payload
 
     runtime.settings = runtime.settings.with_overrides(metrics_token=METRICS_TOKEN)
+    with journey.at(20 * MIN):
+        assert client.get(journey.link_path(0)).status_code == 303
     journey.webhook(30 * MIN, "orders/create", order_payload(total="2098.00"))
-    text = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).get_data(as_text=True)
-    assert 'cartback_carts{store="1",status="recovered"} 1' in text
-    assert 'cartback_recovered_revenue{store="1",currency="INR"} 2098.0' in text
-    assert "# TYPE cartback_messages gauge" in text
+    with journey.at(31 * MIN):
+        response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    samples = _samples(response.get_data(as_text=True))
+    store = str(journey.cart().store_id)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    # The checkout and the order: two deliveries ingested; one step handed over, on time.
+    assert value("cartback_webhook_ingest_seconds_count", platform="demo", outcome="accepted") == 2
+    assert value("cartback_step_lateness_seconds_count", transport="sandbox") == 1
+    assert value("cartback_step_lateness_seconds_bucket", transport="sandbox", le="1.0") == 1
+    assert value("cartback_click_redirect_seconds_count", outcome="redirected") == 1
+    assert value("cartback_api_request_seconds_count", service="demo", operation="rebuild_checkout") == 1
+    # Business gauges from the kept figures: the cart, its reminder, the pending revenue.
+    assert value("cartback_store_carts_24h", store=store, state="abandoned") == 1
+    assert value("cartback_store_carts_24h", store=store, state="recovered") == 1
+    assert (
+        value("cartback_store_recovered_revenue_24h", store=store, currency="INR", state="pending") == 2098.0
+    )
+    assert (
+        value("cartback_store_recovered_revenue_24h", store=store, currency="INR", state="reconciled") == 0.0
+    )
+    assert value("cartback_store_messages_24h", store=store, status="sent") == 1
+    assert value("cartback_store_messages_24h", store=store, status="clicked") == 1
+    assert value("cartback_webhook_deliveries_pending") == 0
+    assert value("cartback_oldest_due_step_age_seconds") == 0
+    assert value("cartback_redis_up") == 1
+    # A day later the cart is no longer in the window; the histograms keep counting.
+    with journey.at(25 * 60 * MIN):
+        later = _samples(
+            client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).get_data(
+                as_text=True
+            )
+        )
+    assert ("cartback_store_carts_24h", (("state", "abandoned"), ("store", store))) not in later
+    assert later[("cartback_step_lateness_seconds_count", (("transport", "sandbox"),))] == 1
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from channels.transport import OutboundMessage, OutcomeKind, SendOutcome, SendsBatches
 from sequences.engine.batches.ledger import write_ledger
 from sequences.engine.batches.outcomes import record_outcomes
-from sequences.engine.sending import advance_cart, finish_send
+from sequences.engine.sending import advance_cart, finish_send, observe_lateness
 from sequences.runtime import Runtime
 
 __all__ = ["advance_batch", "transmit"]
@@ -47,6 +47,7 @@ def advance_batch(runtime: Runtime, cart_ids: Sequence[int]) -> None:
     if in_flight:
         # The batch's messages first: they are what is due now; the rare carts left to the
         # per-cart path (a sequence ending, a guard skipping a step) follow.
+        observe_lateness(runtime, [sending.due_at for sending in in_flight])
         outcomes = transmit(runtime, [sending.outbound for sending in in_flight])
         for cart_id, decision, outcome in record_outcomes(runtime, in_flight, outcomes):
             try:

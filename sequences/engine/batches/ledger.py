@@ -101,6 +101,8 @@ class _Plan:
     # A step moved (quiet hours, a template not approved yet): (step number, new due time).
     deferred: tuple[int, datetime] | None = None
     send_step: int | None = None
+    # When the step to send was due (its lateness is measured at the hand-over).
+    send_due_at: datetime | None = None
     channel: Channel | None = None
     # Its number's pace: not before this ``time.monotonic()`` (the transport waits for it),
     # nor after ``send_by`` (the transport does not send it then).
@@ -117,6 +119,7 @@ class InFlight:
     cart_id: int
     step_id: int
     outbound: OutboundMessage
+    due_at: datetime | None = None
 
 
 def write_ledger(runtime: Runtime, cart_ids: list[int]) -> tuple[list[InFlight], list[int]]:
@@ -339,7 +342,7 @@ def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan
     if defer_to is not None:
         plan.deferred, plan.wake_at = (step.number, defer_to), defer_to
         return plan
-    plan.send_step, plan.channel = step.number, channel
+    plan.send_step, plan.channel, plan.send_due_at = step.number, channel, step.due_at
     # Counted at once: another cart of the same shopper later in this batch sees this message.
     key = (contact.id or 0, cart.store_id)
     state.recent[key] = state.recent.get(key, 0) + 1
@@ -567,6 +570,7 @@ def _write_messages(
                     send_at=plan.send_at,
                     send_by=plan.send_by,
                 ),
+                plan.send_due_at,
             )
         )
     update_rows(session, MESSAGE, ["template_name", "language", "components", "preview"], contents)

@@ -292,7 +292,11 @@ def test_several_calls_hitting_a_401_together_refresh_once(shopify):
 
     def worker() -> None:
         barrier.wait()
-        names.append(call_platform(shopify.runtime, store.id, lambda c, a: c.store_details(a)).name)
+        names.append(
+            call_platform(
+                shopify.runtime, store.id, lambda c, a: c.store_details(a), operation="store_details"
+            ).name
+        )
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for thread in threads:
