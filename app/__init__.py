@@ -69,6 +69,7 @@ def create_app(
 
     from app import links, ops, outbox
     from app.admin import experiments as admin_experiments
+    from app.admin import incidents as admin_incidents
     from app.admin import login as admin_login
     from app.admin import pages as admin_pages
     from app.admin import reconciliation as admin_reconciliation
@@ -98,6 +99,7 @@ def create_app(
     app.register_blueprint(admin_settings.bp)
     app.register_blueprint(admin_experiments.bp)
     app.register_blueprint(admin_reconciliation.bp)
+    app.register_blueprint(admin_incidents.bp)
     app.register_blueprint(woocommerce_connect.bp)
     app.register_blueprint(cartflows_webhook.bp)
     admin_session.configure_sessions(app, settings.app_url)

@@ -59,6 +59,9 @@ SWEEP_INTERVAL_SECONDS = 60
 # their webhooks re-activated and changed orders read back. A lost order update is caught
 # within this, well inside the 15 minutes before a cart's first message.
 PLATFORM_SYNC_INTERVAL_SECONDS = 600
+# Seconds between evaluations of the alert rules (every store's, the service's): the issue's
+# "every minute"; one per interval across all workers.
+ALERTS_INTERVAL_SECONDS = 60
 # Seconds between deletions of discount codes that expired unused (a code lives 48 h or so:
 # an hour late keeps the merchant's discount list clean enough).
 DISCOUNT_CLEANUP_INTERVAL_SECONDS = 3600

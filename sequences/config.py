@@ -76,6 +76,17 @@ class Settings:
     # Sentry's DSN: with it, unhandled errors of the web app and the workers are reported,
     # scrubbed of personal data (app.error_tracking). Empty: no error tracking.
     sentry_dsn: str = ""
+    # Incident emails to merchants (their alert address, Settings): the operator's SMTP server.
+    # smtp_security: "starttls" (submission, port 587), "tls" (port 465) or "none" (a local relay).
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_from: str = "cartback <alerts@localhost>"
+    smtp_security: str = "starttls"
+    # Incidents for the operator, as an Alertmanager-compatible webhook (POST, Alertmanager's
+    # webhook_config JSON); empty: not sent.
+    alertmanager_webhook_url: str = ""
     # Demo only: 60 makes 15 policy minutes pass in 15 wall-clock seconds.
     time_scale: float = 1.0
     # Largest webhook body we accept, in bytes; platform payloads are far smaller.
@@ -212,6 +223,21 @@ class Settings:
         if problem:
             raise ConfigError(problem)
         return settings
+
+
+def _smtp_port(value: str) -> int:
+    if not value.strip():
+        return 587
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"SMTP_PORT must be a port number (587, 465, 25), not {value!r}")
+    return int(value)
+
+
+def _smtp_security(value: str) -> str:
+    security = value.strip().lower() or "starttls"
+    if security not in ("starttls", "tls", "none"):
+        raise ConfigError(f"SMTP_SECURITY must be starttls, tls or none, not {value!r}")
+    return security
 
 
 def generate_secret_key() -> str:

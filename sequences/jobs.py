@@ -8,6 +8,8 @@ from rq.exceptions import DuplicateJobError
 
 from sequences import queue
 from sequences import runtime as runtime_module
+from sequences.alerts.incidents import evaluate_alerts
+from sequences.alerts.notify import notify
 from sequences.engine.sending import advance_cart
 from sequences.engine.sweep import run_sweep
 from sequences.engine.tracking import process_delivery
@@ -106,3 +108,11 @@ def recheck_order_job(store_id: int, order_id: str) -> str:
 def delete_expired_discounts_job() -> str:
     report = delete_expired_discounts(runtime_module.current())
     return f"{report.deleted} expired codes deleted, {report.failed} not"
+
+
+def evaluate_alerts_job() -> str:
+    return str(evaluate_alerts(runtime_module.current()))
+
+
+def notify_incident_job(incident_id: int, event: str, channel: str) -> str:
+    return notify(runtime_module.current(), incident_id, event, channel)

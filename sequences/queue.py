@@ -37,6 +37,8 @@ COMPLETE_WOOCOMMERCE_CONNECTION = "sequences.jobs.complete_connection_job"
 RECONCILE_STORE = "sequences.jobs.reconcile_store_job"
 RECHECK_ORDER = "sequences.jobs.recheck_order_job"
 DELETE_EXPIRED_DISCOUNTS = "sequences.jobs.delete_expired_discounts_job"
+EVALUATE_ALERTS = "sequences.jobs.evaluate_alerts_job"
+NOTIFY_INCIDENT = "sequences.jobs.notify_incident_job"
 # The demo platform's webhook sender: development only (demo/ is never loaded in production).
 DELIVER_DEMO_WEBHOOK = "demo.store.webhooks.deliver_webhook"
 
@@ -54,6 +56,8 @@ JOB_NAMES = (
     RECONCILE_STORE,
     RECHECK_ORDER,
     DELETE_EXPIRED_DISCOUNTS,
+    EVALUATE_ALERTS,
+    NOTIFY_INCIDENT,
     DELIVER_DEMO_WEBHOOK,
 )
 

@@ -29,6 +29,7 @@ from app.shopify.home import verified_store
 from app.shopify.session_token import shopify_connector
 from app.webhooks.cartflows import cartflows_url
 from channels.whatsapp.templates import copy_for
+from sequences.alerts.incidents import open_incidents
 from sequences.experiments.results import ArmFunnel, latest_funnel
 from sequences.merchant import dashboard, lists
 from sequences.merchant.settings_changes import as_payload, history
@@ -58,6 +59,10 @@ def render_admin(template: str, merchant: MerchantSession, page: str, **context:
         store = session.get(Store, merchant.store_id)
         assert store is not None
         session.expunge(store)
+        # Every page shows what is wrong now (sequences.alerts).
+        banners = open_incidents(session, merchant.store_id)
+        for incident in banners:
+            session.expunge(incident)
     api_key = ""
     if merchant.via == "shopify":
         connector = shopify_connector()
@@ -72,6 +77,7 @@ def render_admin(template: str, merchant: MerchantSession, page: str, **context:
         nav_url=_nav_url(merchant),
         money=lambda amount: format_money(amount, store.currency, store.locale),
         when=lambda moment: local_time(moment, ZoneInfo(store.timezone)),
+        open_incidents=banners,
         **context,
     )
     response = Response(body, mimetype="text/html")

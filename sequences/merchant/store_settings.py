@@ -129,6 +129,11 @@ def _default_steps() -> list[StepSetting]:
     ]
 
 
+# An address a mail server will take: one @, a dotted domain, no spaces or angle brackets (no
+# header injection through a "name <address>" or a newline).
+ALERT_EMAIL = re.compile(r"[^@\s<>,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
 class StoreSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -153,6 +158,18 @@ class StoreSettings(BaseModel):
     # "checkout_checkbox": only shoppers who ticked the platform's marketing box.
     # "store_collects_optin": the merchant collects WhatsApp opt-in elsewhere (recorded).
     consent_policy: Literal["checkout_checkbox", "store_collects_optin"] = "checkout_checkbox"
+    # Where incidents are emailed (sequences.alerts); None: shown in the admin only.
+    alert_email: str | None = Field(default=None, max_length=254)
+
+    @field_validator("alert_email")
+    @classmethod
+    def _email_address(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        if not ALERT_EMAIL.fullmatch(value):
+            raise ValueError("give an email address like you@yourstore.com (or leave it empty)")
+        return value
 
     @field_validator("quiet_hours_start", "quiet_hours_end")
     @classmethod

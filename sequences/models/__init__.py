@@ -18,6 +18,7 @@ are timezone-aware UTC; phones are E.164. Every row that belongs to a merchant c
 - ``dashboard``: the dashboard's kept figures
 - ``experiments``: experiments, their arms, and each eligible cart's arm
 - ``reconciliation``: each store's reconciliation runs and their reports
+- ``alerts``: incidents (an alert rule's condition, while it held)
 
 Import the tables from here (``from sequences.models import Cart``): importing this package
 registers every table on ``SQLModel.metadata``. Foreign keys name tables by string
@@ -27,6 +28,7 @@ registers every table on ``SQLModel.metadata``. Foreign keys name tables by stri
 from __future__ import annotations
 
 from sequences.models.admin import AdminLogin
+from sequences.models.alerts import Incident, IncidentStatus
 from sequences.models.carts import TERMINAL_CART_STATUSES, Cart, CartEvent, CartLine, CartStatus
 from sequences.models.clicks import Discount, LinkClick
 from sequences.models.contacts import ConsentEvent, Contact, OptOutSync
@@ -89,6 +91,8 @@ __all__ = [
     "ExperimentAssignment",
     "ExperimentStatus",
     "InboundMessage",
+    "Incident",
+    "IncidentStatus",
     "LinkClick",
     "Message",
     "MessageStatus",

@@ -59,6 +59,10 @@ class Store(SQLModel, table=True):
     # for the merchant.
     pause_source: str | None = Field(default=None, sa_column=Column(String(32)))
     paused_at: datetime | None = time_field()
+    # The store's platform API has refused or failed every call since then (None: the last call
+    # worked); its last answer in words. An incident opens when it lasts (sequences.alerts).
+    platform_failing_since: datetime | None = time_field()
+    platform_failure: str | None = Field(default=None, sa_column=Column(Text))
     settings: dict[str, Any] = json_field(default=dict)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

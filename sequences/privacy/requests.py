@@ -32,6 +32,7 @@ from sequences.models import (
     ExperimentArm,
     ExperimentAssignment,
     InboundMessage,
+    Incident,
     LinkClick,
     Message,
     ReconciliationRun,
@@ -238,6 +239,7 @@ def redact_store(session: Session, store: Store) -> None:
     session.exec(delete(SettingsChange).where(col(SettingsChange.store_id) == store_id))
     session.exec(delete(AdminLogin).where(col(AdminLogin.store_id) == store_id))
     session.exec(delete(ReconciliationRun).where(col(ReconciliationRun.store_id) == store_id))
+    session.exec(delete(Incident).where(col(Incident.store_id) == store_id))
     session.exec(delete(DashboardMessageBucket).where(col(DashboardMessageBucket.store_id) == store_id))
     session.exec(delete(DashboardCartBucket).where(col(DashboardCartBucket.store_id) == store_id))
     rollups.forget_store(session, store_id)

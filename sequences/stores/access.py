@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from sqlalchemy import func, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from connectors.base import (
@@ -165,13 +167,40 @@ def call_platform(
     is timed, and counted by its error, under ``operation`` (telemetry)."""
     store = _load(runtime, store_id)
     connector = runtime.connectors[store.platform]
-    access = _fresh(runtime, store, force=False, rejected_token=None)
     try:
-        return _timed(runtime, store.platform, operation, call, connector, access)
-    except PlatformUnauthorized:
-        # Re-read: the app page may have exchanged a new token meanwhile.
-        renewed = _fresh(runtime, _load(runtime, store_id), force=True, rejected_token=access.access_token)
-        return _timed(runtime, store.platform, operation, call, connector, renewed)
+        access = _fresh(runtime, store, force=False, rejected_token=None)
+        try:
+            result = _timed(runtime, store.platform, operation, call, connector, access)
+        except PlatformUnauthorized:
+            # Re-read: the app page may have exchanged a new token meanwhile.
+            renewed = _fresh(
+                runtime, _load(runtime, store_id), force=True, rejected_token=access.access_token
+            )
+            result = _timed(runtime, store.platform, operation, call, connector, renewed)
+    except PlatformError as exc:
+        _note_platform(runtime, store_id, exc.reason)
+        raise
+    if store.platform_failing_since is not None:
+        _note_platform(runtime, store_id, None)
+    return result
+
+
+def _note_platform(runtime: Runtime, store_id: int, failure: str | None) -> None:
+    """Keep on the store since when its platform has been failing (None: working again), for
+    the platform_failing alert. Bookkeeping: never the reason a platform call fails."""
+    values: dict[str, Any] = (
+        {"platform_failing_since": None, "platform_failure": None}
+        if failure is None
+        else {
+            "platform_failing_since": func.coalesce(col(Store.platform_failing_since), runtime.now()),
+            "platform_failure": failure[:500],
+        }
+    )
+    try:
+        with runtime.database.engine.begin() as connection:
+            connection.execute(update(Store).where(col(Store.id) == store_id).values(**values))
+    except SQLAlchemyError:
+        log.warning("platform state not recorded", extra={"store_id": store_id})
 
 
 def _timed(

@@ -476,6 +476,8 @@ TENANCY_CASES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/reconciliation"): {},
     ("POST", "/api/reconciliation/runs"): {},
     ("GET", "/api/reconciliation/runs/<int(max=2147483647):run_id>"): {},
+    ("GET", "/api/incidents"): {},
+    ("PUT", "/api/incidents/<int(max=2147483647):incident_id>/note"): {"json": {"note": "theirs now"}},
 }
 
 
@@ -538,6 +540,14 @@ def test_another_stores_session_cannot_read_or_change_this_store(
             ],
         }
         session.commit()
+    from sequences.alerts import rules as alert_rules
+    from sequences.alerts.incidents import apply_finding, store_scope
+    from sequences.models import Incident
+
+    finding = alert_rules.Finding("template_paused", "critical", "Mine template paused", "Mine: edit it.")
+    apply_finding(runtime, store_scope(mine.id), mine.id, "template_paused", finding, runtime.now())
+    with runtime.database.session() as session:
+        my_incident = session.exec(select(Incident).where(Incident.store_id == mine.id)).one()
     before = _store(runtime)
     other = make_store(runtime, "other-shop")
     csrf = sign_in(journey.client, runtime, other.id)
@@ -559,6 +569,7 @@ def test_another_stores_session_cannot_read_or_change_this_store(
         .replace("<int(max=2147483647):experiment_id>", str(experiment.id))
         .replace("<int(max=2147483647):arm_id>", str(_challenger_arm(runtime, experiment.id)))
         .replace("<int(max=2147483647):run_id>", str(my_run.id))
+        .replace("<int(max=2147483647):incident_id>", str(my_incident.id))
     )
 
     response = journey.client.open(path, method=method, headers={"X-CSRF-Token": csrf}, **options)
@@ -568,6 +579,8 @@ def test_another_stores_session_cannot_read_or_change_this_store(
     for secret in ("demo-bazaar", "chk_seed", "mine-request", "9876500001", "0001", "2499", "Mine "):
         assert secret not in text
     with runtime.database.session() as session:
+        mine_incident = session.get(Incident, my_incident.id)
+        assert mine_incident is not None and mine_incident.note is None
         mine_experiment = session.get(Experiment, experiment.id)
         assert mine_experiment is not None and mine_experiment.status == ExperimentStatus.RUNNING
     after = _store(runtime)
