@@ -46,6 +46,7 @@ def _state(store_id: int) -> dict[str, Any]:
             "default_language": account.default_language,
             "quality_rating": account.quality_rating,
             "messages_per_second": account.messages_per_second,
+            "messaging_limit_tier": account.messaging_limit_tier,
             "checked_at": account.checked_at.isoformat() if account.checked_at else None,
             "problem": account.check_problem,
         },

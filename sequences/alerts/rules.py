@@ -37,6 +37,7 @@ from sequences.models import (
     WhatsAppTemplate,
 )
 from sequences.runtime import Runtime
+from sequences.whatsapp.messaging_limit import limit_of, shoppers_messaged
 
 WARNING, CRITICAL = "warning", "critical"
 
@@ -65,6 +66,8 @@ RATE_DROP = 0.2
 RATE_MIN_N = 50
 # A platform that has failed every call for this long.
 PLATFORM_FAILING_FOR = timedelta(minutes=15)
+# Meta's daily messaging limit: warn at this share of it.
+LIMIT_NEAR = 0.8
 # Reconciliation differences: a run of the last week that found new ones.
 RECONCILIATION_RECENT = timedelta(days=8)
 # Service: a due cart waiting this long means the workers are not keeping up; a delivery
@@ -317,6 +320,29 @@ def platform_failing(ctx: StoreContext) -> Finding | None:
     )
 
 
+def messaging_limit(ctx: StoreContext) -> Finding | None:
+    account = ctx.session.exec(
+        select(WhatsAppAccount).where(WhatsAppAccount.store_id == ctx.store_id)
+    ).first()
+    limit = limit_of(account.messaging_limit_tier if account is not None else None)
+    if limit is None:
+        return None
+    messaged = shoppers_messaged(ctx.session, ctx.store_id, ctx.now)
+    if messaged < limit * LIMIT_NEAR:
+        return None
+    reached = messaged >= limit
+    return Finding(
+        "messaging_limit",
+        CRITICAL if reached else WARNING,
+        f"{messaged:,} of your {limit:,} shoppers a day on WhatsApp: Meta's daily messaging limit is "
+        + ("reached" if reached else "near"),
+        "Meta lets your business message this many different shoppers a day; beyond it, reminders fail. "
+        "Keep quality high and Meta raises the limit by itself (WhatsApp Manager → Messaging limits); "
+        "meanwhile fewer steps per cart leave room for more shoppers.",
+        {"messaged_24h": messaged, "limit": limit, "tier": account.messaging_limit_tier if account else None},
+    )
+
+
 def reconciliation_differences(ctx: StoreContext) -> Finding | None:
     run = ctx.session.exec(
         select(ReconciliationRun)
@@ -358,6 +384,7 @@ STORE_RULES: list[Callable[[StoreContext], Finding | None]] = [
     template_paused,
     token_refresh_failing,
     platform_failing,
+    messaging_limit,
     reconciliation_differences,
 ]
 

@@ -44,7 +44,7 @@ from sequences.models import (
     WhatsAppTemplate,
 )
 from sequences.runtime import Runtime
-from sequences.whatsapp import health
+from sequences.whatsapp import health, messaging_limit
 from sequences.whatsapp.accounts import sender_for
 
 log = logging.getLogger("cartback.sending")
@@ -58,6 +58,9 @@ DEFAULT_RETRY_AFTER = timedelta(minutes=1)
 REACHED_SHOPPER = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNCERTAIN)
 # A step whose template is not approved looks again this often (within its 24 h window).
 TEMPLATE_RECHECK = timedelta(minutes=15)
+# A step held by Meta's daily messaging limit looks again this much later (room comes back as
+# the oldest of the last 24 hours' shoppers fall out of the window).
+LIMIT_RECHECK = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -358,7 +361,9 @@ def _channel_guard(
                 WhatsAppTemplate.language == account.default_language,
             )
         ).first()
-    return channel_guard(runtime, lines, account, status, now, window_end, partial(sender_for, runtime))
+    return channel_guard(
+        runtime, lines, account, status, now, window_end, partial(sender_for, runtime), cart.contact_id
+    )
 
 
 def template_for(lines: list[CartLine]) -> str:
@@ -373,9 +378,11 @@ def channel_guard(
     now: datetime,
     window_end: datetime,
     make_sender: Callable[[WhatsAppAccount], Sender],
+    contact_id: int | None = None,
 ) -> tuple[str | None, datetime | None, Channel | None]:
     """``_channel_guard`` from what it reads: the cart's lines, the store's number and the
-    status of the template those lines need in the number's language."""
+    status of the template those lines need in the number's language; and, last, room under
+    Meta's daily messaging limit for this shopper (reserved when there is)."""
     template_name = template_for(lines)
     language = account.default_language if account is not None else "en"
     if not runtime.transport.needs_whatsapp_account:
@@ -386,6 +393,13 @@ def channel_guard(
         # The steps using a template that is not approved (yet, or any more) wait for it.
         waiting = f"template {template_name} ({language}) is {template_status or 'not pushed'}"
         recheck = now + TEMPLATE_RECHECK
+        if recheck > window_end:
+            return f"{waiting} until past the 24 h window", None, None
+        return None, recheck, None
+    if not messaging_limit.admit(runtime, account, contact_id, now):
+        # Held before Meta refuses: the step waits for room within its 24 h window.
+        waiting = "Meta's daily messaging limit for new shoppers is reached"
+        recheck = now + LIMIT_RECHECK
         if recheck > window_end:
             return f"{waiting} until past the 24 h window", None, None
         return None, recheck, None

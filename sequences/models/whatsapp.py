@@ -39,6 +39,9 @@ class WhatsAppAccount(SQLModel, table=True):
     quality_at: datetime | None = time_field()
     # Meta's per-number throughput: 80 messages/s by default, 1,000 once upgraded.
     messages_per_second: int = Field(default=80)
+    # Meta's daily messaging limit (unique shoppers a day, the business portfolio's): TIER_250,
+    # TIER_2K, TIER_10K, TIER_100K or TIER_UNLIMITED, read with each check; None until read.
+    messaging_limit_tier: str | None = Field(default=None, sa_column=Column(String(32)))
     checked_at: datetime | None = time_field()
     # What the last check found wrong, in words for the merchant; None when all was well.
     check_problem: str | None = Field(default=None, sa_column=Column(Text))

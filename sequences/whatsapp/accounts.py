@@ -33,7 +33,11 @@ RECHECK_BATCH = 20
 MAX_META_ID = 32
 # System-user tokens are URL-safe text; anything else cannot even be put in a header.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9._|~-]+")
-PHONE_FIELDS = "display_phone_number,verified_name,quality_rating,code_verification_status,throughput"
+PHONE_FIELDS = (
+    "display_phone_number,verified_name,quality_rating,code_verification_status,throughput,"
+    # The daily messaging limit (Graph v24.0+; messaging_limit_tier before).
+    "whatsapp_business_manager_messaging_limit"
+)
 # Meta's throughput levels: STANDARD is 80 messages/s, HIGH (an upgraded number) 1,000.
 THROUGHPUT_BY_LEVEL = {"STANDARD": 80, "HIGH": 1000}
 NEW_CREDENTIALS_HELP = (
@@ -155,11 +159,13 @@ def check(runtime: Runtime, store_id: int, *, subscribe: bool = True) -> CheckRe
         report.problems.append(f"could not reach Meta's Graph API ({error}); try again in a minute")
     quality = str(phone.get("quality_rating") or "UNKNOWN").upper()
     level = str((phone.get("throughput") or {}).get("level") or "").upper()
+    tier = str(phone.get("whatsapp_business_manager_messaging_limit") or "").upper() or None
     report.facts = {
         "display_phone_number": phone.get("display_phone_number"),
         "verified_name": phone.get("verified_name"),
         "quality_rating": quality if phone else None,
         "throughput_level": level or None,
+        "messaging_limit": tier,
     }
     if quality == "RED":
         report.problems.append("the number's quality rating is RED: sending stays paused until it recovers")
@@ -174,6 +180,7 @@ def check(runtime: Runtime, store_id: int, *, subscribe: bool = True) -> CheckRe
             stored.verified_name = phone.get("verified_name") or stored.verified_name
             stored.quality_rating, stored.quality_at = quality, now
             stored.messages_per_second = THROUGHPUT_BY_LEVEL.get(level, stored.messages_per_second)
+            stored.messaging_limit_tier = tier or stored.messaging_limit_tier
             health.quality_changed(store, quality, now)
     return report
 

@@ -114,8 +114,15 @@ TEMPLATE_STATUSES = frozenset(  # TEMPLATE_API statuses and the status-update we
 PHONE_FIELDS = frozenset(
     {"id", "display_phone_number", "verified_name", "quality_rating", "code_verification_status"}
     | {"name_status", "status", "throughput", "messaging_limit_tier", "platform_type", "account_mode"}
+    | {"whatsapp_business_manager_messaging_limit"}
 )
 PHONE_DEFAULT_FIELDS = ("id", "display_phone_number", "verified_name", "quality_rating")  # PHONE_API
+# MESSAGING_LIMITS (developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits):
+# 250 for a new portfolio, then 2,000, 10,000, 100,000, unlimited; TIER_50 and TIER_1K are the
+# per-number tiers from before October 2025, still seen on old accounts.
+MESSAGING_LIMIT_TIERS = frozenset(
+    {"TIER_50", "TIER_250", "TIER_1K", "TIER_2K", "TIER_10K", "TIER_100K", "TIER_UNLIMITED"}
+)
 WABA_FIELDS = frozenset(
     {"id", "name", "timezone_id", "message_template_namespace", "account_review_status"}
     | {"business_verification_status", "country", "ownership_type", "primary_business_location"}
@@ -326,6 +333,10 @@ class PhoneNumber:
     # PHONES_API's enum still lists TIER_1K, while the phone_number_quality_update page's limits
     # run TIER_250, TIER_2K, TIER_10K... since limits moved to the business portfolio.
     messaging_limit_tier: str = "TIER_2K"
+    # The field that replaced messaging_limit_tier (v24.0+; MESSAGING_LIMITS: "Request the
+    # whatsapp_business_manager_messaging_limit field instead", example "TIER_250"); the limit is
+    # the business portfolio's, shared by its numbers.
+    whatsapp_business_manager_messaging_limit: str = "TIER_2K"
     code_verification_status: str = "VERIFIED"
     name_status: str = "APPROVED"
     status: str = "CONNECTED"
@@ -599,6 +610,14 @@ class FakeGraphAPI:
             self.phone_numbers[phone_number_id] = phone
             self.add_token(access_token, waba_id)
             return phone
+
+    def set_messaging_limit(self, phone_number_id: str, tier: str) -> None:
+        """Meta moved the portfolio to another messaging limit (250, 2K, 10K, 100K, unlimited)."""
+        if tier not in MESSAGING_LIMIT_TIERS:
+            raise ValueError(f"tier must be one of {sorted(MESSAGING_LIMIT_TIERS)}")
+        with self._lock:
+            phone = self.phone_numbers[phone_number_id]
+            phone.whatsapp_business_manager_messaging_limit = phone.messaging_limit_tier = tier
 
     def add_token(self, access_token: str, *waba_ids: str) -> None:
         with self._lock:

@@ -335,7 +335,14 @@ def _decide(runtime: Runtime, state: _State, cart: Cart, now: datetime) -> _Plan
         language = account.default_language if account is not None else "en"
         status = state.templates.get((cart.store_id, template_for(lines), language))
         skip, defer_to, channel = channel_guard(
-            runtime, lines, account, status, now, window_end, lambda found: _sender(runtime, state, found)
+            runtime,
+            lines,
+            account,
+            status,
+            now,
+            window_end,
+            lambda found: _sender(runtime, state, found),
+            cart.contact_id,
         )
     if skip is not None:
         return None

@@ -198,3 +198,44 @@ def test_a_rule_that_breaks_does_not_silence_the_others(runtime, store, monkeypa
     assert (report.failed_rules, report.opened) == (1, 1)
     with runtime.database.session() as session:
         assert [i.rule for i in session.exec(select(Incident)).all()] == ["token_refresh_failing"]
+
+
+def _shoppers(runtime, store: Store, count: int, *, sent_at: datetime) -> None:
+    """``count`` different shoppers, each sent one reminder at ``sent_at``."""
+    with runtime.database.session() as session:
+        row = session.get(Store, store.id)
+        for _ in range(count):
+            number = next(_numbers)
+            contact = _contact(session, row, f"+91986{number:07d}", "Asha")
+            cart = _cart(session, row, number, contact, abandoned_at=sent_at - 15 * MIN)
+            _message(session, cart, 1, MessageStatus.DELIVERED, sent_at=sent_at)
+        session.commit()
+
+
+def test_the_daily_messaging_limit_warns_near_and_says_when_reached(runtime, store):
+    _shoppers(runtime, store, 199, sent_at=NOW - 2 * 60 * MIN)
+    _shoppers(runtime, store, 40, sent_at=NOW - 30 * 60 * MIN)  # yesterday's: outside the 24 hours
+    assert _finding(runtime, store, rules.messaging_limit) is None  # no tier read yet: never guessed
+    with runtime.database.session() as session:
+        session.add(WhatsAppAccount(store_id=store.id, waba_id="1", phone_number_id="2", access_token_ciphertext="x",
+                                    messaging_limit_tier="TIER_250"))  # fmt: skip
+        session.commit()
+    assert _finding(runtime, store, rules.messaging_limit) is None  # 199 of 250: under 80 %
+    _shoppers(runtime, store, 1, sent_at=NOW - 60 * MIN)
+    near = _finding(runtime, store, rules.messaging_limit)
+    assert near is not None and near.severity == rules.WARNING and near.evidence["messaged_24h"] == 200
+    _shoppers(runtime, store, 50, sent_at=NOW - 30 * MIN)
+    reached = _finding(runtime, store, rules.messaging_limit)
+    assert reached is not None and reached.severity == rules.CRITICAL and "reached" in reached.title
+
+
+def test_the_number_check_reads_meta_s_messaging_limit(cloud):
+    from sequences.whatsapp.accounts import check
+    from tests.support.whatsapp import PHONE_NUMBER_ID
+
+    cloud.graph.set_messaging_limit(PHONE_NUMBER_ID, "TIER_250")
+    report = check(cloud.runtime, cloud.store_id, subscribe=False)
+    assert report.facts["messaging_limit"] == "TIER_250"
+    with cloud.runtime.database.session() as session:
+        account = session.exec(select(WhatsAppAccount)).one()
+    assert account.messaging_limit_tier == "TIER_250"
