@@ -8,6 +8,7 @@ import secrets
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -17,12 +18,13 @@ from app.dbmigrate import upgrade
 from app.wiring import build_runtime
 from bench.admin import _sign_in
 from bench.admin_seed import AdminConfig, libpq_url, seed
-from bench.environment import BenchEnv, make_store, private_postgres
+from bench.environment import STORE_SECRET, STORE_SLUG, BenchEnv, private_postgres
 from bench.report import Section, say
 from sequences.config import Settings
 from sequences.experiments import figures as experiment_figures
 from sequences.experiments.results import experiment_results
 from sequences.experiments.stats import plan_rates
+from sequences.merchant.store_settings import StoreSettings
 from sequences.models import Experiment, Store
 from tests.servers import create_database
 from tests.support.simulation import LOOKS, net_revenue, simulate
@@ -112,6 +114,30 @@ def _simulate(config: ExperimentsConfig, section: Section) -> None:
     section.note(f"simulation: {elapsed:.0f} s for {3 * config.experiments * LOOKS:,} interval reads")
 
 
+def _store_at_0011(database_url: str, runtime: Any) -> int:
+    """The demo store bench.environment.make_store makes, in SQL: the live Store model has
+    columns migration 0011's schema does not (0016's platform_failing_since)."""
+    settings = json.dumps(StoreSettings(quiet_hours_enabled=False).to_stored())
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
+        row = connection.execute(
+            "INSERT INTO store (platform, platform_store_id, name, status, currency, locale, timezone,"
+            " default_region, api_base_url, storefront_url, access_token_ciphertext, webhook_secret_ciphertext,"
+            " sending_paused, settings, created_at, updated_at) VALUES ('demo', %s, %s, 'active', 'INR', 'en_IN',"
+            " 'Asia/Kolkata', 'IN', %s, %s, %s, %s, false, %s, now(), now()) RETURNING id",
+            (
+                STORE_SLUG,
+                f"Store {STORE_SLUG}",
+                f"{runtime.settings.app_url}/demo-store",
+                f"{runtime.settings.app_url}/demo-store/",
+                runtime.secrets.encrypt(f"token-{STORE_SLUG}"),
+                runtime.secrets.encrypt(STORE_SECRET),
+                settings,
+            ),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _start_at_0011(database_url: str, store_id: int) -> int:
     """“Does ₹100 off pay?” as start_experiment writes it (₹0 off 45, ₹100 off 45, a 10 %
     holdout), in SQL: the schema is migration 0011's, which the live models have outgrown."""
@@ -193,13 +219,12 @@ def _analysis(env: BenchEnv, config: ExperimentsConfig, section: Section) -> Non
             Settings.from_env(env.app_environ(instance=path, database_url=database_url, app_port=8000))
         )
         try:
-            store = make_store(runtime)
-            assert store.id is not None
+            store_id = _store_at_0011(database_url, runtime)
             seed(
-                database_url, [store.id], AdminConfig(carts=config.carts, small_stores=0, big_store_share=1.0)
+                database_url, [store_id], AdminConfig(carts=config.carts, small_stores=0, big_store_share=1.0)
             )
-            experiment_id = _start_at_0011(database_url, store.id)
-            assigned = _assign_all(database_url, experiment_id, store.id)
+            experiment_id = _start_at_0011(database_url, store_id)
+            assigned = _assign_all(database_url, experiment_id, store_id)
             # Nothing of the runtime's may hold a table the migrations alter.
             runtime.database.dispose()
             began = time.perf_counter()
@@ -218,12 +243,12 @@ def _analysis(env: BenchEnv, config: ExperimentsConfig, section: Section) -> Non
             if wrong:
                 raise RuntimeError(f"kept figures differ from a recount: {wrong}")
             client = create_app(runtime=runtime).test_client()
-            _sign_in(client, runtime, store.id)
+            _sign_in(client, runtime, store_id)
 
             def results() -> None:
                 with runtime.database.session() as session:
                     held = session.get(Experiment, experiment.id)
-                    shop = session.get(Store, store.id)
+                    shop = session.get(Store, store_id)
                     assert held is not None and shop is not None
                     experiment_results(session, held, runtime.store_settings(shop))
 
