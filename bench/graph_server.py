@@ -71,8 +71,10 @@ NUMBERS = tuple(
 
 
 def seeded_fake(app_secret: str) -> FakeGraphAPI:
-    """The fake with every bench number, at Meta's standard throughput, and the app's templates
-    approved for each; not started (this module serves it)."""
+    """The fake with every bench number, at Meta's standard throughput and an unlimited daily
+    messaging limit (the bench measures pacing, not the limit: at 2K a day, 2,400 shoppers on
+    one number would be held), and the app's templates approved for each; not started (this
+    module serves it)."""
     fake = FakeGraphAPI(app_secret=app_secret, latency_seconds=0.0)
     for n, number in enumerate(NUMBERS):
         fake.add_account(
@@ -82,6 +84,7 @@ def seeded_fake(app_secret: str) -> FakeGraphAPI:
             display_phone_number=f"+91 90000 {n:05d}",
             throughput_level="STANDARD",
         )
+        fake.set_messaging_limit(number.phone_number_id, "TIER_UNLIMITED")
         for template in DEFINITIONS:
             payload = template.creation_payload(
                 store_name="Store bench", app_url="http://127.0.0.1", header_handle="4::bench"
