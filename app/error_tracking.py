@@ -4,7 +4,7 @@ workers' unhandled errors (its Flask and RQ integrations), scrubbed first.
 Nothing personal leaves: the SDK sends no default PII (no IP, no cookies, no user), its own
 scrubber blanks credential-named fields (``authorization``, ``token``, ...) and ours, and every
 string left in the event (messages, exception values, local variables, request data,
-breadcrumbs) goes through the same redaction as the logs (``app.logs.redact``): phones, emails
+breadcrumbs) goes through the same redaction as the logs (``app.logs.redact_value``): phones, emails
 and tokens become ``[phone]``, ``[email]``, ``[redacted]``.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from app.logs import redact
+from app.logs import redact_value
 from sequences.config import Settings
 
 if TYPE_CHECKING:
@@ -41,27 +41,14 @@ DENYLIST = [
 ]
 
 
-def scrub(value: Any) -> Any:
-    """Every string in the event redacted as the logs are; the structure kept."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {key: scrub(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [scrub(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(scrub(item) for item in value)
-    return value
-
-
 def scrub_event(event: Event, hint: Hint) -> Event | None:
-    cleaned = dict(scrub(dict(event)))
+    cleaned = dict(redact_value(dict(event)))
     cleaned.pop("user", None)
     return cast("Event", cleaned)
 
 
 def scrub_breadcrumb(crumb: Any, hint: Hint) -> Any:
-    return scrub(dict(crumb))
+    return redact_value(dict(crumb))
 
 
 def init_error_tracking(settings: Settings, *, transport: Any = None) -> bool:

@@ -52,13 +52,15 @@ def redact(text: str) -> str:
     return _PHONE_GROUPED.sub(_grouped_phone, text)
 
 
-def _clean(value: Any) -> Any:
+def redact_value(value: Any) -> Any:
+    """``redact`` through dicts and lists (log extras, error-tracking events); other values as
+    their redacted text, numbers, booleans and None as they are."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
+        return {key: redact_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(item) for item in value]
+        return [redact_value(item) for item in value]
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     return redact(str(value))
@@ -72,7 +74,7 @@ class RedactingFilter(logging.Filter):
             if key in _CONTACT_FIELDS and value is not None:
                 setattr(record, key, "[phone]" if key != "email" else "[email]")
             elif key not in _STANDARD_ATTRS:
-                setattr(record, key, _clean(value))
+                setattr(record, key, redact_value(value))
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
